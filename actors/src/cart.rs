@@ -1,0 +1,284 @@
+//! CartActor: one per cart, the single writer of its lines and its checkout lock. It
+//! serialises "change a line" against "check out": a locked cart refuses changes. Answers
+//! only after the change is durable; someone else's cart is simply not found.
+
+use crate::clock::SharedClock;
+use crate::domain::{CartId, Currency, OrderId, ProductInfo, Quantity, Sku, UserId};
+use crate::registry::{KeyedActor, Membership, PassivateIfIdle};
+use crate::store::{CartLine, CartRecord, SharedStore, WriteOutcome};
+use crate::{ActorError, ActorSettings};
+use actix::prelude::*;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CartError {
+    /// No such cart, or not the caller's (never leak existence).
+    #[error("cart not found")]
+    NotFound,
+    #[error("the cart is locked by a pending order")]
+    Locked { order_id: OrderId },
+    #[error("the cart holds {cart} lines; this product is priced in {line}")]
+    CurrencyMismatch { cart: Currency, line: Currency },
+    #[error("a cart with this id already exists")]
+    AlreadyExists,
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+}
+
+type CartResult = Result<CartRecord, CartError>;
+
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CartRecord, CartError>")]
+pub struct CreateCart {
+    pub owner: UserId,
+}
+
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CartRecord, CartError>")]
+pub struct GetCart {
+    pub user: UserId,
+}
+
+/// Sets a line's quantity (0 removes it) at the product's current price.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CartRecord, CartError>")]
+pub struct SetLine {
+    pub user: UserId,
+    pub sku: Sku,
+    pub quantity: Quantity,
+    pub product: ProductInfo,
+}
+
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CartRecord, CartError>")]
+pub struct RemoveLine {
+    pub user: UserId,
+    pub sku: Sku,
+}
+
+pub struct CartActor {
+    membership: Membership<CartActor>,
+    store: SharedStore,
+    clock: SharedClock,
+    settings: ActorSettings,
+    cart: Option<CartRecord>,
+    last_active: OffsetDateTime,
+}
+
+impl KeyedActor for CartActor {
+    type Key = CartId;
+    const KIND: &'static str = "cart";
+}
+
+impl CartActor {
+    pub fn new(
+        membership: Membership<Self>,
+        store: SharedStore,
+        clock: SharedClock,
+        settings: ActorSettings,
+    ) -> Self {
+        let last_active = clock.now();
+        Self {
+            membership,
+            store,
+            clock,
+            settings,
+            cart: None,
+            last_active,
+        }
+    }
+
+    fn id(&self) -> CartId {
+        *self.membership.key()
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let id = self.id();
+        ctx.wait(
+            async move { store.load_cart(id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(cart) => act.cart = cart,
+                    Err(e) => {
+                        tracing::error!(cart_id = %act.id(), error = %e, "cannot load cart; stopping");
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    /// The caller's cart, or `NotFound`.
+    fn owned_by(&self, user: &UserId) -> Result<&CartRecord, CartError> {
+        self.cart
+            .as_ref()
+            .filter(|c| &c.owner == user)
+            .ok_or(CartError::NotFound)
+    }
+
+    fn unlocked_for(&self, user: &UserId) -> Result<&CartRecord, CartError> {
+        let cart = self.owned_by(user)?;
+        match cart.locked_by {
+            Some(order_id) => Err(CartError::Locked { order_id }),
+            None => Ok(cart),
+        }
+    }
+
+    /// Persists `next` (conditional on the version we hold), then makes it our state.
+    fn persist(&mut self, mut next: CartRecord) -> AtomicResponse<Self, CartResult> {
+        let expected = self.cart.as_ref().map_or(0, |c| c.version);
+        next.version = expected + 1;
+        let store = self.store.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let outcome = store.write_cart(&next, expected).await;
+                (outcome, next)
+            }
+            .into_actor(self)
+            .map(|(outcome, next), act, ctx| match outcome {
+                Ok(WriteOutcome::Applied) => {
+                    act.cart = Some(next.clone());
+                    Ok(next)
+                }
+                Ok(WriteOutcome::Conflict) => {
+                    metrics::counter!("kassa_store_conflicts_total", "entity" => "cart")
+                        .increment(1);
+                    act.load(ctx);
+                    Err(CartError::Actor(ActorError::Contended))
+                }
+                Err(e) => {
+                    tracing::error!(cart_id = %next.id, error = %e, "cart write failed");
+                    Err(CartError::Actor(ActorError::Unavailable))
+                }
+            }),
+        ))
+    }
+
+    fn refuse(error: CartError) -> AtomicResponse<Self, CartResult> {
+        AtomicResponse::new(Box::pin(fut::ready(Err(error))))
+    }
+
+    fn touch(&mut self) {
+        self.last_active = self.clock.now();
+    }
+}
+
+impl Actor for CartActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        self.load(ctx);
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        self.membership.leave(&ctx.address());
+        Running::Stop
+    }
+}
+
+impl Handler<CreateCart> for CartActor {
+    type Result = AtomicResponse<Self, CartResult>;
+
+    fn handle(&mut self, msg: CreateCart, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        match &self.cart {
+            Some(existing) if existing.owner == msg.owner => {
+                AtomicResponse::new(Box::pin(fut::ready(Ok(existing.clone()))))
+            }
+            Some(_) => Self::refuse(CartError::AlreadyExists),
+            None => {
+                let cart = CartRecord {
+                    id: self.id(),
+                    owner: msg.owner,
+                    lines: Vec::new(),
+                    locked_by: None,
+                    version: 0,
+                };
+                self.persist(cart)
+            }
+        }
+    }
+}
+
+impl Handler<GetCart> for CartActor {
+    type Result = CartResult;
+
+    fn handle(&mut self, msg: GetCart, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        self.owned_by(&msg.user).cloned()
+    }
+}
+
+impl Handler<SetLine> for CartActor {
+    type Result = AtomicResponse<Self, CartResult>;
+
+    fn handle(&mut self, msg: SetLine, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let mut next = match self.unlocked_for(&msg.user) {
+            Ok(cart) => cart.clone(),
+            Err(e) => return Self::refuse(e),
+        };
+        let position = next.lines.iter().position(|l| l.sku == msg.sku);
+        if msg.quantity.is_zero() {
+            match position {
+                Some(i) => {
+                    next.lines.remove(i);
+                }
+                None => return AtomicResponse::new(Box::pin(fut::ready(Ok(next)))),
+            }
+            return self.persist(next);
+        }
+        let others_currency = next
+            .lines
+            .iter()
+            .find(|l| l.sku != msg.sku)
+            .map(|l| l.currency);
+        if let Some(cart) = others_currency.filter(|c| *c != msg.product.currency) {
+            return Self::refuse(CartError::CurrencyMismatch {
+                cart,
+                line: msg.product.currency,
+            });
+        }
+        let line = CartLine {
+            sku: msg.sku,
+            name: msg.product.name,
+            quantity: msg.quantity.get(),
+            unit_price: msg.product.price,
+            currency: msg.product.currency,
+        };
+        match position {
+            Some(i) => next.lines[i] = line,
+            None => next.lines.push(line),
+        }
+        self.persist(next)
+    }
+}
+
+impl Handler<RemoveLine> for CartActor {
+    type Result = AtomicResponse<Self, CartResult>;
+
+    fn handle(&mut self, msg: RemoveLine, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let mut next = match self.unlocked_for(&msg.user) {
+            Ok(cart) => cart.clone(),
+            Err(e) => return Self::refuse(e),
+        };
+        let before = next.lines.len();
+        next.lines.retain(|l| l.sku != msg.sku);
+        if next.lines.len() == before {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(next))));
+        }
+        self.persist(next)
+    }
+}
+
+impl Handler<PassivateIfIdle> for CartActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PassivateIfIdle, ctx: &mut Context<Self>) {
+        if self.clock.now() - self.last_active >= self.settings.idle_after {
+            ctx.stop();
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Domain values parsed once at the edge (parse, don't validate): SKUs, quantities, money,
+//! ids. Handlers and actors only ever see these types, never unchecked strings.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+pub use iso_currency::Currency;
+
+/// Why a raw value was refused; `field` names it for the 422 `details`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidValue {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl InvalidValue {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// A stock-keeping unit: 1..=64 chars of `[A-Za-z0-9._-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sku(String);
+
+impl Sku {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if raw.is_empty() || raw.len() > Self::MAX_LEN || !raw.chars().all(ok_char) {
+            return Err(InvalidValue::new(
+                "sku",
+                "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Sku {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Sku> for String {
+    fn from(sku: Sku) -> Self {
+        sku.0
+    }
+}
+
+impl fmt::Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Units of one cart line: 0..=10000 (0 removes the line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "u32")]
+pub struct Quantity(u32);
+
+impl Quantity {
+    pub const MAX: u32 = 10_000;
+
+    pub fn parse(raw: i64) -> Result<Self, InvalidValue> {
+        if !(0..=i64::from(Self::MAX)).contains(&raw) {
+            return Err(InvalidValue::new("quantity", "must be an integer from 0 to 10000"));
+        }
+        Ok(Self(raw as u32))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl TryFrom<i64> for Quantity {
+    type Error = InvalidValue;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<Quantity> for u32 {
+    fn from(q: Quantity) -> Self {
+        q.0
+    }
+}
+
+/// Parses an ISO 4217 alphabetic code ("EUR").
+pub fn parse_currency(raw: &str) -> Result<Currency, InvalidValue> {
+    Currency::from_code(raw)
+        .ok_or_else(|| InvalidValue::new("currency", "must be an ISO 4217 code such as \"EUR\""))
+}
+
+/// A price in integer minor units (`1999` = 19.99); never negative.
+pub fn parse_price(raw: i64) -> Result<i64, InvalidValue> {
+    if raw < 0 {
+        return Err(InvalidValue::new("price", "must be a non-negative integer in minor units"));
+    }
+    Ok(raw)
+}
+
+/// A product name: 1..=200 characters after trimming.
+pub fn parse_product_name(raw: &str) -> Result<String, InvalidValue> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if chars == 0 || chars > 200 {
+        return Err(InvalidValue::new("name", "must be 1 to 200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            pub fn parse(raw: &str) -> Result<Self, InvalidValue> {
+                Uuid::parse_str(raw)
+                    .map(Self)
+                    .map_err(|_| InvalidValue::new(stringify!($name), "must be a UUID"))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// A cart's id.
+    CartId
+);
+uuid_id!(
+    /// An order's id; also the payment gateway's idempotency key.
+    OrderId
+);
+
+/// The authenticated user's id (the JWT `sub`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub String);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the catalog says about a SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductInfo {
+    pub name: String,
+    /// Minor units of `currency`.
+    pub price: i64,
+    pub currency: Currency,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_accepts_the_contract_alphabet_and_refuses_the_rest() {
+        assert!(Sku::parse("tee-M_2.blue").is_ok());
+        assert!(Sku::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(65)] {
+            assert!(Sku::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn quantity_is_bounded_to_ten_thousand() {
+        assert_eq!(Quantity::parse(0).map(Quantity::get), Ok(0));
+        assert_eq!(Quantity::parse(10_000).map(Quantity::get), Ok(10_000));
+        assert!(Quantity::parse(10_001).is_err());
+        assert!(Quantity::parse(-1).is_err());
+    }
+
+    #[test]
+    fn currency_must_be_iso_4217() {
+        assert_eq!(parse_currency("EUR"), Ok(Currency::EUR));
+        assert!(parse_currency("EURO").is_err());
+        assert!(parse_currency("XYZ1").is_err());
+    }
+
+    #[test]
+    fn names_and_prices_are_checked() {
+        assert!(parse_product_name("  ").is_err());
+        assert!(parse_product_name(&"x".repeat(201)).is_err());
+        assert_eq!(parse_product_name(" Tee ").as_deref(), Ok("Tee"));
+        assert!(parse_price(-1).is_err());
+        assert_eq!(parse_price(0), Ok(0));
+    }
+}

@@ -1,0 +1,50 @@
+//! Kassa's domain and its actors, free of HTTP: products, carts, orders, the registry that
+//! hosts them, and the `Store` trait they persist through. `kassa` (src/) depends on this
+//! crate, never the reverse.
+
+pub mod cart;
+pub mod clock;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+pub mod domain;
+pub mod product;
+pub mod registry;
+pub mod store;
+
+use time::Duration;
+
+/// Why an actor could not do what it was asked (beyond the domain's own answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ActorError {
+    /// The store failed or could not be reached; nothing was changed.
+    #[error("store unavailable")]
+    Unavailable,
+    /// Other writers kept winning the conditional write; nothing was changed.
+    #[error("too much contention, try again")]
+    Contended,
+}
+
+/// Tuning shared by every keyed actor.
+#[derive(Debug, Clone)]
+pub struct ActorSettings {
+    /// Stop after this long without a message (passivation).
+    pub idle_after: Duration,
+    pub mailbox_capacity: usize,
+    /// An unsettled reservation is dropped this long after it expired (its order was lost).
+    pub orphan_grace: Duration,
+    /// How long a committed reservation is remembered, so a replayed commit is recognised.
+    pub committed_retention: Duration,
+    pub max_conflict_retries: u32,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        Self {
+            idle_after: Duration::minutes(5),
+            mailbox_capacity: 4096,
+            orphan_grace: Duration::hours(1),
+            committed_retention: Duration::days(7),
+            max_conflict_retries: 5,
+        }
+    }
+}

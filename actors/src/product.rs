@@ -1,0 +1,582 @@
+//! ProductActor: one per SKU, the single writer of that SKU's catalog entry and stock.
+//! Decisions (reserve, commit, release) are made one at a time against its state; while one
+//! store write is in flight, new commands queue and the next write carries them all (group
+//! commit), so a hot SKU costs one durable write per batch. Never answers before durable.
+
+use crate::clock::SharedClock;
+use crate::domain::{Currency, OrderId, ProductInfo, Sku};
+use crate::registry::{KeyedActor, Membership, PassivateIfIdle};
+use crate::store::{
+    ProductRow, ProductSnapshot, ProductWrite, Reservation, SharedStore, WriteOutcome,
+};
+use crate::{ActorError, ActorSettings};
+use actix::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+
+/// What the catalog shows for a SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductView {
+    pub sku: Sku,
+    pub info: ProductInfo,
+    pub on_hand: i64,
+    pub reserved: i64,
+    /// on hand - reserved, never below zero.
+    pub available: i64,
+}
+
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Option<ProductView>, ActorError>")]
+pub struct GetProduct;
+
+/// Creates or replaces the catalog entry; `stock` sets the on-hand units.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ProductView, ActorError>")]
+pub struct UpsertProduct {
+    pub info: ProductInfo,
+    pub stock: i64,
+}
+
+/// Takes the SKU out of the catalog; live reservations still settle. Answers whether it was
+/// in the catalog.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<bool, ActorError>")]
+pub struct DeleteProduct;
+
+/// Holds `qty` units for `order_id` until `expires_at`. Idempotent per order.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ReserveOutcome, ActorError>")]
+pub struct Reserve {
+    pub order_id: OrderId,
+    pub qty: u32,
+    pub expires_at: OffsetDateTime,
+    /// The price the shopper saw; `None` skips the catalog checks (re-reserving for a paid
+    /// order, whose price is already settled).
+    pub expected_price: Option<(i64, Currency)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReserveOutcome {
+    Reserved,
+    InsufficientStock { available: i64 },
+    UnknownProduct,
+    PriceChanged { current: i64, currency: Currency },
+}
+
+/// Turns the order's reservation into a permanent stock decrement. Idempotent.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CommitOutcome, ActorError>")]
+pub struct Commit {
+    pub order_id: OrderId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    AlreadyCommitted,
+    /// No reservation for the order (released, expired, or never made).
+    NotReserved,
+}
+
+/// Gives the order's reserved units back. Idempotent; a committed sale is never undone.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ReleaseOutcome, ActorError>")]
+pub struct Release {
+    pub order_id: OrderId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    Released,
+    NotReserved,
+    AlreadyCommitted,
+}
+
+#[derive(Debug, Clone)]
+enum Command {
+    Upsert(UpsertProduct),
+    Delete,
+    Reserve(Reserve),
+    Commit(Commit),
+    Release(Release),
+    /// Drops reservations nobody settled long after they expired (an order lost in a crash)
+    /// and committed markers past their retention.
+    Sweep,
+}
+
+#[derive(Debug)]
+enum Reply {
+    View(ProductView),
+    Deleted(bool),
+    Reserve(ReserveOutcome),
+    Commit(CommitOutcome),
+    Release(ReleaseOutcome),
+    Swept,
+}
+
+struct Queued {
+    command: Command,
+    reply: oneshot::Sender<Result<Reply, ActorError>>,
+    attempts: u32,
+}
+
+/// One SKU's state as last loaded or written.
+#[derive(Debug, Clone, Default)]
+struct Stock {
+    row: Option<ProductRow>,
+    reservations: BTreeMap<OrderId, Reservation>,
+}
+
+impl Stock {
+    fn from_snapshot(snapshot: Option<ProductSnapshot>) -> Self {
+        match snapshot {
+            None => Self::default(),
+            Some(s) => Self {
+                row: Some(s.row),
+                reservations: s.reservations.into_iter().map(|r| (r.order_id, r)).collect(),
+            },
+        }
+    }
+
+    fn version(&self) -> u64 {
+        self.row.as_ref().map_or(0, |r| r.version)
+    }
+
+    fn on_hand(&self) -> i64 {
+        self.row.as_ref().map_or(0, |r| r.on_hand)
+    }
+
+    fn reserved(&self) -> i64 {
+        self.reservations
+            .values()
+            .filter(|r| !r.committed)
+            .map(|r| i64::from(r.qty))
+            .sum()
+    }
+
+    fn available(&self) -> i64 {
+        (self.on_hand() - self.reserved()).max(0)
+    }
+
+    fn view(&self, sku: &Sku) -> Option<ProductView> {
+        let info = self.row.as_ref()?.info.clone()?;
+        let reserved = self.reserved();
+        Some(ProductView {
+            sku: sku.clone(),
+            info,
+            on_hand: self.on_hand(),
+            reserved,
+            available: (self.on_hand() - reserved).max(0),
+        })
+    }
+}
+
+/// The changes one batch makes, turned into one conditional store write.
+#[derive(Default)]
+struct Changes {
+    row_changed: bool,
+    put: BTreeMap<OrderId, Reservation>,
+    remove: BTreeSet<OrderId>,
+}
+
+impl Changes {
+    fn is_empty(&self) -> bool {
+        !self.row_changed && self.put.is_empty() && self.remove.is_empty()
+    }
+
+    fn put(&mut self, r: Reservation) {
+        self.remove.remove(&r.order_id);
+        self.put.insert(r.order_id, r);
+    }
+
+    fn remove(&mut self, id: OrderId) {
+        self.put.remove(&id);
+        self.remove.insert(id);
+    }
+}
+
+/// Applies one command to `stock` (in place), recording what changed. Pure domain logic.
+fn decide(
+    sku: &Sku,
+    stock: &mut Stock,
+    command: &Command,
+    now: OffsetDateTime,
+    settings: &ActorSettings,
+    changes: &mut Changes,
+) -> Result<Reply, ActorError> {
+    match command {
+        Command::Upsert(u) => {
+            let version = stock.version();
+            stock.row = Some(ProductRow {
+                info: Some(u.info.clone()),
+                on_hand: u.stock,
+                version,
+            });
+            changes.row_changed = true;
+            stock.view(sku).map(Reply::View).ok_or(ActorError::Unavailable)
+        }
+        Command::Delete => {
+            let listed = stock.row.as_ref().is_some_and(|r| r.info.is_some());
+            if let Some(row) = stock.row.as_mut().filter(|_| listed) {
+                row.info = None;
+                changes.row_changed = true;
+            }
+            Ok(Reply::Deleted(listed))
+        }
+        Command::Reserve(r) => {
+            if stock.reservations.contains_key(&r.order_id) {
+                return Ok(Reply::Reserve(ReserveOutcome::Reserved));
+            }
+            if let Some((price, currency)) = r.expected_price {
+                match stock.row.as_ref().and_then(|row| row.info.as_ref()) {
+                    None => return Ok(Reply::Reserve(ReserveOutcome::UnknownProduct)),
+                    Some(info) if info.price != price || info.currency != currency => {
+                        return Ok(Reply::Reserve(ReserveOutcome::PriceChanged {
+                            current: info.price,
+                            currency: info.currency,
+                        }));
+                    }
+                    Some(_) => {}
+                }
+            }
+            let available = stock.available();
+            if available < i64::from(r.qty) || stock.row.is_none() {
+                return Ok(Reply::Reserve(ReserveOutcome::InsufficientStock { available }));
+            }
+            let reservation = Reservation {
+                order_id: r.order_id,
+                qty: r.qty,
+                expires_at: r.expires_at,
+                committed: false,
+            };
+            stock.reservations.insert(r.order_id, reservation.clone());
+            changes.put(reservation);
+            Ok(Reply::Reserve(ReserveOutcome::Reserved))
+        }
+        Command::Commit(c) => {
+            let Some(reservation) = stock.reservations.get_mut(&c.order_id) else {
+                return Ok(Reply::Commit(CommitOutcome::NotReserved));
+            };
+            if reservation.committed {
+                return Ok(Reply::Commit(CommitOutcome::AlreadyCommitted));
+            }
+            reservation.committed = true;
+            // Keep the marker until its retention passes, so a replay is recognised.
+            reservation.expires_at = now + settings.committed_retention;
+            let qty = i64::from(reservation.qty);
+            let marker = reservation.clone();
+            if let Some(row) = stock.row.as_mut() {
+                row.on_hand -= qty;
+            }
+            changes.row_changed = true;
+            changes.put(marker);
+            Ok(Reply::Commit(CommitOutcome::Committed))
+        }
+        Command::Release(r) => match stock.reservations.get(&r.order_id) {
+            None => Ok(Reply::Release(ReleaseOutcome::NotReserved)),
+            Some(res) if res.committed => Ok(Reply::Release(ReleaseOutcome::AlreadyCommitted)),
+            Some(_) => {
+                stock.reservations.remove(&r.order_id);
+                changes.remove(r.order_id);
+                Ok(Reply::Release(ReleaseOutcome::Released))
+            }
+        },
+        Command::Sweep => {
+            let stale: Vec<OrderId> = stock
+                .reservations
+                .values()
+                .filter(|r| {
+                    let deadline = if r.committed {
+                        r.expires_at
+                    } else {
+                        r.expires_at + settings.orphan_grace
+                    };
+                    deadline <= now
+                })
+                .map(|r| r.order_id)
+                .collect();
+            for id in stale {
+                if stock.reservations.remove(&id).is_some_and(|r| !r.committed) {
+                    metrics::counter!("kassa_reservations_orphaned_total").increment(1);
+                }
+                changes.remove(id);
+            }
+            Ok(Reply::Swept)
+        }
+    }
+}
+
+pub struct ProductActor {
+    membership: Membership<ProductActor>,
+    store: SharedStore,
+    clock: SharedClock,
+    settings: ActorSettings,
+    stock: Stock,
+    queue: Vec<Queued>,
+    writing: bool,
+    last_active: OffsetDateTime,
+}
+
+impl KeyedActor for ProductActor {
+    type Key = Sku;
+    const KIND: &'static str = "product";
+}
+
+impl ProductActor {
+    pub fn new(
+        membership: Membership<Self>,
+        store: SharedStore,
+        clock: SharedClock,
+        settings: ActorSettings,
+    ) -> Self {
+        let last_active = clock.now();
+        Self {
+            membership,
+            store,
+            clock,
+            settings,
+            stock: Stock::default(),
+            queue: Vec::new(),
+            writing: false,
+            last_active,
+        }
+    }
+
+    fn sku(&self) -> &Sku {
+        self.membership.key()
+    }
+
+    /// Loads the SKU's state; no message is handled until it is in.
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let sku = self.sku().clone();
+        ctx.wait(
+            async move { store.load_product(&sku).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(snapshot) => act.stock = Stock::from_snapshot(snapshot),
+                    Err(e) => {
+                        tracing::error!(sku = %act.sku(), error = %e, "cannot load product; stopping");
+                        act.fail_queue(ActorError::Unavailable);
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    fn enqueue<T: Send + 'static>(
+        &mut self,
+        command: Command,
+        ctx: &mut Context<Self>,
+        unwrap: fn(Reply) -> Option<T>,
+    ) -> ResponseFuture<Result<T, ActorError>> {
+        self.last_active = self.clock.now();
+        let (reply, answer) = oneshot::channel();
+        self.queue.push(Queued {
+            command,
+            reply,
+            attempts: 0,
+        });
+        self.flush(ctx);
+        Box::pin(async move {
+            match answer.await {
+                Ok(Ok(reply)) => unwrap(reply).ok_or(ActorError::Unavailable),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ActorError::Unavailable),
+            }
+        })
+    }
+
+    /// Decides every queued command and writes their changes as one conditional write.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.writing || self.queue.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.queue);
+        let now = self.clock.now();
+        let expected_version = self.stock.version();
+        let mut changes = Changes::default();
+        let mut decided = Vec::with_capacity(batch.len());
+        for queued in batch {
+            let sku = self.membership.key().clone();
+            let reply = decide(
+                &sku,
+                &mut self.stock,
+                &queued.command,
+                now,
+                &self.settings,
+                &mut changes,
+            );
+            decided.push((queued, reply));
+        }
+        if changes.is_empty() {
+            for (queued, reply) in decided {
+                let _ = queued.reply.send(reply);
+            }
+            return;
+        }
+        let row = match self.stock.row.as_mut() {
+            Some(row) => {
+                row.version = expected_version + 1;
+                row.clone()
+            }
+            None => {
+                let row = ProductRow {
+                    info: None,
+                    on_hand: 0,
+                    version: expected_version + 1,
+                };
+                self.stock.row = Some(row.clone());
+                row
+            }
+        };
+        metrics::histogram!("kassa_product_batch_size").record(decided.len() as f64);
+        let write = ProductWrite {
+            sku: self.sku().clone(),
+            expected_version,
+            row,
+            put_reservations: changes.put.into_values().collect(),
+            remove_reservations: changes.remove.into_iter().collect(),
+        };
+        self.writing = true;
+        let store = self.store.clone();
+        ctx.spawn(
+            async move { store.write_product(write).await }
+                .into_actor(self)
+                .map(move |written, act, ctx| {
+                    act.writing = false;
+                    match written {
+                        Ok(WriteOutcome::Applied) => {
+                            for (queued, reply) in decided {
+                                let _ = queued.reply.send(reply);
+                            }
+                            act.flush(ctx);
+                        }
+                        Ok(WriteOutcome::Conflict) => {
+                            metrics::counter!("kassa_store_conflicts_total", "entity" => "product")
+                                .increment(1);
+                            act.retry_after_reload(decided, ctx);
+                        }
+                        Err(e) => {
+                            tracing::error!(sku = %act.sku(), error = %e, "product write failed");
+                            for (queued, _) in decided {
+                                let _ = queued.reply.send(Err(ActorError::Unavailable));
+                            }
+                            act.reload_then_flush(ctx);
+                        }
+                    }
+                }),
+        );
+    }
+
+    /// Another writer changed the SKU: reload, then decide the same commands again (bounded).
+    fn retry_after_reload(
+        &mut self,
+        decided: Vec<(Queued, Result<Reply, ActorError>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        let mut retry = Vec::new();
+        for (mut queued, _) in decided {
+            queued.attempts += 1;
+            if queued.attempts > self.settings.max_conflict_retries {
+                let _ = queued.reply.send(Err(ActorError::Contended));
+            } else {
+                retry.push(queued);
+            }
+        }
+        retry.append(&mut self.queue);
+        self.queue = retry;
+        self.reload_then_flush(ctx);
+    }
+
+    fn reload_then_flush(&mut self, ctx: &mut Context<Self>) {
+        self.load(ctx);
+        ctx.wait(fut::wrap_future::<_, Self>(async {}).map(|_, act, ctx| act.flush(ctx)));
+    }
+
+    fn fail_queue(&mut self, error: ActorError) {
+        for queued in self.queue.drain(..) {
+            let _ = queued.reply.send(Err(error));
+        }
+    }
+
+    fn has_stale_reservations(&self, now: OffsetDateTime) -> bool {
+        self.stock.reservations.values().any(|r| {
+            let deadline = if r.committed {
+                r.expires_at
+            } else {
+                r.expires_at + self.settings.orphan_grace
+            };
+            deadline <= now
+        })
+    }
+}
+
+impl Actor for ProductActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        self.load(ctx);
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        self.membership.leave(&ctx.address());
+        Running::Stop
+    }
+}
+
+impl Handler<GetProduct> for ProductActor {
+    type Result = Result<Option<ProductView>, ActorError>;
+
+    fn handle(&mut self, _: GetProduct, _: &mut Context<Self>) -> Self::Result {
+        self.last_active = self.clock.now();
+        Ok(self.stock.view(self.sku()))
+    }
+}
+
+macro_rules! queued_handler {
+    ($msg:ty, $out:ty, $variant:ident, $command:expr) => {
+        impl Handler<$msg> for ProductActor {
+            type Result = ResponseFuture<Result<$out, ActorError>>;
+
+            fn handle(&mut self, msg: $msg, ctx: &mut Context<Self>) -> Self::Result {
+                #[allow(clippy::redundant_closure_call)]
+                let command = ($command)(msg);
+                self.enqueue(command, ctx, |reply| match reply {
+                    Reply::$variant(v) => Some(v),
+                    _ => None,
+                })
+            }
+        }
+    };
+}
+
+queued_handler!(UpsertProduct, ProductView, View, Command::Upsert);
+queued_handler!(DeleteProduct, bool, Deleted, |_| Command::Delete);
+queued_handler!(Reserve, ReserveOutcome, Reserve, Command::Reserve);
+queued_handler!(Commit, CommitOutcome, Commit, Command::Commit);
+queued_handler!(Release, ReleaseOutcome, Release, Command::Release);
+
+impl Handler<PassivateIfIdle> for ProductActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PassivateIfIdle, ctx: &mut Context<Self>) {
+        let now = self.clock.now();
+        if self.has_stale_reservations(now) {
+            let (reply, _) = oneshot::channel();
+            self.queue.push(Queued {
+                command: Command::Sweep,
+                reply,
+                attempts: 0,
+            });
+            self.flush(ctx);
+            return;
+        }
+        let idle = now - self.last_active >= self.settings.idle_after;
+        if idle && !self.writing && self.queue.is_empty() {
+            ctx.stop();
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Where actors live: a fixed pool of arbiters (one per core, keys hashed to arbiters) and a
+//! registry per actor kind that starts an actor on first use and forgets it when it
+//! passivates. Asking an actor never hangs: a full mailbox or a slow actor is `Overloaded`.
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use dashmap::DashMap;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The arbiters that run every keyed actor.
+pub struct ActorPool {
+    arbiters: Vec<Arbiter>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl ActorPool {
+    /// Starts `threads` arbiters (at least one). Must be called inside an actix `System`.
+    pub fn new(threads: usize) -> Self {
+        Self {
+            arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    fn arbiter_for<K: Hash>(&self, key: &K) -> ArbiterHandle {
+        let slot = self.hasher.hash_one(key) as usize % self.arbiters.len();
+        self.arbiters[slot].handle()
+    }
+
+    /// Stops every arbiter once the actors on it have finished their current messages.
+    pub fn stop(&self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+/// An actor with one instance per key (a SKU, a cart, an order).
+pub trait KeyedActor: Actor<Context = Context<Self>> {
+    type Key: Clone + Eq + Hash + Send + Sync + fmt::Display + 'static;
+    /// Label for metrics and logs: "product", "cart", "order".
+    const KIND: &'static str;
+}
+
+/// Why an ask did not get an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    /// The mailbox stayed full or the actor did not answer in time: shed load (503).
+    #[error("actor overloaded")]
+    Overloaded,
+    /// The actor kept stopping before answering (its state could not be loaded).
+    #[error("actor unavailable")]
+    Unavailable,
+}
+
+/// An actor's entry in its registry; it leaves when the actor stops.
+pub struct Membership<A: KeyedActor> {
+    key: A::Key,
+    live: Arc<DashMap<A::Key, Addr<A>>>,
+}
+
+impl<A: KeyedActor> Membership<A> {
+    pub fn key(&self) -> &A::Key {
+        &self.key
+    }
+
+    /// Removes this actor from the registry (only if the entry is still this actor), so the
+    /// next ask starts a fresh one that reloads its state from the store.
+    pub fn leave(&self, me: &Addr<A>) {
+        if self.live.remove_if(&self.key, |_, addr| addr == me).is_some() {
+            metrics::gauge!("kassa_actors_live", "kind" => A::KIND).decrement(1.0);
+        }
+    }
+}
+
+type Spawn<A> = dyn Fn(Membership<A>) -> A + Send + Sync;
+
+pub struct Registry<A: KeyedActor> {
+    live: Arc<DashMap<A::Key, Addr<A>>>,
+    pool: Arc<ActorPool>,
+    spawn: Arc<Spawn<A>>,
+    ask_timeout: Duration,
+}
+
+impl<A: KeyedActor> Clone for Registry<A> {
+    fn clone(&self) -> Self {
+        Self {
+            live: self.live.clone(),
+            pool: self.pool.clone(),
+            spawn: self.spawn.clone(),
+            ask_timeout: self.ask_timeout,
+        }
+    }
+}
+
+impl<A: KeyedActor> Registry<A> {
+    pub fn new(
+        pool: Arc<ActorPool>,
+        ask_timeout: Duration,
+        spawn: impl Fn(Membership<A>) -> A + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            live: Arc::new(DashMap::new()),
+            pool,
+            spawn: Arc::new(spawn),
+            ask_timeout,
+        }
+    }
+
+    /// The live actor for `key`, started on its arbiter if there is none (atomic per key).
+    pub fn addr(&self, key: &A::Key) -> Addr<A> {
+        if let Some(addr) = self.live.get(key).filter(|a| a.connected()) {
+            return addr.clone();
+        }
+        let mut started = false;
+        let addr = self
+            .live
+            .entry(key.clone())
+            .and_modify(|addr| {
+                if !addr.connected() {
+                    *addr = self.start(key);
+                    started = true;
+                }
+            })
+            .or_insert_with(|| {
+                started = true;
+                self.start(key)
+            })
+            .clone();
+        if started {
+            metrics::gauge!("kassa_actors_live", "kind" => A::KIND).increment(1.0);
+            metrics::counter!("kassa_actor_activations_total", "kind" => A::KIND).increment(1);
+        }
+        addr
+    }
+
+    fn start(&self, key: &A::Key) -> Addr<A> {
+        let membership = Membership {
+            key: key.clone(),
+            live: self.live.clone(),
+        };
+        let spawn = self.spawn.clone();
+        A::start_in_arbiter(&self.pool.arbiter_for(key), move |_| spawn(membership))
+    }
+
+    /// Sends `msg` and waits for the answer, at most the ask timeout. A message that finds
+    /// the actor stopped (passivated, or failed to load) is retried on a fresh actor, so
+    /// messages must be idempotent.
+    pub async fn ask<M>(&self, key: &A::Key, msg: M) -> Result<M::Result, AskError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        for _ in 0..3 {
+            let addr = self.addr(key);
+            match tokio::time::timeout(self.ask_timeout, addr.send(msg.clone())).await {
+                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Err(MailboxError::Closed)) => {
+                    if self.live.remove_if(key, |_, a| a == &addr).is_some() {
+                        metrics::gauge!("kassa_actors_live", "kind" => A::KIND).decrement(1.0);
+                    }
+                }
+                Ok(Err(MailboxError::Timeout)) | Err(_) => {
+                    metrics::counter!("kassa_actor_ask_overloaded_total", "kind" => A::KIND)
+                        .increment(1);
+                    return Err(AskError::Overloaded);
+                }
+            }
+        }
+        Err(AskError::Unavailable)
+    }
+
+    /// Sends `msg` to every live actor without waiting (housekeeping: passivation sweeps).
+    pub fn broadcast<M>(&self, msg: M)
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        for entry in self.live.iter() {
+            let _ = entry.value().try_send(msg.clone());
+        }
+    }
+
+    /// How many actors of this kind are alive in this process.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_live(&self, key: &A::Key) -> bool {
+        self.live.get(key).is_some_and(|a| a.connected())
+    }
+}
+
+/// Asks every live actor to stop if it has been idle for its passivation period.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct PassivateIfIdle;
