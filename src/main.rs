@@ -1,1 +1,123 @@
-fn main() {}
+//! `kassa`: reads config, then serves (the default) or runs a one-off subcommand.
+
+use clap::{Parser, Subcommand};
+use kassa::auth::{TokenRequest, mint};
+use kassa::config::{Config, GatewaySpec};
+use kassa::startup::Application;
+use kassa::telemetry;
+use kassa_actors::clock::{SharedClock, SystemClock};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "kassa",
+    version,
+    about = "Checkout backend for high-volume storefronts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Print a JWT signed with the configured key (the token alone on the first line).
+    Token {
+        /// The user id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// The `email` claim (where confirmation emails go).
+        #[arg(long)]
+        email: Option<String>,
+        /// Add the `admin` role.
+        #[arg(long)]
+        admin: bool,
+        /// How long the token is valid, e.g. `1h`, `30m`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// PEM private key to sign with, when tokens are verified with a public key.
+        #[arg(long)]
+        private_key_file: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("kassa: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config),
+        Command::Token {
+            sub,
+            email,
+            admin,
+            ttl,
+            private_key_file,
+        } => token(
+            &config,
+            &sub,
+            email.as_deref(),
+            admin,
+            ttl,
+            private_key_file,
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kassa: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(
+    config: &Config,
+    sub: &str,
+    email: Option<&str>,
+    admin: bool,
+    ttl: std::time::Duration,
+    private_key_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let pem = private_key_file.map(std::fs::read).transpose()?;
+    let clock: SharedClock = Arc::new(SystemClock);
+    let jwt = mint(
+        &config.jwt,
+        &clock,
+        TokenRequest {
+            sub,
+            email,
+            admin,
+            ttl,
+            private_key_pem: pem.as_deref(),
+        },
+    )?;
+    println!("{jwt}");
+    Ok(())
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init_logging(&config.log, config.log_format);
+    if let Some(path) = &config.dev_secrets_file {
+        tracing::warn!(file = %path.display(), "no JWT or webhook secret configured: using development secrets from this file (generated on first start)");
+    }
+    if config.gateway == GatewaySpec::Sandbox
+        && config.env == kassa::config::Environment::Production
+    {
+        tracing::warn!("KASSA_GATEWAY=sandbox in production: payments are simulated");
+    }
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(config).await?;
+        tracing::info!(port = app.port(), "kassa listening");
+        app.run_until_stopped().await
+    })
+}

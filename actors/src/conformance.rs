@@ -46,8 +46,20 @@ pub async fn ping_answers(store: &dyn Store) {
 }
 
 pub async fn missing_records_load_as_none(store: &dyn Store) {
-    assert!(store.load_product(&sku("conf-missing")).await.expect("load").is_none());
-    assert!(store.load_cart(CartId::new()).await.expect("load").is_none());
+    assert!(
+        store
+            .load_product(&sku("conf-missing"))
+            .await
+            .expect("load")
+            .is_none()
+    );
+    assert!(
+        store
+            .load_cart(CartId::new())
+            .await
+            .expect("load")
+            .is_none()
+    );
 }
 
 pub async fn product_write_is_conditional_on_version(store: &dyn Store) {
@@ -59,7 +71,10 @@ pub async fn product_write_is_conditional_on_version(store: &dyn Store) {
         put_reservations: vec![],
         remove_reservations: vec![],
     };
-    assert_eq!(store.write_product(create.clone()).await.expect("write"), WriteOutcome::Applied);
+    assert_eq!(
+        store.write_product(create.clone()).await.expect("write"),
+        WriteOutcome::Applied
+    );
     assert_eq!(
         store.write_product(create).await.expect("write"),
         WriteOutcome::Conflict,
@@ -72,9 +87,20 @@ pub async fn product_write_is_conditional_on_version(store: &dyn Store) {
         put_reservations: vec![],
         remove_reservations: vec![],
     };
-    assert_eq!(store.write_product(stale).await.expect("write"), WriteOutcome::Conflict);
-    let loaded = store.load_product(&s).await.expect("load").expect("present");
-    assert_eq!(loaded.row, row(10, 1), "a conflicting write must change nothing");
+    assert_eq!(
+        store.write_product(stale).await.expect("write"),
+        WriteOutcome::Conflict
+    );
+    let loaded = store
+        .load_product(&s)
+        .await
+        .expect("load")
+        .expect("present");
+    assert_eq!(
+        loaded.row,
+        row(10, 1),
+        "a conflicting write must change nothing"
+    );
 }
 
 pub async fn reservations_are_put_and_removed_with_the_row(store: &dyn Store) {
@@ -87,7 +113,10 @@ pub async fn reservations_are_put_and_removed_with_the_row(store: &dyn Store) {
         put_reservations: vec![a.clone(), b.clone()],
         remove_reservations: vec![],
     };
-    assert_eq!(store.write_product(first).await.expect("write"), WriteOutcome::Applied);
+    assert_eq!(
+        store.write_product(first).await.expect("write"),
+        WriteOutcome::Applied
+    );
     let mut committed_b = b.clone();
     committed_b.committed = true;
     let second = ProductWrite {
@@ -97,8 +126,15 @@ pub async fn reservations_are_put_and_removed_with_the_row(store: &dyn Store) {
         put_reservations: vec![committed_b.clone()],
         remove_reservations: vec![a.order_id],
     };
-    assert_eq!(store.write_product(second).await.expect("write"), WriteOutcome::Applied);
-    let loaded = store.load_product(&s).await.expect("load").expect("present");
+    assert_eq!(
+        store.write_product(second).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let loaded = store
+        .load_product(&s)
+        .await
+        .expect("load")
+        .expect("present");
     assert_eq!(loaded.row, row(7, 2));
     assert_eq!(loaded.reservations, vec![committed_b]);
 
@@ -117,8 +153,14 @@ pub async fn cart_write_is_conditional_on_version(store: &dyn Store) {
         locked_by: None,
         version: 1,
     };
-    assert_eq!(store.write_cart(&cart, 0).await.expect("write"), WriteOutcome::Applied);
-    assert_eq!(store.write_cart(&cart, 0).await.expect("write"), WriteOutcome::Conflict);
+    assert_eq!(
+        store.write_cart(&cart, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    assert_eq!(
+        store.write_cart(&cart, 0).await.expect("write"),
+        WriteOutcome::Conflict
+    );
     cart.lines.push(CartLine {
         sku: sku("tee"),
         name: "Tee".into(),
@@ -128,12 +170,21 @@ pub async fn cart_write_is_conditional_on_version(store: &dyn Store) {
     });
     cart.locked_by = Some(OrderId::new());
     cart.version = 2;
-    assert_eq!(store.write_cart(&cart, 1).await.expect("write"), WriteOutcome::Applied);
-    assert_eq!(store.load_cart(cart.id).await.expect("load"), Some(cart.clone()));
+    assert_eq!(
+        store.write_cart(&cart, 1).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    assert_eq!(
+        store.load_cart(cart.id).await.expect("load"),
+        Some(cart.clone())
+    );
     let mut stale = cart.clone();
     stale.version = 3;
     stale.lines.clear();
-    assert_eq!(store.write_cart(&stale, 1).await.expect("write"), WriteOutcome::Conflict);
+    assert_eq!(
+        store.write_cart(&stale, 1).await.expect("write"),
+        WriteOutcome::Conflict
+    );
     assert_eq!(store.load_cart(cart.id).await.expect("load"), Some(cart));
 }
 

@@ -77,7 +77,10 @@ impl Quantity {
 
     pub fn parse(raw: i64) -> Result<Self, InvalidValue> {
         if !(0..=i64::from(Self::MAX)).contains(&raw) {
-            return Err(InvalidValue::new("quantity", "must be an integer from 0 to 10000"));
+            return Err(InvalidValue::new(
+                "quantity",
+                "must be an integer from 0 to 10000",
+            ));
         }
         Ok(Self(raw as u32))
     }
@@ -113,7 +116,10 @@ pub fn parse_currency(raw: &str) -> Result<Currency, InvalidValue> {
 /// A price in integer minor units (`1999` = 19.99); never negative.
 pub fn parse_price(raw: i64) -> Result<i64, InvalidValue> {
     if raw < 0 {
-        return Err(InvalidValue::new("price", "must be a non-negative integer in minor units"));
+        return Err(InvalidValue::new(
+            "price",
+            "must be a non-negative integer in minor units",
+        ));
     }
     Ok(raw)
 }

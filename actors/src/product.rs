@@ -134,7 +134,11 @@ impl Stock {
             None => Self::default(),
             Some(s) => Self {
                 row: Some(s.row),
-                reservations: s.reservations.into_iter().map(|r| (r.order_id, r)).collect(),
+                reservations: s
+                    .reservations
+                    .into_iter()
+                    .map(|r| (r.order_id, r))
+                    .collect(),
             },
         }
     }
@@ -214,7 +218,10 @@ fn decide(
                 version,
             });
             changes.row_changed = true;
-            stock.view(sku).map(Reply::View).ok_or(ActorError::Unavailable)
+            stock
+                .view(sku)
+                .map(Reply::View)
+                .ok_or(ActorError::Unavailable)
         }
         Command::Delete => {
             let listed = stock.row.as_ref().is_some_and(|r| r.info.is_some());
@@ -242,7 +249,9 @@ fn decide(
             }
             let available = stock.available();
             if available < i64::from(r.qty) || stock.row.is_none() {
-                return Ok(Reply::Reserve(ReserveOutcome::InsufficientStock { available }));
+                return Ok(Reply::Reserve(ReserveOutcome::InsufficientStock {
+                    available,
+                }));
             }
             let reservation = Reservation {
                 order_id: r.order_id,

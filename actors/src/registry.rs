@@ -12,28 +12,41 @@ use std::time::Duration;
 
 /// The arbiters that run every keyed actor.
 pub struct ActorPool {
-    arbiters: Vec<Arbiter>,
+    handles: Vec<ArbiterHandle>,
+    /// Owned so that `shutdown` can join the threads; empty once joined.
+    arbiters: std::sync::Mutex<Vec<Arbiter>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl ActorPool {
     /// Starts `threads` arbiters (at least one). Must be called inside an actix `System`.
     pub fn new(threads: usize) -> Self {
+        let arbiters: Vec<Arbiter> = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
         Self {
-            arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
+            handles: arbiters.iter().map(Arbiter::handle).collect(),
+            arbiters: std::sync::Mutex::new(arbiters),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
     fn arbiter_for<K: Hash>(&self, key: &K) -> ArbiterHandle {
-        let slot = self.hasher.hash_one(key) as usize % self.arbiters.len();
-        self.arbiters[slot].handle()
+        let slot = self.hasher.hash_one(key) as usize % self.handles.len();
+        self.handles[slot].clone()
     }
 
-    /// Stops every arbiter once the actors on it have finished their current messages.
-    pub fn stop(&self) {
-        for arbiter in &self.arbiters {
+    /// Stops every arbiter and waits for its thread to end, so every actor (and what it
+    /// holds, such as the store) is dropped when this returns. Blocking: call it from a
+    /// blocking context at shutdown.
+    pub fn shutdown(&self) {
+        let arbiters =
+            std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|e| e.into_inner()));
+        for arbiter in &arbiters {
             arbiter.stop();
+        }
+        for arbiter in arbiters {
+            if arbiter.join().is_err() {
+                tracing::error!("an actor arbiter panicked");
+            }
         }
     }
 }
@@ -70,7 +83,11 @@ impl<A: KeyedActor> Membership<A> {
     /// Removes this actor from the registry (only if the entry is still this actor), so the
     /// next ask starts a fresh one that reloads its state from the store.
     pub fn leave(&self, me: &Addr<A>) {
-        if self.live.remove_if(&self.key, |_, addr| addr == me).is_some() {
+        if self
+            .live
+            .remove_if(&self.key, |_, addr| addr == me)
+            .is_some()
+        {
             metrics::gauge!("kassa_actors_live", "kind" => A::KIND).decrement(1.0);
         }
     }

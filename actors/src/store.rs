@@ -111,8 +111,11 @@ pub trait Store: Send + Sync + 'static {
     async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>>;
     /// Writes `cart` (whose `version` is the new one) if the stored version is
     /// `expected_version` (0: the cart must not exist yet).
-    async fn write_cart(&self, cart: &CartRecord, expected_version: u64)
-    -> StoreResult<WriteOutcome>;
+    async fn write_cart(
+        &self,
+        cart: &CartRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome>;
 }
 
 pub type SharedStore = Arc<dyn Store>;
@@ -159,10 +162,14 @@ mod memory {
         }
 
         async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
-            Ok(self.lock().products.get(sku).map(|(row, res)| ProductSnapshot {
-                row: row.clone(),
-                reservations: res.values().cloned().collect(),
-            }))
+            Ok(self
+                .lock()
+                .products
+                .get(sku)
+                .map(|(row, res)| ProductSnapshot {
+                    row: row.clone(),
+                    reservations: res.values().cloned().collect(),
+                }))
         }
 
         async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {

@@ -1,0 +1,555 @@
+//! Configuration: the keys of API.md's "Configuration", read once at start-up from an optional
+//! `kassa.toml` and the `KASSA_*` environment (figment), parsed into typed values. An invalid
+//! value stops start-up with a message naming the key; nothing else reads the environment.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use rand::RngExt;
+use reqwest::Url;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration value that cannot be used; start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, problem: impl Into<String>) -> Self {
+        Self {
+            key: format!("KASSA_{}", key.to_ascii_uppercase()),
+            problem: problem.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Embedded(PathBuf),
+    Scylla {
+        hosts: Vec<String>,
+        keyspace: String,
+    },
+}
+
+/// How tokens are verified. With a public key, only that key verifies (the secret is ignored).
+#[derive(Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    Secret(Vec<u8>),
+    PublicKeyPem { path: PathBuf, pem: Vec<u8> },
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Secret(_) => f.write_str("Secret(..)"),
+            Self::PublicKeyPem { path, .. } => write!(f, "PublicKeyPem({})", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewaySpec {
+    Sandbox,
+    Http(Url),
+    Stripe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub key: JwtKey,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Environment,
+    pub listen: String,
+    pub public_url: Url,
+    pub storefront_url: Url,
+    pub store: StoreSpec,
+    pub data_dir: PathBuf,
+    pub jwt: JwtConfig,
+    pub webhook_secret: String,
+    pub gateway: GatewaySpec,
+    pub stripe_api_key: Option<String>,
+    pub stripe_api_base: Url,
+    pub smtp_url: String,
+    pub mail_from: String,
+    pub reservation_ttl: Duration,
+    pub log: String,
+    pub log_format: LogFormat,
+    /// Set when dev secrets were generated or read from the data dir (start-up says so).
+    pub dev_secrets_file: Option<PathBuf>,
+}
+
+/// The keys as written; every value is read as a string, whatever it looks like.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RawConfig {
+    #[serde(deserialize_with = "stringish")]
+    pub env: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub listen: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub public_url: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub storefront_url: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub store: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub data_dir: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub jwt_secret: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub jwt_public_key_file: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub jwt_issuer: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub jwt_audience: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub webhook_secret: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub gateway: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub stripe_api_key: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub stripe_api_base: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub smtp_url: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub mail_from: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub reservation_ttl: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub log: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub log_format: Option<String>,
+}
+
+/// Accepts any scalar as a string: figment reads `KASSA_JWT_SECRET=123` as a number.
+fn stringish<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(Option::<Scalar>::deserialize(d)?.map(|s| match s {
+        Scalar::S(s) => s,
+        Scalar::I(i) => i.to_string(),
+        Scalar::U(u) => u.to_string(),
+        Scalar::F(f) => f.to_string(),
+        Scalar::B(b) => b.to_string(),
+    }))
+}
+
+/// Secrets generated for development, kept in the data dir so restarts and `kassa token`
+/// agree with the running server.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DevSecrets {
+    jwt_secret: String,
+    webhook_secret: String,
+}
+
+const DEV_SECRETS_FILE: &str = "dev-secrets.json";
+
+impl Config {
+    /// `kassa.toml` (or the file named by `KASSA_CONFIG`), then the `KASSA_*` environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("KASSA_CONFIG").unwrap_or_else(|_| "kassa.toml".into());
+        let figment = Figment::new()
+            .merge(Toml::file(&file))
+            .merge(Env::prefixed("KASSA_").ignore(&["CONFIG"]));
+        Self::from_figment(figment)
+    }
+
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let raw: RawConfig = figment.extract().map_err(|e| ConfigError {
+            key: e.path.first().map_or_else(
+                || "config".into(),
+                |k| format!("KASSA_{}", k.to_ascii_uppercase()),
+            ),
+            problem: e.to_string(),
+        })?;
+        Self::from_raw(raw)
+    }
+
+    pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let env = match non_empty(raw.env).as_deref() {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "env",
+                    format!("expected `development` or `production`, got `{other}`"),
+                ));
+            }
+        };
+        let listen = non_empty(raw.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
+        parse_listen(&listen)?;
+        let public_url = parse_url(
+            "public_url",
+            non_empty(raw.public_url)
+                .as_deref()
+                .unwrap_or("http://127.0.0.1:8080"),
+        )?;
+        let storefront_url = match non_empty(raw.storefront_url) {
+            Some(u) => parse_url("storefront_url", &u)?,
+            None => public_url.clone(),
+        };
+        let data_dir = PathBuf::from(non_empty(raw.data_dir).unwrap_or_else(|| "./data".into()));
+        let store = parse_store(non_empty(raw.store).as_deref().unwrap_or("embedded:./data"))?;
+
+        let jwt_secret = non_empty(raw.jwt_secret);
+        let webhook_secret = non_empty(raw.webhook_secret);
+        let public_key_file = non_empty(raw.jwt_public_key_file);
+        if env == Environment::Production {
+            if jwt_secret.is_none() && public_key_file.is_none() {
+                return Err(ConfigError::new(
+                    "jwt_secret",
+                    "production needs an explicit KASSA_JWT_SECRET or KASSA_JWT_PUBLIC_KEY_FILE",
+                ));
+            }
+            if webhook_secret.is_none() {
+                return Err(ConfigError::new(
+                    "webhook_secret",
+                    "production needs an explicit webhook secret (whsec_<base64>)",
+                ));
+            }
+        }
+        let mut dev_secrets_file = None;
+        let (jwt_secret, webhook_secret) = match (jwt_secret, webhook_secret) {
+            (Some(j), Some(w)) => (j, w),
+            (j, w) if public_key_file.is_some() && w.is_some() => {
+                (j.unwrap_or_default(), w.unwrap_or_default())
+            }
+            (j, w) => {
+                let (path, dev) = dev_secrets(&data_dir)?;
+                dev_secrets_file = Some(path);
+                (j.unwrap_or(dev.jwt_secret), w.unwrap_or(dev.webhook_secret))
+            }
+        };
+        check_webhook_secret(&webhook_secret)?;
+        let key = match public_key_file {
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| {
+                    ConfigError::new("jwt_public_key_file", format!("cannot read `{path}`: {e}"))
+                })?;
+                JwtKey::PublicKeyPem {
+                    path: path.into(),
+                    pem,
+                }
+            }
+            None => JwtKey::Secret(jwt_secret.into_bytes()),
+        };
+
+        let gateway = match non_empty(raw.gateway).as_deref() {
+            None | Some("sandbox") => GatewaySpec::Sandbox,
+            Some("stripe") => GatewaySpec::Stripe,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                GatewaySpec::Http(parse_url("gateway", url)?)
+            }
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "gateway",
+                    format!("expected `sandbox`, `stripe` or an http(s) URL, got `{other}`"),
+                ));
+            }
+        };
+        let stripe_api_key = non_empty(raw.stripe_api_key);
+        if gateway == GatewaySpec::Stripe && stripe_api_key.is_none() {
+            return Err(ConfigError::new(
+                "stripe_api_key",
+                "KASSA_GATEWAY=stripe needs a Stripe API key",
+            ));
+        }
+        let stripe_api_base = parse_url(
+            "stripe_api_base",
+            non_empty(raw.stripe_api_base)
+                .as_deref()
+                .unwrap_or("https://api.stripe.com"),
+        )?;
+
+        let default_mail_dir = format!("file://{}", data_dir.join("mail").display());
+        let smtp_url = non_empty(raw.smtp_url).unwrap_or(default_mail_dir);
+        if !["smtp://", "smtps://", "file://"]
+            .iter()
+            .any(|p| smtp_url.starts_with(p))
+        {
+            return Err(ConfigError::new(
+                "smtp_url",
+                format!(
+                    "expected smtp://host:port, smtps://user:pass@host or file://dir, got `{smtp_url}`"
+                ),
+            ));
+        }
+        let mail_from =
+            non_empty(raw.mail_from).unwrap_or_else(|| "Kassa <orders@localhost>".into());
+
+        let reservation_ttl = match non_empty(raw.reservation_ttl) {
+            None => Duration::from_secs(15 * 60),
+            Some(s) => humantime::parse_duration(&s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "reservation_ttl",
+                        format!("expected a positive duration such as `15m` or `90s`, got `{s}`"),
+                    )
+                })?,
+        };
+        let log = non_empty(raw.log).unwrap_or_else(|| "info".into());
+        let log_format = match non_empty(raw.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "log_format",
+                    format!("expected `text` or `json`, got `{other}`"),
+                ));
+            }
+        };
+
+        Ok(Self {
+            env,
+            listen,
+            public_url,
+            storefront_url,
+            store,
+            data_dir,
+            jwt: JwtConfig {
+                key,
+                issuer: non_empty(raw.jwt_issuer),
+                audience: non_empty(raw.jwt_audience),
+            },
+            webhook_secret,
+            gateway,
+            stripe_api_key,
+            stripe_api_base,
+            smtp_url,
+            mail_from,
+            reservation_ttl,
+            log,
+            log_format,
+            dev_secrets_file,
+        })
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn parse_listen(listen: &str) -> Result<(), ConfigError> {
+    let ok = listen
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "listen",
+            format!("expected host:port such as 127.0.0.1:8080, got `{listen}`"),
+        ))
+    }
+}
+
+fn parse_url(key: &str, raw: &str) -> Result<Url, ConfigError> {
+    Url::parse(raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| {
+            ConfigError::new(
+                key,
+                format!("expected an http(s) URL such as http://127.0.0.1:8080, got `{raw}`"),
+            )
+        })
+}
+
+fn parse_store(raw: &str) -> Result<StoreSpec, ConfigError> {
+    if let Some(dir) = raw.strip_prefix("embedded:") {
+        if dir.is_empty() {
+            return Err(ConfigError::new(
+                "store",
+                "expected embedded:<dir>, the directory is empty",
+            ));
+        }
+        return Ok(StoreSpec::Embedded(dir.into()));
+    }
+    if let Some(rest) = raw.strip_prefix("scylla://") {
+        let (hosts, keyspace) = rest.split_once('/').unwrap_or((rest, ""));
+        let hosts: Vec<String> = hosts
+            .split(',')
+            .map(str::to_string)
+            .filter(|h| !h.is_empty())
+            .collect();
+        let keyspace_ok = !keyspace.is_empty()
+            && keyspace.len() <= 48
+            && keyspace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !hosts.is_empty() && keyspace_ok {
+            return Ok(StoreSpec::Scylla {
+                hosts,
+                keyspace: keyspace.into(),
+            });
+        }
+    }
+    Err(ConfigError::new(
+        "store",
+        format!(
+            "expected `embedded:<dir>` or `scylla://host:9042[,host:9042]/keyspace`, got `{raw}`"
+        ),
+    ))
+}
+
+fn check_webhook_secret(secret: &str) -> Result<(), ConfigError> {
+    use base64::Engine;
+    let ok = secret
+        .strip_prefix("whsec_")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .is_some_and(|k| !k.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "webhook_secret",
+            "expected `whsec_` followed by base64 key bytes (Standard Webhooks format)",
+        ))
+    }
+}
+
+/// Reads the dev secrets from the data dir, generating them on first use.
+fn dev_secrets(data_dir: &Path) -> Result<(PathBuf, DevSecrets), ConfigError> {
+    use base64::Engine;
+    let path = data_dir.join(DEV_SECRETS_FILE);
+    let unreadable = |e: String| {
+        ConfigError::new(
+            "data_dir",
+            format!("dev secrets at {}: {e}", path.display()),
+        )
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let secrets = serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+            return Ok((path, secrets));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unreadable(e.to_string())),
+    }
+    let mut rng = rand::rng();
+    let jwt: [u8; 32] = rng.random();
+    let webhook: [u8; 32] = rng.random();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let secrets = DevSecrets {
+        jwt_secret: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jwt),
+        webhook_secret: format!("whsec_{}", b64.encode(webhook)),
+    };
+    std::fs::create_dir_all(data_dir).map_err(|e| unreadable(e.to_string()))?;
+    let json = serde_json::to_vec_pretty(&secrets).map_err(|e| unreadable(e.to_string()))?;
+    write_private(&path, &json).map_err(|e| unreadable(e.to_string()))?;
+    Ok((path, secrets))
+}
+
+/// Writes a file only the owner can read, atomically (a crash never leaves half a secret).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: std::collections::BTreeMap<&str, &str> = pairs.iter().copied().collect();
+        Config::from_figment(Figment::from(figment::providers::Serialized::defaults(map)))
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let err = raw(&[("data_dir", data), ("listen", "nonsense")]).expect_err("bad listen");
+        assert_eq!(err.key, "KASSA_LISTEN");
+        let err = raw(&[("data_dir", data), ("reservation_ttl", "soon")]).expect_err("bad ttl");
+        assert_eq!(err.key, "KASSA_RESERVATION_TTL");
+        let err = raw(&[("data_dir", data), ("store", "mysql://x")]).expect_err("bad store");
+        assert_eq!(err.key, "KASSA_STORE");
+    }
+
+    #[test]
+    fn dev_secrets_are_generated_once_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let first = raw(&[("data_dir", data)]).expect("config");
+        let second = raw(&[("data_dir", data)]).expect("config");
+        assert!(first.dev_secrets_file.is_some());
+        assert_eq!(first.webhook_secret, second.webhook_secret);
+        assert_eq!(first.jwt.key, second.jwt.key);
+    }
+
+    #[test]
+    fn production_refuses_to_start_without_explicit_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let err = raw(&[("data_dir", data), ("env", "production")]).expect_err("no secrets");
+        assert_eq!(err.key, "KASSA_JWT_SECRET");
+        let err = raw(&[
+            ("data_dir", data),
+            ("env", "production"),
+            ("jwt_secret", "s3cret"),
+        ])
+        .expect_err("no webhook secret");
+        assert_eq!(err.key, "KASSA_WEBHOOK_SECRET");
+        let ok = raw(&[
+            ("data_dir", data),
+            ("env", "production"),
+            ("jwt_secret", "s3cret"),
+            ("webhook_secret", "whsec_c2VjcmV0"),
+        ])
+        .expect("explicit secrets");
+        assert!(ok.dev_secrets_file.is_none());
+    }
+
+    #[test]
+    fn numeric_looking_secrets_are_read_as_strings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let map = serde_json::json!({"data_dir": data, "jwt_secret": 12345});
+        let config =
+            Config::from_figment(Figment::from(figment::providers::Serialized::defaults(map)))
+                .expect("config");
+        assert_eq!(config.jwt.key, JwtKey::Secret(b"12345".to_vec()));
+    }
+}

@@ -1,0 +1,257 @@
+//! The one error type at the HTTP edge. Handlers return `AppError`; it becomes the contract's
+//! `{"error", "code", "details"?}` body with the right status. Bad input is always a 4xx;
+//! every 5xx is logged here with its cause chain, and nothing else in the shell logs them.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use kassa_actors::ActorError;
+use kassa_actors::domain::InvalidValue;
+use kassa_actors::registry::AskError;
+use serde::Serialize;
+use serde_json::Value;
+use std::fmt;
+
+/// A field that failed validation, as reported in `details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl From<InvalidValue> for FieldError {
+    fn from(e: InvalidValue) -> Self {
+        Self {
+            field: e.field.to_string(),
+            message: e.message,
+        }
+    }
+}
+
+/// The contract's error body.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than 64 KiB")]
+    PayloadTooLarge,
+    #[error("the request has invalid values")]
+    Validation(Vec<FieldError>),
+    /// 422 with a specific code (`currency_mismatch`, `idempotency_key_reused`, ...).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
+    #[error("authentication required")]
+    MissingToken,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("this route needs the admin role")]
+    Forbidden,
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: Option<Value>,
+    },
+    #[error("the server is busy; retry shortly")]
+    Overloaded,
+    #[error("the store is unavailable; retry shortly")]
+    StoreUnavailable,
+    #[error("{message}")]
+    BadGateway { code: &'static str, message: String },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidJson(_) => "invalid_json",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Validation(_) => "validation_failed",
+            Self::Unprocessable { code, .. } => code,
+            Self::MissingToken => "unauthorized",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::Forbidden => "forbidden",
+            Self::NotFound { code, .. } => code,
+            Self::Conflict { code, .. } => code,
+            Self::Overloaded => "overloaded",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::BadGateway { code, .. } => code,
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            Self::Validation(fields) => serde_json::to_value(fields).ok(),
+            Self::Conflict { details, .. } => details.clone(),
+            _ => None,
+        }
+    }
+}
+
+impl From<InvalidValue> for AppError {
+    fn from(e: InvalidValue) -> Self {
+        Self::Validation(vec![e.into()])
+    }
+}
+
+impl From<AskError> for AppError {
+    fn from(e: AskError) -> Self {
+        match e {
+            AskError::Overloaded => Self::Overloaded,
+            AskError::Unavailable => Self::StoreUnavailable,
+        }
+    }
+}
+
+impl From<ActorError> for AppError {
+    fn from(e: ActorError) -> Self {
+        match e {
+            ActorError::Unavailable => Self::StoreUnavailable,
+            ActorError::Contended => Self::Overloaded,
+        }
+    }
+}
+
+/// Writes `error` and its whole `source()` chain on one line.
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation(_) | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Overloaded | Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), code = self.code(), error = %Chain(self), "request failed");
+        }
+        // Internal causes stay in the log; the client gets a plain sentence.
+        let body = ErrorBody {
+            error: self.to_string(),
+            code: self.code().to_string(),
+            details: self.details(),
+        };
+        let mut response = HttpResponse::build(status);
+        match self {
+            Self::MissingToken => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            Self::InvalidToken(_) => {
+                response.insert_header((
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                ));
+            }
+            Self::Overloaded | Self::StoreUnavailable => {
+                response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            _ => {}
+        }
+        response.json(body)
+    }
+}
+
+/// Maps actix's JSON body errors onto the contract: 413, 415, 400 `invalid_json`, 422.
+pub fn json_error(err: actix_web::error::JsonPayloadError) -> AppError {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::OverflowKnownLength { .. } | E::Overflow { .. } => AppError::PayloadTooLarge,
+        E::ContentType => AppError::UnsupportedMediaType,
+        E::Deserialize(e) if e.is_data() => AppError::Validation(vec![FieldError {
+            field: "body".into(),
+            message: e.to_string(),
+        }]),
+        E::Deserialize(e) => AppError::InvalidJson(format!("the body is not valid JSON: {e}")),
+        E::Payload(actix_web::error::PayloadError::Overflow) => AppError::PayloadTooLarge,
+        other => AppError::InvalidJson(format!("the body could not be read: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body_of(e: AppError) -> (StatusCode, Value) {
+        let response = e.error_response();
+        let status = response.status();
+        let bytes = to_bytes(response.into_body()).await.expect("body");
+        (status, serde_json::from_slice(&bytes).expect("json"))
+    }
+
+    #[actix_web::test]
+    async fn validation_errors_name_their_fields() {
+        let (status, body) = body_of(AppError::invalid("price", "must be >= 0")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["code"], "validation_failed");
+        assert_eq!(body["details"][0]["field"], "price");
+    }
+
+    #[actix_web::test]
+    async fn internal_errors_do_not_leak_their_cause() {
+        let (status, body) =
+            body_of(AppError::Internal(anyhow::anyhow!("secret path /etc/x"))).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !body["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("/etc/x")
+        );
+    }
+}

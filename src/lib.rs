@@ -1,0 +1,11 @@
+//! The Kassa service shell: configuration, HTTP routes and extractors, JWT auth, store back
+//! ends, telemetry and start-up. The domain and its actors live in `kassa-actors`.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,219 @@
+//! Carts: a shopper creates one, reads it, sets and removes lines. A cart belongs to the
+//! token's `sub`; anyone else is told it does not exist. The CartActor decides; these
+//! handlers parse, ask, and shape the answer.
+
+use crate::auth::User;
+use crate::error::{AppError, ErrorBody};
+use crate::routes::catalog::{parse_sku, product_not_found};
+use crate::routes::fields::Fields;
+use crate::state::AppState;
+use actix_web::{HttpResponse, web};
+use kassa_actors::cart::{CartError, CreateCart, GetCart, RemoveLine, SetLine};
+use kassa_actors::domain::{CartId, Quantity};
+use kassa_actors::product::GetProduct;
+use kassa_actors::store::CartRecord;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CartItemResponse {
+    pub sku: String,
+    pub name: String,
+    pub quantity: u32,
+    /// The price the shopper saw when setting the line (minor units).
+    pub unit_price: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CartResponse {
+    pub cart_id: Uuid,
+    pub items: Vec<CartItemResponse>,
+    /// Sum of quantity x unitPrice (minor units).
+    pub total: i64,
+    /// The cart's currency; null while it is empty.
+    pub currency: Option<String>,
+    /// True while an order for this cart is pending payment.
+    pub locked: bool,
+}
+
+impl From<CartRecord> for CartResponse {
+    fn from(cart: CartRecord) -> Self {
+        Self {
+            cart_id: cart.id.0,
+            total: cart.total(),
+            currency: cart.currency().map(|c| c.code().to_string()),
+            locked: cart.locked_by.is_some(),
+            items: cart
+                .lines
+                .into_iter()
+                .map(|l| CartItemResponse {
+                    sku: l.sku.to_string(),
+                    name: l.name,
+                    quantity: l.quantity,
+                    unit_price: l.unit_price,
+                    currency: l.currency.code().to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Body of PUT /api/carts/{cartId}/items/{sku}.
+#[derive(Debug, utoipa::ToSchema)]
+pub struct CartItemBody {
+    /// 0..=10000; 0 removes the line.
+    pub quantity: u32,
+}
+
+pub fn parse_cart_id(raw: &str) -> Result<CartId, AppError> {
+    CartId::parse(raw).map_err(|_| AppError::invalid("cartId", "must be a UUID"))
+}
+
+impl From<CartError> for AppError {
+    fn from(e: CartError) -> Self {
+        match e {
+            CartError::NotFound => cart_not_found(),
+            CartError::Locked { order_id } => AppError::Conflict {
+                code: "cart_locked",
+                message: "the cart is locked by a pending order".into(),
+                details: Some(serde_json::json!({ "orderId": order_id })),
+            },
+            CartError::CurrencyMismatch { cart, line } => AppError::Unprocessable {
+                code: "currency_mismatch",
+                message: format!(
+                    "the cart holds {} items; this product is priced in {}",
+                    cart.code(),
+                    line.code()
+                ),
+            },
+            CartError::AlreadyExists => AppError::Internal(anyhow::anyhow!("cart id collision")),
+            CartError::Actor(e) => e.into(),
+        }
+    }
+}
+
+fn cart_not_found() -> AppError {
+    AppError::not_found("cart_not_found", "no such cart")
+}
+
+#[utoipa::path(
+    post, path = "/api/carts", tag = "carts",
+    responses(
+        (status = 201, body = CartResponse),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create_cart(user: User, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let id = CartId::new();
+    let cart = state
+        .carts
+        .ask(&id, CreateCart { owner: user.id })
+        .await??;
+    Ok(HttpResponse::Created().json(CartResponse::from(cart)))
+}
+
+#[utoipa::path(
+    get, path = "/api/carts/{cartId}", tag = "carts",
+    params(("cartId" = Uuid, Path)),
+    responses(
+        (status = 200, body = CartResponse),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get_cart(
+    user: User,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_cart_id(&id)?;
+    let cart = state.carts.ask(&id, GetCart { user: user.id }).await??;
+    Ok(HttpResponse::Ok().json(CartResponse::from(cart)))
+}
+
+#[utoipa::path(
+    put, path = "/api/carts/{cartId}/items/{sku}", tag = "carts",
+    params(("cartId" = Uuid, Path), ("sku" = String, Path)),
+    request_body = CartItemBody,
+    responses(
+        (status = 200, body = CartResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn put_item(
+    user: User,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    let (id, sku) = path.into_inner();
+    let id = parse_cart_id(&id)?;
+    let sku = parse_sku(&sku)?;
+    let mut fields = Fields::of(&body)?;
+    let quantity = fields.integer("quantity", Quantity::parse);
+    fields.finish()?;
+    let Some(quantity) = quantity else {
+        return Err(AppError::invalid("quantity", "is required"));
+    };
+    let msg = if quantity.is_zero() {
+        state
+            .carts
+            .ask(&id, RemoveLine { user: user.id, sku })
+            .await??
+    } else {
+        let product = state
+            .products
+            .ask(&sku, GetProduct)
+            .await??
+            .ok_or_else(|| product_not_found(&sku))?;
+        state
+            .carts
+            .ask(
+                &id,
+                SetLine {
+                    user: user.id,
+                    sku,
+                    quantity,
+                    product: product.info,
+                },
+            )
+            .await??
+    };
+    Ok(HttpResponse::Ok().json(CartResponse::from(msg)))
+}
+
+#[utoipa::path(
+    delete, path = "/api/carts/{cartId}/items/{sku}", tag = "carts",
+    params(("cartId" = Uuid, Path), ("sku" = String, Path)),
+    responses(
+        (status = 200, body = CartResponse, description = "Also when the line was not there"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn delete_item(
+    user: User,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let (id, sku) = path.into_inner();
+    let id = parse_cart_id(&id)?;
+    let sku = parse_sku(&sku)?;
+    let cart = state
+        .carts
+        .ask(&id, RemoveLine { user: user.id, sku })
+        .await??;
+    Ok(HttpResponse::Ok().json(CartResponse::from(cart)))
+}

@@ -1,0 +1,120 @@
+//! The HTTP surface of API.md: routing, the JSON body policy (64 KiB, application/json), the
+//! OpenAPI document generated from the handlers, and per-route metrics. Handlers live in the
+//! submodules and never touch the store directly, only actors.
+
+pub mod carts;
+pub mod catalog;
+pub mod fields;
+pub mod health;
+
+use crate::error::{AppError, json_error};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use std::time::Instant;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// Request bodies above this are refused with 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Kassa", description = "Checkout backend: catalog, carts, orders, payment webhooks."),
+    paths(
+        health::healthz, health::readyz, health::metrics, health::openapi,
+        catalog::put_product, catalog::delete_product, catalog::get_product,
+        carts::create_cart, carts::get_cart, carts::put_item, carts::delete_item,
+    ),
+    components(schemas(crate::error::ErrorBody, crate::error::FieldError)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// Mounts every route of the contract.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(MAX_BODY_BYTES)
+            .content_type_required(true)
+            .content_type(|mime| mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON))
+            .error_handler(|err, _| json_error(err).into()),
+    )
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| AppError::invalid("path", err.to_string()).into()),
+    )
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
+    .route("/metrics", web::get().to(health::metrics))
+    .route("/openapi.json", web::get().to(health::openapi))
+    .service(
+        web::resource("/api/admin/products/{sku}")
+            .route(web::put().to(catalog::put_product))
+            .route(web::delete().to(catalog::delete_product))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/products/{sku}")
+            .route(web::get().to(catalog::get_product))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/carts")
+            .route(web::post().to(carts::create_cart))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/carts/{cartId}")
+            .route(web::get().to(carts::get_cart))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/carts/{cartId}/items/{sku}")
+            .route(web::put().to(carts::put_item))
+            .route(web::delete().to(carts::delete_item))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// Unknown paths get the contract's error shape too.
+pub async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found("not_found", "no such route"))
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(crate::error::ErrorBody {
+        error: "this method is not allowed on this route".into(),
+        code: "method_not_allowed".into(),
+        details: None,
+    })
+}
+
+/// Counts every request by route pattern, method and status, and times it.
+pub async fn record_metrics(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let response = next.call(req).await?;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("kassa_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("kassa_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    Ok(response)
+}

@@ -1,0 +1,550 @@
+//! The embedded `Store` on redb: owns `kassa.redb` in the data directory and the one writer
+//! thread that group-commits every write (many callers' writes, one transaction, one fsync).
+//! It must never acknowledge a write before its transaction committed durably, and never write
+//! a record without first checking its stored version in the same transaction.
+
+use async_trait::async_trait;
+use kassa_actors::domain::{CartId, Sku};
+use kassa_actors::store::{
+    CartRecord, ProductRow, ProductSnapshot, ProductWrite, Reservation, Store, StoreError,
+    StoreResult, WriteOutcome,
+};
+use redb::{
+    Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// sku -> JSON `ProductRow`.
+const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
+/// (sku, order uuid) -> JSON `Reservation`; one SKU's reservations are one range scan.
+const RESERVATIONS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("reservations");
+/// cart uuid -> JSON `CartRecord`.
+const CARTS: TableDefinition<u128, &[u8]> = TableDefinition::new("carts");
+
+const FILE_NAME: &str = "kassa.redb";
+/// Most jobs one transaction carries; bounds the latency of the first job in a batch.
+const MAX_BATCH: usize = 1024;
+/// Jobs waiting for the writer thread; a full queue makes writers wait (backpressure).
+const QUEUE_CAPACITY: usize = 8192;
+
+/// A durable `Store` in one redb file, with group commit.
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// `None` once shut down.
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    writer: Option<JoinHandle<()>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) `dir/kassa.redb` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                "{} is already open in another process: is another kassa running?",
+                path.display()
+            )),
+            DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
+                StoreError::Corrupt(format!("{}: {msg}", path.display()))
+            }
+            other => StoreError::Unavailable(format!("cannot open {}: {other}", path.display())),
+        })?;
+        // Create every table up front so that reads never meet a missing table.
+        let txn = db.begin_write().map_err(db_err)?;
+        txn.open_table(PRODUCTS).map_err(db_err)?;
+        txn.open_table(RESERVATIONS).map_err(db_err)?;
+        txn.open_table(CARTS).map_err(db_err)?;
+        txn.commit().map_err(db_err)?;
+
+        let db = Arc::new(db);
+        let commits = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let writer = {
+            let (db, commits) = (Arc::clone(&db), Arc::clone(&commits));
+            std::thread::Builder::new()
+                .name("kassa-store-writer".into())
+                .spawn(move || run_writer(&db, rx, &commits))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?
+        };
+        tracing::info!(path = %path.display(), "embedded store open");
+        Ok(Self {
+            db,
+            path,
+            jobs: Some(tx),
+            writer: Some(writer),
+            commits,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many write transactions committed so far (each is one fsync).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Stops the writer thread once it has committed every write already queued, then closes
+    /// the file. Dropping the store does the same.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // The writer drains the queue, then sees the channel closed and returns.
+        self.jobs = None;
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            tracing::error!(path = %self.path.display(), "store writer thread panicked");
+        }
+    }
+
+    /// Runs `f` in the next group-commit transaction and answers once that transaction
+    /// committed durably. `f` must check its conditions by reading before it writes anything:
+    /// a failed job aborts its whole batch, and every job in it is answered with an error.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&WriteTransaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+        let (reply, answer) = oneshot::channel();
+        let job = TypedJob {
+            run: Some(f),
+            result: None,
+            reply,
+        };
+        jobs.send(Box::new(job))
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer thread stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer thread stopped".into()))?
+    }
+
+    /// Runs `f` on a fresh read snapshot. On the blocking pool rather than inline: reads happen
+    /// mostly on actor activation, so they are rare and likely cold (a disk read, or a long
+    /// range scan of reservations), and must not stall a runtime worker other actors share; the
+    /// hand-off costs microseconds, which is nothing next to that.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || {
+            let txn = db.begin_read().map_err(db_err)?;
+            f(&txn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("store read task failed: {e}")))?
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|txn| {
+            txn.open_table(PRODUCTS).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
+        let sku = sku.clone();
+        self.read(move |txn| {
+            let products = txn.open_table(PRODUCTS).map_err(db_err)?;
+            let Some(stored) = products.get(sku.as_str()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            let row: ProductRow = decode(stored.value(), "product", sku.as_str())?;
+            let reservations = txn.open_table(RESERVATIONS).map_err(db_err)?;
+            let range = reservations
+                .range((sku.as_str(), 0u128)..=(sku.as_str(), u128::MAX))
+                .map_err(db_err)?;
+            let mut held = Vec::new();
+            for entry in range {
+                let (_, value) = entry.map_err(db_err)?;
+                held.push(decode::<Reservation>(
+                    value.value(),
+                    "reservation",
+                    sku.as_str(),
+                )?);
+            }
+            Ok(Some(ProductSnapshot {
+                row,
+                reservations: held,
+            }))
+        })
+        .await
+    }
+
+    async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
+        self.write(move |txn| {
+            let sku = write.sku.as_str();
+            let mut products = txn.open_table(PRODUCTS).map_err(db_err)?;
+            let current = match products.get(sku).map_err(db_err)? {
+                Some(stored) => decode::<ProductRow>(stored.value(), "product", sku)?.version,
+                None => 0,
+            };
+            if current != write.expected_version {
+                return Ok(WriteOutcome::Conflict);
+            }
+            products
+                .insert(sku, encode(&write.row)?.as_slice())
+                .map_err(db_err)?;
+            let mut reservations = txn.open_table(RESERVATIONS).map_err(db_err)?;
+            for order in &write.remove_reservations {
+                reservations
+                    .remove((sku, order.0.as_u128()))
+                    .map_err(db_err)?;
+            }
+            for r in &write.put_reservations {
+                reservations
+                    .insert((sku, r.order_id.0.as_u128()), encode(r)?.as_slice())
+                    .map_err(db_err)?;
+            }
+            Ok(WriteOutcome::Applied)
+        })
+        .await
+    }
+
+    async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>> {
+        self.read(move |txn| {
+            let carts = txn.open_table(CARTS).map_err(db_err)?;
+            let stored = carts.get(id.0.as_u128()).map_err(db_err)?;
+            stored
+                .map(|v| decode(v.value(), "cart", &id.to_string()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn write_cart(
+        &self,
+        cart: &CartRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome> {
+        let cart = cart.clone();
+        self.write(move |txn| {
+            let key = cart.id.0.as_u128();
+            let mut carts = txn.open_table(CARTS).map_err(db_err)?;
+            let current = match carts.get(key).map_err(db_err)? {
+                Some(stored) => {
+                    decode::<CartRecord>(stored.value(), "cart", &cart.id.to_string())?.version
+                }
+                None => 0,
+            };
+            if current != expected_version {
+                return Ok(WriteOutcome::Conflict);
+            }
+            carts
+                .insert(key, encode(&cart)?.as_slice())
+                .map_err(db_err)?;
+            Ok(WriteOutcome::Applied)
+        })
+        .await
+    }
+}
+
+/// One caller's write, type-erased so the writer thread can batch any kind of write.
+trait Job: Send {
+    /// Runs the write inside the batch transaction; `Err` says why it failed.
+    fn run(&mut self, txn: &WriteTransaction) -> Result<(), String>;
+    /// Answers the caller: `batch_error` is `None` once the batch committed durably.
+    fn finish(self: Box<Self>, batch_error: Option<&str>);
+}
+
+struct TypedJob<T, F> {
+    run: Option<F>,
+    result: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&WriteTransaction) -> StoreResult<T> + Send,
+{
+    fn run(&mut self, txn: &WriteTransaction) -> Result<(), String> {
+        let Some(f) = self.run.take() else {
+            return Err("write run twice".into());
+        };
+        let result = f(txn);
+        let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+        self.result = Some(result);
+        outcome
+    }
+
+    fn finish(self: Box<Self>, batch_error: Option<&str>) {
+        let answer = match (self.result, batch_error) {
+            // The job that failed the batch keeps its own, more precise error (e.g. Corrupt).
+            (Some(Err(e)), _) => Err(e),
+            (_, Some(why)) => Err(StoreError::Unavailable(format!(
+                "write not committed: {why}"
+            ))),
+            (Some(Ok(value)), None) => Ok(value),
+            (None, None) => Err(StoreError::Unavailable("write was never run".into())),
+        };
+        // The caller may have given up waiting; nothing to do then.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The writer thread: takes the first job (blocking), drains what else is queued, commits
+/// them in one transaction, answers them all; returns once the channel is closed and empty.
+fn run_writer(db: &Database, mut jobs: mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = jobs.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        let started = Instant::now();
+        let outcome = commit_batch(db, &mut batch);
+        match &outcome {
+            Ok(()) => {
+                commits.fetch_add(1, Ordering::Relaxed);
+                metrics::histogram!("kassa_store_commit_batch_size").record(size as f64);
+                metrics::histogram!("kassa_store_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+            }
+            Err(why) => tracing::error!(batch = size, error = %why, "store batch not committed"),
+        }
+        let batch_error = outcome.err();
+        for job in batch.drain(..) {
+            job.finish(batch_error.as_deref());
+        }
+    }
+}
+
+/// Runs every job in one transaction and commits it with fsync. Any failure aborts the whole
+/// transaction (nothing of the batch is written) and is returned as the reason.
+fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
+    let mut txn = db
+        .begin_write()
+        .map_err(|e| format!("cannot begin transaction: {e}"))?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| format!("cannot set durability: {e}"))?;
+    for job in batch.iter_mut() {
+        // A panicking job must not take the only writer thread down with it.
+        match catch_unwind(AssertUnwindSafe(|| job.run(&txn))) {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(format!("a write in the batch failed: {why}")),
+            Err(_) => return Err("a write in the batch panicked".into()),
+        }
+    }
+    txn.commit().map_err(|e| format!("commit failed: {e}"))
+}
+
+fn db_err(e: impl Into<redb::Error>) -> StoreError {
+    match e.into() {
+        redb::Error::Corrupted(msg) => StoreError::Corrupt(msg),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn encode(value: &impl Serialize) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Unavailable(format!("cannot encode: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str, key: &str) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what} {key}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kassa_actors::domain::{Currency, ProductInfo};
+
+    fn create(sku: &str, on_hand: i64) -> ProductWrite {
+        ProductWrite {
+            sku: Sku::parse(sku).expect("valid sku"),
+            expected_version: 0,
+            row: ProductRow {
+                info: Some(ProductInfo {
+                    name: format!("Product {sku}"),
+                    price: 1999,
+                    currency: Currency::EUR,
+                }),
+                on_hand,
+                version: 1,
+            },
+            put_reservations: vec![],
+            remove_reservations: vec![],
+        }
+    }
+
+    /// Writes `count` products concurrently, one task each; returns once all are answered.
+    async fn write_concurrently(store: &Arc<EmbeddedStore>, count: i64) {
+        let tasks: Vec<_> = (0..count)
+            .map(|i| {
+                let store = Arc::clone(store);
+                tokio::spawn(
+                    async move { store.write_product(create(&format!("sku-{i}"), i)).await },
+                )
+            })
+            .collect();
+        for task in tasks {
+            let outcome = task.await.expect("task").expect("write");
+            assert_eq!(outcome, WriteOutcome::Applied);
+        }
+    }
+
+    #[tokio::test]
+    async fn embedded_store_conforms() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        kassa_actors::conformance::run_all(&store).await;
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_survive_close_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        write_concurrently(&store, 200).await;
+        Arc::try_unwrap(store).ok().expect("sole owner").close();
+
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        for i in 0..200 {
+            let sku = Sku::parse(&format!("sku-{i}")).expect("valid sku");
+            let loaded = store
+                .load_product(&sku)
+                .await
+                .expect("load")
+                .expect("present");
+            assert_eq!(loaded.row, create(sku.as_str(), i).row);
+        }
+        store.close();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_shares_commits_between_writers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        write_concurrently(&store, 500).await;
+        let commits = store.commits();
+        assert!(commits >= 1);
+        assert!(
+            commits < 500,
+            "500 concurrent writes took {commits} commits: no batching"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_dir_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        match EmbeddedStore::open(dir.path()) {
+            Err(StoreError::Unavailable(msg)) => {
+                assert!(msg.contains("is another kassa running?"), "{msg}");
+                assert!(msg.contains(FILE_NAME), "{msg}");
+            }
+            Err(other) => panic!("wrong error: {other}"),
+            Ok(_) => panic!("the same file opened twice"),
+        }
+        store.close();
+        EmbeddedStore::open(dir.path())
+            .expect("open after close")
+            .close();
+    }
+
+    #[tokio::test]
+    async fn corrupt_records_are_reported_and_fail_only_their_batch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        store
+            .write(|txn| {
+                let mut products = txn.open_table(PRODUCTS).map_err(db_err)?;
+                products
+                    .insert("broken", b"{not json".as_slice())
+                    .map_err(db_err)?;
+                Ok(())
+            })
+            .await
+            .expect("raw write");
+        let broken = Sku::parse("broken").expect("valid sku");
+        assert!(matches!(
+            store.load_product(&broken).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        let mut update = create("broken", 1);
+        update.expected_version = 1;
+        assert!(matches!(
+            store.write_product(update).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        // The writer thread is still alive and later batches commit.
+        assert_eq!(
+            store.write_product(create("fine", 1)).await.expect("write"),
+            WriteOutcome::Applied
+        );
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn reservations_are_scoped_to_their_sku() {
+        use kassa_actors::domain::OrderId;
+        use time::OffsetDateTime;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let reservation = |qty| Reservation {
+            order_id: OrderId::new(),
+            qty,
+            expires_at: OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("valid time"),
+            committed: false,
+        };
+        // "a" sorts right before "a-b" and "a." and would share a naive prefix.
+        for sku in ["a", "a-b", "a.", "b"] {
+            let mut w = create(sku, 10);
+            w.put_reservations = vec![reservation(1), reservation(2)];
+            assert_eq!(
+                store.write_product(w).await.expect("write"),
+                WriteOutcome::Applied
+            );
+        }
+        for sku in ["a", "a-b", "a.", "b"] {
+            let sku = Sku::parse(sku).expect("valid sku");
+            let loaded = store
+                .load_product(&sku)
+                .await
+                .expect("load")
+                .expect("present");
+            assert_eq!(loaded.reservations.len(), 2, "{sku}");
+        }
+        store.close();
+    }
+}

@@ -1,0 +1,3 @@
+//! Persistence back ends implementing `kassa_actors::store::Store`.
+
+pub mod embedded;
