@@ -324,6 +324,9 @@ pub struct ProductActor {
     stock: Stock,
     queue: Vec<Queued>,
     writing: bool,
+    /// While a write is in flight, `stock` already holds its undurable changes; reads answer
+    /// from this view of the state before the write instead.
+    durable_view: Option<ProductView>,
     last_active: OffsetDateTime,
 }
 
@@ -348,6 +351,7 @@ impl ProductActor {
             stock: Stock::default(),
             queue: Vec::new(),
             writing: false,
+            durable_view: None,
             last_active,
         }
     }
@@ -356,15 +360,23 @@ impl ProductActor {
         self.membership.key()
     }
 
-    /// Loads the SKU's state; no message is handled until it is in.
-    fn load(&mut self, ctx: &mut Context<Self>) {
+    /// Loads the SKU's state; no message is handled until it is in. With `then_flush`, the
+    /// queued commands are decided as soon as the fresh state is in (and not before: actix
+    /// polls `ctx.wait` futures last-in first-out, so a separate wait queued after this one
+    /// would run first, against the stale state).
+    fn load(&mut self, ctx: &mut Context<Self>, then_flush: bool) {
         let store = self.store.clone();
         let sku = self.sku().clone();
         ctx.wait(
             async move { store.load_product(&sku).await }
                 .into_actor(self)
-                .map(|loaded, act, ctx| match loaded {
-                    Ok(snapshot) => act.stock = Stock::from_snapshot(snapshot),
+                .map(move |loaded, act, ctx| match loaded {
+                    Ok(snapshot) => {
+                        act.stock = Stock::from_snapshot(snapshot);
+                        if then_flush {
+                            act.flush(ctx);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(sku = %act.sku(), error = %e, "cannot load product; stopping");
                         act.fail_queue(ActorError::Unavailable);
@@ -405,6 +417,7 @@ impl ProductActor {
         let batch = std::mem::take(&mut self.queue);
         let now = self.clock.now();
         let expected_version = self.stock.version();
+        let durable_view = self.stock.view(self.sku());
         let mut changes = Changes::default();
         let mut decided = Vec::with_capacity(batch.len());
         for queued in batch {
@@ -449,6 +462,7 @@ impl ProductActor {
             remove_reservations: changes.remove.into_iter().collect(),
         };
         self.writing = true;
+        self.durable_view = durable_view;
         let store = self.store.clone();
         ctx.spawn(
             async move { store.write_product(write).await }
@@ -500,8 +514,7 @@ impl ProductActor {
     }
 
     fn reload_then_flush(&mut self, ctx: &mut Context<Self>) {
-        self.load(ctx);
-        ctx.wait(fut::wrap_future::<_, Self>(async {}).map(|_, act, ctx| act.flush(ctx)));
+        self.load(ctx, true);
     }
 
     fn fail_queue(&mut self, error: ActorError) {
@@ -527,7 +540,7 @@ impl Actor for ProductActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
-        self.load(ctx);
+        self.load(ctx, false);
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
@@ -541,6 +554,9 @@ impl Handler<GetProduct> for ProductActor {
 
     fn handle(&mut self, _: GetProduct, _: &mut Context<Self>) -> Self::Result {
         self.last_active = self.clock.now();
+        if self.writing {
+            return Ok(self.durable_view.clone());
+        }
         Ok(self.stock.view(self.sku()))
     }
 }

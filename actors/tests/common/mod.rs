@@ -148,7 +148,7 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        self.pool.stop();
+        self.pool.shutdown();
     }
 }
 

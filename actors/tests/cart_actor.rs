@@ -1,0 +1,441 @@
+//! CartActor, driven through its registry as production does, over a `MemoryStore`.
+
+mod common;
+
+use common::{Harness, JoinAll, sku, tee, user, wait_until};
+use kassa_actors::ActorError;
+use kassa_actors::cart::{CartError, CreateCart, GetCart, RemoveLine, SetLine};
+use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Quantity, UserId};
+use kassa_actors::registry::AskError;
+use kassa_actors::store::{CartLine, CartRecord, Store, WriteOutcome};
+
+type Answer = Result<Result<CartRecord, CartError>, AskError>;
+
+async fn create(h: &Harness, id: CartId, owner: &UserId) -> CartRecord {
+    h.carts
+        .ask(
+            &id,
+            CreateCart {
+                owner: owner.clone(),
+            },
+        )
+        .await
+        .expect("answered")
+        .expect("created")
+}
+
+async fn get(h: &Harness, id: CartId, who: &UserId) -> Result<CartRecord, CartError> {
+    h.carts
+        .ask(&id, GetCart { user: who.clone() })
+        .await
+        .expect("answered")
+}
+
+fn set_line(who: &UserId, raw_sku: &str, quantity: i64, product: ProductInfo) -> SetLine {
+    SetLine {
+        user: who.clone(),
+        sku: sku(raw_sku),
+        quantity: Quantity::parse(quantity).expect("valid quantity"),
+        product,
+    }
+}
+
+async fn set(h: &Harness, id: CartId, msg: SetLine) -> Result<CartRecord, CartError> {
+    h.carts.ask(&id, msg).await.expect("answered")
+}
+
+async fn remove(
+    h: &Harness,
+    id: CartId,
+    who: &UserId,
+    raw_sku: &str,
+) -> Result<CartRecord, CartError> {
+    h.carts
+        .ask(
+            &id,
+            RemoveLine {
+                user: who.clone(),
+                sku: sku(raw_sku),
+            },
+        )
+        .await
+        .expect("answered")
+}
+
+fn usd_mug() -> ProductInfo {
+    ProductInfo {
+        name: "Mug".into(),
+        price: 900,
+        currency: Currency::USD,
+    }
+}
+
+fn is_unavailable(answer: &Answer) -> bool {
+    matches!(
+        answer,
+        Err(AskError::Unavailable) | Ok(Err(CartError::Actor(ActorError::Unavailable)))
+    )
+}
+
+#[actix_rt::test]
+async fn a_created_cart_is_empty_durable_and_owned_by_its_creator() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    let cart = create(&h, id, &alice).await;
+    assert_eq!(
+        (cart.id, &cart.owner, cart.lines.len(), cart.locked_by),
+        (id, &alice, 0, None)
+    );
+    assert_eq!(h.stored_cart(id).await, Some(cart.clone()));
+    assert_eq!(get(&h, id, &alice).await, Ok(cart));
+}
+
+#[actix_rt::test]
+async fn creating_the_same_cart_again_is_idempotent_for_its_owner_only() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    let first = create(&h, id, &alice).await;
+    assert_eq!(create(&h, id, &alice).await, first);
+    let stolen = h
+        .carts
+        .ask(
+            &id,
+            CreateCart {
+                owner: user("mallory"),
+            },
+        )
+        .await
+        .expect("answered");
+    assert_eq!(stolen, Err(CartError::AlreadyExists));
+    assert_eq!(h.stored_cart(id).await.map(|c| c.owner), Some(alice));
+}
+
+#[actix_rt::test]
+async fn a_cart_that_does_not_exist_is_not_found() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    assert_eq!(get(&h, id, &alice).await, Err(CartError::NotFound));
+    assert_eq!(
+        set(&h, id, set_line(&alice, "tee-m", 1, tee())).await,
+        Err(CartError::NotFound)
+    );
+    assert_eq!(h.stored_cart(id).await, None);
+}
+
+#[actix_rt::test]
+async fn someone_elses_cart_is_not_found_and_cannot_be_changed() {
+    let h = Harness::new();
+    let (id, alice, mallory) = (CartId::new(), user("alice"), user("mallory"));
+    create(&h, id, &alice).await;
+    set(&h, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("alice adds a line");
+    let before = h.stored_cart(id).await;
+
+    assert_eq!(get(&h, id, &mallory).await, Err(CartError::NotFound));
+    assert_eq!(
+        set(&h, id, set_line(&mallory, "tee-m", 9, tee())).await,
+        Err(CartError::NotFound)
+    );
+    assert_eq!(
+        remove(&h, id, &mallory, "tee-m").await,
+        Err(CartError::NotFound)
+    );
+    assert_eq!(h.stored_cart(id).await, before);
+}
+
+#[actix_rt::test]
+async fn set_line_adds_then_replaces_a_line_at_the_price_the_shopper_saw() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    create(&h, id, &alice).await;
+    let cart = set(&h, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("added");
+    assert_eq!(
+        cart.lines,
+        vec![CartLine {
+            sku: sku("tee-m"),
+            name: "Tee".into(),
+            quantity: 2,
+            unit_price: 1999,
+            currency: Currency::EUR,
+        }]
+    );
+    assert_eq!(cart.total(), 3998);
+
+    let repriced = ProductInfo {
+        price: 1799,
+        ..tee()
+    };
+    let cart = set(&h, id, set_line(&alice, "tee-m", 3, repriced))
+        .await
+        .expect("replaced");
+    assert_eq!(cart.lines.len(), 1, "one line per SKU");
+    assert_eq!(
+        (cart.lines[0].quantity, cart.lines[0].unit_price),
+        (3, 1799)
+    );
+    assert_eq!(h.stored_cart(id).await, Some(cart.clone()), "durable");
+    assert_eq!(get(&h, id, &alice).await, Ok(cart));
+}
+
+#[actix_rt::test]
+async fn every_change_bumps_the_stored_version() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    let v0 = create(&h, id, &alice).await.version;
+    let v1 = set(&h, id, set_line(&alice, "tee-m", 1, tee()))
+        .await
+        .expect("added")
+        .version;
+    let v2 = remove(&h, id, &alice, "tee-m")
+        .await
+        .expect("removed")
+        .version;
+    assert!(v0 < v1 && v1 < v2, "{v0} < {v1} < {v2}");
+    assert_eq!(h.stored_cart(id).await.map(|c| c.version), Some(v2));
+}
+
+#[actix_rt::test]
+async fn setting_quantity_zero_removes_the_line() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    create(&h, id, &alice).await;
+    set(&h, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("added");
+    set(&h, id, set_line(&alice, "tee-l", 1, tee()))
+        .await
+        .expect("added");
+    let cart = set(&h, id, set_line(&alice, "tee-m", 0, tee()))
+        .await
+        .expect("removed");
+    assert_eq!(
+        cart.lines
+            .iter()
+            .map(|l| l.sku.as_str())
+            .collect::<Vec<_>>(),
+        ["tee-l"]
+    );
+    assert_eq!(h.stored_cart(id).await, Some(cart));
+}
+
+#[actix_rt::test]
+async fn setting_quantity_zero_on_an_absent_line_is_ok_and_writes_nothing() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    let created = create(&h, id, &alice).await;
+    let cart = set(&h, id, set_line(&alice, "tee-m", 0, tee()))
+        .await
+        .expect("nothing to remove is fine");
+    assert_eq!(cart, created);
+    assert_eq!(h.stored_cart(id).await, Some(created));
+}
+
+#[actix_rt::test]
+async fn a_line_in_another_currency_is_refused() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    create(&h, id, &alice).await;
+    let euros = set(&h, id, set_line(&alice, "tee-m", 1, tee()))
+        .await
+        .expect("added");
+    assert_eq!(
+        set(&h, id, set_line(&alice, "mug", 1, usd_mug())).await,
+        Err(CartError::CurrencyMismatch {
+            cart: Currency::EUR,
+            line: Currency::USD
+        })
+    );
+    assert_eq!(h.stored_cart(id).await, Some(euros.clone()));
+    assert_eq!(get(&h, id, &alice).await, Ok(euros));
+}
+
+#[actix_rt::test]
+async fn removing_a_line_is_durable_and_removing_an_absent_line_is_ok() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    create(&h, id, &alice).await;
+    set(&h, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("added");
+    let cart = remove(&h, id, &alice, "tee-m").await.expect("removed");
+    assert!(cart.lines.is_empty());
+    assert_eq!(h.stored_cart(id).await, Some(cart.clone()));
+    let again = remove(&h, id, &alice, "tee-m")
+        .await
+        .expect("absent line is fine");
+    assert_eq!(again, cart);
+    assert_eq!(h.stored_cart(id).await, Some(cart));
+}
+
+#[actix_rt::test]
+async fn a_locked_cart_refuses_changes_but_can_still_be_read() {
+    let h = Harness::new();
+    let (id, alice, order_id) = (CartId::new(), user("alice"), OrderId::new());
+    let locked = CartRecord {
+        id,
+        owner: alice.clone(),
+        lines: vec![CartLine {
+            sku: sku("tee-m"),
+            name: "Tee".into(),
+            quantity: 2,
+            unit_price: 1999,
+            currency: Currency::EUR,
+        }],
+        locked_by: Some(order_id),
+        version: 3,
+    };
+    assert_eq!(
+        h.memory
+            .write_cart(&locked, 0)
+            .await
+            .expect("memory store answers"),
+        WriteOutcome::Applied
+    );
+    assert!(
+        !h.carts.is_live(&id),
+        "the actor loads the locked cart on first use"
+    );
+
+    assert_eq!(get(&h, id, &alice).await, Ok(locked.clone()));
+    assert_eq!(
+        set(&h, id, set_line(&alice, "tee-l", 1, tee())).await,
+        Err(CartError::Locked { order_id })
+    );
+    assert_eq!(
+        set(&h, id, set_line(&alice, "tee-m", 0, tee())).await,
+        Err(CartError::Locked { order_id })
+    );
+    assert_eq!(
+        remove(&h, id, &alice, "tee-m").await,
+        Err(CartError::Locked { order_id })
+    );
+    assert_eq!(h.stored_cart(id).await, Some(locked));
+    assert_eq!(
+        get(&h, id, &user("mallory")).await,
+        Err(CartError::NotFound),
+        "a lock reveals nothing to others"
+    );
+}
+
+#[actix_rt::test]
+async fn a_failed_write_answers_unavailable_and_changes_nothing_until_the_store_is_back() {
+    let (h, control) = Harness::controlled();
+    let (id, alice) = (CartId::new(), user("alice"));
+    let created = create(&h, id, &alice).await;
+    control.fail_writes();
+    assert_eq!(
+        set(&h, id, set_line(&alice, "tee-m", 1, tee())).await,
+        Err(CartError::Actor(ActorError::Unavailable))
+    );
+    assert_eq!(h.stored_cart(id).await, Some(created.clone()));
+    assert_eq!(get(&h, id, &alice).await, Ok(created));
+
+    control.heal();
+    let cart = set(&h, id, set_line(&alice, "tee-m", 1, tee()))
+        .await
+        .expect("added once the store is back");
+    assert_eq!(h.stored_cart(id).await, Some(cart));
+}
+
+#[actix_rt::test]
+async fn a_cart_that_cannot_be_loaded_is_unavailable_not_missing() {
+    let (h, control) = Harness::controlled();
+    let (id, alice) = (CartId::new(), user("alice"));
+    let created = create(&h, id, &alice).await;
+    h.go_idle_and_passivate();
+    wait_until("the cart actor passivated", || !h.carts.is_live(&id)).await;
+
+    control.go_down();
+    let answer = h
+        .carts
+        .ask(
+            &id,
+            GetCart {
+                user: alice.clone(),
+            },
+        )
+        .await;
+    assert!(is_unavailable(&answer), "got {answer:?}");
+
+    control.heal();
+    assert_eq!(get(&h, id, &alice).await, Ok(created));
+}
+
+#[actix_rt::test]
+async fn a_conflicting_write_is_refused_as_contended_and_the_cart_reloads() {
+    let h = Harness::new();
+    let (id, alice) = (CartId::new(), user("alice"));
+    let created = create(&h, id, &alice).await;
+
+    // Another writer (a replica that briefly held the same cart) adds a line behind our back.
+    let mut theirs = created.clone();
+    theirs.lines.push(CartLine {
+        sku: sku("tee-l"),
+        name: "Tee".into(),
+        quantity: 1,
+        unit_price: 1999,
+        currency: Currency::EUR,
+    });
+    theirs.version = created.version + 1;
+    assert_eq!(
+        h.memory
+            .write_cart(&theirs, created.version)
+            .await
+            .expect("memory store answers"),
+        WriteOutcome::Applied
+    );
+
+    assert_eq!(
+        set(&h, id, set_line(&alice, "tee-m", 2, tee())).await,
+        Err(CartError::Actor(ActorError::Contended))
+    );
+    assert_eq!(
+        h.stored_cart(id).await,
+        Some(theirs.clone()),
+        "never overwritten"
+    );
+    assert_eq!(get(&h, id, &alice).await, Ok(theirs));
+
+    let cart = set(&h, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("the retry applies on the reloaded cart");
+    assert_eq!(
+        cart.lines
+            .iter()
+            .map(|l| l.sku.as_str())
+            .collect::<Vec<_>>(),
+        ["tee-l", "tee-m"]
+    );
+}
+
+#[actix_rt::test]
+async fn a_change_arriving_as_the_cart_passivates_is_applied_by_the_next_activation() {
+    let (h, control) = Harness::controlled();
+    let (id, alice) = (CartId::new(), user("alice"));
+    create(&h, id, &alice).await;
+    h.go_idle_and_passivate();
+    wait_until("the cart actor passivated", || !h.carts.is_live(&id)).await;
+
+    control.hold_loads();
+    let addr = h.carts.addr(&id);
+    wait_until("the load is held", || control.loads_waiting() >= 1).await;
+    h.clock
+        .advance(h.settings.idle_after + time::Duration::seconds(1));
+    addr.do_send(kassa_actors::registry::PassivateIfIdle);
+    let mut pending = JoinAll::new([h.carts.ask(&id, set_line(&alice, "tee-m", 1, tee()))]);
+    assert!(!pending.poll_once().await);
+    control.open_loads();
+
+    let answers = pending.await;
+    let cart = answers
+        .into_iter()
+        .next()
+        .expect("one answer")
+        .expect("answered")
+        .expect("applied");
+    assert_eq!(cart.lines.len(), 1);
+    assert_eq!(h.stored_cart(id).await, Some(cart));
+}

@@ -1,0 +1,258 @@
+//! Carts: created by a user, visible only to that user, lines at the price the shopper saw,
+//! single currency, locked while an order is pending.
+
+use crate::helpers::{assert_error, json_of, spawn_app};
+use kassa_actors::domain::{CartId, OrderId};
+use kassa_actors::store::WriteOutcome;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[actix_web::test]
+async fn a_new_cart_is_empty_and_belongs_to_its_creator() {
+    let app = spawn_app().await;
+    let alice = app.token("alice", false);
+    let response = app
+        .client
+        .post(app.url("/api/carts"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let cart = body["cartId"].as_str().expect("cartId");
+    assert!(uuid::Uuid::parse_str(cart).is_ok());
+    assert_eq!(body["items"], json!([]));
+    assert_eq!(body["total"], 0);
+    assert_eq!(body["currency"], json!(null));
+
+    let (status, body) = json_of(app.get_cart(&alice, cart).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["locked"], false);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn someone_elses_cart_is_404_for_every_route() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1000, "EUR", 5).await;
+    let alice = app.token("alice", false);
+    let bob = app.token("bob", false);
+    let cart = app.create_cart(&alice).await;
+    app.set_item(&alice, &cart, "tee", 1).await;
+
+    assert_error(
+        app.get_cart(&bob, &cart).await,
+        StatusCode::NOT_FOUND,
+        "cart_not_found",
+    )
+    .await;
+    assert_error(
+        app.set_item(&bob, &cart, "tee", 3).await,
+        StatusCode::NOT_FOUND,
+        "cart_not_found",
+    )
+    .await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/carts/{cart}/items/tee")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::NOT_FOUND, "cart_not_found").await;
+    let (_, body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(body["items"][0]["quantity"], 1, "bob changed nothing");
+
+    let missing = uuid::Uuid::now_v7().to_string();
+    assert_error(
+        app.get_cart(&alice, &missing).await,
+        StatusCode::NOT_FOUND,
+        "cart_not_found",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_line_records_the_price_seen_and_zero_removes_it() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    app.put_product("mug", 500, "EUR", 1).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+
+    let (status, body) = json_of(app.set_item(&alice, &cart, "tee", 2).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body["items"],
+        json!([{"sku": "tee", "name": "Product tee", "quantity": 2, "unitPrice": 1999, "currency": "EUR"}])
+    );
+    assert_eq!(body["total"], 3998);
+    assert_eq!(body["currency"], "EUR");
+
+    // More than available is accepted: checkout decides.
+    let (status, body) = json_of(app.set_item(&alice, &cart, "mug", 7).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["total"], 3998 + 3500);
+
+    // A later price change does not rewrite what the shopper saw.
+    app.put_product("tee", 2500, "EUR", 5).await;
+    let (_, body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(body["items"][0]["unitPrice"], 1999);
+
+    let (status, body) = json_of(app.set_item(&alice, &cart, "tee", 0).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["total"], 3500);
+
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/carts/{cart}/items/mug")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["items"], json!([]));
+    assert_eq!(body["currency"], json!(null));
+
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/carts/{cart}/items/never-there")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "deleting an absent line is fine"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_line_in_another_currency_is_currency_mismatch() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    app.put_product("cap", 1500, "USD", 5).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+    app.set_item(&alice, &cart, "tee", 1).await;
+    assert_error(
+        app.set_item(&alice, &cart, "cap", 1).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "currency_mismatch",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_cart_inputs_are_4xx() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+
+    assert_error(
+        app.set_item(&alice, &cart, "ghost", 1).await,
+        StatusCode::NOT_FOUND,
+        "product_not_found",
+    )
+    .await;
+    for quantity in [-1, 10_001] {
+        let body = assert_error(
+            app.set_item(&alice, &cart, "tee", quantity).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(body["details"][0]["field"], "quantity");
+    }
+    assert_eq!(
+        app.set_item(&alice, &cart, "tee", 10_000).await.status(),
+        StatusCode::OK
+    );
+    for body in [
+        json!({"quantity": "2"}),
+        json!({"quantity": 1.5}),
+        json!({}),
+        json!({"quantity": null}),
+    ] {
+        let response = app
+            .client
+            .put(app.url(&format!("/api/carts/{cart}/items/tee")))
+            .bearer_auth(&alice)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_error(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+    }
+    let body = assert_error(
+        app.get_cart(&alice, "not-a-uuid").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["details"][0]["field"], "cartId");
+    assert_error(
+        app.set_item(&alice, &cart, "bad%20sku", 1).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_locked_cart_refuses_changes_with_409_cart_locked() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+    app.set_item(&alice, &cart, "tee", 1).await;
+
+    // Until checkout lands, lock the cart the way an order will: in the store, while the
+    // cart's actor is passivated.
+    app.passivate_everything().await;
+    let id = CartId::parse(&cart).expect("uuid");
+    let store = app.state().store.clone();
+    let mut record = store.load_cart(id).await.expect("load").expect("stored");
+    let order = OrderId::new();
+    record.locked_by = Some(order);
+    let expected = record.version;
+    record.version += 1;
+    assert_eq!(
+        store.write_cart(&record, expected).await.expect("write"),
+        WriteOutcome::Applied
+    );
+
+    let body = assert_error(
+        app.set_item(&alice, &cart, "tee", 2).await,
+        StatusCode::CONFLICT,
+        "cart_locked",
+    )
+    .await;
+    assert_eq!(body["details"]["orderId"], order.to_string());
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/carts/{cart}/items/tee")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::CONFLICT, "cart_locked").await;
+    let (_, body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(body["locked"], true);
+    assert_eq!(body["items"][0]["quantity"], 1);
+    app.stop().await;
+}

@@ -1,0 +1,219 @@
+//! Starting Kassa for a test: a fresh data dir, a manual clock, port 0, and a reqwest client.
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use kassa::auth::{TokenRequest, mint};
+use kassa::config::{Config, RawConfig};
+use kassa::startup::Application;
+use kassa::state::AppState;
+use kassa_actors::ActorSettings;
+use kassa_actors::clock::{ManualClock, SharedClock};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC1ieXRlcw==";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub clock: ManualClock,
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub state: Option<web::Data<AppState>>,
+    handle: ServerHandle,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// The config a test app runs with; `tweak` adjusts the raw keys before parsing.
+pub fn test_config(data_dir: &Path, tweak: impl FnOnce(&mut RawConfig)) -> Config {
+    let mut raw = RawConfig {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.display().to_string()),
+        store: Some(format!("embedded:{}", data_dir.join("store").display())),
+        jwt_secret: Some("integration-test-secret".into()),
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
+        log: Some("warn".into()),
+        ..RawConfig::default()
+    };
+    tweak(&mut raw);
+    Config::from_raw(raw).expect("test config is valid")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut app = start(tmp.path().to_path_buf(), ManualClock::starting_now(), tweak).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+/// Starts Kassa on an existing data dir (restart tests).
+pub async fn start(
+    data_dir: PathBuf,
+    clock: ManualClock,
+    tweak: impl FnOnce(&mut RawConfig),
+) -> TestApp {
+    kassa::telemetry::init_logging("warn", kassa::config::LogFormat::Text);
+    let config = test_config(&data_dir, tweak);
+    let shared: SharedClock = Arc::new(clock.clone());
+    let settings = ActorSettings {
+        idle_after: time::Duration::minutes(5),
+        ..ActorSettings::default()
+    };
+    let app = Application::build_with(config.clone(), shared, settings)
+        .await
+        .expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = Some(app.state());
+    let handle = app.handle();
+    let server = actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        clock,
+        config,
+        data_dir,
+        state,
+        handle,
+        server,
+        _tmp: None,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn state(&self) -> &AppState {
+        self.state.as_ref().expect("app is running")
+    }
+
+    /// A token for `sub`, valid for 30 days of the app's clock.
+    pub fn token(&self, sub: &str, admin: bool) -> String {
+        let clock: SharedClock = Arc::new(self.clock.clone());
+        mint(
+            &self.config.jwt,
+            &clock,
+            TokenRequest {
+                sub,
+                email: Some(&format!("{sub}@example.com")),
+                admin,
+                ttl: Duration::from_secs(30 * 24 * 3600),
+                private_key_pem: None,
+            },
+        )
+        .expect("mint")
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("admin", true)
+    }
+
+    pub async fn put_product(&self, sku: &str, price: i64, currency: &str, stock: i64) -> Response {
+        self.client
+            .put(self.url(&format!("/api/admin/products/{sku}")))
+            .bearer_auth(self.admin())
+            .json(&json!({"name": format!("Product {sku}"), "price": price, "currency": currency, "stock": stock}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_product(&self, sku: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/api/products/{sku}")))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn create_cart(&self, token: &str) -> String {
+        let response = self
+            .client
+            .post(self.url("/api/carts"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.expect("json");
+        body["cartId"].as_str().expect("cartId").to_string()
+    }
+
+    pub async fn get_cart(&self, token: &str, cart: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/api/carts/{cart}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn set_item(&self, token: &str, cart: &str, sku: &str, quantity: i64) -> Response {
+        self.client
+            .put(self.url(&format!("/api/carts/{cart}/items/{sku}")))
+            .bearer_auth(token)
+            .json(&json!({ "quantity": quantity }))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Moves time past the idle period and asks idle actors to stop; waits until they did.
+    pub async fn passivate_everything(&self) {
+        self.clock.advance(time::Duration::minutes(6));
+        let state = self.state();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while state.products.live_count() + state.carts.live_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "actors did not passivate"
+            );
+            state.passivate_idle_actors();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Graceful stop; returns once the store is closed.
+    pub async fn stop(mut self) -> (PathBuf, ManualClock, Option<tempfile::TempDir>) {
+        self.state = None;
+        self.handle.stop(true).await;
+        self.server
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+        (self.data_dir, self.clock, self._tmp.take())
+    }
+}
+
+/// Status and JSON body of a response.
+pub async fn json_of(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
+    (status, body)
+}
+
+/// Asserts the contract's error shape and code.
+pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
+    let (got, body) = json_of(response).await;
+    assert_eq!(got, status, "body: {body}");
+    assert_eq!(body["code"], code, "body: {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "error sentence missing: {body}"
+    );
+    body
+}

@@ -1,0 +1,65 @@
+//! What survives: restarts on the same data dir, and actors passivating and coming back.
+
+use crate::helpers::{json_of, spawn_app, start};
+use reqwest::StatusCode;
+
+#[actix_web::test]
+async fn products_and_carts_survive_a_restart_on_the_same_data_dir() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 7).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+    app.set_item(&alice, &cart, "tee", 3).await;
+    let (data_dir, clock, tmp) = app.stop().await;
+
+    let app = start(data_dir, clock, |_| {}).await;
+    let (status, body) = json_of(app.get_product("tee").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["available"], 7);
+    let (status, body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["items"][0]["quantity"], 3);
+    assert_eq!(body["total"], 3 * 1999);
+    app.stop().await;
+    drop(tmp);
+}
+
+#[actix_web::test]
+async fn idle_actors_passivate_and_come_back_with_their_state() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 7).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+    app.set_item(&alice, &cart, "tee", 2).await;
+    let state = app.state();
+    assert!(state.products.live_count() >= 1);
+    assert!(state.carts.live_count() >= 1);
+
+    app.passivate_everything().await;
+    assert_eq!(state.products.live_count(), 0);
+    assert_eq!(state.carts.live_count(), 0);
+
+    let (_, body) = json_of(app.get_product("tee").await).await;
+    assert_eq!(body["available"], 7);
+    let (_, body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(body["items"][0]["quantity"], 2);
+    assert_eq!(state.products.live_count(), 1);
+    assert_eq!(state.carts.live_count(), 1);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn actors_that_were_used_recently_are_not_passivated() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 7).await;
+    app.clock.advance(time::Duration::minutes(1));
+    app.state().passivate_idle_actors();
+    let (_, body) = json_of(app.get_product("tee").await).await;
+    assert_eq!(body["available"], 7);
+    assert!(
+        app.state()
+            .products
+            .is_live(&kassa_actors::domain::Sku::parse("tee").expect("sku"))
+    );
+    app.stop().await;
+}

@@ -1,0 +1,8 @@
+//! Kassa's API tests: the real server on port 0 over real HTTP, as a storefront would call it.
+
+mod auth;
+mod carts;
+mod catalog;
+mod helpers;
+mod lifecycle;
+mod operations;
