@@ -122,7 +122,7 @@ impl Authenticator {
         })
     }
 
-    fn from_request(&self, req: &HttpRequest) -> Result<User, AppError> {
+    fn authenticate(&self, req: &HttpRequest) -> Result<User, AppError> {
         let value = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -191,7 +191,7 @@ fn authenticate(req: &HttpRequest) -> Result<User, AppError> {
     let auth = req
         .app_data::<web::Data<Arc<Authenticator>>>()
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("no Authenticator in app data")))?;
-    auth.from_request(req)
+    auth.authenticate(req)
 }
 
 impl FromRequest for User {

@@ -21,6 +21,8 @@ pub enum CartError {
     CurrencyMismatch { cart: Currency, line: Currency },
     #[error("a cart with this id already exists")]
     AlreadyExists,
+    #[error("the cart is empty")]
+    Empty,
     #[error(transparent)]
     Actor(#[from] ActorError),
 }
@@ -54,6 +56,25 @@ pub struct SetLine {
 pub struct RemoveLine {
     pub user: UserId,
     pub sku: Sku,
+}
+
+/// Locks the cart for checkout by `order_id` until `locked_until` and answers it. Repeating
+/// it for the same order is harmless; a live lock by another order is `Locked`.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CartRecord, CartError>")]
+pub struct BeginCheckout {
+    pub user: UserId,
+    pub order_id: OrderId,
+    pub locked_until: OffsetDateTime,
+}
+
+/// Settles the cart after `order_id`: paid empties it, otherwise its lines stay; either way
+/// the order's lock goes. Idempotent; a lock held by another order is left alone.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), CartError>")]
+pub struct EndCheckout {
+    pub order_id: OrderId,
+    pub paid: bool,
 }
 
 pub struct CartActor {
@@ -116,20 +137,36 @@ impl CartActor {
             .ok_or(CartError::NotFound)
     }
 
-    fn unlocked_for(&self, user: &UserId) -> Result<&CartRecord, CartError> {
+    fn unlocked_for(&self, user: &UserId) -> Result<CartRecord, CartError> {
         let cart = self.owned_by(user)?;
-        match cart.locked_by {
+        match self.live_lock(cart) {
             Some(order_id) => Err(CartError::Locked { order_id }),
-            None => Ok(cart),
+            None => Ok(Self::without_lock(cart.clone())),
         }
     }
 
+    /// The order holding the cart, unless its lock lapsed.
+    fn live_lock(&self, cart: &CartRecord) -> Option<OrderId> {
+        let lapsed = cart.locked_until.is_some_and(|t| t <= self.clock.now());
+        cart.locked_by.filter(|_| !lapsed)
+    }
+
+    fn without_lock(mut cart: CartRecord) -> CartRecord {
+        cart.locked_by = None;
+        cart.locked_until = None;
+        cart
+    }
+
     /// Persists `next` (conditional on the version we hold), then makes it our state.
-    fn persist(&mut self, mut next: CartRecord) -> AtomicResponse<Self, CartResult> {
+    fn persist(&mut self, next: CartRecord) -> AtomicResponse<Self, CartResult> {
+        AtomicResponse::new(self.write(next))
+    }
+
+    fn write(&mut self, mut next: CartRecord) -> ResponseActFuture<Self, CartResult> {
         let expected = self.cart.as_ref().map_or(0, |c| c.version);
         next.version = expected + 1;
         let store = self.store.clone();
-        AtomicResponse::new(Box::pin(
+        Box::pin(
             async move {
                 let outcome = store.write_cart(&next, expected).await;
                 (outcome, next)
@@ -151,7 +188,7 @@ impl CartActor {
                     Err(CartError::Actor(ActorError::Unavailable))
                 }
             }),
-        ))
+        )
     }
 
     fn refuse(error: CartError) -> AtomicResponse<Self, CartResult> {
@@ -193,6 +230,8 @@ impl Handler<CreateCart> for CartActor {
                     owner: msg.owner,
                     lines: Vec::new(),
                     locked_by: None,
+                    locked_until: None,
+                    last_paid_order: None,
                     version: 0,
                 };
                 self.persist(cart)
@@ -206,7 +245,11 @@ impl Handler<GetCart> for CartActor {
 
     fn handle(&mut self, msg: GetCart, _: &mut Context<Self>) -> Self::Result {
         self.touch();
-        self.owned_by(&msg.user).cloned()
+        let cart = self.owned_by(&msg.user)?;
+        Ok(match self.live_lock(cart) {
+            Some(_) => cart.clone(),
+            None => Self::without_lock(cart.clone()),
+        })
     }
 }
 
@@ -216,7 +259,7 @@ impl Handler<SetLine> for CartActor {
     fn handle(&mut self, msg: SetLine, _: &mut Context<Self>) -> Self::Result {
         self.touch();
         let mut next = match self.unlocked_for(&msg.user) {
-            Ok(cart) => cart.clone(),
+            Ok(cart) => cart,
             Err(e) => return Self::refuse(e),
         };
         let position = next.lines.iter().position(|l| l.sku == msg.sku);
@@ -261,7 +304,7 @@ impl Handler<RemoveLine> for CartActor {
     fn handle(&mut self, msg: RemoveLine, _: &mut Context<Self>) -> Self::Result {
         self.touch();
         let mut next = match self.unlocked_for(&msg.user) {
-            Ok(cart) => cart.clone(),
+            Ok(cart) => cart,
             Err(e) => return Self::refuse(e),
         };
         let before = next.lines.len();
@@ -280,5 +323,58 @@ impl Handler<PassivateIfIdle> for CartActor {
         if self.clock.now() - self.last_active >= self.settings.idle_after {
             ctx.stop();
         }
+    }
+}
+
+impl Handler<BeginCheckout> for CartActor {
+    type Result = AtomicResponse<Self, CartResult>;
+
+    fn handle(&mut self, msg: BeginCheckout, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let cart = match self.owned_by(&msg.user) {
+            Ok(cart) => cart,
+            Err(e) => return Self::refuse(e),
+        };
+        match self.live_lock(cart) {
+            Some(holder) if holder == msg.order_id => {
+                return AtomicResponse::new(Box::pin(fut::ready(Ok(cart.clone()))));
+            }
+            Some(holder) => return Self::refuse(CartError::Locked { order_id: holder }),
+            None => {}
+        }
+        if cart.lines.is_empty() {
+            return Self::refuse(CartError::Empty);
+        }
+        let mut next = cart.clone();
+        next.locked_by = Some(msg.order_id);
+        next.locked_until = Some(msg.locked_until);
+        self.persist(next)
+    }
+}
+
+impl Handler<EndCheckout> for CartActor {
+    type Result = AtomicResponse<Self, Result<(), CartError>>;
+
+    fn handle(&mut self, msg: EndCheckout, _: &mut Context<Self>) -> Self::Result {
+        self.touch();
+        let Some(cart) = &self.cart else {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+        };
+        let held_by_this = cart.locked_by == Some(msg.order_id);
+        let held_by_other = !held_by_this && self.live_lock(cart).is_some();
+        let mut next = cart.clone();
+        if held_by_this {
+            next = Self::without_lock(next);
+        }
+        if msg.paid && !held_by_other && next.last_paid_order != Some(msg.order_id) {
+            next.lines.clear();
+            next.last_paid_order = Some(msg.order_id);
+        }
+        if &next == cart {
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
+        }
+        AtomicResponse::new(Box::pin(
+            self.write(next).map(|result, _, _| result.map(|_| ())),
+        ))
     }
 }

@@ -151,6 +151,8 @@ pub async fn cart_write_is_conditional_on_version(store: &dyn Store) {
         owner: UserId("alice".into()),
         lines: vec![],
         locked_by: None,
+        locked_until: None,
+        last_paid_order: None,
         version: 1,
     };
     assert_eq!(

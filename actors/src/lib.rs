@@ -7,6 +7,8 @@ pub mod clock;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod domain;
+pub mod gateway;
+pub mod order;
 pub mod product;
 pub mod registry;
 pub mod store;

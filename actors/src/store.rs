@@ -4,6 +4,7 @@
 //! Back ends live in the `kassa` crate (embedded, scylla); `MemoryStore` is for unit tests.
 
 use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
+use crate::order::OrderStatus;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -84,6 +85,13 @@ pub struct CartRecord {
     pub lines: Vec<CartLine>,
     /// Held while an order for this cart is pending payment.
     pub locked_by: Option<OrderId>,
+    /// The lock lapses at this time even if its order never settled it (a checkout that
+    /// crashed before its order was stored); the order's own expiry is the same moment.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub locked_until: Option<OffsetDateTime>,
+    /// The last order paid from this cart: emptying for it again is a no-op.
+    #[serde(default)]
+    pub last_paid_order: Option<OrderId>,
     pub version: u64,
 }
 
@@ -98,6 +106,154 @@ impl CartRecord {
             .map(|l| l.unit_price * i64::from(l.quantity))
             .sum()
     }
+}
+
+/// A line of an order: what was bought at what price.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: Sku,
+    pub name: String,
+    pub quantity: u32,
+    pub unit_price: i64,
+}
+
+/// Where the order ships; also where the confirmation goes when the token has no email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShippingDetails {
+    pub name: String,
+    pub line1: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// One entry of an order's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: OrderStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// A step that follows a transition, recorded with it and cleared once done, so a crash in
+/// between is re-driven (every step is idempotent, keyed by the order id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Give the order's reserved units back on every SKU.
+    ReleaseStock,
+    /// Turn the order's reservations into permanent stock decrements.
+    CommitStock,
+    /// Unlock the cart, keeping its lines.
+    UnlockCart,
+    /// Empty and unlock the cart (the order was paid).
+    EmptyCart,
+    /// Put the confirmation email in the outbox.
+    QueueEmail,
+    /// Ask the gateway to refund the settled payment.
+    RequestRefund,
+}
+
+/// The payment the gateway opened for the order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRef {
+    pub payment_id: String,
+    pub payment_url: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    pub id: OrderId,
+    pub owner: UserId,
+    pub cart_id: CartId,
+    pub lines: Vec<OrderLine>,
+    pub total: i64,
+    pub currency: Currency,
+    pub shipping: ShippingDetails,
+    /// Where the confirmation email goes.
+    pub email: String,
+    pub status: OrderStatus,
+    /// The payment opened at checkout.
+    pub payment: Option<PaymentRef>,
+    /// The gateway's id of the payment that settled (from the webhook); refunds use it.
+    pub settled_payment_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    pub history: Vec<StatusChange>,
+    pub pending_effects: Vec<Effect>,
+    /// Webhook ids already applied to this order (a redelivery has no second effect).
+    pub seen_webhooks: Vec<String>,
+    pub version: u64,
+}
+
+impl OrderRecord {
+    /// Still needs the service's attention: unpaid, awaiting a refund, or steps to re-drive.
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self.status,
+            OrderStatus::PendingPayment | OrderStatus::RefundPending
+        ) || !self.pending_effects.is_empty()
+    }
+}
+
+/// A response kept under an idempotency key, replayed as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyClaim {
+    /// The key is ours: go ahead, then complete or release it.
+    Claimed,
+    /// Another request with this key is still running.
+    InProgress,
+    /// A request with this key finished: replay its response.
+    Completed(StoredResponse),
+    /// The key was used with a different body.
+    Mismatch,
+}
+
+/// One claim on an idempotency key (per user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRequest<'a> {
+    pub user: &'a UserId,
+    pub key: &'a str,
+    /// Hash of the request body; the same key with another body is a `Mismatch`.
+    pub fingerprint: &'a str,
+    pub now: OffsetDateTime,
+    /// Records older than this are forgotten (24 h).
+    pub ttl: time::Duration,
+    /// An in-progress claim older than this is presumed dead (its process crashed).
+    pub stale_after: time::Duration,
+}
+
+/// A confirmation email waiting in the outbox (one per order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEmail {
+    pub order_id: OrderId,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub next_attempt_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub sent_at: Option<OffsetDateTime>,
 }
 
 #[async_trait]
@@ -116,6 +272,49 @@ pub trait Store: Send + Sync + 'static {
         cart: &CartRecord,
         expected_version: u64,
     ) -> StoreResult<WriteOutcome>;
+    async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>>;
+    /// Writes `order` (whose `version` is the new one) if the stored version is
+    /// `expected_version` (0: the order must not exist yet). Keeps the per-user listing and
+    /// the set of active orders (`OrderRecord::is_active`) in step with the record.
+    async fn write_order(
+        &self,
+        order: &OrderRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome>;
+    /// The user's orders, newest first (descending id; ids are time-ordered UUIDv7),
+    /// strictly older than `before` when given, at most `limit`.
+    async fn list_orders(
+        &self,
+        user: &UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> StoreResult<Vec<OrderRecord>>;
+    /// Ids of every active order (pending payment, refund pending, or steps to re-drive).
+    async fn active_orders(&self) -> StoreResult<Vec<OrderId>>;
+
+    async fn claim_idempotency(
+        &self,
+        request: IdempotencyRequest<'_>,
+    ) -> StoreResult<IdempotencyClaim>;
+    /// Stores the response under a key this caller claimed.
+    async fn complete_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()>;
+    /// Forgets a claim whose request failed, so the key may be retried.
+    async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()>;
+
+    /// Puts the email in the outbox unless one for the same order is already there.
+    async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()>;
+    /// Replaces an outbox entry (attempts, next attempt, sent).
+    async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()>;
+    /// Unsent emails due at `now`, oldest first, at most `limit`.
+    async fn due_emails(&self, now: OffsetDateTime, limit: usize)
+    -> StoreResult<Vec<OutboxEmail>>;
+    /// How many emails are unsent (the outbox depth gauge).
+    async fn outbox_depth(&self) -> StoreResult<u64>;
 }
 
 pub type SharedStore = Arc<dyn Store>;
@@ -137,6 +336,9 @@ mod memory {
     struct Inner {
         products: HashMap<Sku, (ProductRow, BTreeMap<OrderId, Reservation>)>,
         carts: HashMap<CartId, CartRecord>,
+        orders: BTreeMap<OrderId, OrderRecord>,
+        idempotency: HashMap<(UserId, String), (String, OffsetDateTime, Option<StoredResponse>)>,
+        outbox: BTreeMap<OrderId, OutboxEmail>,
         product_writes: u64,
     }
 
@@ -209,6 +411,131 @@ mod memory {
             }
             inner.carts.insert(cart.id, cart.clone());
             Ok(WriteOutcome::Applied)
+        }
+
+        async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
+            Ok(self.lock().orders.get(&id).cloned())
+        }
+
+        async fn write_order(
+            &self,
+            order: &OrderRecord,
+            expected_version: u64,
+        ) -> StoreResult<WriteOutcome> {
+            let mut inner = self.lock();
+            let current = inner.orders.get(&order.id).map_or(0, |o| o.version);
+            if current != expected_version {
+                return Ok(WriteOutcome::Conflict);
+            }
+            inner.orders.insert(order.id, order.clone());
+            Ok(WriteOutcome::Applied)
+        }
+
+        async fn list_orders(
+            &self,
+            user: &UserId,
+            before: Option<OrderId>,
+            limit: usize,
+        ) -> StoreResult<Vec<OrderRecord>> {
+            let inner = self.lock();
+            Ok(inner
+                .orders
+                .values()
+                .rev()
+                .filter(|o| &o.owner == user && before.is_none_or(|b| o.id < b))
+                .take(limit)
+                .cloned()
+                .collect())
+        }
+
+        async fn active_orders(&self) -> StoreResult<Vec<OrderId>> {
+            let inner = self.lock();
+            Ok(inner
+                .orders
+                .values()
+                .filter(|o| o.is_active())
+                .map(|o| o.id)
+                .collect())
+        }
+
+        async fn claim_idempotency(
+            &self,
+            request: IdempotencyRequest<'_>,
+        ) -> StoreResult<IdempotencyClaim> {
+            let mut inner = self.lock();
+            let key = (request.user.clone(), request.key.to_string());
+            if let Some((fingerprint, at, response)) = inner.idempotency.get(&key) {
+                let expired = *at + request.ttl <= request.now;
+                let stale = response.is_none() && *at + request.stale_after <= request.now;
+                if !expired && !stale {
+                    return Ok(if fingerprint != request.fingerprint {
+                        IdempotencyClaim::Mismatch
+                    } else if let Some(response) = response {
+                        IdempotencyClaim::Completed(response.clone())
+                    } else {
+                        IdempotencyClaim::InProgress
+                    });
+                }
+            }
+            inner
+                .idempotency
+                .insert(key, (request.fingerprint.to_string(), request.now, None));
+            Ok(IdempotencyClaim::Claimed)
+        }
+
+        async fn complete_idempotency(
+            &self,
+            user: &UserId,
+            key: &str,
+            response: &StoredResponse,
+        ) -> StoreResult<()> {
+            let mut inner = self.lock();
+            if let Some(entry) = inner.idempotency.get_mut(&(user.clone(), key.to_string())) {
+                entry.2 = Some(response.clone());
+            }
+            Ok(())
+        }
+
+        async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()> {
+            self.lock()
+                .idempotency
+                .remove(&(user.clone(), key.to_string()));
+            Ok(())
+        }
+
+        async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+            self.lock()
+                .outbox
+                .entry(email.order_id)
+                .or_insert_with(|| email.clone());
+            Ok(())
+        }
+
+        async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+            self.lock().outbox.insert(email.order_id, email.clone());
+            Ok(())
+        }
+
+        async fn due_emails(
+            &self,
+            now: OffsetDateTime,
+            limit: usize,
+        ) -> StoreResult<Vec<OutboxEmail>> {
+            let inner = self.lock();
+            let mut due: Vec<OutboxEmail> = inner
+                .outbox
+                .values()
+                .filter(|e| e.sent_at.is_none() && e.next_attempt_at <= now)
+                .cloned()
+                .collect();
+            due.sort_by_key(|e| (e.created_at, e.order_id));
+            due.truncate(limit);
+            Ok(due)
+        }
+
+        async fn outbox_depth(&self) -> StoreResult<u64> {
+            let inner = self.lock();
+            Ok(inner.outbox.values().filter(|e| e.sent_at.is_none()).count() as u64)
         }
     }
 }

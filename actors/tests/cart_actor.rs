@@ -285,6 +285,8 @@ async fn a_locked_cart_refuses_changes_but_can_still_be_read() {
             currency: Currency::EUR,
         }],
         locked_by: Some(order_id),
+        locked_until: None,
+        last_paid_order: None,
         version: 3,
     };
     assert_eq!(

@@ -202,10 +202,10 @@ impl<F: Future> JoinAll<F> {
 
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> bool {
         for (future, output) in self.futures.iter_mut().zip(self.outputs.iter_mut()) {
-            if output.is_none() {
-                if let Poll::Ready(value) = future.as_mut().poll(cx) {
-                    *output = Some(value);
-                }
+            if output.is_none()
+                && let Poll::Ready(value) = future.as_mut().poll(cx)
+            {
+                *output = Some(value);
             }
         }
         self.outputs.iter().all(Option::is_some)

@@ -1,0 +1,65 @@
+//! The payment gateway as the actors see it: initiate a payment, refund it, ask its status.
+//! Adapters (the built-in sandbox, any HTTP gateway, Stripe) live in the `kassa` crate. The
+//! order id is the gateway's idempotency key, so initiating twice never charges twice.
+
+use crate::domain::{Currency, OrderId};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRequest {
+    pub order_id: OrderId,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: Currency,
+    /// Where the gateway posts the signed webhook.
+    pub callback_url: String,
+    /// Where the gateway sends the shopper back.
+    pub return_url: String,
+}
+
+/// A payment the gateway opened for an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSession {
+    pub payment_id: String,
+    pub payment_url: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentState {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+/// The gateway's view of one payment (the status query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentStatus {
+    pub payment_id: String,
+    pub order_id: OrderId,
+    pub state: PaymentState,
+    pub amount: i64,
+    pub currency: Currency,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// Could not reach the gateway or it answered 5xx / timed out: may be retried.
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The gateway refused the request (4xx) or answered something unreadable.
+    #[error("gateway refused: {0}")]
+    Refused(String),
+}
+
+#[async_trait]
+pub trait Gateway: Send + Sync + 'static {
+    /// Opens a payment; the same `order_id` always yields the same payment.
+    async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError>;
+    /// Refunds a settled payment; returns the gateway's refund id.
+    async fn refund(&self, payment_id: &str) -> Result<String, GatewayError>;
+    async fn status(&self, payment_id: &str) -> Result<PaymentStatus, GatewayError>;
+}
+
+pub type SharedGateway = Arc<dyn Gateway>;
