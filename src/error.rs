@@ -42,6 +42,12 @@ pub struct ErrorBody {
 pub enum AppError {
     #[error("{0}")]
     InvalidJson(String),
+    /// 400 with a specific code (`invalid_payload`).
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    /// 401 that is not about bearer tokens (`invalid_signature`).
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     #[error("the request body is larger than 64 KiB")]
@@ -93,6 +99,7 @@ impl AppError {
     fn code(&self) -> &'static str {
         match self {
             Self::InvalidJson(_) => "invalid_json",
+            Self::BadRequest { code, .. } | Self::Unauthorized { code, .. } => code,
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Validation(_) => "validation_failed",
@@ -160,7 +167,8 @@ impl fmt::Display for Chain<'_> {
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidJson(_) | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Validation(_) | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,

@@ -43,10 +43,26 @@ enum Command {
         #[arg(long)]
         private_key_file: Option<PathBuf>,
     },
+    /// Run the sandbox payment gateway alone (for a storefront's own tests).
+    SandboxGateway {
+        /// Address to listen on (port 0 picks a free port; the first stdout line names it).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+        /// `whsec_<base64>` key that signs the webhooks it delivers.
+        #[arg(long, env = "KASSA_WEBHOOK_SECRET")]
+        webhook_secret: String,
+    },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    if let Command::SandboxGateway {
+        listen,
+        webhook_secret,
+    } = &command
+    {
+        return exit(sandbox_gateway(listen, webhook_secret));
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
@@ -54,8 +70,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config),
+    exit(match command {
         Command::Token {
             sub,
             email,
@@ -70,7 +85,11 @@ fn main() -> ExitCode {
             ttl,
             private_key_file,
         ),
-    };
+        Command::Serve | Command::SandboxGateway { .. } => serve(config),
+    })
+}
+
+fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -78,6 +97,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn sandbox_gateway(listen: &str, webhook_secret: &str) -> anyhow::Result<()> {
+    telemetry::init_logging("info", kassa::config::LogFormat::Text);
+    actix_web::rt::System::new().block_on(kassa::gateway::sandbox::serve_standalone(
+        listen,
+        webhook_secret,
+    ))
 }
 
 fn token(

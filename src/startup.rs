@@ -3,7 +3,9 @@
 //! requests in flight, stop the actors and close the store. `main` only calls this.
 
 use crate::auth::Authenticator;
-use crate::config::{Config, StoreSpec};
+use crate::config::{Config, GatewaySpec, StoreSpec};
+use crate::gateway::http::HttpGateway;
+use crate::gateway::sandbox::{SandboxGateway, SandboxSettings};
 use crate::routes;
 use crate::state::AppState;
 use crate::store::embedded::EmbeddedStore;
@@ -13,6 +15,8 @@ use anyhow::Context as _;
 use kassa_actors::ActorSettings;
 use kassa_actors::cart::CartActor;
 use kassa_actors::clock::{SharedClock, SystemClock};
+use kassa_actors::gateway::SharedGateway;
+use kassa_actors::order_actor::{OrderActor, OrderServices, OrderSettings};
 use kassa_actors::product::ProductActor;
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::SharedStore;
@@ -22,8 +26,13 @@ use std::time::Duration;
 
 /// How long an ask waits for an actor before answering 503.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a checkout or webhook may take in its order's actor (the gateway call included:
+/// 3 attempts of at most 10 s).
+const ORDER_ASK_TIMEOUT: Duration = Duration::from_secs(45);
 /// How often idle actors are asked to passivate.
 const PASSIVATION_TICK: Duration = Duration::from_secs(30);
+/// How often live orders check expiry, reconcile and re-drive unfinished steps.
+const ORDER_TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: u64 = 30;
 
@@ -45,6 +54,19 @@ impl Application {
         clock: SharedClock,
         settings: ActorSettings,
     ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        Self::build_on(listener, config, clock, settings).await
+    }
+
+    /// Builds on a listener bound by the caller (tests bind port 0 first, so that
+    /// `KASSA_PUBLIC_URL` can name the real port).
+    pub async fn build_on(
+        listener: TcpListener,
+        config: Config,
+        clock: SharedClock,
+        settings: ActorSettings,
+    ) -> anyhow::Result<Self> {
         let store = open_store(&config)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool = Arc::new(ActorPool::new(threads));
@@ -60,11 +82,33 @@ impl Application {
                 CartActor::new(m, store.clone(), clock.clone(), settings.clone())
             })
         };
+        let (gateway, sandbox) = build_gateway(&config, clock.clone())?;
+        let orders = {
+            let services = Arc::new(OrderServices {
+                store: store.clone(),
+                clock: clock.clone(),
+                gateway: gateway.clone(),
+                products: products.clone(),
+                carts: carts.clone(),
+                settings: OrderSettings {
+                    reservation_ttl: time::Duration::try_from(config.reservation_ttl)
+                        .context("KASSA_RESERVATION_TTL")?,
+                    callback_url: join_url(&config.public_url, "/webhook/payment-status"),
+                    return_url_base: join_url(&config.storefront_url, "/orders/"),
+                    reconcile_window: time::Duration::minutes(1),
+                    reconcile_every: time::Duration::seconds(20),
+                },
+                actors: settings.clone(),
+            });
+            Registry::new(pool.clone(), ORDER_ASK_TIMEOUT, move |m| {
+                OrderActor::new(m, services.clone())
+            })
+        };
+        let webhook = standardwebhooks::Webhook::new(&config.webhook_secret)
+            .context("KASSA_WEBHOOK_SECRET")?;
         let authenticator = web::Data::new(Arc::new(
             Authenticator::new(&config.jwt, clock.clone()).context("KASSA_JWT_PUBLIC_KEY_FILE")?,
         ));
-        let listener = TcpListener::bind(&config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             config: Arc::new(config),
@@ -72,16 +116,32 @@ impl Application {
             clock,
             products,
             carts,
+            orders,
+            gateway,
+            webhook,
             metrics: crate::telemetry::metrics_handle(),
         });
+        let resumed = state
+            .resume_active_orders()
+            .await
+            .context("scanning active orders")?;
+        if resumed > 0 {
+            tracing::info!(orders = resumed, "resumed active orders");
+        }
         let server_state = state.clone();
         let server = HttpServer::new(move || {
-            App::new()
+            let mut app = App::new()
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
                 .wrap(middleware::from_fn(routes::record_metrics))
-                .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
+                .configure(routes::configure);
+            if let Some(sandbox) = sandbox.clone() {
+                app = app.service(
+                    web::scope("/sandbox")
+                        .configure(move |cfg| crate::gateway::sandbox::configure(cfg, sandbox)),
+                );
+            }
+            app.default_service(web::to(routes::not_found))
         })
         .workers(threads)
         .shutdown_timeout(SHUTDOWN_GRACE)
@@ -119,10 +179,13 @@ impl Application {
         } = self;
         let ticker_state = state.clone();
         let ticker = actix_web::rt::spawn(async move {
-            let mut tick = tokio::time::interval(PASSIVATION_TICK);
+            let mut orders = tokio::time::interval(ORDER_TICK);
+            let mut passivation = tokio::time::interval(PASSIVATION_TICK);
             loop {
-                tick.tick().await;
-                ticker_state.passivate_idle_actors();
+                tokio::select! {
+                    _ = orders.tick() => ticker_state.tick_orders(),
+                    _ = passivation.tick() => ticker_state.passivate_idle_actors(),
+                }
             }
         });
         let served = server.await;
@@ -147,5 +210,36 @@ fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
         StoreSpec::Scylla { .. } => {
             anyhow::bail!("KASSA_STORE: the scylla back end is not built yet; use embedded:<dir>")
         }
+    }
+}
+
+/// `base` with `path` appended (no doubled slash).
+fn join_url(base: &reqwest::Url, path: &str) -> String {
+    format!("{}{path}", base.as_str().trim_end_matches('/'))
+}
+
+/// The configured gateway, and the sandbox to mount when it is the built-in one.
+fn build_gateway(
+    config: &Config,
+    clock: SharedClock,
+) -> anyhow::Result<(SharedGateway, Option<SandboxGateway>)> {
+    match &config.gateway {
+        GatewaySpec::Sandbox => {
+            let sandbox = SandboxGateway::new(
+                SandboxSettings {
+                    webhook_secret: config.webhook_secret.clone(),
+                    public_base_url: join_url(&config.public_url, "/sandbox"),
+                    retry_initial: Duration::from_millis(500),
+                    retry_max: Duration::from_secs(60),
+                    max_attempts: 25,
+                },
+                clock,
+            );
+            Ok((Arc::new(sandbox.clone()), Some(sandbox)))
+        }
+        GatewaySpec::Http(url) => Ok((Arc::new(HttpGateway::new(url.clone())), None)),
+        GatewaySpec::Stripe => anyhow::bail!(
+            "KASSA_GATEWAY: the stripe adapter is not built yet; use `sandbox` or an http(s) URL"
+        ),
     }
 }

@@ -4,6 +4,8 @@
 use crate::config::Config;
 use kassa_actors::cart::CartActor;
 use kassa_actors::clock::SharedClock;
+use kassa_actors::gateway::SharedGateway;
+use kassa_actors::order_actor::{OrderActor, OrderTick};
 use kassa_actors::product::ProductActor;
 use kassa_actors::registry::{PassivateIfIdle, Registry};
 use kassa_actors::store::SharedStore;
@@ -16,6 +18,10 @@ pub struct AppState {
     pub clock: SharedClock,
     pub products: Registry<ProductActor>,
     pub carts: Registry<CartActor>,
+    pub orders: Registry<OrderActor>,
+    pub gateway: SharedGateway,
+    /// Verifies payment webhooks (Standard Webhooks, `KASSA_WEBHOOK_SECRET`).
+    pub webhook: standardwebhooks::Webhook,
     pub metrics: PrometheusHandle,
 }
 
@@ -24,5 +30,21 @@ impl AppState {
     pub fn passivate_idle_actors(&self) {
         self.products.broadcast(PassivateIfIdle);
         self.carts.broadcast(PassivateIfIdle);
+        self.orders.broadcast(PassivateIfIdle);
+    }
+
+    /// Lets every live order expire, reconcile or re-drive what it must (the order tick).
+    pub fn tick_orders(&self) {
+        self.orders.broadcast(OrderTick);
+    }
+
+    /// Wakes every order the store lists as active (start-up: expiries and unfinished steps
+    /// that were due while the process was down).
+    pub async fn resume_active_orders(&self) -> anyhow::Result<usize> {
+        let active = self.store.active_orders().await?;
+        for id in &active {
+            let _ = self.orders.addr(id).try_send(OrderTick);
+        }
+        Ok(active.len())
     }
 }

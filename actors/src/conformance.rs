@@ -1,12 +1,17 @@
 //! The store conformance suite: the behaviour every `Store` back end must have. Each back
 //! end's tests call `run_all` with a fresh, empty store (embedded on a temp dir, scylla on a
 //! fresh keyspace). Panics, naming the failed property, on the first violation.
+//! Properties share the one store: each uses fresh ids and users, and any property that
+//! enqueues emails marks them sent before it returns (`due_emails` is global).
 
 use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
+use crate::order::OrderStatus;
 use crate::store::{
-    CartLine, CartRecord, ProductRow, ProductWrite, Reservation, Store, WriteOutcome,
+    CartLine, CartRecord, Effect, IdempotencyClaim, IdempotencyRequest, OrderLine, OrderRecord,
+    OutboxEmail, PaymentRef, ProductRow, ProductWrite, Reservation, ShippingDetails, StatusChange,
+    Store, StoredResponse, WriteOutcome,
 };
-use time::OffsetDateTime;
+use time::{Duration, OffsetDateTime};
 
 pub async fn run_all(store: &dyn Store) {
     ping_answers(store).await;
@@ -14,6 +19,16 @@ pub async fn run_all(store: &dyn Store) {
     product_write_is_conditional_on_version(store).await;
     reservations_are_put_and_removed_with_the_row(store).await;
     cart_write_is_conditional_on_version(store).await;
+    order_write_is_conditional_on_version(store).await;
+    orders_are_listed_newest_first_per_user(store).await;
+    active_orders_follow_is_active(store).await;
+    idempotency_claims_replay_and_mismatch(store).await;
+    idempotency_release_allows_a_new_claim(store).await;
+    idempotency_keys_expire_after_ttl(store).await;
+    stale_idempotency_claims_can_be_reclaimed(store).await;
+    concurrent_idempotency_claims_have_one_winner(store).await;
+    outbox_enqueue_keeps_the_first_email(store).await;
+    outbox_due_emails_are_oldest_first_and_due(store).await;
 }
 
 fn sku(s: &str) -> Sku {
@@ -39,6 +54,136 @@ fn reservation(qty: u32) -> Reservation {
         expires_at: OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("valid time"),
         committed: false,
     }
+}
+
+/// A fixed instant: `secs` seconds after a base time well clear of the epoch.
+fn at(secs: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_900_000_000 + secs).expect("valid time")
+}
+
+/// A user no other property (nor an earlier run on the same store) uses.
+fn fresh_user(tag: &str) -> UserId {
+    UserId(format!("conf-{tag}-{}", uuid::Uuid::new_v4()))
+}
+
+/// `count` fresh order ids, ascending (oldest first).
+fn order_ids(count: usize) -> Vec<OrderId> {
+    let mut ids: Vec<OrderId> = (0..count).map(|_| OrderId::new()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "order ids must be unique");
+    ids
+}
+
+fn order(id: OrderId, owner: &UserId, status: OrderStatus, version: u64) -> OrderRecord {
+    OrderRecord {
+        id,
+        owner: owner.clone(),
+        cart_id: CartId::new(),
+        lines: vec![OrderLine {
+            sku: sku("tee"),
+            name: "Tee".into(),
+            quantity: 2,
+            unit_price: 1999,
+        }],
+        total: 3998,
+        currency: Currency::EUR,
+        shipping: ShippingDetails {
+            name: "Alice Example".into(),
+            line1: "1 Main St".into(),
+            line2: None,
+            city: "Berlin".into(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+            email: Some("alice@example.com".into()),
+        },
+        email: "alice@example.com".into(),
+        status,
+        payment: Some(PaymentRef {
+            payment_id: format!("pay-{id}"),
+            payment_url: format!("https://pay.example.com/{id}"),
+            token: "tok".into(),
+        }),
+        settled_payment_id: None,
+        created_at: at(0),
+        updated_at: at(0),
+        expires_at: at(900),
+        history: vec![StatusChange {
+            status: OrderStatus::PendingPayment,
+            at: at(0),
+        }],
+        pending_effects: vec![],
+        seen_webhooks: vec![],
+        version,
+    }
+}
+
+/// Moves `record` to `status` with `effects` as the next version.
+fn transition(record: &OrderRecord, status: OrderStatus, effects: &[Effect]) -> OrderRecord {
+    let mut next = record.clone();
+    next.status = status;
+    next.pending_effects = effects.to_vec();
+    next.updated_at = at(60);
+    next.history.push(StatusChange { status, at: at(60) });
+    next.version += 1;
+    next
+}
+
+fn idempotency_request<'a>(
+    user: &'a UserId,
+    key: &'a str,
+    fingerprint: &'a str,
+    now: OffsetDateTime,
+) -> IdempotencyRequest<'a> {
+    IdempotencyRequest {
+        user,
+        key,
+        fingerprint,
+        now,
+        ttl: Duration::hours(24),
+        stale_after: Duration::minutes(5),
+    }
+}
+
+fn response(body: &str) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        body: body.into(),
+    }
+}
+
+fn email(
+    order_id: OrderId,
+    subject: &str,
+    created_at: OffsetDateTime,
+    next_attempt_at: OffsetDateTime,
+) -> OutboxEmail {
+    OutboxEmail {
+        order_id,
+        to: "alice@example.com".into(),
+        subject: subject.into(),
+        body: format!("Thank you for order {order_id}."),
+        created_at,
+        attempts: 0,
+        next_attempt_at,
+        sent_at: None,
+    }
+}
+
+/// The due emails (at most `limit`) among `ids`, in the order the store gave them.
+async fn due_among(
+    store: &dyn Store,
+    now: OffsetDateTime,
+    limit: usize,
+    ids: &[OrderId],
+) -> Vec<OutboxEmail> {
+    store
+        .due_emails(now, limit)
+        .await
+        .expect("due emails")
+        .into_iter()
+        .filter(|e| ids.contains(&e.order_id))
+        .collect()
 }
 
 pub async fn ping_answers(store: &dyn Store) {
@@ -188,6 +333,607 @@ pub async fn cart_write_is_conditional_on_version(store: &dyn Store) {
         WriteOutcome::Conflict
     );
     assert_eq!(store.load_cart(cart.id).await.expect("load"), Some(cart));
+}
+
+pub async fn order_write_is_conditional_on_version(store: &dyn Store) {
+    let owner = fresh_user("order-cas");
+    let [id] = order_ids(1)[..] else {
+        unreachable!()
+    };
+    assert!(store.load_order(id).await.expect("load").is_none());
+    let created = order(id, &owner, OrderStatus::PendingPayment, 1);
+    assert_eq!(
+        store.write_order(&created, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    assert_eq!(
+        store.load_order(id).await.expect("load"),
+        Some(created.clone())
+    );
+    assert_eq!(
+        store.write_order(&created, 0).await.expect("write"),
+        WriteOutcome::Conflict,
+        "creating an existing order must conflict"
+    );
+    let mut stale = transition(&created, OrderStatus::Failed, &[Effect::ReleaseStock]);
+    stale.version = 6;
+    assert_eq!(
+        store.write_order(&stale, 5).await.expect("write"),
+        WriteOutcome::Conflict
+    );
+    assert_eq!(
+        store.load_order(id).await.expect("load"),
+        Some(created.clone()),
+        "a conflicting order write must change nothing"
+    );
+    let paid = transition(
+        &created,
+        OrderStatus::Processing,
+        &[Effect::CommitStock, Effect::EmptyCart, Effect::QueueEmail],
+    );
+    assert_eq!(
+        store.write_order(&paid, 1).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    assert_eq!(
+        store.load_order(id).await.expect("load"),
+        Some(paid.clone())
+    );
+    // A second writer that also read version 1 loses.
+    let racing = transition(&created, OrderStatus::Expired, &[Effect::ReleaseStock]);
+    assert_eq!(
+        store.write_order(&racing, 1).await.expect("write"),
+        WriteOutcome::Conflict
+    );
+    assert_eq!(
+        store.load_order(id).await.expect("load"),
+        Some(paid.clone())
+    );
+    let listed = store.list_orders(&owner, None, 10).await.expect("list");
+    assert_eq!(listed, vec![paid], "a conflict must not touch the listing");
+}
+
+pub async fn orders_are_listed_newest_first_per_user(store: &dyn Store) {
+    let (alice, bob) = (fresh_user("list-a"), fresh_user("list-b"));
+    let ids = order_ids(7);
+    let alice_ids = &ids[..5];
+    let bob_ids = &ids[5..];
+    // Written out of id order: the listing order must come from the ids.
+    for i in [2, 0, 4, 1, 3] {
+        let o = order(alice_ids[i], &alice, OrderStatus::PendingPayment, 1);
+        assert_eq!(
+            store.write_order(&o, 0).await.expect("write"),
+            WriteOutcome::Applied
+        );
+    }
+    for &id in bob_ids {
+        let o = order(id, &bob, OrderStatus::PendingPayment, 1);
+        assert_eq!(
+            store.write_order(&o, 0).await.expect("write"),
+            WriteOutcome::Applied
+        );
+    }
+    // An update is listed once, as its latest version.
+    let first = order(alice_ids[0], &alice, OrderStatus::PendingPayment, 1);
+    let failed = transition(&first, OrderStatus::Failed, &[]);
+    assert_eq!(
+        store.write_order(&failed, 1).await.expect("write"),
+        WriteOutcome::Applied
+    );
+
+    let newest_first: Vec<OrderId> = alice_ids.iter().rev().copied().collect();
+    let ids_of = |orders: &[OrderRecord]| orders.iter().map(|o| o.id).collect::<Vec<_>>();
+
+    let all = store.list_orders(&alice, None, 100).await.expect("list");
+    assert_eq!(ids_of(&all), newest_first, "newest first, only alice's");
+    assert_eq!(all.last(), Some(&failed), "the latest version is listed");
+    assert!(all.iter().all(|o| o.owner == alice));
+
+    let top = store.list_orders(&alice, None, 2).await.expect("list");
+    assert_eq!(ids_of(&top), newest_first[..2], "limit is respected");
+    assert!(
+        store
+            .list_orders(&alice, None, 0)
+            .await
+            .expect("list")
+            .is_empty(),
+        "limit 0 lists nothing"
+    );
+
+    // Paging with `before` = the last id of the previous page: no gaps, no duplicates.
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store.list_orders(&alice, before, 2).await.expect("list");
+        assert!(page.len() <= 2, "a page exceeded its limit");
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        paged.extend(ids_of(&page));
+        assert!(paged.len() <= 5, "paging does not terminate");
+    }
+    assert_eq!(paged, newest_first, "paging must neither skip nor repeat");
+
+    // `before` is exclusive, and need not be one of the user's ids.
+    let below = store
+        .list_orders(&alice, Some(alice_ids[3]), 100)
+        .await
+        .expect("list");
+    assert_eq!(ids_of(&below), newest_first[2..]);
+    let below_bob = store
+        .list_orders(&alice, Some(bob_ids[0]), 100)
+        .await
+        .expect("list");
+    assert_eq!(ids_of(&below_bob), newest_first);
+    assert!(
+        store
+            .list_orders(&alice, Some(alice_ids[0]), 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
+    let bobs = store.list_orders(&bob, None, 100).await.expect("list");
+    let bob_newest_first: Vec<OrderId> = bob_ids.iter().rev().copied().collect();
+    assert_eq!(ids_of(&bobs), bob_newest_first, "scoped per user");
+    assert!(
+        store
+            .list_orders(&fresh_user("list-none"), None, 100)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+}
+
+pub async fn active_orders_follow_is_active(store: &dyn Store) {
+    let owner = fresh_user("active");
+    let ids = order_ids(4);
+    let is_listed = |active: &[OrderId], id: OrderId| active.contains(&id);
+
+    // Pending payment: active.
+    let pending = order(ids[0], &owner, OrderStatus::PendingPayment, 1);
+    assert_eq!(
+        store.write_order(&pending, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let active = store.active_orders().await.expect("active");
+    assert!(is_listed(&active, ids[0]), "a pending order is active");
+
+    // Paid, steps still to do: active.
+    let paid = transition(
+        &pending,
+        OrderStatus::Processing,
+        &[Effect::CommitStock, Effect::EmptyCart, Effect::QueueEmail],
+    );
+    assert_eq!(
+        store.write_order(&paid, 1).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let active = store.active_orders().await.expect("active");
+    assert!(
+        is_listed(&active, ids[0]),
+        "processing with pending effects is active"
+    );
+
+    // Paid, every step done: no longer active.
+    let done = transition(&paid, OrderStatus::Processing, &[]);
+    assert_eq!(
+        store.write_order(&done, 2).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let active = store.active_orders().await.expect("active");
+    assert!(
+        !is_listed(&active, ids[0]),
+        "processing with no pending effects is not active"
+    );
+
+    // A conflicting write must not put it back.
+    assert_eq!(
+        store.write_order(&paid, 1).await.expect("write"),
+        WriteOutcome::Conflict
+    );
+    let active = store.active_orders().await.expect("active");
+    assert!(
+        !is_listed(&active, ids[0]),
+        "a conflict changed the active set"
+    );
+
+    // Created settled with nothing to do: never active.
+    let settled = order(ids[1], &owner, OrderStatus::Processing, 1);
+    assert_eq!(
+        store.write_order(&settled, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    // Awaiting a refund: active even with no pending effects.
+    let refunding = order(ids[2], &owner, OrderStatus::RefundPending, 1);
+    assert_eq!(
+        store.write_order(&refunding, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    // Failed with its release still to do: active.
+    let failed = order(ids[3], &owner, OrderStatus::Failed, 1);
+    let failed = OrderRecord {
+        pending_effects: vec![Effect::ReleaseStock, Effect::UnlockCart],
+        ..failed
+    };
+    assert_eq!(
+        store.write_order(&failed, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let active = store.active_orders().await.expect("active");
+    assert!(!is_listed(&active, ids[1]), "a settled order is not active");
+    assert!(is_listed(&active, ids[2]), "refund pending is active");
+    assert!(is_listed(&active, ids[3]), "pending effects make it active");
+    for id in &ids {
+        assert_eq!(
+            active.iter().filter(|a| *a == id).count(),
+            usize::from(is_listed(&active, *id)),
+            "an active order is listed once"
+        );
+    }
+}
+
+pub async fn idempotency_claims_replay_and_mismatch(store: &dyn Store) {
+    let (alice, bob) = (fresh_user("idem-a"), fresh_user("idem-b"));
+    let claim = |user, fingerprint, secs| idempotency_request(user, "key-1", fingerprint, at(secs));
+    assert_eq!(
+        store
+            .claim_idempotency(claim(&alice, "fp-1", 0))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim(&alice, "fp-1", 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::InProgress,
+        "a running request's key is in progress"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim(&alice, "fp-2", 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Mismatch,
+        "another body under the same key is a mismatch"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim(&bob, "fp-2", 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed,
+        "keys are scoped per user"
+    );
+    let done = response(r#"{"orderId":"x"}"#);
+    store
+        .complete_idempotency(&alice, "key-1", &done)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .claim_idempotency(claim(&alice, "fp-1", 2))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Completed(done.clone()),
+        "a finished request is replayed"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim(&alice, "fp-1", 3))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Completed(done),
+        "replaying does not consume the response"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim(&alice, "fp-2", 3))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Mismatch
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim(&bob, "fp-2", 3))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::InProgress,
+        "completing alice's key must not complete bob's"
+    );
+}
+
+pub async fn idempotency_release_allows_a_new_claim(store: &dyn Store) {
+    let user = fresh_user("idem-release");
+    let claim = |fingerprint, secs| idempotency_request(&user, "key-r", fingerprint, at(secs));
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-1", 0))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    store
+        .release_idempotency(&user, "key-r")
+        .await
+        .expect("release");
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-1", 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed,
+        "a released key may be retried"
+    );
+    store
+        .release_idempotency(&user, "key-r")
+        .await
+        .expect("release");
+    // Completing a key nobody holds stores nothing.
+    store
+        .complete_idempotency(&user, "key-r", &response("late"))
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-2", 2))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed,
+        "a released key is forgotten, body and all"
+    );
+    store
+        .release_idempotency(&user, "key-never-claimed")
+        .await
+        .expect("releasing an unknown key is a no-op");
+}
+
+pub async fn idempotency_keys_expire_after_ttl(store: &dyn Store) {
+    let user = fresh_user("idem-ttl");
+    let day = Duration::hours(24).whole_seconds();
+    let claim = |fingerprint, secs| idempotency_request(&user, "key-t", fingerprint, at(secs));
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-1", 0))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    let done = response("first");
+    store
+        .complete_idempotency(&user, "key-t", &done)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-1", day - 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Completed(done),
+        "a completed key is replayed until its ttl"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-2", day - 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Mismatch
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-2", day))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed,
+        "after its ttl a key is forgotten and may be claimed with any body"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-2", day + 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::InProgress,
+        "the new claim holds the key"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("fp-1", day + 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Mismatch,
+        "the new claim's body is the one compared"
+    );
+}
+
+pub async fn stale_idempotency_claims_can_be_reclaimed(store: &dyn Store) {
+    let user = fresh_user("idem-stale");
+    let stale = Duration::minutes(5).whole_seconds();
+    let claim = |key, secs| idempotency_request(&user, key, "fp", at(secs));
+    assert_eq!(
+        store
+            .claim_idempotency(claim("crashed", 0))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("crashed", stale - 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::InProgress,
+        "a young in-progress claim holds"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("crashed", stale))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed,
+        "an in-progress claim older than stale_after is presumed dead"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("crashed", stale + 1))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::InProgress,
+        "the re-claim starts a fresh claim"
+    );
+
+    // A completed key is not stale: it replays until its ttl.
+    assert_eq!(
+        store
+            .claim_idempotency(claim("finished", 0))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    let done = response("finished");
+    store
+        .complete_idempotency(&user, "finished", &done)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .claim_idempotency(claim("finished", stale * 10))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Completed(done)
+    );
+}
+
+pub async fn concurrent_idempotency_claims_have_one_winner(store: &dyn Store) {
+    let user = fresh_user("idem-race");
+    let claim = || store.claim_idempotency(idempotency_request(&user, "race", "fp", at(0)));
+    let (a, b, c, d) = tokio::join!(claim(), claim(), claim(), claim());
+    let outcomes = [a, b, c, d].map(|r| r.expect("claim"));
+    let winners = outcomes
+        .iter()
+        .filter(|o| **o == IdempotencyClaim::Claimed)
+        .count();
+    assert_eq!(
+        winners, 1,
+        "exactly one concurrent claim wins: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, IdempotencyClaim::Claimed | IdempotencyClaim::InProgress)),
+        "the losers see the claim in progress: {outcomes:?}"
+    );
+}
+
+pub async fn outbox_enqueue_keeps_the_first_email(store: &dyn Store) {
+    let [id] = order_ids(1)[..] else {
+        unreachable!()
+    };
+    let depth = store.outbox_depth().await.expect("depth");
+    let first = email(id, "Your order", at(-100), at(-100));
+    store.enqueue_email(&first).await.expect("enqueue");
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth + 1);
+    let second = email(id, "Your order, again", at(-50), at(-50));
+    store.enqueue_email(&second).await.expect("enqueue");
+    assert_eq!(
+        store.outbox_depth().await.expect("depth"),
+        depth + 1,
+        "one email per order"
+    );
+    assert_eq!(
+        due_among(store, at(0), 1000, &[id]).await,
+        vec![first.clone()],
+        "a second enqueue for the same order must not replace the first"
+    );
+    // Leave nothing unsent for other properties.
+    let sent = OutboxEmail {
+        sent_at: Some(at(1)),
+        attempts: 1,
+        ..first
+    };
+    store.update_email(&sent).await.expect("update");
+    assert_eq!(
+        store.outbox_depth().await.expect("depth"),
+        depth,
+        "a sent email is not counted"
+    );
+    // Once sent, enqueueing again does not bring it back either.
+    store.enqueue_email(&second).await.expect("enqueue");
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth);
+    assert!(due_among(store, at(0), 1000, &[id]).await.is_empty());
+}
+
+pub async fn outbox_due_emails_are_oldest_first_and_due(store: &dyn Store) {
+    let ids = order_ids(4);
+    let depth = store.outbox_depth().await.expect("depth");
+    // Enqueued out of age order; ids[3] is not due until later.
+    let emails = [
+        email(ids[0], "b", at(-200), at(-200)),
+        email(ids[1], "a", at(-300), at(-300)),
+        email(ids[2], "c", at(-100), at(0)),
+        email(ids[3], "late", at(-400), at(500)),
+    ];
+    for e in &emails {
+        store.enqueue_email(e).await.expect("enqueue");
+    }
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth + 4);
+    let [b, a, c, late] = emails;
+
+    assert_eq!(
+        due_among(store, at(0), 1000, &ids).await,
+        vec![a.clone(), b.clone(), c.clone()],
+        "due emails, oldest first; one not yet due is left out"
+    );
+    assert_eq!(
+        due_among(store, at(-1), 1000, &ids).await,
+        vec![a.clone(), b.clone()],
+        "next_attempt_at <= now"
+    );
+    // Unfiltered: every other property leaves no unsent email behind.
+    assert_eq!(
+        store.due_emails(at(0), 2).await.expect("due"),
+        vec![a.clone(), b.clone()],
+        "limit keeps the oldest"
+    );
+    assert!(store.due_emails(at(0), 0).await.expect("due").is_empty());
+
+    // A failed attempt pushes it back.
+    let retry = OutboxEmail {
+        attempts: 1,
+        next_attempt_at: at(60),
+        ..a.clone()
+    };
+    store.update_email(&retry).await.expect("update");
+    assert_eq!(
+        due_among(store, at(0), 1000, &ids).await,
+        vec![b.clone(), c.clone()]
+    );
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth + 4);
+
+    // Sent: neither due nor counted, even once its next attempt time comes.
+    let sent = OutboxEmail {
+        attempts: 1,
+        sent_at: Some(at(1)),
+        ..b.clone()
+    };
+    store.update_email(&sent).await.expect("update");
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth + 3);
+    assert_eq!(
+        due_among(store, at(1000), 1000, &ids).await,
+        vec![late.clone(), retry.clone(), c.clone()],
+        "a sent email is never due; a retried one keeps its age"
+    );
+
+    // Leave nothing unsent for other properties.
+    for e in [retry, c, late] {
+        let sent = OutboxEmail {
+            sent_at: Some(at(2)),
+            ..e
+        };
+        store.update_email(&sent).await.expect("update");
+    }
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth);
+    assert!(due_among(store, at(1000), 1000, &ids).await.is_empty());
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod conformance;
 pub mod domain;
 pub mod gateway;
 pub mod order;
+pub mod order_actor;
 pub mod product;
 pub mod registry;
 pub mod store;

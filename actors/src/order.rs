@@ -93,28 +93,57 @@ pub fn decide(status: OrderStatus, event: OrderEvent) -> Decision {
     use OrderStatus as S;
     let to = |to, effects| Move { to, effects };
     match (status, event) {
-        (S::PendingPayment, E::PaymentSucceeded { amount_matches: true, .. }) => to(S::Processing, PAID),
-        (S::PendingPayment, E::PaymentSucceeded { amount_matches: false, .. }) => {
-            to(S::RefundPending, REFUND_UNPAID)
-        }
+        (
+            S::PendingPayment,
+            E::PaymentSucceeded {
+                amount_matches: true,
+                ..
+            },
+        ) => to(S::Processing, PAID),
+        (
+            S::PendingPayment,
+            E::PaymentSucceeded {
+                amount_matches: false,
+                ..
+            },
+        ) => to(S::RefundPending, REFUND_UNPAID),
         (S::PendingPayment, E::PaymentFailed) => to(S::Failed, RELEASED),
         (S::PendingPayment, E::GatewayUnavailable) => to(S::Failed, RELEASED),
         (S::PendingPayment, E::ReservationExpired) => to(S::Expired, RELEASED),
         (S::PendingPayment, E::RefundAccepted) => Stay,
 
-        (S::Failed | S::Expired, E::PaymentSucceeded { amount_matches: true, stock_held: true }) => {
-            to(S::Processing, PAID)
-        }
-        (S::Failed | S::Expired, E::PaymentSucceeded { amount_matches: true, stock_held: false }) => {
-            to(S::RefundPending, REFUND)
-        }
-        (S::Failed | S::Expired, E::PaymentSucceeded { amount_matches: false, stock_held: true }) => {
-            to(S::RefundPending, REFUND_RELEASING)
-        }
-        (S::Failed | S::Expired, E::PaymentSucceeded { amount_matches: false, stock_held: false }) => {
-            to(S::RefundPending, REFUND)
-        }
-        (S::Failed | S::Expired, E::PaymentFailed | E::GatewayUnavailable | E::ReservationExpired) => Stay,
+        (
+            S::Failed | S::Expired,
+            E::PaymentSucceeded {
+                amount_matches: true,
+                stock_held: true,
+            },
+        ) => to(S::Processing, PAID),
+        (
+            S::Failed | S::Expired,
+            E::PaymentSucceeded {
+                amount_matches: true,
+                stock_held: false,
+            },
+        ) => to(S::RefundPending, REFUND),
+        (
+            S::Failed | S::Expired,
+            E::PaymentSucceeded {
+                amount_matches: false,
+                stock_held: true,
+            },
+        ) => to(S::RefundPending, REFUND_RELEASING),
+        (
+            S::Failed | S::Expired,
+            E::PaymentSucceeded {
+                amount_matches: false,
+                stock_held: false,
+            },
+        ) => to(S::RefundPending, REFUND),
+        (
+            S::Failed | S::Expired,
+            E::PaymentFailed | E::GatewayUnavailable | E::ReservationExpired,
+        ) => Stay,
         (S::Failed | S::Expired, E::RefundAccepted) => Stay,
 
         (S::Processing, _) => Stay,
@@ -177,7 +206,16 @@ mod tests {
                 stay(),
                 stay(),
             ],
-            Processing => [stay(), stay(), stay(), stay(), stay(), stay(), stay(), stay()],
+            Processing => [
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+            ],
             RefundPending => [
                 stay(),
                 stay(),
@@ -188,7 +226,16 @@ mod tests {
                 stay(),
                 moves(Refunded, &[]),
             ],
-            Refunded => [stay(), stay(), stay(), stay(), stay(), stay(), stay(), stay()],
+            Refunded => [
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+                stay(),
+            ],
         }
     }
 
@@ -203,21 +250,31 @@ mod tests {
 
     #[test]
     fn a_failure_after_a_success_changes_nothing() {
-        assert_eq!(decide(Processing, OrderEvent::PaymentFailed), Decision::Stay);
+        assert_eq!(
+            decide(Processing, OrderEvent::PaymentFailed),
+            Decision::Stay
+        );
     }
 
     #[test]
     fn a_paid_order_never_expires() {
-        assert_eq!(decide(Processing, OrderEvent::ReservationExpired), Decision::Stay);
+        assert_eq!(
+            decide(Processing, OrderEvent::ReservationExpired),
+            Decision::Stay
+        );
     }
 
     #[test]
     fn every_move_out_of_pending_gives_the_stock_and_the_cart_back_or_sells_them() {
         for event in EVENTS {
             if let Decision::Move { effects, .. } = decide(PendingPayment, event) {
-                let settles_stock = effects.contains(&CommitStock) || effects.contains(&ReleaseStock);
+                let settles_stock =
+                    effects.contains(&CommitStock) || effects.contains(&ReleaseStock);
                 let settles_cart = effects.contains(&EmptyCart) || effects.contains(&UnlockCart);
-                assert!(settles_stock && settles_cart, "{event:?} leaves stock or cart held");
+                assert!(
+                    settles_stock && settles_cart,
+                    "{event:?} leaves stock or cart held"
+                );
             }
         }
     }
@@ -227,10 +284,20 @@ mod tests {
         let names: Vec<_> = OrderStatus::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             names,
-            ["pending_payment", "processing", "failed", "expired", "refund_pending", "refunded"]
+            [
+                "pending_payment",
+                "processing",
+                "failed",
+                "expired",
+                "refund_pending",
+                "refunded"
+            ]
         );
         for s in OrderStatus::ALL {
-            assert_eq!(serde_json::to_value(s).ok(), Some(serde_json::json!(s.as_str())));
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::json!(s.as_str()))
+            );
         }
     }
 }

@@ -311,8 +311,7 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces an outbox entry (attempts, next attempt, sent).
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()>;
     /// Unsent emails due at `now`, oldest first, at most `limit`.
-    async fn due_emails(&self, now: OffsetDateTime, limit: usize)
-    -> StoreResult<Vec<OutboxEmail>>;
+    async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>>;
     /// How many emails are unsent (the outbox depth gauge).
     async fn outbox_depth(&self) -> StoreResult<u64>;
 }
@@ -535,7 +534,11 @@ mod memory {
 
         async fn outbox_depth(&self) -> StoreResult<u64> {
             let inner = self.lock();
-            Ok(inner.outbox.values().filter(|e| e.sent_at.is_none()).count() as u64)
+            Ok(inner
+                .outbox
+                .values()
+                .filter(|e| e.sent_at.is_none())
+                .count() as u64)
         }
     }
 }

@@ -90,6 +90,10 @@ impl From<CartError> for AppError {
                     line.code()
                 ),
             },
+            CartError::Empty => AppError::Unprocessable {
+                code: "cart_empty",
+                message: "the cart is empty".into(),
+            },
             CartError::AlreadyExists => AppError::Internal(anyhow::anyhow!("cart id collision")),
             CartError::Actor(e) => e.into(),
         }

@@ -6,6 +6,8 @@ pub mod carts;
 pub mod catalog;
 pub mod fields;
 pub mod health;
+pub mod orders;
+pub mod webhook;
 
 use crate::error::{AppError, json_error};
 use actix_web::body::MessageBody;
@@ -26,6 +28,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         health::healthz, health::readyz, health::metrics, health::openapi,
         catalog::put_product, catalog::delete_product, catalog::get_product,
         carts::create_cart, carts::get_cart, carts::put_item, carts::delete_item,
+        orders::checkout, orders::get_order, orders::list_orders,
+        webhook::payment_status,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::FieldError)),
     modifiers(&BearerAuth)
@@ -85,6 +89,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/api/carts/{cartId}/items/{sku}")
             .route(web::put().to(carts::put_item))
             .route(web::delete().to(carts::delete_item))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/orders")
+            .route(web::post().to(orders::checkout))
+            .route(web::get().to(orders::list_orders))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/orders/{orderId}")
+            .route(web::get().to(orders::get_order))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/webhook/payment-status")
+            .route(web::post().to(webhook::payment_status))
             .default_service(web::to(method_not_allowed)),
     );
 }

@@ -4,24 +4,27 @@
 //! a record without first checking its stored version in the same transaction.
 
 use async_trait::async_trait;
-use kassa_actors::domain::{CartId, Sku};
+use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
 use kassa_actors::store::{
-    CartRecord, ProductRow, ProductSnapshot, ProductWrite, Reservation, Store, StoreError,
-    StoreResult, WriteOutcome,
+    CartRecord, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail, ProductRow,
+    ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult, StoredResponse,
+    WriteOutcome,
 };
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    TableDefinition, WriteTransaction,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 /// sku -> JSON `ProductRow`.
 const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
@@ -29,6 +32,18 @@ const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
 const RESERVATIONS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("reservations");
 /// cart uuid -> JSON `CartRecord`.
 const CARTS: TableDefinition<u128, &[u8]> = TableDefinition::new("carts");
+/// order uuid -> JSON `OrderRecord`.
+const ORDERS: TableDefinition<u128, &[u8]> = TableDefinition::new("orders");
+/// (user, order uuid) -> (): one user's orders, newest last (ids are UUIDv7).
+const USER_ORDERS: TableDefinition<(&str, u128), ()> = TableDefinition::new("user_orders");
+/// order uuid -> (), present iff the stored order `is_active()`.
+const ACTIVE_ORDERS: TableDefinition<u128, ()> = TableDefinition::new("active_orders");
+/// (user, key) -> JSON `IdempotencyRow`.
+const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+/// order uuid -> JSON `OutboxEmail`.
+const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
+/// order uuid -> (), present iff the outbox entry is unsent.
+const OUTBOX_UNSENT: TableDefinition<u128, ()> = TableDefinition::new("outbox_unsent");
 
 const FILE_NAME: &str = "kassa.redb";
 /// Most jobs one transaction carries; bounds the latency of the first job in a batch.
@@ -71,6 +86,12 @@ impl EmbeddedStore {
         txn.open_table(PRODUCTS).map_err(db_err)?;
         txn.open_table(RESERVATIONS).map_err(db_err)?;
         txn.open_table(CARTS).map_err(db_err)?;
+        txn.open_table(ORDERS).map_err(db_err)?;
+        txn.open_table(USER_ORDERS).map_err(db_err)?;
+        txn.open_table(ACTIVE_ORDERS).map_err(db_err)?;
+        txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+        txn.open_table(OUTBOX).map_err(db_err)?;
+        txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
 
         let db = Arc::new(db);
@@ -273,6 +294,280 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
+        self.read(move |txn| {
+            let orders = txn.open_table(ORDERS).map_err(db_err)?;
+            let stored = orders.get(id.0.as_u128()).map_err(db_err)?;
+            stored
+                .map(|v| decode(v.value(), "order", &id.to_string()))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn write_order(
+        &self,
+        order: &OrderRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome> {
+        let order = order.clone();
+        self.write(move |txn| {
+            let key = order.id.0.as_u128();
+            let mut orders = txn.open_table(ORDERS).map_err(db_err)?;
+            let previous = match orders.get(key).map_err(db_err)? {
+                Some(stored) => Some(decode::<OrderRecord>(
+                    stored.value(),
+                    "order",
+                    &order.id.to_string(),
+                )?),
+                None => None,
+            };
+            if previous.as_ref().map_or(0, |o| o.version) != expected_version {
+                return Ok(WriteOutcome::Conflict);
+            }
+            let encoded = encode(&order)?;
+            let mut user_orders = txn.open_table(USER_ORDERS).map_err(db_err)?;
+            let mut active = txn.open_table(ACTIVE_ORDERS).map_err(db_err)?;
+            orders.insert(key, encoded.as_slice()).map_err(db_err)?;
+            // The owner never changes in practice; if it did, the old listing entry must go.
+            if let Some(previous) = &previous
+                && previous.owner != order.owner
+            {
+                user_orders
+                    .remove((previous.owner.0.as_str(), key))
+                    .map_err(db_err)?;
+            }
+            user_orders
+                .insert((order.owner.0.as_str(), key), ())
+                .map_err(db_err)?;
+            if order.is_active() {
+                active.insert(key, ()).map_err(db_err)?;
+            } else {
+                active.remove(key).map_err(db_err)?;
+            }
+            Ok(WriteOutcome::Applied)
+        })
+        .await
+    }
+
+    async fn list_orders(
+        &self,
+        user: &UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> StoreResult<Vec<OrderRecord>> {
+        let user = user.clone();
+        self.read(move |txn| {
+            if limit == 0 {
+                return Ok(Vec::new());
+            }
+            let user = user.0.as_str();
+            let user_orders = txn.open_table(USER_ORDERS).map_err(db_err)?;
+            let range = match before {
+                Some(before) => user_orders.range((user, 0u128)..(user, before.0.as_u128())),
+                None => user_orders.range((user, 0u128)..=(user, u128::MAX)),
+            }
+            .map_err(db_err)?;
+            let orders = txn.open_table(ORDERS).map_err(db_err)?;
+            let mut listed = Vec::new();
+            for entry in range.rev().take(limit) {
+                let (key, _) = entry.map_err(db_err)?;
+                let (_, id) = key.value();
+                let name = Uuid::from_u128(id).to_string();
+                let Some(stored) = orders.get(id).map_err(db_err)? else {
+                    return Err(StoreError::Corrupt(format!(
+                        "user {user} lists order {name}, which is not stored"
+                    )));
+                };
+                listed.push(decode::<OrderRecord>(stored.value(), "order", &name)?);
+            }
+            Ok(listed)
+        })
+        .await
+    }
+
+    async fn active_orders(&self) -> StoreResult<Vec<OrderId>> {
+        self.read(|txn| {
+            let active = txn.open_table(ACTIVE_ORDERS).map_err(db_err)?;
+            let mut ids = Vec::new();
+            for entry in active.iter().map_err(db_err)? {
+                let (key, _) = entry.map_err(db_err)?;
+                ids.push(OrderId(Uuid::from_u128(key.value())));
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn claim_idempotency(
+        &self,
+        request: IdempotencyRequest<'_>,
+    ) -> StoreResult<IdempotencyClaim> {
+        let user = request.user.0.clone();
+        let key = request.key.to_owned();
+        let fingerprint = request.fingerprint.to_owned();
+        let (now, ttl, stale_after) = (request.now, request.ttl, request.stale_after);
+        self.write(move |txn| {
+            let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+            let k = (user.as_str(), key.as_str());
+            let existing = match table.get(k).map_err(db_err)? {
+                Some(stored) => Some(decode::<IdempotencyRow>(
+                    stored.value(),
+                    "idempotency key",
+                    &format!("{user}/{key}"),
+                )?),
+                None => None,
+            };
+            if let Some(row) = existing {
+                let expired = lapsed(row.created_at, ttl, now);
+                let stale = row.response.is_none() && lapsed(row.created_at, stale_after, now);
+                if !expired && !stale {
+                    return Ok(if row.fingerprint != fingerprint {
+                        IdempotencyClaim::Mismatch
+                    } else if let Some(response) = row.response {
+                        IdempotencyClaim::Completed(response)
+                    } else {
+                        IdempotencyClaim::InProgress
+                    });
+                }
+            }
+            let row = IdempotencyRow {
+                fingerprint,
+                created_at: now,
+                response: None,
+            };
+            table.insert(k, encode(&row)?.as_slice()).map_err(db_err)?;
+            Ok(IdempotencyClaim::Claimed)
+        })
+        .await
+    }
+
+    async fn complete_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        let (user, key, response) = (user.0.clone(), key.to_owned(), response.clone());
+        self.write(move |txn| {
+            let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+            let k = (user.as_str(), key.as_str());
+            let existing = match table.get(k).map_err(db_err)? {
+                Some(stored) => Some(decode::<IdempotencyRow>(
+                    stored.value(),
+                    "idempotency key",
+                    &format!("{user}/{key}"),
+                )?),
+                None => None,
+            };
+            // A claim that was released (or expired and was removed) stays forgotten.
+            if let Some(mut row) = existing {
+                row.response = Some(response);
+                table.insert(k, encode(&row)?.as_slice()).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()> {
+        let (user, key) = (user.0.clone(), key.to_owned());
+        self.write(move |txn| {
+            let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+            table
+                .remove((user.as_str(), key.as_str()))
+                .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        let email = email.clone();
+        self.write(move |txn| {
+            let key = email.order_id.0.as_u128();
+            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+            if outbox.get(key).map_err(db_err)?.is_some() {
+                return Ok(());
+            }
+            let encoded = encode(&email)?;
+            let mut unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+            outbox.insert(key, encoded.as_slice()).map_err(db_err)?;
+            if email.sent_at.is_none() {
+                unsent.insert(key, ()).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        let email = email.clone();
+        self.write(move |txn| {
+            let key = email.order_id.0.as_u128();
+            let encoded = encode(&email)?;
+            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+            let mut unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+            outbox.insert(key, encoded.as_slice()).map_err(db_err)?;
+            if email.sent_at.is_none() {
+                unsent.insert(key, ()).map_err(db_err)?;
+            } else {
+                unsent.remove(key).map_err(db_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>> {
+        self.read(move |txn| {
+            let unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+            let outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+            let mut due = Vec::new();
+            for entry in unsent.iter().map_err(db_err)? {
+                let (key, _) = entry.map_err(db_err)?;
+                let id = key.value();
+                let name = Uuid::from_u128(id).to_string();
+                let Some(stored) = outbox.get(id).map_err(db_err)? else {
+                    return Err(StoreError::Corrupt(format!(
+                        "outbox email {name} is listed as unsent but not stored"
+                    )));
+                };
+                let email: OutboxEmail = decode(stored.value(), "outbox email", &name)?;
+                if email.sent_at.is_none() && email.next_attempt_at <= now {
+                    due.push(email);
+                }
+            }
+            due.sort_by_key(|e| (e.created_at, e.order_id));
+            due.truncate(limit);
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<u64> {
+        self.read(|txn| {
+            let unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+            unsent.len().map_err(db_err)
+        })
+        .await
+    }
+}
+
+/// What an idempotency key holds: the request it was claimed for and, once finished, the
+/// response to replay.
+#[derive(Serialize, Deserialize)]
+struct IdempotencyRow {
+    fingerprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    response: Option<StoredResponse>,
+}
+
+/// Whether `age` has passed since `since` at `now` (never, if the sum overflows).
+fn lapsed(since: OffsetDateTime, age: time::Duration, now: OffsetDateTime) -> bool {
+    since.checked_add(age).is_some_and(|end| end <= now)
 }
 
 /// One caller's write, type-erased so the writer thread can batch any kind of write.

@@ -61,13 +61,18 @@ pub async fn start(
     tweak: impl FnOnce(&mut RawConfig),
 ) -> TestApp {
     kassa::telemetry::init_logging("warn", kassa::config::LogFormat::Text);
-    let config = test_config(&data_dir, tweak);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = test_config(&data_dir, |raw| {
+        raw.public_url = Some(format!("http://127.0.0.1:{port}"));
+        tweak(raw);
+    });
     let shared: SharedClock = Arc::new(clock.clone());
     let settings = ActorSettings {
         idle_after: time::Duration::minutes(5),
         ..ActorSettings::default()
     };
-    let app = Application::build_with(config.clone(), shared, settings)
+    let app = Application::build_on(listener, config.clone(), shared, settings)
         .await
         .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -216,4 +221,122 @@ pub async fn assert_error(response: Response, status: StatusCode, code: &str) ->
         "error sentence missing: {body}"
     );
     body
+}
+
+/// A shipping address that passes validation.
+pub fn shipping() -> Value {
+    json!({"name": "Alice Doe", "line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"})
+}
+
+impl TestApp {
+    pub async fn checkout(&self, token: &str, cart: &str, key: Option<&str>) -> Response {
+        let mut request = self
+            .client
+            .post(self.url("/api/orders"))
+            .bearer_auth(token)
+            .json(&json!({"cartId": cart, "shippingDetails": shipping(), "paymentMethod": "card"}));
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("request")
+    }
+
+    /// A cart for `sub` holding `quantity` of `sku`; answers (token, cart id).
+    pub async fn cart_with(&self, sub: &str, sku: &str, quantity: i64) -> (String, String) {
+        let token = self.token(sub, false);
+        let cart = self.create_cart(&token).await;
+        let response = self.set_item(&token, &cart, sku, quantity).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        (token, cart)
+    }
+
+    /// Checks out and expects 200; answers the checkout body.
+    pub async fn place_order(&self, token: &str, cart: &str) -> Value {
+        let (status, body) = json_of(self.checkout(token, cart, None).await).await;
+        assert_eq!(status, StatusCode::OK, "checkout: {body}");
+        body
+    }
+
+    /// The shopper decides at the sandbox's hosted page (the scripted JSON way).
+    pub async fn decide(&self, checkout: &Value, outcome: &str) {
+        let url = checkout["paymentUrl"].as_str().expect("paymentUrl");
+        let response = self
+            .client
+            .post(url)
+            .json(&json!({ "outcome": outcome }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK, "decide at the sandbox");
+    }
+
+    pub async fn order(&self, token: &str, order_id: &str) -> Value {
+        let response = self
+            .client
+            .get(self.url(&format!("/api/orders/{order_id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let (status, body) = json_of(response).await;
+        assert_eq!(status, StatusCode::OK, "order: {body}");
+        body
+    }
+
+    /// Polls the order until it has `status` (webhooks arrive asynchronously).
+    pub async fn wait_for_status(&self, token: &str, order_id: &str, status: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let order = self.order(token, order_id).await;
+            if order["status"] == status {
+                return order;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "order {order_id} never reached {status}: {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn available(&self, sku: &str) -> i64 {
+        let (status, body) = json_of(self.get_product(sku).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["available"].as_i64().expect("available")
+    }
+
+    /// Moves the clock past the reservation TTL and lets live orders notice.
+    pub async fn expire_pending_orders(&self) {
+        self.clock.advance(time::Duration::minutes(16));
+        self.state().tick_orders();
+    }
+
+    /// Posts a webhook signed with `secret` (the configured one unless a test forges it).
+    pub async fn send_webhook(
+        &self,
+        id: &str,
+        timestamp: i64,
+        body: &str,
+        secret: &str,
+    ) -> Response {
+        let signature = standardwebhooks::Webhook::new(secret)
+            .expect("secret")
+            .sign(id, timestamp, body.as_bytes())
+            .expect("sign");
+        self.client
+            .post(self.url("/webhook/payment-status"))
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub fn now(&self) -> i64 {
+        use kassa_actors::clock::Clock;
+        self.clock.now().unix_timestamp()
+    }
 }

@@ -6,3 +6,5 @@ mod catalog;
 mod helpers;
 mod lifecycle;
 mod operations;
+mod orders;
+mod webhooks;

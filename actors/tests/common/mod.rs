@@ -12,8 +12,9 @@ use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use kassa_actors::product::{ProductActor, ProductView, Reserve, UpsertProduct};
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::{
-    CartRecord, MemoryStore, ProductSnapshot, ProductWrite, SharedStore, Store, StoreError,
-    StoreResult, WriteOutcome,
+    CartRecord, IdempotencyClaim, IdempotencyRequest, MemoryStore, OrderRecord, OutboxEmail,
+    ProductSnapshot, ProductWrite, SharedStore, Store, StoreError, StoreResult, StoredResponse,
+    WriteOutcome,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -378,5 +379,74 @@ impl Store for ControlledStore {
             return Ok(outcome);
         }
         self.inner.write_cart(cart, expected_version).await
+    }
+
+    async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
+        self.before_load().await?;
+        self.inner.load_order(id).await
+    }
+
+    async fn write_order(
+        &self,
+        order: &OrderRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome> {
+        if let Some(outcome) = self.before_write().await? {
+            return Ok(outcome);
+        }
+        self.inner.write_order(order, expected_version).await
+    }
+
+    async fn list_orders(
+        &self,
+        user: &UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> StoreResult<Vec<OrderRecord>> {
+        self.inner.list_orders(user, before, limit).await
+    }
+
+    async fn active_orders(&self) -> StoreResult<Vec<OrderId>> {
+        self.inner.active_orders().await
+    }
+
+    async fn claim_idempotency(
+        &self,
+        request: IdempotencyRequest<'_>,
+    ) -> StoreResult<IdempotencyClaim> {
+        self.inner.claim_idempotency(request).await
+    }
+
+    async fn complete_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        self.inner.complete_idempotency(user, key, response).await
+    }
+
+    async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()> {
+        self.inner.release_idempotency(user, key).await
+    }
+
+    async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        self.inner.enqueue_email(email).await
+    }
+
+    async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        self.inner.update_email(email).await
+    }
+
+    async fn due_emails(
+        &self,
+        now: time::OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEmail>> {
+        self.inner.due_emails(now, limit).await
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<u64> {
+        self.inner.outbox_depth().await
     }
 }

@@ -1,0 +1,961 @@
+//! OrderActor: one per order, the only place that changes it. Checkout (lock the cart,
+//! reserve every line all-or-nothing, persist `pending_payment`, initiate the payment),
+//! webhooks, expiry and reconciliation all land in its mailbox, so they never race. Each
+//! transition is persisted together with its effects, then the effects run; a crash between
+//! the two is re-driven from the stored record. Never answers before the order is durable.
+
+use crate::cart::{BeginCheckout, CartActor, CartError, EndCheckout};
+use crate::clock::SharedClock;
+use crate::domain::{CartId, Currency, OrderId, Sku, UserId};
+use crate::gateway::{PaymentRequest, PaymentState, SharedGateway};
+use crate::order::{Decision, OrderEvent, OrderStatus, decide};
+use crate::product::{
+    Commit, CommitOutcome, GetProduct, ProductActor, Release, Reserve, ReserveOutcome,
+};
+use crate::registry::{AskError, KeyedActor, Membership, PassivateIfIdle, Registry};
+use crate::store::{
+    Effect, OrderLine, OrderRecord, OutboxEmail, PaymentRef, SharedStore, ShippingDetails,
+    StatusChange, WriteOutcome,
+};
+use crate::{ActorError, ActorSettings};
+use actix::prelude::*;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+/// How many webhook ids an order remembers (a redelivery of any of them has no effect).
+const REMEMBERED_WEBHOOKS: usize = 64;
+
+/// Checkout and settlement tuning.
+#[derive(Debug, Clone)]
+pub struct OrderSettings {
+    pub reservation_ttl: Duration,
+    /// Where the gateway posts webhooks.
+    pub callback_url: String,
+    /// `returnUrl` is this followed by the order id.
+    pub return_url_base: String,
+    /// Pending orders closer than this to expiry get their payment status queried.
+    pub reconcile_window: Duration,
+    /// At most one status query per order this often.
+    pub reconcile_every: Duration,
+}
+
+/// Everything an order actor talks to.
+pub struct OrderServices {
+    pub store: SharedStore,
+    pub clock: SharedClock,
+    pub gateway: SharedGateway,
+    pub products: Registry<ProductActor>,
+    pub carts: Registry<CartActor>,
+    pub settings: OrderSettings,
+    pub actors: ActorSettings,
+}
+
+type Services = Arc<OrderServices>;
+
+/// Why a line cannot be bought as it is in the cart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictReason {
+    InsufficientStock,
+    PriceChanged,
+    UnknownProduct,
+}
+
+impl ConflictReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InsufficientStock => "insufficient_stock",
+            Self::PriceChanged => "price_changed",
+            Self::UnknownProduct => "unknown_product",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineConflict {
+    pub sku: Sku,
+    pub reason: ConflictReason,
+    pub requested: u32,
+    pub available: i64,
+    pub cart_price: i64,
+    pub current_price: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("order not found")]
+    NotFound,
+    #[error("cart not found")]
+    CartNotFound,
+    #[error("the cart is empty")]
+    CartEmpty,
+    #[error("items not available or prices changed")]
+    Conflicts(Vec<LineConflict>),
+    /// The payment could not be initiated; the order is `failed`, stock and cart released.
+    #[error("the payment gateway is unavailable")]
+    GatewayUnavailable,
+    #[error("an actor did not answer in time")]
+    Overloaded,
+    #[error(transparent)]
+    Actor(#[from] ActorError),
+}
+
+impl From<AskError> for OrderError {
+    fn from(e: AskError) -> Self {
+        match e {
+            AskError::Overloaded => Self::Overloaded,
+            AskError::Unavailable => Self::Actor(ActorError::Unavailable),
+        }
+    }
+}
+
+/// What a checkout produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    New(Box<OrderRecord>),
+    /// The cart is already locked by this pending order.
+    Existing(OrderId),
+}
+
+/// Checks out `cart_id` as this actor's order.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Placed, OrderError>")]
+pub struct PlaceOrder {
+    pub user: UserId,
+    pub cart_id: CartId,
+    pub shipping: ShippingDetails,
+    /// Where the confirmation goes.
+    pub email: String,
+}
+
+/// The order, if `viewer` may see it (`None`: an admin, who sees every order).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<OrderRecord, OrderError>")]
+pub struct GetOrder {
+    pub viewer: Option<UserId>,
+}
+
+/// A verified payment webhook for this order.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<NoticeOutcome, OrderError>")]
+pub struct PaymentNotice {
+    pub webhook_id: String,
+    pub succeeded: bool,
+    pub payment_id: String,
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeOutcome {
+    /// The webhook id was seen before: nothing done.
+    Duplicate,
+    /// The order moved to this status.
+    Moved(OrderStatus),
+    /// The event changes nothing in the order's current status.
+    Unchanged(OrderStatus),
+}
+
+/// Housekeeping: expire at the TTL, reconcile near it, re-drive unfinished effects.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct OrderTick;
+
+pub struct OrderActor {
+    membership: Membership<OrderActor>,
+    services: Services,
+    order: Option<OrderRecord>,
+    last_active: OffsetDateTime,
+    last_reconciled: Option<OffsetDateTime>,
+    expiry_timer: Option<SpawnHandle>,
+}
+
+impl KeyedActor for OrderActor {
+    type Key = OrderId;
+    const KIND: &'static str = "order";
+}
+
+impl OrderActor {
+    pub fn new(membership: Membership<Self>, services: Services) -> Self {
+        let last_active = services.clock.now();
+        Self {
+            membership,
+            services,
+            order: None,
+            last_active,
+            last_reconciled: None,
+            expiry_timer: None,
+        }
+    }
+
+    fn id(&self) -> OrderId {
+        *self.membership.key()
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let store = self.services.store.clone();
+        let id = self.id();
+        ctx.wait(
+            async move { store.load_order(id).await }
+                .into_actor(self)
+                .map(|loaded, act, ctx| match loaded {
+                    Ok(order) => {
+                        act.order = order;
+                        act.after_change(ctx);
+                        if act.order.as_ref().is_some_and(|o| !o.pending_effects.is_empty()) {
+                            ctx.notify(OrderTick);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(order_id = %act.id(), error = %e, "cannot load order; stopping");
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+
+    /// Arms the expiry timer while the order is pending (the periodic tick is the backstop).
+    fn after_change(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.expiry_timer.take() {
+            ctx.cancel_future(handle);
+        }
+        let Some(order) = &self.order else { return };
+        if order.status != OrderStatus::PendingPayment {
+            return;
+        }
+        let wait = (order.expires_at - self.services.clock.now()).max(Duration::ZERO);
+        let wait = std::time::Duration::try_from(wait).unwrap_or_default();
+        self.expiry_timer = Some(ctx.run_later(wait, |_, ctx| ctx.notify(OrderTick)));
+    }
+
+    /// Runs `flow` on a copy of the state with nothing else interleaving, then adopts the
+    /// state it returns.
+    fn run<T, F>(&mut self, flow: F) -> AtomicResponse<Self, T>
+    where
+        T: 'static,
+        F: Future<Output = (Option<OrderRecord>, T)> + 'static,
+    {
+        self.last_active = self.services.clock.now();
+        AtomicResponse::new(Box::pin(flow.into_actor(self).map(
+            |(order, answer), act, ctx| {
+                act.order = order;
+                act.after_change(ctx);
+                answer
+            },
+        )))
+    }
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.services.actors.mailbox_capacity);
+        self.load(ctx);
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        self.membership.leave(&ctx.address());
+        Running::Stop
+    }
+}
+
+impl Handler<PlaceOrder> for OrderActor {
+    type Result = AtomicResponse<Self, Result<Placed, OrderError>>;
+
+    fn handle(&mut self, msg: PlaceOrder, _: &mut Context<Self>) -> Self::Result {
+        let services = self.services.clone();
+        let (id, current) = (self.id(), self.order.clone());
+        self.run(async move {
+            if let Some(order) = current {
+                // A retried ask: the checkout already happened.
+                return (Some(order.clone()), Ok(Placed::New(Box::new(order))));
+            }
+            match place(&services, id, msg).await {
+                Ok(order) => (Some(order.clone()), Ok(Placed::New(Box::new(order)))),
+                Err((order, e)) => (order, e),
+            }
+        })
+    }
+}
+
+impl Handler<GetOrder> for OrderActor {
+    type Result = Result<OrderRecord, OrderError>;
+
+    fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
+        self.last_active = self.services.clock.now();
+        self.order
+            .as_ref()
+            .filter(|o| msg.viewer.as_ref().is_none_or(|v| v == &o.owner))
+            .cloned()
+            .ok_or(OrderError::NotFound)
+    }
+}
+
+impl Handler<PaymentNotice> for OrderActor {
+    type Result = AtomicResponse<Self, Result<NoticeOutcome, OrderError>>;
+
+    fn handle(&mut self, msg: PaymentNotice, _: &mut Context<Self>) -> Self::Result {
+        let services = self.services.clone();
+        let current = self.order.clone();
+        self.run(async move {
+            let Some(order) = current else {
+                return (None, Err(OrderError::NotFound));
+            };
+            notice(&services, order, msg).await
+        })
+    }
+}
+
+impl Handler<OrderTick> for OrderActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: OrderTick, _: &mut Context<Self>) -> Self::Result {
+        let services = self.services.clone();
+        let current = self.order.clone();
+        let now = services.clock.now();
+        let reconcile = self
+            .last_reconciled
+            .is_none_or(|at| at + services.settings.reconcile_every <= now);
+        let due_for_query = current.as_ref().is_some_and(|o| {
+            o.status == OrderStatus::PendingPayment
+                && o.payment.is_some()
+                && (o.expires_at <= now
+                    || (reconcile && o.expires_at - services.settings.reconcile_window <= now))
+        });
+        if due_for_query {
+            self.last_reconciled = Some(now);
+        }
+        let last_active = self.last_active;
+        let answer = self.run(async move {
+            let Some(order) = current else {
+                return (None, ());
+            };
+            (Some(tick(&services, order, due_for_query).await), ())
+        });
+        // A tick is housekeeping: it does not keep an idle order alive.
+        self.last_active = last_active;
+        answer
+    }
+}
+
+impl Handler<PassivateIfIdle> for OrderActor {
+    type Result = ();
+
+    fn handle(&mut self, _: PassivateIfIdle, ctx: &mut Context<Self>) {
+        let idle = self.services.clock.now() - self.last_active >= self.services.actors.idle_after;
+        let active = self.order.as_ref().is_some_and(OrderRecord::is_active);
+        if idle && !active {
+            ctx.stop();
+        }
+    }
+}
+
+// ---- the flows: plain async functions over (services, order) ----
+
+type Failed = (Option<OrderRecord>, Result<Placed, OrderError>);
+
+async fn place(svc: &OrderServices, id: OrderId, msg: PlaceOrder) -> Result<OrderRecord, Failed> {
+    let now = svc.clock.now();
+    let expires_at = now + svc.settings.reservation_ttl;
+    let begin = BeginCheckout {
+        user: msg.user.clone(),
+        order_id: id,
+        locked_until: expires_at,
+    };
+    let cart = match svc.carts.ask(&msg.cart_id, begin).await {
+        Ok(Ok(cart)) => cart,
+        Ok(Err(CartError::Locked { order_id })) => {
+            return Err((None, Ok(Placed::Existing(order_id))));
+        }
+        Ok(Err(CartError::NotFound)) => return Err((None, Err(OrderError::CartNotFound))),
+        Ok(Err(CartError::Empty)) => return Err((None, Err(OrderError::CartEmpty))),
+        Ok(Err(CartError::Actor(e))) => return Err((None, Err(e.into()))),
+        Ok(Err(other)) => {
+            tracing::error!(order_id = %id, error = %other, "unexpected cart answer at checkout");
+            return Err((None, Err(ActorError::Unavailable.into())));
+        }
+        Err(e) => return Err((None, Err(e.into()))),
+    };
+    let mut lines = cart.lines.clone();
+    lines.sort_by(|a, b| a.sku.cmp(&b.sku));
+    let currency = lines[0].currency;
+
+    let unlock = || async {
+        let _ = svc
+            .carts
+            .ask(
+                &msg.cart_id,
+                EndCheckout {
+                    order_id: id,
+                    paid: false,
+                },
+            )
+            .await;
+    };
+
+    // 1. Every line against the catalog as it is now; nothing reserved yet.
+    let mut conflicts = Vec::new();
+    for line in &lines {
+        let view = match svc.products.ask(&line.sku, GetProduct).await {
+            Ok(Ok(view)) => view,
+            Ok(Err(e)) => {
+                unlock().await;
+                return Err((None, Err(e.into())));
+            }
+            Err(e) => {
+                unlock().await;
+                return Err((None, Err(e.into())));
+            }
+        };
+        let conflict = |reason, available, current_price| LineConflict {
+            sku: line.sku.clone(),
+            reason,
+            requested: line.quantity,
+            available,
+            cart_price: line.unit_price,
+            current_price,
+        };
+        match view {
+            None => conflicts.push(conflict(ConflictReason::UnknownProduct, 0, None)),
+            Some(v) if v.info.price != line.unit_price || v.info.currency != line.currency => {
+                conflicts.push(conflict(
+                    ConflictReason::PriceChanged,
+                    v.available,
+                    Some(v.info.price),
+                ))
+            }
+            Some(v) if v.available < i64::from(line.quantity) => conflicts.push(conflict(
+                ConflictReason::InsufficientStock,
+                v.available,
+                Some(v.info.price),
+            )),
+            Some(_) => {}
+        }
+    }
+    if !conflicts.is_empty() {
+        unlock().await;
+        metrics::counter!("kassa_checkouts_total", "outcome" => "conflict").increment(1);
+        return Err((None, Err(OrderError::Conflicts(conflicts))));
+    }
+
+    // 2. Reserve all or nothing, in SKU order.
+    for (i, line) in lines.iter().enumerate() {
+        let reserve = Reserve {
+            order_id: id,
+            qty: line.quantity,
+            expires_at,
+            expected_price: Some((line.unit_price, line.currency)),
+        };
+        let refused = match svc.products.ask(&line.sku, reserve).await {
+            Ok(Ok(ReserveOutcome::Reserved)) => continue,
+            Ok(Ok(outcome)) => Err(refusal(line, outcome)),
+            Ok(Err(e)) => Ok(OrderError::from(e)),
+            Err(e) => Ok(OrderError::from(e)),
+        };
+        metrics::counter!("kassa_reservation_conflicts_total").increment(1);
+        release_lines(svc, id, &lines[..=i]).await;
+        unlock().await;
+        let error = match refused {
+            Err(conflict) => OrderError::Conflicts(vec![conflict]),
+            Ok(e) => e,
+        };
+        return Err((None, Err(error)));
+    }
+
+    // 3. The order is durable from here on.
+    let order_lines: Vec<OrderLine> = lines
+        .iter()
+        .map(|l| OrderLine {
+            sku: l.sku.clone(),
+            name: l.name.clone(),
+            quantity: l.quantity,
+            unit_price: l.unit_price,
+        })
+        .collect();
+    let total = order_lines
+        .iter()
+        .map(|l| l.unit_price * i64::from(l.quantity))
+        .sum();
+    let mut order = OrderRecord {
+        id,
+        owner: msg.user,
+        cart_id: msg.cart_id,
+        lines: order_lines,
+        total,
+        currency,
+        shipping: msg.shipping,
+        email: msg.email,
+        status: OrderStatus::PendingPayment,
+        payment: None,
+        settled_payment_id: None,
+        created_at: now,
+        updated_at: now,
+        expires_at,
+        history: vec![StatusChange {
+            status: OrderStatus::PendingPayment,
+            at: now,
+        }],
+        pending_effects: Vec::new(),
+        seen_webhooks: Vec::new(),
+        version: 1,
+    };
+    match svc.store.write_order(&order, 0).await {
+        Ok(WriteOutcome::Applied) => {}
+        outcome => {
+            tracing::error!(order_id = %id, ?outcome, "cannot store the new order");
+            release_lines(svc, id, &lines).await;
+            unlock().await;
+            return Err((None, Err(ActorError::Unavailable.into())));
+        }
+    }
+
+    // 4. Open the payment.
+    let request = PaymentRequest {
+        order_id: id,
+        amount: total,
+        currency,
+        callback_url: svc.settings.callback_url.clone(),
+        return_url: format!("{}{id}", svc.settings.return_url_base),
+    };
+    let started = std::time::Instant::now();
+    match svc.gateway.initiate(request).await {
+        Ok(session) => {
+            metrics::histogram!("kassa_gateway_initiate_seconds", "outcome" => "ok")
+                .record(started.elapsed().as_secs_f64());
+            let mut next = order.clone();
+            next.payment = Some(PaymentRef {
+                payment_id: session.payment_id,
+                payment_url: session.payment_url,
+                token: session.token,
+            });
+            next.version += 1;
+            match svc.store.write_order(&next, order.version).await {
+                Ok(WriteOutcome::Applied) => order = next,
+                outcome => {
+                    // The order is durable; only the payment link is not. The webhook still
+                    // finds the order by id, so answer with the link anyway.
+                    tracing::warn!(order_id = %id, ?outcome, "could not store the payment link");
+                    order.payment = next.payment;
+                }
+            }
+            metrics::counter!("kassa_checkouts_total", "outcome" => "placed").increment(1);
+            tracing::info!(order_id = %id, total, currency = currency.code(), "order placed");
+            Ok(order)
+        }
+        Err(e) => {
+            metrics::histogram!("kassa_gateway_initiate_seconds", "outcome" => "error")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("kassa_checkouts_total", "outcome" => "gateway_error").increment(1);
+            tracing::error!(order_id = %id, error = %e, "payment initiation failed; failing the order");
+            let order = match transition(svc, order, OrderEvent::GatewayUnavailable, |_| {}).await {
+                Ok((order, _)) => order,
+                Err((order, _)) => order,
+            };
+            Err((Some(order), Err(OrderError::GatewayUnavailable)))
+        }
+    }
+}
+
+fn refusal(line: &crate::store::CartLine, outcome: ReserveOutcome) -> LineConflict {
+    let (reason, available, current_price) = match outcome {
+        ReserveOutcome::InsufficientStock { available } => (
+            ConflictReason::InsufficientStock,
+            available,
+            Some(line.unit_price),
+        ),
+        ReserveOutcome::PriceChanged { current, .. } => {
+            (ConflictReason::PriceChanged, 0, Some(current))
+        }
+        ReserveOutcome::UnknownProduct | ReserveOutcome::Reserved => {
+            (ConflictReason::UnknownProduct, 0, None)
+        }
+    };
+    LineConflict {
+        sku: line.sku.clone(),
+        reason,
+        requested: line.quantity,
+        available,
+        cart_price: line.unit_price,
+        current_price,
+    }
+}
+
+async fn release_lines(svc: &OrderServices, id: OrderId, lines: &[crate::store::CartLine]) {
+    for line in lines {
+        if let Err(e) = ask_release(svc, id, &line.sku).await {
+            tracing::warn!(order_id = %id, sku = %line.sku, error = %e, "release failed; the sweep will reclaim it");
+        }
+    }
+}
+
+async fn ask_release(svc: &OrderServices, id: OrderId, sku: &Sku) -> Result<(), OrderError> {
+    svc.products.ask(sku, Release { order_id: id }).await??;
+    Ok(())
+}
+
+/// Applies `event` to `order`: persists the new status with its effects (and whatever
+/// `record` adds), then runs the effects. Answers the order as it now stands and whether it
+/// moved.
+async fn transition(
+    svc: &OrderServices,
+    order: OrderRecord,
+    event: OrderEvent,
+    record: impl FnOnce(&mut OrderRecord),
+) -> Result<(OrderRecord, Option<OrderStatus>), (OrderRecord, OrderError)> {
+    let Decision::Move { to, effects } = decide(order.status, event) else {
+        return Ok((order, None));
+    };
+    let now = svc.clock.now();
+    let from = order.status;
+    let mut next = order.clone();
+    next.status = to;
+    next.updated_at = now;
+    next.history.push(StatusChange {
+        status: to,
+        at: now,
+    });
+    for effect in effects {
+        if !next.pending_effects.contains(effect) {
+            next.pending_effects.push(*effect);
+        }
+    }
+    record(&mut next);
+    next.version = order.version + 1;
+    match svc.store.write_order(&next, order.version).await {
+        Ok(WriteOutcome::Applied) => {}
+        Ok(WriteOutcome::Conflict) => {
+            metrics::counter!("kassa_store_conflicts_total", "entity" => "order").increment(1);
+            let reloaded = svc
+                .store
+                .load_order(order.id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(order);
+            return Err((reloaded, ActorError::Contended.into()));
+        }
+        Err(e) => {
+            tracing::error!(order_id = %order.id, error = %e, "order write failed");
+            return Err((order, ActorError::Unavailable.into()));
+        }
+    }
+    metrics::counter!("kassa_order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
+        .increment(1);
+    tracing::info!(order_id = %next.id, %from, %to, ?event, "order transition");
+    Ok((run_effects(svc, next).await, Some(to)))
+}
+
+/// Carries out the order's pending effects; what succeeded is cleared and persisted, what
+/// failed stays for the next tick. A refund the gateway accepted moves the order on.
+async fn run_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
+    if order.pending_effects.is_empty() {
+        return order;
+    }
+    let mut remaining = Vec::new();
+    let mut refunded = false;
+    for effect in order.pending_effects.clone() {
+        let done = match effect {
+            Effect::ReleaseStock => release_stock(svc, &order).await,
+            Effect::CommitStock => commit_stock(svc, &order).await,
+            Effect::UnlockCart | Effect::EmptyCart => {
+                let end = EndCheckout {
+                    order_id: order.id,
+                    paid: effect == Effect::EmptyCart,
+                };
+                matches!(svc.carts.ask(&order.cart_id, end).await, Ok(Ok(())))
+            }
+            Effect::QueueEmail => queue_email(svc, &order).await,
+            Effect::RequestRefund => {
+                refunded = request_refund(svc, &order).await;
+                refunded
+            }
+        };
+        if !done {
+            tracing::warn!(order_id = %order.id, ?effect, "effect not done yet; will retry");
+            remaining.push(effect);
+        }
+    }
+    let now = svc.clock.now();
+    let mut next = order.clone();
+    next.pending_effects = remaining;
+    if refunded && let Decision::Move { to, .. } = decide(next.status, OrderEvent::RefundAccepted) {
+        next.status = to;
+        next.history.push(StatusChange {
+            status: to,
+            at: now,
+        });
+        metrics::counter!("kassa_order_transitions_total", "from" => order.status.as_str(), "to" => to.as_str())
+            .increment(1);
+    }
+    next.updated_at = now;
+    next.version = order.version + 1;
+    match svc.store.write_order(&next, order.version).await {
+        Ok(WriteOutcome::Applied) => next,
+        outcome => {
+            tracing::warn!(order_id = %order.id, ?outcome, "could not record finished effects; they will run again");
+            svc.store
+                .load_order(order.id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(order)
+        }
+    }
+}
+
+async fn release_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let mut all = true;
+    for line in &order.lines {
+        if let Err(e) = ask_release(svc, order.id, &line.sku).await {
+            tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "release failed");
+            all = false;
+        }
+    }
+    all
+}
+
+async fn commit_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let mut all = true;
+    for line in &order.lines {
+        match svc
+            .products
+            .ask(&line.sku, Commit { order_id: order.id })
+            .await
+        {
+            Ok(Ok(CommitOutcome::Committed | CommitOutcome::AlreadyCommitted)) => {}
+            Ok(Ok(CommitOutcome::NotReserved)) => {
+                metrics::counter!("kassa_commit_without_reservation_total").increment(1);
+                tracing::error!(order_id = %order.id, sku = %line.sku, "paid order had no reservation to commit");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "commit failed");
+                all = false;
+            }
+            Err(e) => {
+                tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "commit failed");
+                all = false;
+            }
+        }
+    }
+    all
+}
+
+async fn queue_email(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let now = svc.clock.now();
+    let email = OutboxEmail {
+        order_id: order.id,
+        to: order.email.clone(),
+        subject: format!("Your order {} is confirmed", order.id),
+        body: confirmation_text(order),
+        created_at: now,
+        attempts: 0,
+        next_attempt_at: now,
+        sent_at: None,
+    };
+    match svc.store.enqueue_email(&email).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(order_id = %order.id, error = %e, "could not queue the confirmation");
+            false
+        }
+    }
+}
+
+async fn request_refund(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let payment_id = order
+        .settled_payment_id
+        .clone()
+        .or_else(|| order.payment.as_ref().map(|p| p.payment_id.clone()));
+    let Some(payment_id) = payment_id else {
+        tracing::error!(order_id = %order.id, "refund requested without a payment id");
+        return false;
+    };
+    match svc.gateway.refund(&payment_id).await {
+        Ok(refund_id) => {
+            tracing::info!(order_id = %order.id, %payment_id, %refund_id, "refund accepted");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(order_id = %order.id, %payment_id, error = %e, "refund failed; will retry");
+            false
+        }
+    }
+}
+
+/// Holds the order's units again (a late payment for a failed or expired order).
+async fn reacquire(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let expires_at = svc.clock.now() + svc.settings.reservation_ttl;
+    for (i, line) in order.lines.iter().enumerate() {
+        let reserve = Reserve {
+            order_id: order.id,
+            qty: line.quantity,
+            expires_at,
+            expected_price: None,
+        };
+        if !matches!(
+            svc.products.ask(&line.sku, reserve).await,
+            Ok(Ok(ReserveOutcome::Reserved))
+        ) {
+            for earlier in &order.lines[..=i] {
+                let _ = ask_release(svc, order.id, &earlier.sku).await;
+            }
+            return false;
+        }
+    }
+    true
+}
+
+async fn notice(
+    svc: &OrderServices,
+    order: OrderRecord,
+    msg: PaymentNotice,
+) -> (Option<OrderRecord>, Result<NoticeOutcome, OrderError>) {
+    if order.seen_webhooks.contains(&msg.webhook_id) {
+        metrics::counter!("kassa_webhooks_total", "outcome" => "duplicate").increment(1);
+        return (Some(order), Ok(NoticeOutcome::Duplicate));
+    }
+    let amount_matches = msg.amount == order.total && msg.currency == order.currency.code();
+    let event = if msg.succeeded {
+        if !amount_matches {
+            metrics::counter!("kassa_webhook_amount_mismatch_total").increment(1);
+            tracing::warn!(
+                order_id = %order.id, amount = msg.amount, currency = %msg.currency,
+                expected = order.total, expected_currency = order.currency.code(),
+                "payment amount differs from the order; refunding"
+            );
+        }
+        let stock_held = match order.status {
+            OrderStatus::PendingPayment => true,
+            OrderStatus::Failed | OrderStatus::Expired if amount_matches => {
+                reacquire(svc, &order).await
+            }
+            _ => false,
+        };
+        OrderEvent::PaymentSucceeded {
+            amount_matches,
+            stock_held,
+        }
+    } else {
+        OrderEvent::PaymentFailed
+    };
+    let webhook_id = msg.webhook_id.clone();
+    let settled = msg.succeeded.then(|| msg.payment_id.clone());
+    let status = order.status;
+    match transition(svc, order, event, move |next| {
+        next.seen_webhooks.push(webhook_id);
+        let excess = next.seen_webhooks.len().saturating_sub(REMEMBERED_WEBHOOKS);
+        next.seen_webhooks.drain(..excess);
+        if settled.is_some() {
+            next.settled_payment_id = settled;
+        }
+    })
+    .await
+    {
+        Ok((order, Some(to))) => {
+            metrics::counter!("kassa_webhooks_total", "outcome" => "applied").increment(1);
+            (Some(order), Ok(NoticeOutcome::Moved(to)))
+        }
+        Ok((order, None)) => {
+            metrics::counter!("kassa_webhooks_total", "outcome" => "unchanged").increment(1);
+            (Some(order), Ok(NoticeOutcome::Unchanged(status)))
+        }
+        Err((order, e)) => (Some(order), Err(e)),
+    }
+}
+
+async fn tick(svc: &OrderServices, order: OrderRecord, query_gateway: bool) -> OrderRecord {
+    let order = run_effects(svc, order).await;
+    if order.status != OrderStatus::PendingPayment {
+        return order;
+    }
+    if query_gateway && let Some(payment) = order.payment.clone() {
+        match svc.gateway.status(&payment.payment_id).await {
+            Ok(status) if status.state != PaymentState::Pending => {
+                metrics::counter!("kassa_reconciliations_total", "outcome" => "settled")
+                    .increment(1);
+                tracing::info!(order_id = %order.id, state = ?status.state, "reconciled a payment the webhook had not reported");
+                let msg = PaymentNotice {
+                    webhook_id: format!("reconcile:{}", payment.payment_id),
+                    succeeded: status.state == PaymentState::Succeeded,
+                    payment_id: status.payment_id,
+                    amount: status.amount,
+                    currency: status.currency.code().to_string(),
+                };
+                return match notice(svc, order.clone(), msg).await {
+                    (Some(order), _) => order,
+                    (None, _) => order,
+                };
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(order_id = %order.id, error = %e, "payment status query failed")
+            }
+        }
+    }
+    if order.expires_at <= svc.clock.now() {
+        metrics::counter!("kassa_orders_expired_total").increment(1);
+        return match transition(svc, order, OrderEvent::ReservationExpired, |_| {}).await {
+            Ok((order, _)) | Err((order, _)) => order,
+        };
+    }
+    order
+}
+
+/// The confirmation email's text: order id, lines, prices, total, shipping address.
+pub fn confirmation_text(order: &OrderRecord) -> String {
+    let money = |amount| format_money(amount, order.currency);
+    let mut text = format!("Thank you for your order.\n\nOrder: {}\n\n", order.id);
+    for line in &order.lines {
+        text.push_str(&format!(
+            "{} x {} ({}) at {} = {}\n",
+            line.quantity,
+            line.name,
+            line.sku,
+            money(line.unit_price),
+            money(line.unit_price * i64::from(line.quantity)),
+        ));
+    }
+    let s = &order.shipping;
+    text.push_str(&format!(
+        "\nTotal: {}\n\nShipping to:\n{}\n{}\n",
+        money(order.total),
+        s.name,
+        s.line1
+    ));
+    if let Some(line2) = &s.line2 {
+        text.push_str(&format!("{line2}\n"));
+    }
+    text.push_str(&format!("{} {}\n{}\n", s.postal_code, s.city, s.country));
+    text
+}
+
+/// `1999` EUR -> `19.99 EUR`, using the currency's minor-unit exponent.
+pub fn format_money(amount: i64, currency: Currency) -> String {
+    let exponent = u32::from(currency.exponent().unwrap_or(2));
+    let sign = if amount < 0 { "-" } else { "" };
+    let abs = amount.unsigned_abs();
+    if exponent == 0 {
+        return format!("{sign}{abs} {}", currency.code());
+    }
+    let scale = 10u64.pow(exponent);
+    format!(
+        "{sign}{}.{:0width$} {}",
+        abs / scale,
+        abs % scale,
+        currency.code(),
+        width = exponent as usize
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_formatted_with_the_currency_exponent() {
+        assert_eq!(format_money(1999, Currency::EUR), "19.99 EUR");
+        assert_eq!(format_money(5, Currency::EUR), "0.05 EUR");
+        assert_eq!(format_money(1999, Currency::JPY), "1999 JPY");
+        assert_eq!(format_money(12345, Currency::BHD), "12.345 BHD");
+    }
+}

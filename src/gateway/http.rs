@@ -1,0 +1,299 @@
+//! A client for any payment gateway speaking API.md's "Payment gateway protocol"
+//! (`KASSA_GATEWAY=http://host:port`). Every call is idempotent by its key, so connect errors,
+//! timeouts and 5xx are retried (3 attempts); a 4xx is a refusal and is never retried.
+
+use async_trait::async_trait;
+use kassa_actors::domain::{Currency, OrderId};
+use kassa_actors::gateway::{
+    Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentState, PaymentStatus,
+};
+use reqwest::{RequestBuilder, StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts per call; the waits between them start here and double.
+const ATTEMPTS: u32 = 3;
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(200);
+/// How much of a refusal's body is kept in the error message.
+const REFUSAL_SNIPPET_CHARS: usize = 200;
+
+/// The gateway at `base_url`, reached over HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpGateway {
+    base: Url,
+    client: reqwest::Client,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatePayment<'a> {
+    order_id: OrderId,
+    amount: i64,
+    currency: &'static str,
+    callback_url: &'a str,
+    return_url: &'a str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedPayment {
+    payment_id: String,
+    payment_url: String,
+    token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatedRefund {
+    refund_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentBody {
+    payment_id: String,
+    order_id: OrderId,
+    status: WireState,
+    amount: i64,
+    currency: Currency,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum WireState {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl From<WireState> for PaymentState {
+    fn from(state: WireState) -> Self {
+        match state {
+            WireState::Pending => Self::Pending,
+            WireState::Succeeded => Self::Succeeded,
+            WireState::Failed => Self::Failed,
+        }
+    }
+}
+
+/// Why one attempt failed: worth another try, or final.
+enum AttemptError {
+    Retryable(String),
+    Final(GatewayError),
+}
+
+impl HttpGateway {
+    /// # Panics
+    /// If no TLS back end can be initialised (as `reqwest::Client::new`); only at start-up.
+    pub fn new(base_url: Url) -> Self {
+        let client = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("the HTTP client for the payment gateway builds");
+        Self {
+            base: base_url,
+            client,
+        }
+    }
+
+    /// `base` + `segments`, each segment percent-encoded; a path on `base` is kept.
+    fn endpoint(&self, segments: &[&str]) -> Result<Url, GatewayError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| GatewayError::Refused(format!("`{}` cannot be a base URL", self.base)))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// Sends `request`, retrying what may be retried, and reads the JSON answer; the whole
+    /// call (retries included) is timed in `kassa_gateway_request_seconds`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        op: &'static str,
+        request: RequestBuilder,
+    ) -> Result<T, GatewayError> {
+        let started = Instant::now();
+        let result = self.send_with_retries(op, request).await.and_then(|body| {
+            serde_json::from_slice(&body).map_err(|e| {
+                GatewayError::Refused(format!("{op}: the gateway's answer is unreadable: {e}"))
+            })
+        });
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(GatewayError::Refused(_)) => "refused",
+            Err(GatewayError::Unavailable(_)) => "unavailable",
+        };
+        metrics::histogram!("kassa_gateway_request_seconds", "op" => op, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn send_with_retries(
+        &self,
+        op: &'static str,
+        request: RequestBuilder,
+    ) -> Result<Vec<u8>, GatewayError> {
+        let request = request
+            .build()
+            .map_err(|e| GatewayError::Refused(format!("{op}: {}", describe(&e))))?;
+        let mut wait = FIRST_RETRY_WAIT;
+        let mut attempt = 1;
+        loop {
+            let this_try = request.try_clone().ok_or_else(|| {
+                GatewayError::Refused(format!("{op}: the request body cannot be resent"))
+            })?;
+            match self.attempt(this_try).await {
+                Ok(body) => return Ok(body),
+                Err(AttemptError::Final(e)) => return Err(e),
+                Err(AttemptError::Retryable(problem)) if attempt < ATTEMPTS => {
+                    tracing::warn!(op, attempt, error = %problem, "payment gateway call failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
+                }
+                Err(AttemptError::Retryable(problem)) => {
+                    return Err(GatewayError::Unavailable(format!(
+                        "{op}: {problem} (after {ATTEMPTS} attempts)"
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, request: reqwest::Request) -> Result<Vec<u8>, AttemptError> {
+        let response = self
+            .client
+            .execute(request)
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(transport_error)?;
+        if status.is_success() {
+            Ok(body.to_vec())
+        } else if status.is_server_error() {
+            Err(AttemptError::Retryable(format!(
+                "the gateway answered {status}"
+            )))
+        } else {
+            Err(AttemptError::Final(GatewayError::Refused(refusal(
+                status, &body,
+            ))))
+        }
+    }
+}
+
+/// Connect errors and timeouts may be retried; any other transport failure may not.
+fn transport_error(e: reqwest::Error) -> AttemptError {
+    let problem = describe(&e);
+    if e.is_connect() || e.is_timeout() {
+        AttemptError::Retryable(problem)
+    } else {
+        AttemptError::Final(GatewayError::Unavailable(problem))
+    }
+}
+
+fn refusal(status: StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let snippet: String = text.chars().take(REFUSAL_SNIPPET_CHARS).collect();
+    format!("the gateway answered {status}: {snippet}")
+}
+
+/// An error and its causes on one line (reqwest keeps the telling part in `source`).
+pub(super) fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[async_trait]
+impl Gateway for HttpGateway {
+    async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
+        let body = CreatePayment {
+            order_id: request.order_id,
+            amount: request.amount,
+            currency: request.currency.code(),
+            callback_url: &request.callback_url,
+            return_url: &request.return_url,
+        };
+        let http = self
+            .client
+            .post(self.endpoint(&["payments"])?)
+            .header("Idempotency-Key", request.order_id.to_string())
+            .json(&body);
+        let created: CreatedPayment = self.call("initiate", http).await?;
+        Ok(PaymentSession {
+            payment_id: created.payment_id,
+            payment_url: created.payment_url,
+            token: created.token,
+        })
+    }
+
+    async fn refund(&self, payment_id: &str) -> Result<String, GatewayError> {
+        let http = self
+            .client
+            .post(self.endpoint(&["payments", payment_id, "refunds"])?)
+            .header("Idempotency-Key", format!("refund-{payment_id}"));
+        let created: CreatedRefund = self.call("refund", http).await?;
+        Ok(created.refund_id)
+    }
+
+    async fn status(&self, payment_id: &str) -> Result<PaymentStatus, GatewayError> {
+        let http = self.client.get(self.endpoint(&["payments", payment_id])?);
+        let payment: PaymentBody = self.call("status", http).await?;
+        Ok(PaymentStatus {
+            payment_id: payment.payment_id,
+            order_id: payment.order_id,
+            state: payment.status.into(),
+            amount: payment.amount,
+            currency: payment.currency,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(base: &str) -> HttpGateway {
+        HttpGateway::new(Url::parse(base).expect("url"))
+    }
+
+    #[test]
+    fn endpoints_keep_the_base_path_with_or_without_a_trailing_slash() {
+        for base in [
+            "http://gw.test:9000/sandbox",
+            "http://gw.test:9000/sandbox/",
+        ] {
+            let url = gateway(base)
+                .endpoint(&["payments", "pay_1", "refunds"])
+                .expect("url");
+            assert_eq!(
+                url.as_str(),
+                "http://gw.test:9000/sandbox/payments/pay_1/refunds"
+            );
+        }
+        let url = gateway("http://gw.test:9000")
+            .endpoint(&["payments"])
+            .expect("url");
+        assert_eq!(url.as_str(), "http://gw.test:9000/payments");
+    }
+
+    #[test]
+    fn payment_ids_cannot_escape_their_path_segment() {
+        let url = gateway("http://gw.test")
+            .endpoint(&["payments", "../admin?x=1"])
+            .expect("url");
+        assert_eq!(url.as_str(), "http://gw.test/payments/..%2Fadmin%3Fx=1");
+    }
+}

@@ -1,0 +1,6 @@
+//! The payment gateway adapters behind `kassa_actors::gateway::Gateway`: the built-in sandbox
+//! (in-process, or standalone over HTTP) and a client for any gateway speaking the protocol.
+//! They open, refund and look up payments; they never decide an order's state.
+
+pub mod http;
+pub mod sandbox;

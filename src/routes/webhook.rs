@@ -1,0 +1,148 @@
+//! POST /webhook/payment-status: the gateway's signed verdict on a payment. The signature is
+//! checked on the raw bytes before anything is parsed (Standard Webhooks, constant-time,
+//! 5-minute tolerance on the shared clock); the order's actor then applies it exactly once.
+
+use crate::error::{AppError, ErrorBody};
+use crate::state::AppState;
+use actix_web::{HttpRequest, HttpResponse, web};
+use kassa_actors::domain::OrderId;
+use kassa_actors::order_actor::{OrderError, PaymentNotice};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+/// How far `webhook-timestamp` may be from now, either way.
+const TOLERANCE_SECONDS: i64 = 5 * 60;
+
+/// Body of the webhook, as the gateway sends it.
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentStatusBody {
+    pub order_id: uuid::Uuid,
+    /// `Success` or `Failed`.
+    pub status: PaymentOutcome,
+    pub payment_id: String,
+    /// Minor units.
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema)]
+pub enum PaymentOutcome {
+    Success,
+    Failed,
+}
+
+/// The raw body, at most 64 KiB (413 beyond).
+async fn read_limited(mut payload: web::Payload) -> Result<web::BytesMut, AppError> {
+    use futures_util::StreamExt;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| AppError::InvalidJson(format!("the body could not be read: {e}")))?;
+        if body.len() + chunk.len() > crate::routes::MAX_BODY_BYTES {
+            return Err(AppError::PayloadTooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn invalid_signature(why: &str) -> AppError {
+    AppError::Unauthorized {
+        code: "invalid_signature",
+        message: format!("webhook signature rejected: {why}"),
+    }
+}
+
+/// Checks the Standard Webhooks signature headers against the raw body; answers the id.
+fn verify(state: &AppState, req: &HttpRequest, body: &[u8]) -> Result<String, AppError> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| invalid_signature(&format!("missing or unreadable `{name}` header")))
+    };
+    let id = header("webhook-id")?;
+    let timestamp: i64 = header("webhook-timestamp")?
+        .parse()
+        .map_err(|_| invalid_signature("`webhook-timestamp` is not unix seconds"))?;
+    let signatures = header("webhook-signature")?;
+    let now = state.clock.now().unix_timestamp();
+    if (now - timestamp).abs() > TOLERANCE_SECONDS {
+        return Err(invalid_signature("timestamp is more than 5 minutes off"));
+    }
+    let expected = state
+        .webhook
+        .sign(id, timestamp, body)
+        .map_err(|_| invalid_signature("the body is not UTF-8"))?;
+    let expected = expected
+        .split_once(',')
+        .map_or("", |(_, sig)| sig)
+        .as_bytes();
+    let matches = signatures
+        .split(' ')
+        .filter_map(|s| s.split_once(','))
+        .filter(|(version, _)| *version == "v1")
+        .fold(false, |found, (_, sig)| {
+            found | bool::from(sig.as_bytes().ct_eq(expected))
+        });
+    if matches {
+        Ok(id.to_string())
+    } else {
+        Err(invalid_signature("no signature matches"))
+    }
+}
+
+#[utoipa::path(
+    post, path = "/webhook/payment-status", tag = "webhooks",
+    request_body = PaymentStatusBody,
+    params(
+        ("webhook-id" = String, Header), ("webhook-timestamp" = i64, Header, description = "unix seconds"),
+        ("webhook-signature" = String, Header, description = "v1,<base64 HMAC-SHA256 of {id}.{timestamp}.{body}>"),
+    ),
+    responses(
+        (status = 200, description = "`{\"received\": true}`, also for duplicates and events that change nothing"),
+        (status = 400, body = ErrorBody, description = "invalid_json or invalid_payload"),
+        (status = 401, body = ErrorBody, description = "invalid_signature"),
+        (status = 404, body = ErrorBody, description = "order_not_found"),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn payment_status(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, AppError> {
+    let body = read_limited(payload).await?;
+    let webhook_id = verify(&state, &req, &body).inspect_err(|_| {
+        metrics::counter!("kassa_webhooks_total", "outcome" => "bad_signature").increment(1);
+    })?;
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| AppError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
+    let payload: PaymentStatusBody =
+        serde_json::from_value(json).map_err(|e| AppError::BadRequest {
+            code: "invalid_payload",
+            message: format!("the webhook payload is not a payment status: {e}"),
+        })?;
+    let order_id = OrderId(payload.order_id);
+    let notice = PaymentNotice {
+        webhook_id,
+        succeeded: matches!(payload.status, PaymentOutcome::Success),
+        payment_id: payload.payment_id,
+        amount: payload.amount,
+        currency: payload.currency,
+    };
+    match state.orders.ask(&order_id, notice).await? {
+        Ok(outcome) => {
+            tracing::info!(%order_id, ?outcome, "payment webhook handled");
+            Ok(HttpResponse::Ok().json(serde_json::json!({ "received": true })))
+        }
+        Err(OrderError::NotFound) => Err(AppError::not_found("order_not_found", "no such order")),
+        Err(OrderError::Overloaded) => Err(AppError::Overloaded),
+        Err(OrderError::Actor(e)) => Err(e.into()),
+        Err(other) => Err(AppError::Internal(anyhow::anyhow!(
+            "unexpected webhook outcome: {other}"
+        ))),
+    }
+}

@@ -1,0 +1,669 @@
+//! Checkout and orders through real HTTP, with the sandbox gateway delivering real signed
+//! webhooks back to the app: the contract of POST /api/orders, GET /api/orders[/{id}],
+//! idempotency, the cart lock, expiry and the no-oversell guarantees.
+
+use crate::helpers::{assert_error, json_of, shipping, spawn_app, spawn_app_with};
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+#[actix_web::test]
+async fn checkout_reserves_stock_locks_the_cart_and_answers_the_payment() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+
+    let body = app.place_order(&alice, &cart).await;
+    assert_eq!(body["status"], "pending_payment");
+    assert_eq!(body["total"], 3998);
+    assert_eq!(body["currency"], "EUR");
+    assert!(
+        body["paymentUrl"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http"))
+    );
+    assert!(body["paymentToken"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(uuid::Uuid::parse_str(body["orderId"].as_str().expect("orderId")).is_ok());
+    let expires = time::OffsetDateTime::parse(
+        body["expiresAt"].as_str().expect("expiresAt"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("rfc3339");
+    let ttl = expires.unix_timestamp() - app.now();
+    assert!(
+        (14 * 60..=15 * 60).contains(&ttl),
+        "reservation TTL is 15 min, got {ttl}s"
+    );
+
+    assert_eq!(app.available("tee").await, 3, "two units are reserved");
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(cart_body["locked"], true);
+    assert_error(
+        app.set_item(&alice, &cart, "tee", 1).await,
+        StatusCode::CONFLICT,
+        "cart_locked",
+    )
+    .await;
+
+    // A second checkout of the locked cart answers the same pending order.
+    let again = app.place_order(&alice, &cart).await;
+    assert_eq!(again["orderId"], body["orderId"]);
+    assert_eq!(again["paymentUrl"], body["paymentUrl"]);
+
+    let order = app
+        .order(&alice, body["orderId"].as_str().expect("id"))
+        .await;
+    assert_eq!(order["status"], "pending_payment");
+    assert_eq!(
+        order["items"],
+        json!([{"sku": "tee", "name": "Product tee", "quantity": 2, "unitPrice": 1999, "lineTotal": 3998}])
+    );
+    assert_eq!(order["shippingDetails"], shipping());
+    assert_eq!(order["history"].as_array().map(Vec::len), Some(1));
+    assert_eq!(order["history"][0]["status"], "pending_payment");
+    assert!(order["paymentId"].as_str().is_some());
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_paid_order_sells_the_stock_empties_the_cart_and_queues_the_confirmation() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    let order_id = checkout["orderId"].as_str().expect("id");
+
+    app.decide(&checkout, "success").await;
+    let order = app.wait_for_status(&alice, order_id, "processing").await;
+    let statuses: Vec<&str> = order["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["pending_payment", "processing"]);
+    assert_eq!(app.available("tee").await, 3);
+
+    // The sale is permanent: expiry no longer releases it.
+    app.expire_pending_orders().await;
+    assert_eq!(app.available("tee").await, 3);
+
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(cart_body["items"], json!([]));
+    assert_eq!(cart_body["locked"], false);
+
+    let emails = app
+        .state()
+        .store
+        .due_emails(
+            time::OffsetDateTime::now_utc() + time::Duration::days(1),
+            10,
+        )
+        .await
+        .expect("outbox");
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0].to, "alice@example.com");
+    assert!(emails[0].body.contains(order_id));
+    assert!(emails[0].body.contains("39.98 EUR"));
+    assert!(emails[0].body.contains("1 Main St"));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_declined_payment_fails_the_order_releases_stock_and_unlocks_the_cart() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    app.decide(&checkout, "failure").await;
+    app.wait_for_status(&alice, checkout["orderId"].as_str().expect("id"), "failed")
+        .await;
+    assert_eq!(app.available("tee").await, 5);
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(cart_body["locked"], false);
+    assert_eq!(cart_body["items"][0]["quantity"], 2, "lines are kept");
+    assert_eq!(
+        app.set_item(&alice, &cart, "tee", 1).await.status(),
+        StatusCode::OK
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn two_shoppers_and_the_last_unit_sell_once() {
+    let app = spawn_app().await;
+    app.put_product("last", 5000, "EUR", 1).await;
+    let (alice, alice_cart) = app.cart_with("alice", "last", 1).await;
+    let (bob, bob_cart) = app.cart_with("bob", "last", 1).await;
+    let (a, b) = futures_util::join!(
+        app.checkout(&alice, &alice_cart, None),
+        app.checkout(&bob, &bob_cart, None)
+    );
+    let (a, b) = (json_of(a).await, json_of(b).await);
+    let statuses = [a.0, b.0];
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::CONFLICT), "{statuses:?}");
+    let loser = if a.0 == StatusCode::CONFLICT {
+        &a.1
+    } else {
+        &b.1
+    };
+    assert_eq!(loser["code"], "cart_conflict");
+    assert_eq!(loser["details"][0]["reason"], "insufficient_stock");
+    assert_eq!(loser["details"][0]["available"], 0);
+    assert_eq!(app.available("last").await, 0);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn fifty_concurrent_checkouts_for_ten_units_give_exactly_ten_orders() {
+    let app = spawn_app().await;
+    app.put_product("hot", 1000, "EUR", 10).await;
+    let mut carts = Vec::new();
+    for i in 0..50 {
+        carts.push(app.cart_with(&format!("shopper-{i}"), "hot", 1).await);
+    }
+    let responses = join_all(
+        carts
+            .iter()
+            .map(|(token, cart)| app.checkout(token, cart, None)),
+    )
+    .await;
+    let mut placed = Vec::new();
+    let mut refused = 0;
+    for response in responses {
+        let (status, body) = json_of(response).await;
+        match status {
+            StatusCode::OK => placed.push(body),
+            StatusCode::CONFLICT => {
+                assert_eq!(body["code"], "cart_conflict");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(placed.len(), 10);
+    assert_eq!(refused, 40);
+    assert_eq!(app.available("hot").await, 0);
+    for order in &placed {
+        app.decide(order, "success").await;
+    }
+    let admin = app.admin();
+    for order in &placed {
+        app.wait_for_status(&admin, order["orderId"].as_str().expect("id"), "processing")
+            .await;
+    }
+    app.expire_pending_orders().await;
+    assert_eq!(app.available("hot").await, 0);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn checkout_lists_every_offending_line_and_reserves_nothing() {
+    let app = spawn_app().await;
+    app.put_product("a-ok", 100, "EUR", 10).await;
+    app.put_product("b-price", 200, "EUR", 10).await;
+    app.put_product("c-short", 300, "EUR", 10).await;
+    app.put_product("d-gone", 400, "EUR", 10).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+    for (sku, qty) in [("a-ok", 1), ("b-price", 1), ("c-short", 5), ("d-gone", 1)] {
+        assert_eq!(
+            app.set_item(&alice, &cart, sku, qty).await.status(),
+            StatusCode::OK
+        );
+    }
+    app.put_product("b-price", 250, "EUR", 10).await;
+    app.put_product("c-short", 300, "EUR", 2).await;
+    let deleted = app
+        .client
+        .delete(app.url("/api/admin/products/d-gone"))
+        .bearer_auth(app.admin())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+
+    let body = assert_error(
+        app.checkout(&alice, &cart, None).await,
+        StatusCode::CONFLICT,
+        "cart_conflict",
+    )
+    .await;
+    assert_eq!(body["error"], "Items not available or prices changed");
+    assert_eq!(
+        body["details"],
+        json!([
+            {"sku": "b-price", "reason": "price_changed", "requested": 1, "available": 10, "cartPrice": 200, "currentPrice": 250},
+            {"sku": "c-short", "reason": "insufficient_stock", "requested": 5, "available": 2, "cartPrice": 300, "currentPrice": 300},
+            {"sku": "d-gone", "reason": "unknown_product", "requested": 1, "available": 0, "cartPrice": 400, "currentPrice": null},
+        ])
+    );
+    assert_eq!(app.available("a-ok").await, 10, "nothing reserved");
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(
+        cart_body["locked"], false,
+        "a refused checkout leaves the cart open"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bad_checkout_requests_are_4xx() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    let post = |token: String, body: Value| {
+        let request = app
+            .client
+            .post(app.url("/api/orders"))
+            .bearer_auth(token)
+            .json(&body);
+        async move { request.send().await.expect("request") }
+    };
+    let ok_body = |cart: &str| json!({"cartId": cart, "shippingDetails": shipping(), "paymentMethod": "card"});
+
+    let bob = app.token("bob", false);
+    assert_error(
+        post(bob, ok_body(&cart)).await,
+        StatusCode::NOT_FOUND,
+        "cart_not_found",
+    )
+    .await;
+    let missing = uuid::Uuid::now_v7().to_string();
+    assert_error(
+        post(alice.clone(), ok_body(&missing)).await,
+        StatusCode::NOT_FOUND,
+        "cart_not_found",
+    )
+    .await;
+
+    let empty = app.create_cart(&alice).await;
+    assert_error(
+        post(alice.clone(), ok_body(&empty)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "cart_empty",
+    )
+    .await;
+
+    let mut body = ok_body(&cart);
+    body["paymentMethod"] = json!("bitcoin");
+    let err = assert_error(
+        post(alice.clone(), body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(err["details"][0]["field"], "paymentMethod");
+
+    let mut body = ok_body(&cart);
+    body["shippingDetails"]["postalCode"] = json!("");
+    body["cartId"] = json!("nope");
+    let err = assert_error(
+        post(alice.clone(), body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let fields: Vec<&str> = err["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .filter_map(|d| d["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["cartId", "shippingDetails.postalCode"]);
+
+    // Neither a token email nor a shipping email: nowhere to send the confirmation.
+    let anonymous = {
+        use kassa::auth::{TokenRequest, mint};
+        let clock: kassa_actors::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
+        mint(
+            &app.config.jwt,
+            &clock,
+            TokenRequest {
+                sub: "alice",
+                email: None,
+                admin: false,
+                ttl: std::time::Duration::from_secs(3600),
+                private_key_pem: None,
+            },
+        )
+        .expect("mint")
+    };
+    let err = assert_error(
+        post(anonymous.clone(), ok_body(&cart)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(err["details"][0]["field"], "shippingDetails.email");
+    let mut with_email = ok_body(&cart);
+    with_email["shippingDetails"]["email"] = json!("alice@shop.example");
+    assert_eq!(post(anonymous, with_email).await.status(), StatusCode::OK);
+
+    let response = app
+        .client
+        .post(app.url("/api/orders"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::BAD_REQUEST, "invalid_json").await;
+    let response = app
+        .client
+        .post(app.url("/api/orders"))
+        .json(&ok_body(&cart))
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_same_idempotency_key_replays_the_first_response_and_never_places_twice() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+
+    let (status, first) = json_of(app.checkout(&alice, &cart, Some("key-1")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    app.decide(&first, "success").await;
+    app.wait_for_status(&alice, first["orderId"].as_str().expect("id"), "processing")
+        .await;
+
+    let replay = app.checkout(&alice, &cart, Some("key-1")).await;
+    assert_eq!(
+        replay
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+    let (status, replayed) = json_of(replay).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        replayed, first,
+        "replayed as it was, though the order moved on"
+    );
+
+    let different = app
+        .client
+        .post(app.url("/api/orders"))
+        .bearer_auth(&alice)
+        .header("Idempotency-Key", "key-1")
+        .json(&json!({"cartId": cart, "shippingDetails": {"name": "Someone Else", "line1": "2 Side St", "city": "Paris", "postalCode": "75001", "country": "FR"}, "paymentMethod": "card"}))
+        .send()
+        .await
+        .expect("request");
+    assert_error(
+        different,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    )
+    .await;
+
+    // Keys are per user: bob's key-1 is his own.
+    app.put_product("mug", 500, "EUR", 5).await;
+    let (bob, bob_cart) = app.cart_with("bob", "mug", 1).await;
+    let (status, bobs) = json_of(app.checkout(&bob, &bob_cart, Some("key-1")).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(bobs["orderId"], first["orderId"]);
+
+    let too_long = "k".repeat(256);
+    assert_error(
+        app.checkout(&bob, &bob_cart, Some(&too_long)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn concurrent_duplicates_with_one_idempotency_key_make_one_order() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 50).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    let responses = join_all((0..8).map(|_| app.checkout(&alice, &cart, Some("same-key")))).await;
+    let mut order_ids = std::collections::BTreeSet::new();
+    for response in responses {
+        let (status, body) = json_of(response).await;
+        match status {
+            StatusCode::OK => {
+                order_ids.insert(body["orderId"].as_str().expect("id").to_string());
+            }
+            StatusCode::CONFLICT => assert_eq!(body["code"], "idempotency_key_in_use"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(order_ids.len(), 1, "{order_ids:?}");
+    assert_eq!(app.available("tee").await, 49);
+    let (_, list) = json_of(
+        app.client
+            .get(app.url("/api/orders"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(list["orders"].as_array().map(Vec::len), Some(1));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unreachable_gateway_is_502_and_gives_everything_back() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let app = spawn_app_with(|raw| raw.gateway = Some(format!("http://127.0.0.1:{port}"))).await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+    assert_error(
+        app.checkout(&alice, &cart, None).await,
+        StatusCode::BAD_GATEWAY,
+        "gateway_unavailable",
+    )
+    .await;
+    assert_eq!(app.available("tee").await, 5);
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(cart_body["locked"], false);
+    let (_, list) = json_of(
+        app.client
+            .get(app.url("/api/orders"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(list["orders"][0]["status"], "failed");
+    let statuses: Vec<&str> = list["orders"][0]["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["pending_payment", "failed"]);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn someone_elses_order_is_404_but_an_admin_sees_it() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    let id = checkout["orderId"].as_str().expect("id");
+    let response = app
+        .client
+        .get(app.url(&format!("/api/orders/{id}")))
+        .bearer_auth(app.token("bob", false))
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::NOT_FOUND, "order_not_found").await;
+    assert_eq!(app.order(&app.admin(), id).await["orderId"], id);
+    let response = app
+        .client
+        .get(app.url("/api/orders/not-a-uuid"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("request");
+    assert_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_order_list_pages_newest_first_with_a_cursor() {
+    let app = spawn_app().await;
+    app.put_product("tee", 100, "EUR", 100).await;
+    let alice = app.token("alice", false);
+    let mut placed = Vec::new();
+    for _ in 0..5 {
+        let cart = app.create_cart(&alice).await;
+        app.set_item(&alice, &cart, "tee", 1).await;
+        placed.push(
+            app.place_order(&alice, &cart).await["orderId"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
+    }
+    placed.reverse();
+    let page = |query: String| {
+        let request = app
+            .client
+            .get(app.url(&format!("/api/orders{query}")))
+            .bearer_auth(&alice);
+        async move { json_of(request.send().await.expect("request")).await }
+    };
+    let (status, first) = page("?limit=2".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids = |page: &Value| -> Vec<String> {
+        page["orders"]
+            .as_array()
+            .expect("orders")
+            .iter()
+            .map(|o| o["orderId"].as_str().expect("id").to_string())
+            .collect()
+    };
+    assert_eq!(ids(&first), placed[..2]);
+    let cursor = first["nextCursor"].as_str().expect("cursor").to_string();
+    let (_, second) = page(format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&second), placed[2..4]);
+    let cursor = second["nextCursor"].as_str().expect("cursor").to_string();
+    let (_, last) = page(format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(ids(&last), placed[4..]);
+    assert_eq!(last["nextCursor"], Value::Null);
+    let (_, all) = page(String::new()).await;
+    assert_eq!(ids(&all), placed, "default limit is 20");
+
+    let (_, bobs) = json_of(
+        app.client
+            .get(app.url("/api/orders"))
+            .bearer_auth(app.token("bob", false))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(bobs["orders"], json!([]));
+
+    for bad in ["?limit=0", "?limit=101", "?limit=ten", "?cursor=%25%25%25"] {
+        let (status, body) = page(bad.into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {body}");
+        assert_eq!(body["code"], "validation_failed");
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn expiry_releases_stock_and_unlocks_the_cart() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 3).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    assert_eq!(app.available("tee").await, 2);
+    app.expire_pending_orders().await;
+    let order = app
+        .wait_for_status(&alice, checkout["orderId"].as_str().expect("id"), "expired")
+        .await;
+    assert_eq!(order["history"][1]["status"], "expired");
+    assert_eq!(app.available("tee").await, 5);
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(cart_body["locked"], false);
+    assert_eq!(cart_body["items"][0]["quantity"], 3);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn late_payment_after_expiry_with_stock_left_re_reserves_and_processes() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    let id = checkout["orderId"].as_str().expect("id");
+    app.expire_pending_orders().await;
+    app.wait_for_status(&alice, id, "expired").await;
+
+    app.decide(&checkout, "success").await;
+    let order = app.wait_for_status(&alice, id, "processing").await;
+    let statuses: Vec<&str> = order["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["pending_payment", "expired", "processing"]);
+    assert_eq!(app.available("tee").await, 3);
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(cart_body["items"], json!([]));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn late_payment_after_expiry_without_stock_left_is_refunded() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 2).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    let id = checkout["orderId"].as_str().expect("id");
+    app.expire_pending_orders().await;
+    app.wait_for_status(&alice, id, "expired").await;
+
+    // Bob buys the units meanwhile.
+    let (bob, bob_cart) = app.cart_with("bob", "tee", 2).await;
+    let bobs = app.place_order(&bob, &bob_cart).await;
+    app.decide(&bobs, "success").await;
+    app.wait_for_status(&bob, bobs["orderId"].as_str().expect("id"), "processing")
+        .await;
+
+    app.decide(&checkout, "success").await;
+    let order = app.wait_for_status(&alice, id, "refunded").await;
+    let statuses: Vec<&str> = order["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .filter_map(|h| h["status"].as_str())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["pending_payment", "expired", "refund_pending", "refunded"]
+    );
+    assert_eq!(
+        app.available("tee").await,
+        0,
+        "bob's sale stands, nothing oversold"
+    );
+    app.stop().await;
+}

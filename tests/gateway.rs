@@ -1,0 +1,693 @@
+//! The payment gateway adapters end to end over real sockets: the standalone sandbox on port 0,
+//! a webhook receiver that verifies Standard Webhooks signatures, and `HttpGateway` speaking
+//! API.md's "Payment gateway protocol" to the sandbox and to scripted stub gateways.
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use kassa::gateway::http::HttpGateway;
+use kassa::gateway::sandbox::{SandboxGateway, SandboxSettings, bind_standalone, configure};
+use kassa_actors::clock::{ManualClock, SharedClock, SystemClock};
+use kassa_actors::domain::{Currency, OrderId};
+use kassa_actors::gateway::{Gateway, GatewayError, PaymentRequest, PaymentState};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::{StatusCode, Url};
+use serde_json::{Value, json};
+use standardwebhooks::Webhook;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC1ieXRlcw==";
+/// How long a test waits for something that should happen.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// How long a test waits to be sure something does not happen.
+const QUIET_PERIOD: Duration = Duration::from_millis(500);
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+fn listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = listener.local_addr().expect("address").port();
+    (listener, port)
+}
+
+/// Polls `probe` until it yields a value or the deadline passes.
+async fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---- the webhook receiver ----
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: String,
+    timestamp: i64,
+    body: Value,
+    verified: bool,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    deliveries: Mutex<Vec<Delivery>>,
+    fail_first: usize,
+}
+
+/// Records every webhook it is sent; answers 500 to the first `fail_first`, then 200.
+struct Receiver {
+    callback_url: String,
+    state: web::Data<ReceiverState>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Self {
+        let state = web::Data::new(ReceiverState {
+            fail_first,
+            ..ReceiverState::default()
+        });
+        let (listener, port) = listener();
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .route("/webhook/payment-status", web::post().to(receive_webhook))
+        })
+        .workers(1)
+        .listen(listener)
+        .expect("receiver listens")
+        .run();
+        actix_web::rt::spawn(server);
+        Self {
+            callback_url: format!("http://127.0.0.1:{port}/webhook/payment-status"),
+            state,
+        }
+    }
+
+    fn deliveries(&self) -> Vec<Delivery> {
+        self.state.deliveries.lock().expect("lock").clone()
+    }
+
+    async fn wait_for(&self, count: usize) -> Vec<Delivery> {
+        eventually(&format!("{count} webhook deliveries"), || {
+            let deliveries = self.deliveries();
+            (deliveries.len() >= count).then_some(deliveries)
+        })
+        .await
+    }
+
+    /// Waits `QUIET_PERIOD`, then returns everything delivered, asserting there are `count`.
+    async fn assert_exactly(&self, count: usize) -> Vec<Delivery> {
+        self.wait_for(count).await;
+        tokio::time::sleep(QUIET_PERIOD).await;
+        let deliveries = self.deliveries();
+        assert_eq!(deliveries.len(), count, "deliveries: {deliveries:#?}");
+        deliveries
+    }
+}
+
+async fn receive_webhook(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ReceiverState>,
+) -> HttpResponse {
+    let mut headers = HeaderMap::new();
+    for (name, value) in request.headers() {
+        let name = HeaderName::from_bytes(name.as_str().as_bytes()).expect("header name");
+        let value = HeaderValue::from_bytes(value.as_bytes()).expect("header value");
+        headers.append(name, value);
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let verified = Webhook::new(WEBHOOK_SECRET)
+        .expect("secret")
+        .verify(&body, &headers)
+        .is_ok();
+    let delivery = Delivery {
+        id: header("webhook-id"),
+        timestamp: header("webhook-timestamp").parse().unwrap_or_default(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        verified,
+    };
+    let mut deliveries = state.deliveries.lock().expect("lock");
+    deliveries.push(delivery);
+    if deliveries.len() <= state.fail_first {
+        HttpResponse::InternalServerError().finish()
+    } else {
+        HttpResponse::Ok().json(json!({"received": true}))
+    }
+}
+
+// ---- the sandbox ----
+
+/// The standalone sandbox on port 0 and an `HttpGateway` pointed at it.
+struct Sandbox {
+    base_url: String,
+    gateway: HttpGateway,
+    handle: ServerHandle,
+}
+
+impl Sandbox {
+    async fn start() -> Self {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let sandbox = bind_standalone("127.0.0.1:0", WEBHOOK_SECRET, clock).expect("sandbox binds");
+        let base_url = sandbox.base_url();
+        assert_eq!(base_url, format!("http://127.0.0.1:{}", sandbox.port()));
+        let handle = sandbox.handle();
+        actix_web::rt::spawn(sandbox.run_until_stopped());
+        Self {
+            gateway: HttpGateway::new(Url::parse(&base_url).expect("url")),
+            base_url,
+            handle,
+        }
+    }
+}
+
+fn payment_request(order_id: OrderId, receiver: &Receiver) -> PaymentRequest {
+    PaymentRequest {
+        order_id,
+        amount: 1999,
+        currency: Currency::EUR,
+        callback_url: receiver.callback_url.clone(),
+        return_url: format!("http://shop.test/orders/{order_id}"),
+    }
+}
+
+async fn decide_by_json(payment_url: &str, outcome: &str) -> reqwest::Response {
+    http_client()
+        .post(payment_url)
+        .json(&json!({ "outcome": outcome }))
+        .send()
+        .await
+        .expect("decision sent")
+}
+
+async fn decide_by_form(payment_url: &str, outcome: &str) -> reqwest::Response {
+    http_client()
+        .post(payment_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("outcome={outcome}"))
+        .send()
+        .await
+        .expect("decision sent")
+}
+
+#[actix_web::test]
+async fn initiating_twice_for_one_order_opens_one_payment() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let order_id = OrderId::new();
+
+    let first = sandbox
+        .gateway
+        .initiate(payment_request(order_id, &receiver))
+        .await
+        .expect("first initiation");
+    let second = sandbox
+        .gateway
+        .initiate(payment_request(order_id, &receiver))
+        .await
+        .expect("second initiation");
+
+    assert_eq!(first, second);
+    assert!(first.payment_id.starts_with("pay_"));
+    assert_eq!(
+        first.payment_url,
+        format!("{}/pay/{}", sandbox.base_url, first.payment_id)
+    );
+    assert!(!first.token.is_empty());
+    let other = sandbox
+        .gateway
+        .initiate(payment_request(OrderId::new(), &receiver))
+        .await
+        .expect("another order");
+    assert_ne!(other.payment_id, first.payment_id);
+    sandbox.handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn the_payment_page_shows_the_amount_with_pay_and_decline_buttons() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let session = sandbox
+        .gateway
+        .initiate(payment_request(OrderId::new(), &receiver))
+        .await
+        .expect("initiated");
+
+    let response = http_client()
+        .get(&session.payment_url)
+        .send()
+        .await
+        .expect("page");
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let page = response.text().await.expect("html");
+    assert!(page.contains("19.99 EUR"), "{page}");
+    assert!(page.contains(r#"name="outcome" value="success""#));
+    assert!(page.contains(r#"name="outcome" value="failure""#));
+    assert!(page.contains(">Pay</button>") && page.contains(">Decline</button>"));
+}
+
+#[actix_web::test]
+async fn paying_delivers_one_signed_success_webhook_and_the_payment_can_be_refunded_once() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let order_id = OrderId::new();
+    let session = sandbox
+        .gateway
+        .initiate(payment_request(order_id, &receiver))
+        .await
+        .expect("initiated");
+
+    let response = decide_by_json(&session.payment_url, "success").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let payment: Value = response.json().await.expect("json");
+    assert_eq!(
+        payment,
+        json!({
+            "paymentId": session.payment_id,
+            "orderId": order_id.to_string(),
+            "status": "succeeded",
+            "amount": 1999,
+            "currency": "EUR",
+        })
+    );
+    let again = decide_by_json(&session.payment_url, "success").await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "the same decision is idempotent"
+    );
+
+    let deliveries = receiver.assert_exactly(1).await;
+    let delivery = &deliveries[0];
+    assert!(delivery.verified, "signature verifies: {delivery:?}");
+    assert!(delivery.id.starts_with("msg_"));
+    assert_eq!(
+        delivery.body,
+        json!({
+            "orderId": order_id.to_string(),
+            "status": "Success",
+            "paymentId": session.payment_id,
+            "amount": 1999,
+            "currency": "EUR",
+        })
+    );
+
+    let status = sandbox
+        .gateway
+        .status(&session.payment_id)
+        .await
+        .expect("status");
+    assert_eq!(status.state, PaymentState::Succeeded);
+    assert_eq!(
+        (status.order_id, status.amount, status.currency),
+        (order_id, 1999, Currency::EUR)
+    );
+
+    let refund = sandbox
+        .gateway
+        .refund(&session.payment_id)
+        .await
+        .expect("refund");
+    assert!(refund.starts_with("re_"));
+    let repeated = sandbox
+        .gateway
+        .refund(&session.payment_id)
+        .await
+        .expect("repeated refund");
+    assert_eq!(refund, repeated);
+}
+
+#[actix_web::test]
+async fn declining_by_form_redirects_to_the_return_url_and_delivers_a_failed_webhook() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let order_id = OrderId::new();
+    let request = payment_request(order_id, &receiver);
+    let return_url = request.return_url.clone();
+    let session = sandbox.gateway.initiate(request).await.expect("initiated");
+
+    let response = decide_by_form(&session.payment_url, "failure").await;
+
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], return_url.as_str());
+    let deliveries = receiver.wait_for(1).await;
+    assert!(deliveries[0].verified);
+    assert_eq!(deliveries[0].body["status"], "Failed");
+    assert_eq!(deliveries[0].body["orderId"], order_id.to_string());
+    assert_eq!(deliveries[0].body["paymentId"], session.payment_id);
+    let status = sandbox
+        .gateway
+        .status(&session.payment_id)
+        .await
+        .expect("status");
+    assert_eq!(status.state, PaymentState::Failed);
+}
+
+#[actix_web::test]
+async fn a_decided_payment_cannot_be_decided_the_other_way_nor_refunded_unless_paid() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let session = sandbox
+        .gateway
+        .initiate(payment_request(OrderId::new(), &receiver))
+        .await
+        .expect("initiated");
+    assert_eq!(
+        decide_by_form(&session.payment_url, "failure")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
+
+    let conflict = decide_by_json(&session.payment_url, "success").await;
+    assert_eq!(conflict.status(), StatusCode::CONFLICT);
+    let body: Value = conflict.json().await.expect("json");
+    assert_eq!(body["code"], "payment_already_decided");
+    assert!(matches!(
+        sandbox.gateway.refund(&session.payment_id).await,
+        Err(GatewayError::Refused(_))
+    ));
+    let page = http_client()
+        .get(&session.payment_url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("This payment has failed."));
+    assert!(!page.contains(">Pay</button>"));
+    receiver.assert_exactly(1).await;
+}
+
+#[actix_web::test]
+async fn the_protocol_answers_in_the_contract_shapes() {
+    let sandbox = Sandbox::start().await;
+    let client = http_client();
+    let order_id = OrderId::new();
+    let body = json!({
+        "orderId": order_id,
+        "amount": 500,
+        "currency": "JPY",
+        "callbackUrl": "http://127.0.0.1:9/webhook/payment-status",
+        "returnUrl": "http://shop.test/orders/1",
+    });
+    let create = |key: Option<String>, body: Value| {
+        let mut request = client
+            .post(format!("{}/payments", sandbox.base_url))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send()
+    };
+
+    let created = create(Some(order_id.to_string()), body.clone())
+        .await
+        .expect("sent");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("json");
+    let payment_id = created["paymentId"].as_str().expect("paymentId");
+    assert!(created["paymentUrl"].is_string() && created["token"].is_string());
+    let shown: Value = client
+        .get(format!("{}/payments/{payment_id}", sandbox.base_url))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        shown,
+        json!({"paymentId": payment_id, "orderId": order_id, "status": "pending", "amount": 500, "currency": "JPY"})
+    );
+
+    let missing_key = create(None, body.clone()).await.expect("sent");
+    assert_eq!(missing_key.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = missing_key.json().await.expect("json");
+    assert_eq!(error["code"], "validation_failed");
+    assert_eq!(error["details"][0]["field"], "Idempotency-Key");
+
+    let wrong_key = create(Some(OrderId::new().to_string()), body.clone())
+        .await
+        .expect("sent");
+    assert_eq!(wrong_key.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let mut bad_url = body.clone();
+    bad_url["returnUrl"] = json!("javascript:alert(1)");
+    let bad_url = create(Some(order_id.to_string()), bad_url)
+        .await
+        .expect("sent");
+    assert_eq!(bad_url.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let mut other_amount = body.clone();
+    other_amount["amount"] = json!(501);
+    let reused = create(Some(order_id.to_string()), other_amount)
+        .await
+        .expect("sent");
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = reused.json().await.expect("json");
+    assert_eq!(error["code"], "idempotency_key_reused");
+
+    let malformed = client
+        .post(format!("{}/payments", sandbox.base_url))
+        .header("content-type", "application/json")
+        .header("Idempotency-Key", order_id.to_string())
+        .body("{not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
+    let error: Value = malformed.json().await.expect("json");
+    assert_eq!(error["code"], "invalid_json");
+
+    let unknown = client
+        .get(format!("{}/payments/pay_unknown", sandbox.base_url))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let error: Value = unknown.json().await.expect("json");
+    assert_eq!(error["code"], "payment_not_found");
+
+    let bad_outcome =
+        decide_by_form(&format!("{}/pay/{payment_id}", sandbox.base_url), "maybe").await;
+    assert_eq!(bad_outcome.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[actix_web::test]
+async fn a_webhook_is_redelivered_with_the_same_id_and_a_fresh_signature_until_accepted() {
+    let receiver = Receiver::start(2).await;
+    let clock = ManualClock::starting_now();
+    let (listener, port) = listener();
+    let sandbox = SandboxGateway::new(
+        SandboxSettings {
+            webhook_secret: WEBHOOK_SECRET.into(),
+            public_base_url: format!("http://127.0.0.1:{port}/sandbox"),
+            retry_initial: Duration::from_millis(300),
+            retry_max: Duration::from_millis(600),
+            max_attempts: 5,
+        },
+        Arc::new(clock.clone()),
+    );
+    let server = HttpServer::new(move || {
+        let sandbox = sandbox.clone();
+        App::new().service(web::scope("/sandbox").configure(move |cfg| configure(cfg, sandbox)))
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("listens")
+    .run();
+    actix_web::rt::spawn(server);
+    let gateway =
+        HttpGateway::new(Url::parse(&format!("http://127.0.0.1:{port}/sandbox")).expect("url"));
+    let session = gateway
+        .initiate(payment_request(OrderId::new(), &receiver))
+        .await
+        .expect("initiated");
+    assert!(
+        session
+            .payment_url
+            .starts_with(&format!("http://127.0.0.1:{port}/sandbox/pay/"))
+    );
+
+    assert_eq!(
+        decide_by_json(&session.payment_url, "success")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    receiver.wait_for(1).await;
+    clock.advance(time::Duration::minutes(1));
+    let deliveries = receiver.assert_exactly(3).await;
+
+    assert!(deliveries.iter().all(|d| d.verified), "{deliveries:#?}");
+    assert!(deliveries.iter().all(|d| d.id == deliveries[0].id));
+    assert!(deliveries.iter().all(|d| d.body == deliveries[0].body));
+    assert_eq!(deliveries[1].timestamp, deliveries[0].timestamp + 60);
+    assert_eq!(deliveries[2].timestamp, deliveries[0].timestamp + 60);
+}
+
+// ---- HttpGateway against scripted gateways ----
+
+#[derive(Default)]
+struct StubState {
+    script: Vec<(u16, Value)>,
+    idempotency_keys: Mutex<Vec<String>>,
+}
+
+/// A gateway that answers each request with the next `(status, body)` of its script and
+/// records the `Idempotency-Key` it was sent. Returns its base URL.
+async fn start_stub(script: Vec<(u16, Value)>) -> (Url, web::Data<StubState>) {
+    let state = web::Data::new(StubState {
+        script,
+        ..StubState::default()
+    });
+    let (listener, port) = listener();
+    let app_state = state.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .default_service(web::to(answer_from_script))
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("stub listens")
+    .run();
+    actix_web::rt::spawn(server);
+    let base = Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
+    (base, state)
+}
+
+async fn answer_from_script(request: HttpRequest, state: web::Data<StubState>) -> HttpResponse {
+    let key = request
+        .headers()
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let mut keys = state.idempotency_keys.lock().expect("lock");
+    keys.push(key);
+    let (status, body) = state.script[(keys.len() - 1).min(state.script.len() - 1)].clone();
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).json(body)
+}
+
+fn stub_request(order_id: OrderId) -> PaymentRequest {
+    PaymentRequest {
+        order_id,
+        amount: 1999,
+        currency: Currency::EUR,
+        callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
+        return_url: "http://shop.test/orders/1".into(),
+    }
+}
+
+#[actix_web::test]
+async fn a_gateway_answering_5xx_is_retried_with_the_same_idempotency_key() {
+    let created =
+        json!({"paymentId": "pay_1", "paymentUrl": "http://gw.test/pay/pay_1", "token": "t"});
+    let (base, stub) = start_stub(vec![(503, json!({})), (500, json!({})), (201, created)]).await;
+    let order_id = OrderId::new();
+
+    let session = HttpGateway::new(base)
+        .initiate(stub_request(order_id))
+        .await
+        .expect("third attempt succeeds");
+
+    assert_eq!(session.payment_id, "pay_1");
+    let keys = stub.idempotency_keys.lock().expect("lock").clone();
+    assert_eq!(keys, vec![order_id.to_string(); 3]);
+}
+
+#[actix_web::test]
+async fn a_gateway_that_keeps_failing_is_unavailable_after_three_attempts() {
+    let (base, stub) = start_stub(vec![(502, json!({}))]).await;
+
+    let result = HttpGateway::new(base).refund("pay_1").await;
+
+    assert!(
+        matches!(result, Err(GatewayError::Unavailable(_))),
+        "{result:?}"
+    );
+    let keys = stub.idempotency_keys.lock().expect("lock").clone();
+    assert_eq!(keys, vec!["refund-pay_1".to_string(); 3]);
+}
+
+#[actix_web::test]
+async fn a_refusal_is_not_retried() {
+    let (base, stub) = start_stub(vec![(
+        422,
+        json!({"error": "bad amount", "code": "validation_failed"}),
+    )])
+    .await;
+
+    let result = HttpGateway::new(base)
+        .initiate(stub_request(OrderId::new()))
+        .await;
+
+    match result {
+        Err(GatewayError::Refused(message)) => assert!(message.contains("422"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(stub.idempotency_keys.lock().expect("lock").len(), 1);
+}
+
+#[actix_web::test]
+async fn an_unreadable_answer_is_a_refusal() {
+    let (base, _stub) = start_stub(vec![(200, json!({"unexpected": true}))]).await;
+
+    let result = HttpGateway::new(base).status("pay_1").await;
+
+    assert!(
+        matches!(result, Err(GatewayError::Refused(_))),
+        "{result:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_gateway_on_a_closed_port_is_unavailable_within_seconds() {
+    let (listener, port) = listener();
+    drop(listener);
+    let gateway = HttpGateway::new(Url::parse(&format!("http://127.0.0.1:{port}")).expect("url"));
+    let started = Instant::now();
+
+    let result = gateway.status("pay_1").await;
+
+    assert!(
+        matches!(result, Err(GatewayError::Unavailable(_))),
+        "{result:?}"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(600),
+        "retried twice: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "gave up promptly: {elapsed:?}"
+    );
+}
