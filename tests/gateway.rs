@@ -691,3 +691,49 @@ async fn a_gateway_on_a_closed_port_is_unavailable_within_seconds() {
         "gave up promptly: {elapsed:?}"
     );
 }
+
+// ---- the `kassa sandbox-gateway` process ----
+
+#[tokio::test]
+async fn the_standalone_process_announces_its_address_and_stops_on_sigterm() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .args(["sandbox-gateway", "--listen", "127.0.0.1:0"])
+        .args(["--webhook-secret", WEBHOOK_SECRET])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kassa starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let announced = tokio::time::timeout(DEADLINE, async {
+        while let Some(line) = stdout.next_line().await.expect("stdout readable") {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                return url.to_string();
+            }
+        }
+        panic!("the sandbox exited without announcing its address");
+    })
+    .await
+    .expect("announced in time");
+
+    let unknown = http_client()
+        .get(format!("{announced}/payments/pay_unknown"))
+        .send()
+        .await
+        .expect("the announced address answers");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+    let pid = child.id().expect("still running").to_string();
+    let signalled = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(signalled.success());
+    let exit = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("stops in time")
+        .expect("exit status");
+    assert!(exit.success(), "{exit:?}");
+}

@@ -7,9 +7,9 @@
 use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use crate::order::OrderStatus;
 use crate::store::{
-    CartLine, CartRecord, Effect, IdempotencyClaim, IdempotencyRequest, OrderLine, OrderRecord,
-    OutboxEmail, PaymentRef, ProductRow, ProductWrite, Reservation, ShippingDetails, StatusChange,
-    Store, StoredResponse, WriteOutcome,
+    CartLine, CartRecord, Effect, EmailKind, IdempotencyClaim, IdempotencyRequest, OrderLine,
+    OrderRecord, OutboxEmail, PaymentRef, ProductRow, ProductWrite, Reservation, ShippingDetails,
+    StatusChange, Store, StoredResponse, WriteOutcome,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -28,6 +28,7 @@ pub async fn run_all(store: &dyn Store) {
     stale_idempotency_claims_can_be_reclaimed(store).await;
     concurrent_idempotency_claims_have_one_winner(store).await;
     outbox_enqueue_keeps_the_first_email(store).await;
+    outbox_keeps_one_email_per_order_and_kind(store).await;
     outbox_due_emails_are_oldest_first_and_due(store).await;
 }
 
@@ -160,12 +161,12 @@ fn email(
 ) -> OutboxEmail {
     OutboxEmail {
         order_id,
-        to: "alice@example.com".into(),
-        subject: subject.into(),
-        body: format!("Thank you for order {order_id}."),
+        kind: EmailKind::Confirmation,
+        to: format!("{subject}@example.com"),
         created_at,
         attempts: 0,
         next_attempt_at,
+        last_error: None,
         sent_at: None,
     }
 }
@@ -823,6 +824,37 @@ pub async fn concurrent_idempotency_claims_have_one_winner(store: &dyn Store) {
             .all(|o| matches!(o, IdempotencyClaim::Claimed | IdempotencyClaim::InProgress)),
         "the losers see the claim in progress: {outcomes:?}"
     );
+}
+
+pub async fn outbox_keeps_one_email_per_order_and_kind(store: &dyn Store) {
+    let [id] = order_ids(1)[..] else {
+        unreachable!()
+    };
+    let depth = store.outbox_depth().await.expect("depth");
+    let confirmation = email(id, "confirmation", at(-100), at(-100));
+    let refund = OutboxEmail {
+        kind: EmailKind::Refund,
+        ..email(id, "refund", at(-90), at(-90))
+    };
+    store.enqueue_email(&confirmation).await.expect("enqueue");
+    store.enqueue_email(&refund).await.expect("enqueue");
+    assert_eq!(
+        store.outbox_depth().await.expect("depth"),
+        depth + 2,
+        "a confirmation and a refund email of one order are two entries"
+    );
+    assert_eq!(
+        due_among(store, at(0), 1000, &[id]).await,
+        vec![confirmation.clone(), refund.clone()]
+    );
+    for sent in [confirmation, refund] {
+        let sent = OutboxEmail {
+            sent_at: Some(at(1)),
+            ..sent
+        };
+        store.update_email(&sent).await.expect("update");
+    }
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth);
 }
 
 pub async fn outbox_enqueue_keeps_the_first_email(store: &dyn Store) {

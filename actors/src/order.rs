@@ -85,6 +85,7 @@ const REFUND_UNPAID: &[Effect] = &[
 ];
 const REFUND: &[Effect] = &[Effect::RequestRefund];
 const REFUND_RELEASING: &[Effect] = &[Effect::ReleaseStock, Effect::RequestRefund];
+const REFUNDED: &[Effect] = &[Effect::QueueRefundEmail];
 
 /// The transition table.
 pub fn decide(status: OrderStatus, event: OrderEvent) -> Decision {
@@ -147,7 +148,7 @@ pub fn decide(status: OrderStatus, event: OrderEvent) -> Decision {
         (S::Failed | S::Expired, E::RefundAccepted) => Stay,
 
         (S::Processing, _) => Stay,
-        (S::RefundPending, E::RefundAccepted) => to(S::Refunded, &[]),
+        (S::RefundPending, E::RefundAccepted) => to(S::Refunded, REFUNDED),
         (S::RefundPending, _) => Stay,
         (S::Refunded, _) => Stay,
     }
@@ -224,7 +225,7 @@ mod tests {
                 stay(),
                 stay(),
                 stay(),
-                moves(Refunded, &[]),
+                moves(Refunded, &[QueueRefundEmail]),
             ],
             Refunded => [
                 stay(),

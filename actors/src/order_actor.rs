@@ -14,8 +14,8 @@ use crate::product::{
 };
 use crate::registry::{AskError, KeyedActor, Membership, PassivateIfIdle, Registry};
 use crate::store::{
-    Effect, OrderLine, OrderRecord, OutboxEmail, PaymentRef, SharedStore, ShippingDetails,
-    StatusChange, WriteOutcome,
+    Effect, EmailKind, OrderLine, OrderRecord, OutboxEmail, PaymentRef, SharedStore,
+    ShippingDetails, StatusChange, WriteOutcome,
 };
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
@@ -664,7 +664,8 @@ async fn run_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
                 };
                 matches!(svc.carts.ask(&order.cart_id, end).await, Ok(Ok(())))
             }
-            Effect::QueueEmail => queue_email(svc, &order).await,
+            Effect::QueueEmail => queue_email(svc, &order, EmailKind::Confirmation).await,
+            Effect::QueueRefundEmail => queue_email(svc, &order, EmailKind::Refund).await,
             Effect::RequestRefund => {
                 refunded = request_refund(svc, &order).await;
                 refunded
@@ -678,8 +679,15 @@ async fn run_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
     let now = svc.clock.now();
     let mut next = order.clone();
     next.pending_effects = remaining;
-    if refunded && let Decision::Move { to, .. } = decide(next.status, OrderEvent::RefundAccepted) {
+    if refunded
+        && let Decision::Move { to, effects } = decide(next.status, OrderEvent::RefundAccepted)
+    {
         next.status = to;
+        for effect in effects {
+            if !queue_after_refund(svc, &next, *effect).await {
+                next.pending_effects.push(*effect);
+            }
+        }
         next.history.push(StatusChange {
             status: to,
             at: now,
@@ -699,6 +707,17 @@ async fn run_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
                 .ok()
                 .flatten()
                 .unwrap_or(order)
+        }
+    }
+}
+
+/// Effects of the refund's acceptance, run right away (only the refund email so far).
+async fn queue_after_refund(svc: &OrderServices, order: &OrderRecord, effect: Effect) -> bool {
+    match effect {
+        Effect::QueueRefundEmail => queue_email(svc, order, EmailKind::Refund).await,
+        other => {
+            tracing::error!(order_id = %order.id, ?other, "unexpected effect after a refund");
+            true
         }
     }
 }
@@ -740,22 +759,22 @@ async fn commit_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
     all
 }
 
-async fn queue_email(svc: &OrderServices, order: &OrderRecord) -> bool {
+async fn queue_email(svc: &OrderServices, order: &OrderRecord, kind: EmailKind) -> bool {
     let now = svc.clock.now();
     let email = OutboxEmail {
         order_id: order.id,
+        kind,
         to: order.email.clone(),
-        subject: format!("Your order {} is confirmed", order.id),
-        body: confirmation_text(order),
         created_at: now,
         attempts: 0,
         next_attempt_at: now,
+        last_error: None,
         sent_at: None,
     };
     match svc.store.enqueue_email(&email).await {
         Ok(()) => true,
         Err(e) => {
-            tracing::warn!(order_id = %order.id, error = %e, "could not queue the confirmation");
+            tracing::warn!(order_id = %order.id, error = %e, kind = kind.as_str(), "could not queue an email");
             false
         }
     }
@@ -899,34 +918,6 @@ async fn tick(svc: &OrderServices, order: OrderRecord, query_gateway: bool) -> O
         };
     }
     order
-}
-
-/// The confirmation email's text: order id, lines, prices, total, shipping address.
-pub fn confirmation_text(order: &OrderRecord) -> String {
-    let money = |amount| format_money(amount, order.currency);
-    let mut text = format!("Thank you for your order.\n\nOrder: {}\n\n", order.id);
-    for line in &order.lines {
-        text.push_str(&format!(
-            "{} x {} ({}) at {} = {}\n",
-            line.quantity,
-            line.name,
-            line.sku,
-            money(line.unit_price),
-            money(line.unit_price * i64::from(line.quantity)),
-        ));
-    }
-    let s = &order.shipping;
-    text.push_str(&format!(
-        "\nTotal: {}\n\nShipping to:\n{}\n{}\n",
-        money(order.total),
-        s.name,
-        s.line1
-    ));
-    if let Some(line2) = &s.line2 {
-        text.push_str(&format!("{line2}\n"));
-    }
-    text.push_str(&format!("{} {}\n{}\n", s.postal_code, s.city, s.country));
-    text
 }
 
 /// `1999` EUR -> `19.99 EUR`, using the currency's minor-unit exponent.

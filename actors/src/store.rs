@@ -155,6 +155,8 @@ pub enum Effect {
     EmptyCart,
     /// Put the confirmation email in the outbox.
     QueueEmail,
+    /// Put the refund email in the outbox.
+    QueueRefundEmail,
     /// Ask the gateway to refund the settled payment.
     RequestRefund,
 }
@@ -240,18 +242,48 @@ pub struct IdempotencyRequest<'a> {
     pub stale_after: time::Duration,
 }
 
-/// A confirmation email waiting in the outbox (one per order).
+/// Which email an outbox entry is; an order has at most one of each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmailKind {
+    /// The order was paid.
+    Confirmation,
+    /// The payment was refunded.
+    Refund,
+}
+
+impl EmailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmation => "confirmation",
+            Self::Refund => "refund",
+        }
+    }
+
+    /// A stable small number for store keys.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Confirmation => 1,
+            Self::Refund => 2,
+        }
+    }
+}
+
+/// An email waiting in the outbox, keyed by (order, kind). The mailer renders it from the
+/// order when it sends, so the outbox holds no copy of the order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEmail {
     pub order_id: OrderId,
+    pub kind: EmailKind,
     pub to: String,
-    pub subject: String,
-    pub body: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub attempts: u32,
     #[serde(with = "time::serde::rfc3339")]
     pub next_attempt_at: OffsetDateTime,
+    /// Why the last attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub sent_at: Option<OffsetDateTime>,
 }
@@ -306,7 +338,7 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets a claim whose request failed, so the key may be retried.
     async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()>;
 
-    /// Puts the email in the outbox unless one for the same order is already there.
+    /// Puts the email in the outbox unless one for the same order and kind is already there.
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()>;
     /// Replaces an outbox entry (attempts, next attempt, sent).
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()>;
@@ -337,7 +369,7 @@ mod memory {
         carts: HashMap<CartId, CartRecord>,
         orders: BTreeMap<OrderId, OrderRecord>,
         idempotency: HashMap<(UserId, String), (String, OffsetDateTime, Option<StoredResponse>)>,
-        outbox: BTreeMap<OrderId, OutboxEmail>,
+        outbox: BTreeMap<(OrderId, EmailKind), OutboxEmail>,
         product_writes: u64,
     }
 
@@ -505,13 +537,15 @@ mod memory {
         async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
             self.lock()
                 .outbox
-                .entry(email.order_id)
+                .entry((email.order_id, email.kind))
                 .or_insert_with(|| email.clone());
             Ok(())
         }
 
         async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
-            self.lock().outbox.insert(email.order_id, email.clone());
+            self.lock()
+                .outbox
+                .insert((email.order_id, email.kind), email.clone());
             Ok(())
         }
 
@@ -527,7 +561,7 @@ mod memory {
                 .filter(|e| e.sent_at.is_none() && e.next_attempt_at <= now)
                 .cloned()
                 .collect();
-            due.sort_by_key(|e| (e.created_at, e.order_id));
+            due.sort_by_key(|e| (e.created_at, e.order_id, e.kind));
             due.truncate(limit);
             Ok(due)
         }

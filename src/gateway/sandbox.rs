@@ -544,8 +544,9 @@ async fn create_payment(
     let key = request
         .headers()
         .get("Idempotency-Key")
-        .and_then(|v| v.to_str().ok());
-    if key != Some(body.order_id.to_string().as_str()) {
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| OrderId::parse(v).ok());
+    if key != Some(body.order_id) {
         return Err(AppError::invalid(
             "Idempotency-Key",
             "the header is required and must equal the body's orderId",

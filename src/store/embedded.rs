@@ -41,9 +41,9 @@ const ACTIVE_ORDERS: TableDefinition<u128, ()> = TableDefinition::new("active_or
 /// (user, key) -> JSON `IdempotencyRow`.
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 /// order uuid -> JSON `OutboxEmail`.
-const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
-/// order uuid -> (), present iff the outbox entry is unsent.
-const OUTBOX_UNSENT: TableDefinition<u128, ()> = TableDefinition::new("outbox_unsent");
+const OUTBOX: TableDefinition<(u128, u8), &[u8]> = TableDefinition::new("outbox");
+/// (order uuid, email kind) -> (), present iff the outbox entry is unsent.
+const OUTBOX_UNSENT: TableDefinition<(u128, u8), ()> = TableDefinition::new("outbox_unsent");
 
 const FILE_NAME: &str = "kassa.redb";
 /// Most jobs one transaction carries; bounds the latency of the first job in a batch.
@@ -486,7 +486,7 @@ impl Store for EmbeddedStore {
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
         let email = email.clone();
         self.write(move |txn| {
-            let key = email.order_id.0.as_u128();
+            let key = (email.order_id.0.as_u128(), email.kind.code());
             let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
             if outbox.get(key).map_err(db_err)?.is_some() {
                 return Ok(());
@@ -505,7 +505,7 @@ impl Store for EmbeddedStore {
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
         let email = email.clone();
         self.write(move |txn| {
-            let key = email.order_id.0.as_u128();
+            let key = (email.order_id.0.as_u128(), email.kind.code());
             let encoded = encode(&email)?;
             let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
             let mut unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
@@ -528,7 +528,7 @@ impl Store for EmbeddedStore {
             for entry in unsent.iter().map_err(db_err)? {
                 let (key, _) = entry.map_err(db_err)?;
                 let id = key.value();
-                let name = Uuid::from_u128(id).to_string();
+                let name = format!("{}/{}", Uuid::from_u128(id.0), id.1);
                 let Some(stored) = outbox.get(id).map_err(db_err)? else {
                     return Err(StoreError::Corrupt(format!(
                         "outbox email {name} is listed as unsent but not stored"
@@ -539,7 +539,7 @@ impl Store for EmbeddedStore {
                     due.push(email);
                 }
             }
-            due.sort_by_key(|e| (e.created_at, e.order_id));
+            due.sort_by_key(|e| (e.created_at, e.order_id, e.kind));
             due.truncate(limit);
             Ok(due)
         })
