@@ -33,6 +33,8 @@ const ORDER_ASK_TIMEOUT: Duration = Duration::from_secs(45);
 const PASSIVATION_TICK: Duration = Duration::from_secs(30);
 /// How often live orders check expiry, reconcile and re-drive unfinished steps.
 const ORDER_TICK: Duration = Duration::from_secs(1);
+/// How often the store's active orders are re-scanned and woken.
+const ACTIVE_ORDER_RESCAN: Duration = Duration::from_secs(15);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: u64 = 30;
 
@@ -181,10 +183,19 @@ impl Application {
         let ticker = actix_web::rt::spawn(async move {
             let mut orders = tokio::time::interval(ORDER_TICK);
             let mut passivation = tokio::time::interval(PASSIVATION_TICK);
+            let mut rescan = tokio::time::interval(ACTIVE_ORDER_RESCAN);
+            rescan.tick().await;
             loop {
                 tokio::select! {
                     _ = orders.tick() => ticker_state.tick_orders(),
                     _ = passivation.tick() => ticker_state.passivate_idle_actors(),
+                    _ = rescan.tick() => {
+                        // Adopts active orders this process does not host (another replica
+                        // died, or an order was created elsewhere); CAS keeps it safe.
+                        if let Err(e) = ticker_state.resume_active_orders().await {
+                            tracing::warn!(error = %e, "active order scan failed");
+                        }
+                    }
                 }
             }
         });

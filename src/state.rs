@@ -42,7 +42,7 @@ impl AppState {
     /// that were due while the process was down).
     pub async fn resume_active_orders(&self) -> anyhow::Result<usize> {
         let active = self.store.active_orders().await?;
-        for id in &active {
+        for id in active.iter().filter(|id| !self.orders.is_live(id)) {
             let _ = self.orders.addr(id).try_send(OrderTick);
         }
         Ok(active.len())

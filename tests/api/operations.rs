@@ -79,6 +79,10 @@ async fn openapi_document_describes_every_route_of_the_contract() {
         ("/api/carts/{cartId}", "get"),
         ("/api/carts/{cartId}/items/{sku}", "put"),
         ("/api/carts/{cartId}/items/{sku}", "delete"),
+        ("/api/orders", "post"),
+        ("/api/orders", "get"),
+        ("/api/orders/{orderId}", "get"),
+        ("/webhook/payment-status", "post"),
     ];
     for (path, method) in expected {
         assert!(

@@ -666,3 +666,80 @@ async fn late_payment_after_expiry_without_stock_left_is_refunded() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn stock_is_conserved_after_a_randomized_run_of_checkouts_payments_declines_and_expiries() {
+    use rand::{RngExt, SeedableRng};
+    let app = spawn_app().await;
+    let skus = ["s-a", "s-b", "s-c", "s-d"];
+    let initial = 12;
+    for sku in skus {
+        app.put_product(sku, 250, "EUR", initial).await;
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b61_7373_61);
+    let mut placed = Vec::new();
+    for shopper in 0..40 {
+        let token = app.token(&format!("r-{shopper}"), false);
+        let cart = app.create_cart(&token).await;
+        for _ in 0..rng.random_range(1..=3) {
+            let sku = skus[rng.random_range(0..skus.len())];
+            app.set_item(&token, &cart, sku, rng.random_range(1..=3))
+                .await;
+        }
+        let (status, body) = json_of(app.checkout(&token, &cart, None).await).await;
+        match status {
+            StatusCode::OK => placed.push((token, body, rng.random_range(0..10))),
+            StatusCode::CONFLICT => assert_eq!(body["code"], "cart_conflict"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(
+        placed.len() >= 5,
+        "the run should place a fair number of orders"
+    );
+    for (_, checkout, fate) in &placed {
+        match fate {
+            0..=5 => app.decide(checkout, "success").await,
+            6..=7 => app.decide(checkout, "failure").await,
+            _ => {} // abandoned: left to expire
+        }
+    }
+    for (token, checkout, fate) in &placed {
+        let want = match fate {
+            0..=5 => "processing",
+            6..=7 => "failed",
+            _ => continue,
+        };
+        app.wait_for_status(token, checkout["orderId"].as_str().expect("id"), want)
+            .await;
+    }
+    app.expire_pending_orders().await;
+    let mut sold = std::collections::BTreeMap::new();
+    for (token, checkout, fate) in &placed {
+        let id = checkout["orderId"].as_str().expect("id");
+        let want = if *fate >= 8 {
+            "expired"
+        } else if *fate >= 6 {
+            "failed"
+        } else {
+            "processing"
+        };
+        let order = app.wait_for_status(token, id, want).await;
+        if want == "processing" {
+            for item in order["items"].as_array().expect("items") {
+                *sold
+                    .entry(item["sku"].as_str().expect("sku").to_string())
+                    .or_insert(0) += item["quantity"].as_i64().expect("quantity");
+            }
+        }
+    }
+    for sku in skus {
+        let sold = sold.get(sku).copied().unwrap_or(0);
+        assert_eq!(
+            app.available(sku).await,
+            initial - sold,
+            "{sku}: on hand = initial - paid"
+        );
+    }
+    app.stop().await;
+}

@@ -1,0 +1,214 @@
+//! Kassa and the sandbox gateway as separate processes, as they run in production: a 200
+//! from POST /api/orders means the order survives `kill -9`, and it can still be paid.
+
+use kassa::auth::{TokenRequest, mint};
+use kassa::config::{JwtConfig, JwtKey};
+use kassa_actors::clock::{SharedClock, SystemClock};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const JWT_SECRET: &str = "crash-test-secret";
+const WEBHOOK_SECRET: &str = "whsec_Y3Jhc2gtdGVzdC13ZWJob29rLWtleQ==";
+
+/// A child process killed when dropped (a failed test leaves nothing running).
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `kassa sandbox-gateway` on a free port; answers the process and its base URL.
+fn start_gateway() -> (Process, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .args([
+            "sandbox-gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the sandbox gateway");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let url = loop {
+        let mut line = String::new();
+        let read = stdout
+            .read_line(&mut line)
+            .expect("read the gateway's output");
+        assert!(read > 0, "the gateway exited before announcing its address");
+        if let Some(url) = line.trim().strip_prefix("listening on ") {
+            break url.to_string();
+        }
+    };
+    // Keep draining so the gateway never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    (Process(child), url)
+}
+
+fn start_kassa(data_dir: &Path, port: u16, gateway: &str) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_kassa"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KASSA_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("KASSA_DATA_DIR", data_dir)
+        .env(
+            "KASSA_STORE",
+            format!("embedded:{}", data_dir.join("store").display()),
+        )
+        .env("KASSA_JWT_SECRET", JWT_SECRET)
+        .env("KASSA_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("KASSA_GATEWAY", gateway)
+        .env("KASSA_LOG", "warn")
+        .current_dir(data_dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn kassa");
+    Process(child)
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
+            && r.status() == StatusCode::OK
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kassa at {base} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn token(sub: &str, admin: bool) -> String {
+    let config = JwtConfig {
+        key: JwtKey::Secret(JWT_SECRET.as_bytes().to_vec()),
+        issuer: None,
+        audience: None,
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    mint(
+        &config,
+        &clock,
+        TokenRequest {
+            sub,
+            email: Some("alice@example.com"),
+            admin,
+            ttl: Duration::from_secs(3600),
+            private_key_pem: None,
+        },
+    )
+    .expect("mint")
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn an_order_answered_200_survives_kill_9_and_can_be_paid_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_gateway, gateway_url) = start_gateway();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+
+    let mut kassa = start_kassa(dir.path(), port, &gateway_url);
+    wait_ready(&client, &base).await;
+    let (admin, alice) = (token("admin", true), token("alice", false));
+    let (status, _) = send(
+        client
+            .put(format!("{base}/api/admin/products/tee"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "Tee", "price": 1999, "currency": "EUR", "stock": 3})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, cart) = send(client.post(format!("{base}/api/carts")).bearer_auth(&alice)).await;
+    let cart = cart["cartId"].as_str().expect("cartId").to_string();
+    let (status, _) = send(
+        client
+            .put(format!("{base}/api/carts/{cart}/items/tee"))
+            .bearer_auth(&alice)
+            .json(&json!({"quantity": 2})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, checkout) = send(client.post(format!("{base}/api/orders")).bearer_auth(&alice).json(&json!({
+        "cartId": cart,
+        "shippingDetails": {"name": "Alice", "line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+        "paymentMethod": "card",
+    })))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{checkout}");
+
+    // kill -9 right after the 200.
+    kassa.0.kill().expect("SIGKILL");
+    kassa.0.wait().expect("reaped");
+    drop(kassa);
+
+    let _kassa = start_kassa(dir.path(), port, &gateway_url);
+    wait_ready(&client, &base).await;
+    let order_id = checkout["orderId"].as_str().expect("orderId");
+    let (status, order) = send(
+        client
+            .get(format!("{base}/api/orders/{order_id}"))
+            .bearer_auth(&alice),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(order["status"], "pending_payment");
+    let (_, product) = send(client.get(format!("{base}/api/products/tee"))).await;
+    assert_eq!(product["available"], 1, "the reservation survived too");
+
+    let payment_url = checkout["paymentUrl"].as_str().expect("paymentUrl");
+    let (status, _) = send(
+        client
+            .post(payment_url)
+            .json(&json!({"outcome": "success"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, order) = send(
+            client
+                .get(format!("{base}/api/orders/{order_id}"))
+                .bearer_auth(&alice),
+        )
+        .await;
+        if order["status"] == "processing" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never paid: {order}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, product) = send(client.get(format!("{base}/api/products/tee"))).await;
+    assert_eq!(product["available"], 1);
+}
