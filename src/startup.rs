@@ -122,6 +122,7 @@ impl Application {
             gateway,
             webhook,
             metrics: crate::telemetry::metrics_handle(),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         let resumed = state
             .resume_active_orders()
@@ -135,7 +136,7 @@ impl Application {
             let mut app = App::new()
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
-                .wrap(middleware::from_fn(routes::record_metrics))
+                .wrap(middleware::from_fn(routes::observe))
                 .configure(routes::configure);
             if let Some(sandbox) = sandbox.clone() {
                 app = app.service(
@@ -146,6 +147,7 @@ impl Application {
             app.default_service(web::to(routes::not_found))
         })
         .workers(threads)
+        .disable_signals()
         .shutdown_timeout(SHUTDOWN_GRACE)
         .listen(listener)?
         .run();
@@ -165,9 +167,22 @@ impl Application {
         self.state.clone()
     }
 
-    /// Stops the server gracefully (what SIGTERM does).
+    /// Stops the server gracefully (what SIGTERM does, but without the readiness flip).
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
+    }
+
+    /// Begins a graceful shutdown as SIGTERM does: /readyz says no, then the server stops
+    /// accepting and finishes the requests in flight.
+    pub fn begin_shutdown(
+        state: &AppState,
+        server: &ServerHandle,
+    ) -> impl Future<Output = ()> + use<> {
+        state
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("shutting down: not ready, finishing requests in flight");
+        server.stop(true)
     }
 
     /// Serves until SIGTERM/SIGINT or `handle().stop()`, then stops the actors and closes
@@ -188,7 +203,10 @@ impl Application {
             loop {
                 tokio::select! {
                     _ = orders.tick() => ticker_state.tick_orders(),
-                    _ = passivation.tick() => ticker_state.passivate_idle_actors(),
+                    _ = passivation.tick() => {
+                        ticker_state.passivate_idle_actors();
+                        ticker_state.metrics.run_upkeep();
+                    }
                     _ = rescan.tick() => {
                         // Adopts active orders this process does not host (another replica
                         // died, or an order was created elsewhere); CAS keeps it safe.
@@ -199,7 +217,9 @@ impl Application {
                 }
             }
         });
+        let signals = actix_web::rt::spawn(stop_on_signal(state.clone(), server.handle()));
         let served = server.await;
+        signals.abort();
         tracing::info!("HTTP server stopped; stopping actors");
         ticker.abort();
         let _ = ticker.await;
@@ -253,4 +273,24 @@ fn build_gateway(
             "KASSA_GATEWAY: the stripe adapter is not built yet; use `sandbox` or an http(s) URL"
         ),
     }
+}
+
+/// Waits for SIGTERM or SIGINT, then shuts down gracefully.
+async fn stop_on_signal(state: web::Data<AppState>, server: ServerHandle) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    Application::begin_shutdown(&state, &server).await;
 }

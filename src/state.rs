@@ -23,6 +23,8 @@ pub struct AppState {
     /// Verifies payment webhooks (Standard Webhooks, `KASSA_WEBHOOK_SECRET`).
     pub webhook: standardwebhooks::Webhook,
     pub metrics: PrometheusHandle,
+    /// Set when shutdown begins: /readyz answers 503 from then on.
+    pub shutting_down: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {

@@ -43,6 +43,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                             "a metrics recorder was already installed; /metrics may be empty"
                         );
                     }
+                    describe_metrics();
                     handle
                 }
                 Err(e) => {
@@ -52,4 +53,118 @@ pub fn metrics_handle() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// Help text and units for every metric Kassa records (shown by /metrics as `# HELP`).
+pub fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "kassa_http_requests_total",
+        "HTTP requests by method, route template and status class."
+    );
+    describe_histogram!(
+        "kassa_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route template."
+    );
+    describe_counter!(
+        "kassa_checkouts_total",
+        "Checkouts by outcome (placed, conflict, gateway_error)."
+    );
+    describe_counter!(
+        "kassa_order_transitions_total",
+        "Order status transitions by from and to status."
+    );
+    describe_counter!(
+        "kassa_orders_expired_total",
+        "Pending orders that expired unpaid."
+    );
+    describe_counter!(
+        "kassa_reconciliations_total",
+        "Payments settled by a status query instead of a webhook."
+    );
+    describe_counter!(
+        "kassa_webhooks_total",
+        "Payment webhooks by outcome (applied, unchanged, duplicate, bad_signature)."
+    );
+    describe_counter!(
+        "kassa_webhook_amount_mismatch_total",
+        "Payment webhooks whose amount or currency differed from the order."
+    );
+    describe_counter!(
+        "kassa_reservation_conflicts_total",
+        "Checkouts refused at reservation time (a line lost a race for stock)."
+    );
+    describe_counter!(
+        "kassa_reservations_orphaned_total",
+        "Reservations swept long after expiry because no order settled them."
+    );
+    describe_counter!(
+        "kassa_commit_without_reservation_total",
+        "Paid order lines that had no reservation to commit (should stay 0)."
+    );
+    describe_counter!(
+        "kassa_store_conflicts_total",
+        "Conditional store writes that lost to another writer, by entity."
+    );
+    describe_histogram!(
+        "kassa_product_batch_size",
+        "Commands carried by one ProductActor store write (group commit)."
+    );
+    describe_histogram!(
+        "kassa_store_commit_batch_size",
+        "Writes carried by one embedded store transaction (one fsync)."
+    );
+    describe_histogram!(
+        "kassa_store_commit_seconds",
+        Unit::Seconds,
+        "Embedded store transaction commit latency, fsync included."
+    );
+    describe_gauge!("kassa_actors_live", "Live actors in this process by kind.");
+    describe_counter!(
+        "kassa_actor_activations_total",
+        "Actor activations (state loaded from the store) by kind."
+    );
+    describe_counter!(
+        "kassa_actor_ask_overloaded_total",
+        "Asks refused with 503 because an actor's mailbox stayed full or it did not answer in time."
+    );
+    describe_histogram!(
+        "kassa_actor_ask_seconds",
+        Unit::Seconds,
+        "Time from sending a message to an actor to its answer, by kind."
+    );
+    describe_histogram!(
+        "kassa_gateway_initiate_seconds",
+        Unit::Seconds,
+        "Payment initiation latency at the gateway by outcome."
+    );
+    describe_histogram!(
+        "kassa_gateway_request_seconds",
+        Unit::Seconds,
+        "HTTP gateway call latency (retries included) by operation and outcome."
+    );
+    describe_counter!(
+        "kassa_sandbox_webhook_attempts_total",
+        "Sandbox gateway webhook delivery attempts by outcome."
+    );
+    describe_counter!(
+        "kassa_emails_sent_total",
+        "Emails handed to the mail transport."
+    );
+    describe_counter!(
+        "kassa_email_send_failures_total",
+        "Failed email send attempts by kind (transient, permanent)."
+    );
+    describe_gauge!("kassa_outbox_depth", "Emails waiting in the outbox.");
+    describe_gauge!(
+        "kassa_outbox_oldest_unsent_seconds",
+        Unit::Seconds,
+        "Age of the oldest unsent email."
+    );
+    describe_histogram!(
+        "kassa_smtp_send_seconds",
+        Unit::Seconds,
+        "Email send latency."
+    );
 }

@@ -21,6 +21,7 @@ use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
+use tracing::Instrument;
 
 /// How many webhook ids an order remembers (a redelivery of any of them has no effect).
 const REMEMBERED_WEBHOOKS: usize = 64;
@@ -235,7 +236,8 @@ impl OrderActor {
         F: Future<Output = (Option<OrderRecord>, T)> + 'static,
     {
         self.last_active = self.services.clock.now();
-        AtomicResponse::new(Box::pin(flow.into_actor(self).map(
+        let span = tracing::info_span!("order", order_id = %self.id());
+        AtomicResponse::new(Box::pin(flow.instrument(span).into_actor(self).map(
             |(order, answer), act, ctx| {
                 act.order = order;
                 act.after_change(ctx);

@@ -173,10 +173,15 @@ impl<A: KeyedActor> Registry<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
+        let started = std::time::Instant::now();
         for _ in 0..3 {
             let addr = self.addr(key);
             match tokio::time::timeout(self.ask_timeout, addr.send(msg.clone())).await {
-                Ok(Ok(answer)) => return Ok(answer),
+                Ok(Ok(answer)) => {
+                    metrics::histogram!("kassa_actor_ask_seconds", "kind" => A::KIND)
+                        .record(started.elapsed().as_secs_f64());
+                    return Ok(answer);
+                }
                 Ok(Err(MailboxError::Closed)) => {
                     if self.live.remove_if(key, |_, a| a == &addr).is_some() {
                         metrics::gauge!("kassa_actors_live", "kind" => A::KIND).decrement(1.0);

@@ -20,25 +20,31 @@ pub async fn healthz() -> HttpResponse {
     responses((status = 200, description = "The store is reachable"), (status = 503, body = ErrorBody))
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return not_ready("shutting down".into(), "shutting_down");
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: store ping failed");
-            not_ready(format!("store unreachable: {e}"))
+            not_ready(format!("store unreachable: {e}"), "store_unavailable")
         }
         Err(_) => {
             tracing::warn!("not ready: store ping timed out");
-            not_ready("store did not answer in time".into())
+            not_ready("store did not answer in time".into(), "store_unavailable")
         }
     }
 }
 
-fn not_ready(error: String) -> HttpResponse {
+fn not_ready(error: String, code: &str) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header(("Retry-After", "5"))
         .json(ErrorBody {
             error,
-            code: "store_unavailable".into(),
+            code: code.into(),
             details: None,
         })
 }

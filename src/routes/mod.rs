@@ -12,9 +12,11 @@ pub mod webhook;
 use crate::error::{AppError, json_error};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use std::time::Instant;
+use tracing::Instrument;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -122,19 +124,47 @@ async fn method_not_allowed() -> HttpResponse {
     })
 }
 
-/// Counts every request by route pattern, method and status, and times it.
-pub async fn record_metrics(
+/// Every request: a request id (from `X-Request-Id` or a new one, echoed in the response), a
+/// tracing span carrying it, and the request counted and timed by method, route template and
+/// status class (never the raw path: label cardinality stays bounded).
+pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let response = next.call(req).await?;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("kassa_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!("kassa_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status_class(status))
         .increment(1);
     metrics::histogram!("kassa_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
+    tracing::debug!(parent: &span, status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request done");
     Ok(response)
+}
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }

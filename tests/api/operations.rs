@@ -48,7 +48,8 @@ async fn metrics_are_prometheus_text_counting_requests_by_route() {
     assert!(
         text.lines()
             .any(|l| l.starts_with("kassa_http_requests_total{")
-                && l.contains("route=\"/api/products/{sku}\"")),
+                && l.contains("route=\"/api/products/{sku}\"")
+                && l.contains("status=\"4xx\"")),
         "no request counter for the product route in:\n{text}"
     );
     app.stop().await;
@@ -119,5 +120,82 @@ async fn unknown_routes_and_methods_answer_in_the_error_shape() {
         "method_not_allowed",
     )
     .await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_request_id_is_echoed_or_generated() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .header("X-Request-Id", "trace-me-42")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("trace-me-42")
+    );
+    let response = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("request");
+    let generated = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a generated request id");
+    assert!(uuid::Uuid::parse_str(generated).is_ok(), "{generated}");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn metrics_carry_help_text() {
+    let app = spawn_app().await;
+    app.get_product("x").await;
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.contains("# HELP kassa_http_requests_total"),
+        "no HELP line in:\n{text}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn readyz_says_not_ready_once_shutdown_begins() {
+    let app = spawn_app().await;
+    app.state()
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let response = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::SERVICE_UNAVAILABLE, "shutting_down").await;
+    let (status, _) = json_of(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "still alive while draining");
     app.stop().await;
 }

@@ -1,0 +1,213 @@
+//! Talking to Kassa: one pooled HTTP client, every call timed and its outcome recorded as
+//! (status, error code); tokens minted from the JWT secret, webhooks signed with the webhook
+//! secret. Knows the contract's shapes, not the scenarios.
+
+use crate::stats::{Op, Recorder};
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A status and, when a code matters, the contract's error code it must carry.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect(pub u16, pub Option<&'static str>);
+
+pub const OK: Expect = Expect(200, None);
+
+/// An answer: status (0 when none came), the error `code` (`ok` on 2xx) and the JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub code: String,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn is(&self, status: u16) -> bool {
+        self.status == status
+    }
+
+    pub fn str(&self, field: &str) -> Option<&str> {
+        self.body.get(field).and_then(Value::as_str)
+    }
+}
+
+#[derive(Clone)]
+pub struct Kassa {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Kassa {
+    pub fn new(base: &str, recorder: Arc<Recorder>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            recorder,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `request`; when `op` is given, records the latency from `start` (the intended
+    /// send time in an open loop) and whether the answer is one of `expected`.
+    pub async fn call(
+        &self,
+        op: Option<Op>,
+        start: Instant,
+        request: reqwest::RequestBuilder,
+        expected: &[Expect],
+    ) -> Answer {
+        let answer = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = match response.bytes().await {
+                    Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                    Err(_) => Value::Null,
+                };
+                let code = if (200..300).contains(&status) {
+                    "ok".to_string()
+                } else {
+                    body.get("code")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no_code")
+                        .to_string()
+                };
+                Answer { status, code, body }
+            }
+            Err(e) => Answer {
+                status: 0,
+                code: transport_failure(&e).to_string(),
+                body: Value::Null,
+            },
+        };
+        if let Some(op) = op {
+            let ok = expected.iter().any(|Expect(status, code)| {
+                *status == answer.status && code.is_none_or(|c| c == answer.code)
+            });
+            self.recorder
+                .record(op, start.elapsed(), answer.status, &answer.code, ok);
+        }
+        answer
+    }
+
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> anyhow::Result<Answer> {
+        let mut request = self.http.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let answer = self.call(None, Instant::now(), request, &[]).await;
+        anyhow::ensure!(answer.status != 0, "GET {path}: {}", answer.code);
+        Ok(answer)
+    }
+}
+
+fn transport_failure(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "request"
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    sub: &'a str,
+    exp: i64,
+    email: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    roles: &'a [&'a str],
+}
+
+/// Mints HS256 tokens as `kassa token` does.
+pub struct Minter {
+    key: jsonwebtoken::EncodingKey,
+}
+
+impl Minter {
+    pub fn new(secret: &str) -> Self {
+        Self {
+            key: jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        }
+    }
+
+    /// A token for `sub` valid for a day, with `{sub}@example.com` as its email.
+    pub fn token(&self, sub: &str, admin: bool) -> anyhow::Result<String> {
+        let exp = unix_now() + 24 * 3600;
+        let email = format!("{sub}@example.com");
+        let roles: &[&str] = if admin { &["admin"] } else { &[] };
+        let claims = Claims {
+            sub,
+            exp,
+            email: &email,
+            roles,
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &self.key,
+        )
+        .context("signing a token")
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A Standard Webhooks delivery, ready to send.
+#[derive(Debug, Clone)]
+pub struct SignedWebhook {
+    pub id: String,
+    pub timestamp: i64,
+    pub signature: String,
+    pub body: String,
+}
+
+impl SignedWebhook {
+    pub fn sign(
+        secret: &str,
+        id: &str,
+        timestamp: i64,
+        body: &str,
+    ) -> anyhow::Result<SignedWebhook> {
+        let signature = standardwebhooks::Webhook::new(secret)
+            .map_err(|e| anyhow::anyhow!("webhook secret: {e:?}"))?
+            .sign(id, timestamp, body.as_bytes())
+            .map_err(|e| anyhow::anyhow!("signing a webhook: {e:?}"))?;
+        Ok(SignedWebhook {
+            id: id.to_string(),
+            timestamp,
+            signature,
+            body: body.to_string(),
+        })
+    }
+
+    pub fn request(&self, kassa: &Kassa) -> reqwest::RequestBuilder {
+        kassa
+            .http
+            .post(kassa.url("/webhook/payment-status"))
+            .header("content-type", "application/json")
+            .header("webhook-id", &self.id)
+            .header("webhook-timestamp", self.timestamp.to_string())
+            .header("webhook-signature", &self.signature)
+            .body(self.body.clone())
+    }
+}
