@@ -8,6 +8,7 @@ pub mod clock;
 pub mod conformance;
 pub mod domain;
 pub mod gateway;
+pub mod mailer;
 pub mod order;
 pub mod order_actor;
 pub mod product;

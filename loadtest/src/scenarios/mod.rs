@@ -1,0 +1,195 @@
+//! The scenarios and what they share: the run's context (client, token minter, ledger, the
+//! run's unique name prefix) and the storefront steps every scenario is made of.
+
+pub mod flash_sale;
+pub mod sku_touch;
+pub mod storefront;
+pub mod webhook_storm;
+
+use crate::Options;
+use crate::client::{Answer, Expect, Kassa, Minter, OK};
+use crate::stats::{Op, Recorder};
+use crate::verify::Ledger;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Setup steps run this many requests at once (they are not measured).
+pub const SETUP_CONCURRENCY: usize = 32;
+
+pub struct Ctx {
+    pub opts: Options,
+    pub kassa: Kassa,
+    pub minter: Minter,
+    pub webhook_secret: String,
+    pub ledger: Arc<Ledger>,
+    /// Unique per run, so SKUs and users never collide with an earlier run's.
+    pub prefix: String,
+    pub recorder: Arc<Recorder>,
+}
+
+/// What a scenario measured, besides the recorder's per-operation figures.
+pub struct Measured {
+    pub elapsed: Duration,
+    /// The operation compared with the baseline.
+    pub primary: Op,
+    pub figures: BTreeMap<String, f64>,
+}
+
+impl Ctx {
+    pub fn admin(&self) -> anyhow::Result<String> {
+        self.minter.token(&format!("{}-admin", self.prefix), true)
+    }
+
+    /// A shopper's id and token, registered in the ledger.
+    pub fn shopper(&self, name: &str) -> anyhow::Result<(String, String)> {
+        let sub = format!("{}-{name}", self.prefix);
+        let token = self.minter.token(&sub, false)?;
+        self.ledger.user(&sub, &token);
+        Ok((sub, token))
+    }
+
+    pub async fn put_product(
+        &self,
+        admin: &str,
+        sku: &str,
+        price: i64,
+        stock: i64,
+    ) -> anyhow::Result<()> {
+        let request = self
+            .kassa
+            .http
+            .put(self.kassa.url(&format!("/api/admin/products/{sku}")))
+            .bearer_auth(admin)
+            .json(&json!({"name": format!("Load test {sku}"), "price": price, "currency": "EUR", "stock": stock}));
+        let answer = self.kassa.call(None, Instant::now(), request, &[]).await;
+        anyhow::ensure!(
+            answer.is(200),
+            "PUT product {sku}: {} {}",
+            answer.status,
+            answer.code
+        );
+        self.ledger.product(sku, stock);
+        Ok(())
+    }
+
+    /// POST /api/carts; the cart id on 201.
+    pub async fn create_cart(&self, op: Option<Op>, start: Instant, token: &str) -> Option<String> {
+        let request = self
+            .kassa
+            .http
+            .post(self.kassa.url("/api/carts"))
+            .bearer_auth(token);
+        let answer = self
+            .kassa
+            .call(op, start, request, &[Expect(201, None)])
+            .await;
+        answer.is(201).then(|| answer.str("cartId").map(str::to_string))?
+    }
+
+    pub async fn set_item(
+        &self,
+        op: Option<Op>,
+        start: Instant,
+        token: &str,
+        cart: &str,
+        sku: &str,
+        quantity: i64,
+    ) -> bool {
+        let request = self
+            .kassa
+            .http
+            .put(self.kassa.url(&format!("/api/carts/{cart}/items/{sku}")))
+            .bearer_auth(token)
+            .json(&json!({ "quantity": quantity }));
+        self.kassa.call(op, start, request, &[OK]).await.is(200)
+    }
+
+    /// POST /api/orders; a 409 `cart_conflict` (sold out, price changed) is expected.
+    pub async fn checkout(&self, op: Option<Op>, start: Instant, token: &str, cart: &str) -> Answer {
+        let request = self
+            .kassa
+            .http
+            .post(self.kassa.url("/api/orders"))
+            .bearer_auth(token)
+            .json(&json!({
+                "cartId": cart,
+                "shippingDetails": {"name": "Load Tester", "line1": "1 Bench St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+                "paymentMethod": "card",
+            }));
+        self.kassa
+            .call(op, start, request, &[OK, Expect(409, Some("cart_conflict"))])
+            .await
+    }
+
+    /// Decides the payment at the sandbox's hosted page (the scripted JSON way).
+    pub async fn decide(
+        &self,
+        op: Option<Op>,
+        start: Instant,
+        payment_url: &str,
+        success: bool,
+    ) -> bool {
+        let outcome = if success { "success" } else { "failure" };
+        let request = self
+            .kassa
+            .http
+            .post(payment_url)
+            .json(&json!({ "outcome": outcome }));
+        self.kassa.call(op, start, request, &[OK]).await.is(200)
+    }
+
+    /// `count` copies of `f(i)` run `SETUP_CONCURRENCY` at a time; the first error stops it.
+    pub async fn setup<T, F, Fut>(&self, count: usize, f: F) -> anyhow::Result<Vec<T>>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        use futures_util::StreamExt;
+        let results: Vec<anyhow::Result<T>> = futures_util::stream::iter((0..count).map(f))
+            .buffered(SETUP_CONCURRENCY)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+}
+
+/// Reads a `_sum` and `_count` pair from Kassa's Prometheus text.
+pub async fn metric_sum_count(kassa: &Kassa, name: &str) -> Option<(f64, f64)> {
+    let text = kassa
+        .http
+        .get(kassa.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |suffix: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{suffix}")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    Some((value("_sum"), value("_count")))
+}
+
+/// A gauge's value (summed over its label sets matching `labels`).
+pub async fn metric_gauge(kassa: &Kassa, name: &str, labels: &str) -> Option<f64> {
+    let text = kassa
+        .http
+        .get(kassa.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let found: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect();
+    (!found.is_empty()).then(|| found.iter().sum())
+}
