@@ -42,6 +42,31 @@ pub enum StoreSpec {
     },
 }
 
+/// How the scylla store talks to the cluster; read whatever the store, used only by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScyllaOptions {
+    /// Replication `kassa migrate` creates the keyspace with (`KASSA_SCYLLA_REPLICATION`).
+    pub replication: Replication,
+    /// Reads and the commit of writes (`KASSA_SCYLLA_CONSISTENCY`, `local_quorum`).
+    pub consistency: scylla::statement::Consistency,
+    /// The Paxos phase of lightweight transactions (`KASSA_SCYLLA_SERIAL_CONSISTENCY`,
+    /// `local_serial`).
+    pub serial_consistency: scylla::statement::SerialConsistency,
+    /// Client-side limit of one request, retries included (`KASSA_SCYLLA_REQUEST_TIMEOUT`, 5s).
+    pub request_timeout: Duration,
+    /// Datacenter whose nodes coordinate requests (`KASSA_SCYLLA_LOCAL_DC`); unset: any.
+    pub local_dc: Option<String>,
+}
+
+/// Keyspace replication, always NetworkTopologyStrategy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// The same factor in every datacenter: `3`.
+    Factor(u32),
+    /// A factor per datacenter: `dc1:3,dc2:3`.
+    PerDatacenter(Vec<(String, u32)>),
+}
+
 /// How tokens are verified. With a public key, only that key verifies (the secret is ignored).
 #[derive(Clone, PartialEq, Eq)]
 pub enum JwtKey {
@@ -92,8 +117,12 @@ pub struct Config {
     pub stripe_api_key: Option<String>,
     pub stripe_api_base: Url,
     pub smtp_url: String,
+    /// SMTP credentials when the URL carries none (both or neither).
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<String>,
     pub mail_from: String,
     pub reservation_ttl: Duration,
+    pub scylla: ScyllaOptions,
     pub log: String,
     pub log_format: LogFormat,
     /// Set when dev secrets were generated or read from the data dir (start-up says so).
@@ -135,9 +164,23 @@ pub struct RawConfig {
     #[serde(deserialize_with = "stringish")]
     pub smtp_url: Option<String>,
     #[serde(deserialize_with = "stringish")]
+    pub smtp_user: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub smtp_password: Option<String>,
+    #[serde(deserialize_with = "stringish")]
     pub mail_from: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub reservation_ttl: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub scylla_replication: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub scylla_consistency: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub scylla_serial_consistency: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub scylla_request_timeout: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub scylla_local_dc: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub log: Option<String>,
     #[serde(deserialize_with = "stringish")]
@@ -305,6 +348,19 @@ impl Config {
                 ),
             ));
         }
+        let smtp_user = non_empty(raw.smtp_user);
+        let smtp_password = non_empty(raw.smtp_password);
+        if smtp_user.is_some() != smtp_password.is_some() {
+            let missing = if smtp_user.is_none() {
+                "smtp_user"
+            } else {
+                "smtp_password"
+            };
+            return Err(ConfigError::new(
+                missing,
+                "KASSA_SMTP_USER and KASSA_SMTP_PASSWORD are set together or not at all",
+            ));
+        }
         let mail_from =
             non_empty(raw.mail_from).unwrap_or_else(|| "Kassa <orders@localhost>".into());
 
@@ -319,6 +375,19 @@ impl Config {
                         format!("expected a positive duration such as `15m` or `90s`, got `{s}`"),
                     )
                 })?,
+        };
+        let scylla = ScyllaOptions {
+            replication: parse_replication(non_empty(raw.scylla_replication).as_deref())?,
+            consistency: parse_consistency(non_empty(raw.scylla_consistency).as_deref())?,
+            serial_consistency: parse_serial_consistency(
+                non_empty(raw.scylla_serial_consistency).as_deref(),
+            )?,
+            request_timeout: parse_positive_duration(
+                "scylla_request_timeout",
+                non_empty(raw.scylla_request_timeout).as_deref(),
+                Duration::from_secs(5),
+            )?,
+            local_dc: non_empty(raw.scylla_local_dc),
         };
         let log = non_empty(raw.log).unwrap_or_else(|| "info".into());
         let log_format = match non_empty(raw.log_format).as_deref() {
@@ -349,8 +418,11 @@ impl Config {
             stripe_api_key,
             stripe_api_base,
             smtp_url,
+            smtp_user,
+            smtp_password,
             mail_from,
             reservation_ttl,
+            scylla,
             log,
             log_format,
             dev_secrets_file,
@@ -423,6 +495,93 @@ fn parse_store(raw: &str) -> Result<StoreSpec, ConfigError> {
             "expected `embedded:<dir>` or `scylla://host:9042[,host:9042]/keyspace`, got `{raw}`"
         ),
     ))
+}
+
+fn parse_replication(raw: Option<&str>) -> Result<Replication, ConfigError> {
+    let problem = |raw: &str| {
+        ConfigError::new(
+            "scylla_replication",
+            format!(
+                "expected a replication factor such as `3` or per datacenter such as `dc1:3,dc2:3`, got `{raw}`"
+            ),
+        )
+    };
+    let factor = |raw: &str, f: &str| f.parse::<u32>().ok().filter(|f| *f > 0).ok_or_else(|| problem(raw));
+    let Some(raw) = raw else {
+        return Ok(Replication::Factor(1));
+    };
+    if !raw.contains(':') {
+        return factor(raw, raw).map(Replication::Factor);
+    }
+    let mut per_dc = Vec::new();
+    for part in raw.split(',') {
+        let (dc, f) = part.split_once(':').ok_or_else(|| problem(raw))?;
+        let dc = dc.trim();
+        let dc_ok = !dc.is_empty()
+            && dc
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+        if !dc_ok {
+            return Err(problem(raw));
+        }
+        per_dc.push((dc.to_string(), factor(raw, f.trim())?));
+    }
+    Ok(Replication::PerDatacenter(per_dc))
+}
+
+fn parse_consistency(raw: Option<&str>) -> Result<scylla::statement::Consistency, ConfigError> {
+    use scylla::statement::Consistency as C;
+    Ok(match raw.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("local_quorum") => C::LocalQuorum,
+        Some("quorum") => C::Quorum,
+        Some("each_quorum") => C::EachQuorum,
+        Some("all") => C::All,
+        Some("one") => C::One,
+        Some("local_one") => C::LocalOne,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "scylla_consistency",
+                format!(
+                    "expected local_quorum, quorum, each_quorum, all, one or local_one, got `{other}`"
+                ),
+            ));
+        }
+    })
+}
+
+fn parse_serial_consistency(
+    raw: Option<&str>,
+) -> Result<scylla::statement::SerialConsistency, ConfigError> {
+    use scylla::statement::SerialConsistency as S;
+    Ok(match raw.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("local_serial") => S::LocalSerial,
+        Some("serial") => S::Serial,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "scylla_serial_consistency",
+                format!("expected local_serial or serial, got `{other}`"),
+            ));
+        }
+    })
+}
+
+fn parse_positive_duration(
+    key: &str,
+    raw: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    humantime::parse_duration(raw)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            ConfigError::new(
+                key,
+                format!("expected a positive duration such as `5s` or `500ms`, got `{raw}`"),
+            )
+        })
 }
 
 fn check_webhook_secret(secret: &str) -> Result<(), ConfigError> {
@@ -506,6 +665,45 @@ mod tests {
         assert_eq!(err.key, "KASSA_RESERVATION_TTL");
         let err = raw(&[("data_dir", data), ("store", "mysql://x")]).expect_err("bad store");
         assert_eq!(err.key, "KASSA_STORE");
+        for (key, value) in [
+            ("scylla_replication", "dc1:zero"),
+            ("scylla_consistency", "most"),
+            ("scylla_serial_consistency", "quorum"),
+            ("scylla_request_timeout", "0s"),
+        ] {
+            let err = raw(&[("data_dir", data), (key, value)]).expect_err(key);
+            assert_eq!(err.key, format!("KASSA_{}", key.to_ascii_uppercase()));
+        }
+    }
+
+    #[test]
+    fn scylla_options_default_to_local_quorum_and_parse_replication() {
+        use scylla::statement::{Consistency, SerialConsistency};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let config = raw(&[("data_dir", data)]).expect("config");
+        assert_eq!(config.scylla.consistency, Consistency::LocalQuorum);
+        assert_eq!(
+            config.scylla.serial_consistency,
+            SerialConsistency::LocalSerial
+        );
+        assert_eq!(config.scylla.replication, Replication::Factor(1));
+        assert_eq!(config.scylla.request_timeout, Duration::from_secs(5));
+        let config = raw(&[
+            ("data_dir", data),
+            ("scylla_replication", "eu-west:3, us_east:2"),
+            ("scylla_consistency", "QUORUM"),
+            ("scylla_serial_consistency", "serial"),
+            ("scylla_request_timeout", "750ms"),
+        ])
+        .expect("config");
+        assert_eq!(
+            config.scylla.replication,
+            Replication::PerDatacenter(vec![("eu-west".into(), 3), ("us_east".into(), 2)])
+        );
+        assert_eq!(config.scylla.consistency, Consistency::Quorum);
+        assert_eq!(config.scylla.serial_consistency, SerialConsistency::Serial);
+        assert_eq!(config.scylla.request_timeout, Duration::from_millis(750));
     }
 
     #[test]
@@ -551,5 +749,24 @@ mod tests {
             Config::from_figment(Figment::from(figment::providers::Serialized::defaults(map)))
                 .expect("config");
         assert_eq!(config.jwt.key, JwtKey::Secret(b"12345".to_vec()));
+    }
+
+    #[test]
+    fn smtp_credentials_come_together_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let err = raw(&[("data_dir", data), ("smtp_user", "kassa")]).expect_err("no password");
+        assert_eq!(err.key, "KASSA_SMTP_PASSWORD");
+        let err = raw(&[("data_dir", data), ("smtp_password", "pw")]).expect_err("no user");
+        assert_eq!(err.key, "KASSA_SMTP_USER");
+        let config = raw(&[
+            ("data_dir", data),
+            ("smtp_url", "smtp://127.0.0.1:2525"),
+            ("smtp_user", "kassa"),
+            ("smtp_password", "12345"),
+        ])
+        .expect("config");
+        assert_eq!(config.smtp_user.as_deref(), Some("kassa"));
+        assert_eq!(config.smtp_password.as_deref(), Some("12345"));
     }
 }

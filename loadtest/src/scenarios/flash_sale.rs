@@ -94,6 +94,18 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         figures.insert("mean_batch_size".into(), (s1 - s0) / (c1 - c0));
     }
 
+    let (mut passed, mut violations) = (Vec::new(), Vec::new());
+    if winners.len() as i64 <= stock {
+        passed.push(format!(
+            "{} of {shoppers} shoppers got one of {stock} units, none more",
+            winners.len()
+        ));
+    } else {
+        violations.push(format!(
+            "{} checkouts answered 200 for {stock} units",
+            winners.len()
+        ));
+    }
     // The winners pay; every tenth declines and gives its unit back.
     {
         let (ctx, winners) = (&ctx, &winners);
@@ -112,5 +124,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         elapsed,
         primary: Op::Checkout,
         figures,
+        passed,
+        violations,
     })
 }

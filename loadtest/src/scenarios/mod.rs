@@ -35,6 +35,9 @@ pub struct Measured {
     /// The operation compared with the baseline.
     pub primary: Op,
     pub figures: BTreeMap<String, f64>,
+    /// Scenario-specific checks (the generic ones run after every scenario).
+    pub passed: Vec<String>,
+    pub violations: Vec<String>,
 }
 
 impl Ctx {

@@ -60,6 +60,8 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         elapsed,
         primary: Op::Checkout,
         figures: BTreeMap::new(),
+        passed: Vec::new(),
+        violations: Vec::new(),
     })
 }
 

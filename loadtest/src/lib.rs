@@ -1,0 +1,343 @@
+//! `kassa-loadtest`: drives Kassa the way storefronts and gateways do and then proves, through
+//! the API alone, that nothing was oversold, lost or applied twice. It owns the load, the
+//! measurement and the checks; it never reaches into Kassa's store or process state (RSS
+//! from /proc aside).
+//!
+//! Why tokio + reqwest + hdrhistogram rather than goose: the scenarios are not independent
+//! request loops but flows with shared state (the orders a run placed, the webhooks it must
+//! sign and shuffle, the ledger the invariants are checked against), and the measurement
+//! must control the arrival process itself: an open loop whose latency counts from each
+//! iteration's intended start (coordinated omission), next to a closed loop. A few hundred
+//! lines of driver over tokio do exactly that, with HDR histograms for honest tails; reqwest
+//! is already Kassa's HTTP client, so the workspace builds one HTTP stack, and the report and
+//! its JSON are ours to shape (errors by status and contract code, ratio to a baseline).
+
+pub mod client;
+pub mod driver;
+pub mod scenarios;
+pub mod stats;
+pub mod target;
+pub mod verify;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use client::{Kassa, Minter};
+use driver::{Load, Plan, Progress};
+use scenarios::{Ctx, Measured};
+use stats::{Baseline, Op, Recorder, Report};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use target::{SpawnSettings, Target};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Shoppers fill carts, check out, and pay, decline or abandon.
+    Storefront,
+    /// One SKU, S units, U >> S shoppers checking out at once.
+    FlashSale,
+    /// Every payment's webhook delivered k times, shuffled, with forgeries.
+    WebhookStorm,
+    /// GET many distinct unknown SKUs, then read Kassa's RSS (passivation bounds memory).
+    SkuTouch,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Storefront => "storefront",
+            Self::FlashSale => "flash-sale",
+            Self::WebhookStorm => "webhook-storm",
+            Self::SkuTouch => "sku-touch",
+        }
+    }
+}
+
+fn duration(raw: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(raw)
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "kassa-loadtest",
+    version,
+    about = "Load-tests Kassa and checks its invariants afterwards"
+)]
+pub struct Options {
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+
+    /// Open loop: iterations started per second (latency counted from the intended start).
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Closed loop: iterations running at once (the default, 32).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Stop starting iterations after this long (e.g. `30s`); the default is 10s, or the
+    /// scenario's natural end (flash-sale: every shopper; webhook-storm: every delivery).
+    #[arg(long, value_parser = duration)]
+    pub duration: Option<Duration>,
+    /// Stop after this many iterations.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Open loop: iterations in flight at most.
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
+
+    /// Start this Kassa binary on a temporary data dir with generated secrets.
+    #[arg(long, conflicts_with = "target", required_unless_present = "target")]
+    pub spawn: Option<PathBuf>,
+    /// With --spawn: `KASSA_STORE` (e.g. `scylla://127.0.0.1:9042/kassa`); embedded otherwise.
+    #[arg(long, requires = "spawn")]
+    pub store: Option<String>,
+    /// With --spawn: `KASSA_RESERVATION_TTL`.
+    #[arg(long, default_value = "15m")]
+    pub reservation_ttl: String,
+    /// With --spawn: `KASSA_LOG`.
+    #[arg(long, default_value = "warn")]
+    pub kassa_log: String,
+    /// A running Kassa (needs --jwt-secret and --webhook-secret).
+    #[arg(long, requires_all = ["jwt_secret", "webhook_secret"])]
+    pub target: Option<String>,
+    #[arg(long)]
+    pub jwt_secret: Option<String>,
+    #[arg(long)]
+    pub webhook_secret: Option<String>,
+    /// With --target: Kassa's pid, for RSS readings.
+    #[arg(long)]
+    pub kassa_pid: Option<u32>,
+    /// Check that every paid order's email is a file here (with --spawn, Kassa is told to
+    /// write its mail here).
+    #[arg(long)]
+    pub mail_dir: Option<PathBuf>,
+
+    /// Drive GET /healthz flat out this long first, as the baseline (`0s`: skip).
+    #[arg(long, value_parser = duration, default_value = "3s")]
+    pub baseline: Duration,
+    /// Connections for the baseline (default: --concurrency, or 32).
+    #[arg(long)]
+    pub baseline_concurrency: Option<usize>,
+    /// How long the checks wait for webhooks and emails still on their way.
+    #[arg(long, value_parser = duration, default_value = "30s")]
+    pub settle_timeout: Duration,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Products (storefront; webhook-storm spreads its orders over at most this many).
+    #[arg(long, default_value_t = 100)]
+    pub products: usize,
+    /// Units per product (storefront 100000, flash-sale 100, webhook-storm 1000000).
+    #[arg(long)]
+    pub stock: Option<i64>,
+    /// Distinct shoppers (storefront, webhook-storm).
+    #[arg(long, default_value_t = 200)]
+    pub users: usize,
+    /// Storefront: share of checkouts declined at the gateway.
+    #[arg(long, default_value_t = 0.15)]
+    pub decline: f64,
+    /// Storefront: share of checkouts abandoned (left to expire).
+    #[arg(long, default_value_t = 0.05)]
+    pub abandon: f64,
+    /// Flash-sale: shoppers (each wants one unit).
+    #[arg(long, default_value_t = 2000)]
+    pub shoppers: usize,
+    /// Webhook-storm: orders placed before the storm.
+    #[arg(long, default_value_t = 500)]
+    pub orders: usize,
+    /// Webhook-storm: deliveries of each genuine webhook.
+    #[arg(long, default_value_t = 3)]
+    pub copies: usize,
+    /// Webhook-storm: share of orders that also get a forged webhook.
+    #[arg(long, default_value_t = 0.2)]
+    pub forged: f64,
+    /// Webhook-storm: share of payments whose genuine outcome is a failure.
+    #[arg(long, default_value_t = 0.1)]
+    pub webhook_failed: f64,
+    /// Sku-touch: after touching, wait this long and measure memory again (passivation).
+    #[arg(long, value_parser = duration)]
+    pub settle: Option<Duration>,
+}
+
+impl Options {
+    fn plan(&self) -> Plan {
+        let load = match (self.rate, self.concurrency) {
+            (Some(rate), _) => Load::Open { rate },
+            (None, c) => Load::Closed {
+                concurrency: c.unwrap_or(32),
+            },
+        };
+        let natural_end = matches!(
+            self.scenario,
+            Scenario::FlashSale | Scenario::WebhookStorm | Scenario::SkuTouch
+        );
+        let duration = match (self.duration, self.count) {
+            (None, None) if !natural_end => Some(Duration::from_secs(10)),
+            (d, _) => d,
+        };
+        Plan {
+            load,
+            duration,
+            count: self.count,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+/// Runs the scenario, the baseline and the checks; the report says whether it passed.
+pub async fn run(opts: Options) -> anyhow::Result<Report> {
+    let mut target = match (&opts.spawn, &opts.target) {
+        (Some(binary), _) => {
+            Target::spawn(SpawnSettings {
+                binary,
+                store: opts.store.as_deref(),
+                reservation_ttl: &opts.reservation_ttl,
+                mail_dir: opts.mail_dir.as_deref(),
+                log: &opts.kassa_log,
+            })
+            .await?
+        }
+        (None, Some(url)) => Target::remote(
+            url,
+            opts.jwt_secret.clone().context("--jwt-secret")?,
+            opts.webhook_secret.clone().context("--webhook-secret")?,
+            opts.kassa_pid,
+            opts.mail_dir.clone(),
+        ),
+        (None, None) => anyhow::bail!("give --spawn BINARY or --target URL"),
+    };
+    let plan = opts.plan();
+    let recorder = Arc::new(Recorder::new());
+    let ctx = Arc::new(Ctx {
+        kassa: Kassa::new(&target.base_url, recorder.clone())?,
+        minter: Minter::new(&target.jwt_secret),
+        webhook_secret: target.webhook_secret.clone(),
+        ledger: Arc::default(),
+        prefix: format!("lt{:08x}", rand::random::<u32>()),
+        recorder: recorder.clone(),
+        opts: opts.clone(),
+    });
+
+    let baseline = if opts.baseline.is_zero() || opts.scenario == Scenario::SkuTouch {
+        None
+    } else {
+        let concurrency = opts
+            .baseline_concurrency
+            .or(opts.concurrency)
+            .unwrap_or(32);
+        Some(run_baseline(&target.base_url, concurrency, opts.baseline, opts.quiet).await?)
+    };
+
+    let measured = match opts.scenario {
+        Scenario::Storefront => scenarios::storefront::run(ctx.clone(), plan).await,
+        Scenario::FlashSale => scenarios::flash_sale::run(ctx.clone(), plan).await,
+        Scenario::WebhookStorm => scenarios::webhook_storm::run(ctx.clone(), plan).await,
+        Scenario::SkuTouch => {
+            let pid_target = &target;
+            scenarios::sku_touch::run(ctx.clone(), plan, || pid_target.memory_kib()).await
+        }
+    };
+    let Measured {
+        elapsed,
+        primary,
+        figures,
+        passed,
+        violations,
+    } = measured.with_context(|| format!("the run failed; Kassa's log:\n{}", target.log_tail()))?;
+
+    let mut checks_passed = passed;
+    let mut all_violations = violations;
+    if opts.scenario != Scenario::SkuTouch {
+        let outcome = verify::verify(
+            &ctx.kassa,
+            &ctx.ledger,
+            opts.settle_timeout,
+            target.mail_dir.as_deref(),
+        )
+        .await?;
+        checks_passed.extend(outcome.passed);
+        all_violations.extend(outcome.violations);
+    }
+    if !target.alive() {
+        all_violations.push(format!(
+            "kassa exited during the run:\n{}",
+            target.log_tail()
+        ));
+    }
+
+    let operations = recorder.report(elapsed);
+    let primary_rate = operations
+        .iter()
+        .find(|o| o.op == primary.name())
+        .map(|o| o.expected_per_second);
+    let ratio = baseline
+        .as_ref()
+        .zip(primary_rate)
+        .map(|(b, p)| p / b.per_second.max(1e-9));
+    Ok(Report {
+        scenario: opts.scenario.name(),
+        target: target.base_url.clone(),
+        load: plan.load.describe(),
+        elapsed_seconds: elapsed.as_secs_f64(),
+        iterations: recorder.iterations(),
+        operations,
+        baseline,
+        ratio_to_baseline: ratio,
+        primary_op: primary.name(),
+        figures,
+        checks_passed,
+        violations: all_violations,
+        unexpected_errors: recorder.unexpected(),
+    })
+}
+
+/// GET /healthz from `concurrency` connections for `length`.
+async fn run_baseline(
+    base: &str,
+    concurrency: usize,
+    length: Duration,
+    quiet: bool,
+) -> anyhow::Result<Baseline> {
+    let recorder = Arc::new(Recorder::new());
+    let kassa = Kassa::new(base, recorder.clone())?;
+    let plan = Plan {
+        load: Load::Closed { concurrency },
+        duration: Some(length),
+        count: None,
+        max_in_flight: concurrency,
+    };
+    let progress = Progress {
+        label: "baseline",
+        op: Op::Healthz,
+        recorder: recorder.clone(),
+        quiet,
+    };
+    let started = Instant::now();
+    let elapsed = driver::drive(plan, progress, move |_, start| {
+        let kassa = kassa.clone();
+        async move {
+            let request = kassa.http.get(kassa.url("/healthz"));
+            kassa.call(Some(Op::Healthz), start, request, &[client::OK]).await;
+            kassa.recorder.iteration_done();
+        }
+    })
+    .await;
+    let report = recorder.report(elapsed);
+    let healthz = report
+        .first()
+        .context("the baseline made no request")?
+        .clone();
+    Ok(Baseline {
+        endpoint: "GET /healthz",
+        concurrency,
+        seconds: started.elapsed().as_secs_f64(),
+        per_second: healthz.expected_per_second,
+        p99_ms: healthz.latency_ms.p99,
+        errors: healthz.unexpected,
+    })
+}
