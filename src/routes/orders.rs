@@ -280,11 +280,15 @@ fn fingerprint(body: &Value) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(&canonical))
 }
 
-fn stored(response: &StoredResponse) -> HttpResponse {
-    HttpResponse::build(StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK))
-        .content_type("application/json")
-        .insert_header(("Idempotent-Replayed", "true"))
-        .body(response.body.clone())
+/// A stored checkout response; `replayed` marks an answer from the idempotency record.
+fn stored(response: &StoredResponse, replayed: bool) -> HttpResponse {
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let mut builder = HttpResponse::build(status);
+    builder.content_type("application/json");
+    if replayed {
+        builder.insert_header(("Idempotent-Replayed", "true"));
+    }
+    builder.body(response.body.clone())
 }
 
 #[utoipa::path(
@@ -329,7 +333,7 @@ pub async fn checkout(
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
     match claim {
-        IdempotencyClaim::Completed(response) => return Ok(stored(&response)),
+        IdempotencyClaim::Completed(response) => return Ok(stored(&response, true)),
         IdempotencyClaim::InProgress => {
             return Err(AppError::Conflict {
                 code: "idempotency_key_in_use",
@@ -358,7 +362,7 @@ pub async fn checkout(
             {
                 tracing::error!(error = %e, "could not store the idempotent response");
             }
-            Ok(stored(&record).customize_replayed())
+            Ok(stored(&record, false))
         }
         Err(e) => {
             if let Err(release) = state.store.release_idempotency(&user.id, &key).await {
@@ -366,18 +370,6 @@ pub async fn checkout(
             }
             Err(e)
         }
-    }
-}
-
-trait FirstResponse {
-    fn customize_replayed(self) -> Self;
-}
-
-impl FirstResponse for HttpResponse {
-    /// The first response is not a replay.
-    fn customize_replayed(mut self) -> Self {
-        self.headers_mut().remove("Idempotent-Replayed");
-        self
     }
 }
 
