@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use kassa_actors::domain::{InvalidValue, OrderId};
+use kassa_actors::order::OrderStatus;
 use kassa_actors::order_actor::{GetOrder, OrderError, PlaceOrder, Placed};
 use kassa_actors::store::{
     IdempotencyClaim, IdempotencyRequest, OrderRecord, ShippingDetails, StoredResponse,
@@ -388,17 +389,14 @@ async fn place(
     match state.orders.ask(&order_id, msg).await? {
         Ok(Placed::New(order)) => Ok(CheckoutResponse::from(order.as_ref())),
         Ok(Placed::Existing(existing)) => {
-            let order = state
-                .orders
-                .ask(
-                    &existing,
-                    GetOrder {
-                        viewer: Some(user.id.clone()),
-                    },
-                )
-                .await?
-                .map_err(order_error)?;
-            if order.status == kassa_actors::order::OrderStatus::PendingPayment {
+            let viewer = GetOrder {
+                viewer: Some(user.id.clone()),
+            };
+            // The locking order's actor answers after any checkout still running in it.
+            // Not found means its checkout died before storing the order (a crash); the
+            // lock then lapses at its expiry, like the order would have.
+            let order = state.orders.ask(&existing, viewer).await?.ok();
+            if let Some(order) = order.filter(|o| o.status == OrderStatus::PendingPayment) {
                 Ok(CheckoutResponse::from(&order))
             } else {
                 Err(AppError::Conflict {
