@@ -2,7 +2,8 @@
 # A real SMTP server for Kassa's mail tests: aiosmtpd (from PyPI, in a venv under
 # $HOME/.cache/kassa/venv) that writes every message it accepts to DIR/messages/*.eml, and
 # answers 550 to recipients whose domain is listed in DIR/reject-domains (re-read on every
-# RCPT, so a test can switch rejection on and off while the sink runs).
+# RCPT, so a test can switch rejection on and off while the sink runs). When DIR/auth holds
+# `user:password` at start, the sink requires AUTH (PLAIN or LOGIN) with exactly those.
 #
 # Usage: scripts/smtp-sink.sh install
 #        scripts/smtp-sink.sh start  [--dir DIR] [--port PORT] [--env]
@@ -45,7 +46,7 @@ import os
 import signal
 import time
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 COUNTER = itertools.count()
 
@@ -81,15 +82,38 @@ class Sink:
         return "250 2.0.0 OK: stored"
 
 
+def authenticator(directory):
+    """Accepts only the `user:password` in DIR/auth; None when the file is absent."""
+    try:
+        with open(os.path.join(directory, "auth"), encoding="utf-8") as f:
+            user, _, password = f.read().strip().partition(":")
+    except FileNotFoundError:
+        return None
+
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == user
+            and auth_data.password.decode() == password
+        )
+        return AuthResult(success=ok)
+
+    return check
+
+
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dir", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     sink = Sink(args.dir)
+    check = authenticator(args.dir)
+    options = {}
+    if check is not None:
+        options = {"authenticator": check, "auth_required": True, "auth_require_tls": False}
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: SMTP(sink, hostname="kassa-sink", enable_SMTPUTF8=True),
+        lambda: SMTP(sink, hostname="kassa-sink", enable_SMTPUTF8=True, **options),
         host="127.0.0.1",
         port=args.port,
     )

@@ -103,7 +103,8 @@ pub struct JwtConfig {
     pub audience: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// Debug shows no secret (see the manual impl below).
+#[derive(Clone)]
 pub struct Config {
     pub env: Environment,
     pub listen: String,
@@ -116,6 +117,9 @@ pub struct Config {
     pub gateway: GatewaySpec,
     pub stripe_api_key: Option<String>,
     pub stripe_api_base: Url,
+    /// The Stripe endpoint secret (`whsec_...`) that signs `POST /webhook/stripe` events;
+    /// required with `KASSA_GATEWAY=stripe`.
+    pub stripe_webhook_secret: Option<String>,
     pub smtp_url: String,
     /// SMTP credentials when the URL carries none (both or neither).
     pub smtp_user: Option<String>,
@@ -127,6 +131,27 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Set when dev secrets were generated or read from the data dir (start-up says so).
     pub dev_secrets_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Secrets (JWT and webhook keys, Stripe and SMTP credentials, the SMTP URL that may
+        // carry a password) are left out on purpose.
+        f.debug_struct("Config")
+            .field("env", &self.env)
+            .field("listen", &self.listen)
+            .field("public_url", &self.public_url.as_str())
+            .field("storefront_url", &self.storefront_url.as_str())
+            .field("store", &self.store)
+            .field("data_dir", &self.data_dir)
+            .field("jwt", &self.jwt)
+            .field("gateway", &self.gateway)
+            .field("mail_from", &self.mail_from)
+            .field("reservation_ttl", &self.reservation_ttl)
+            .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The keys as written; every value is read as a string, whatever it looks like.
@@ -161,6 +186,8 @@ pub struct RawConfig {
     pub stripe_api_key: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub stripe_api_base: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub stripe_webhook_secret: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub smtp_url: Option<String>,
     #[serde(deserialize_with = "stringish")]
@@ -334,6 +361,15 @@ impl Config {
                 .as_deref()
                 .unwrap_or("https://api.stripe.com"),
         )?;
+        let stripe_webhook_secret = non_empty(raw.stripe_webhook_secret);
+        if let Some(secret) = &stripe_webhook_secret {
+            check_stripe_webhook_secret(secret)?;
+        } else if gateway == GatewaySpec::Stripe {
+            return Err(ConfigError::new(
+                "stripe_webhook_secret",
+                "KASSA_GATEWAY=stripe needs the webhook endpoint's signing secret (whsec_...)",
+            ));
+        }
 
         let default_mail_dir = format!("file://{}", data_dir.join("mail").display());
         let smtp_url = non_empty(raw.smtp_url).unwrap_or(default_mail_dir);
@@ -417,6 +453,7 @@ impl Config {
             gateway,
             stripe_api_key,
             stripe_api_base,
+            stripe_webhook_secret,
             smtp_url,
             smtp_user,
             smtp_password,
@@ -506,7 +543,12 @@ fn parse_replication(raw: Option<&str>) -> Result<Replication, ConfigError> {
             ),
         )
     };
-    let factor = |raw: &str, f: &str| f.parse::<u32>().ok().filter(|f| *f > 0).ok_or_else(|| problem(raw));
+    let factor = |raw: &str, f: &str| {
+        f.parse::<u32>()
+            .ok()
+            .filter(|f| *f > 0)
+            .ok_or_else(|| problem(raw))
+    };
     let Some(raw) = raw else {
         return Ok(Replication::Factor(1));
     };
@@ -596,6 +638,21 @@ fn check_webhook_secret(secret: &str) -> Result<(), ConfigError> {
         Err(ConfigError::new(
             "webhook_secret",
             "expected `whsec_` followed by base64 key bytes (Standard Webhooks format)",
+        ))
+    }
+}
+
+/// Stripe's endpoint secrets are `whsec_` and an opaque string, used whole as the HMAC key.
+fn check_stripe_webhook_secret(secret: &str) -> Result<(), ConfigError> {
+    let ok = secret
+        .strip_prefix("whsec_")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_graphic()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            "stripe_webhook_secret",
+            "expected the endpoint's signing secret as Stripe shows it: `whsec_...`",
         ))
     }
 }
@@ -749,6 +806,34 @@ mod tests {
             Config::from_figment(Figment::from(figment::providers::Serialized::defaults(map)))
                 .expect("config");
         assert_eq!(config.jwt.key, JwtKey::Secret(b"12345".to_vec()));
+    }
+
+    #[test]
+    fn stripe_needs_an_api_key_and_a_webhook_secret() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let err = raw(&[("data_dir", data), ("gateway", "stripe")]).expect_err("no key");
+        assert_eq!(err.key, "KASSA_STRIPE_API_KEY");
+        let stripe = |webhook_secret| {
+            raw(&[
+                ("data_dir", data),
+                ("gateway", "stripe"),
+                ("stripe_api_key", "sk_test_kassa"),
+                ("stripe_webhook_secret", webhook_secret),
+            ])
+        };
+        for bad in ["", "hunter2", "whsec_"] {
+            let err = stripe(bad).expect_err(bad);
+            assert_eq!(err.key, "KASSA_STRIPE_WEBHOOK_SECRET");
+        }
+        let config = stripe("whsec_abc123").expect("config");
+        assert_eq!(config.gateway, GatewaySpec::Stripe);
+        assert_eq!(
+            config.stripe_webhook_secret.as_deref(),
+            Some("whsec_abc123")
+        );
+        let sandbox = raw(&[("data_dir", data)]).expect("config");
+        assert_eq!(sandbox.stripe_webhook_secret, None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod mail;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -41,10 +41,19 @@ const TEMPLATES: [(&str, &str); 9] = [
     ("layout.html", include_str!("../templates/layout.html")),
     ("_lines.html", include_str!("../templates/_lines.html")),
     ("_lines.txt", include_str!("../templates/_lines.txt")),
-    ("_shipping.html", include_str!("../templates/_shipping.html")),
+    (
+        "_shipping.html",
+        include_str!("../templates/_shipping.html"),
+    ),
     ("_shipping.txt", include_str!("../templates/_shipping.txt")),
-    ("confirmation.html", include_str!("../templates/confirmation.html")),
-    ("confirmation.txt", include_str!("../templates/confirmation.txt")),
+    (
+        "confirmation.html",
+        include_str!("../templates/confirmation.html"),
+    ),
+    (
+        "confirmation.txt",
+        include_str!("../templates/confirmation.txt"),
+    ),
     ("refund.html", include_str!("../templates/refund.html")),
     ("refund.txt", include_str!("../templates/refund.txt")),
 ];
@@ -99,6 +108,10 @@ impl EmailBackend {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let url = config.smtp_url.as_str();
         if let Some(dir) = url.strip_prefix("file://") {
+            tracing::info!(
+                dir,
+                "emails are written to files (KASSA_SMTP_URL=file://...)"
+            );
             return Ok(Self::Files(PathBuf::from(dir)));
         }
         let credentials = match (&config.smtp_user, &config.smtp_password) {
@@ -157,6 +170,17 @@ impl EmailBackend {
             let _inside = runtime.enter();
             builder.build()
         };
+        let tls_mode = match (parsed.scheme(), tls) {
+            ("smtps", _) => "implicit",
+            (_, Some(starttls)) => starttls,
+            (_, None) => "none",
+        };
+        tracing::info!(
+            host = parsed.host_str().unwrap_or_default(),
+            port = ?parsed.port(),
+            tls = tls_mode,
+            "emails are sent over SMTP"
+        );
         Ok(Self::Smtp(SmtpBackend {
             transport: Some(transport),
             runtime,
@@ -233,7 +257,17 @@ struct EmailView<'a> {
     lines: Vec<LineView<'a>>,
     total: String,
     currency: &'static str,
-    shipping: &'a kassa_actors::store::ShippingDetails,
+    shipping: ShippingView<'a>,
+}
+
+#[derive(Serialize)]
+struct ShippingView<'a> {
+    name: &'a str,
+    line1: &'a str,
+    line2: Option<&'a str>,
+    city: &'a str,
+    postal_code: &'a str,
+    country: &'a str,
 }
 
 #[derive(Serialize)]
@@ -264,7 +298,14 @@ impl<'a> EmailView<'a> {
                 .collect(),
             total: money(order.total),
             currency: order.currency.code(),
-            shipping: &order.shipping,
+            shipping: ShippingView {
+                name: &order.shipping.name,
+                line1: &order.shipping.line1,
+                line2: order.shipping.line2.as_deref(),
+                city: &order.shipping.city,
+                postal_code: &order.shipping.postal_code,
+                country: &order.shipping.country,
+            },
         }
     }
 }
@@ -282,6 +323,7 @@ impl Templates {
             minijinja::syntax::SyntaxConfig::builder()
                 .trim_blocks(true)
                 .lstrip_blocks(true)
+                .keep_trailing_newline(true)
                 .build()?,
         );
         for (name, source) in TEMPLATES {
@@ -448,9 +490,18 @@ mod tests {
             .expect("render");
         assert_eq!(email.subject, "Your order 0195f3a4 is confirmed");
         for part in [&email.text, &email.html] {
-            assert!(part.contains("0195f3a4-1b2c-7d3e-8f40-123456789abc"), "{part}");
-            assert!(part.contains("19.99 EUR") && part.contains("39.98 EUR"), "{part}");
-            assert!(part.contains("8.50 EUR") && part.contains("48.48 EUR"), "{part}");
+            assert!(
+                part.contains("0195f3a4-1b2c-7d3e-8f40-123456789abc"),
+                "{part}"
+            );
+            assert!(
+                part.contains("19.99 EUR") && part.contains("39.98 EUR"),
+                "{part}"
+            );
+            assert!(
+                part.contains("8.50 EUR") && part.contains("48.48 EUR"),
+                "{part}"
+            );
             for field in ["1 Main St", "Flat 2", "10115", "Berlin", "DE"] {
                 assert!(part.contains(field), "{field} missing: {part}");
             }
@@ -463,7 +514,20 @@ mod tests {
             email.text
         );
         assert!(email.text.contains("1 x Mug at 8.50 EUR: 8.50 EUR"));
-        assert!(email.text.contains("Total: 48.48 EUR"));
+        assert!(
+            email
+                .text
+                .contains("Total: 48.48 EUR\n\nShipping to:\nAlice"),
+            "{}",
+            email.text
+        );
+        assert!(
+            email
+                .text
+                .ends_with("DE\n\nOrder 0195f3a4-1b2c-7d3e-8f40-123456789abc\n"),
+            "{}",
+            email.text
+        );
     }
 
     #[test]
@@ -473,8 +537,16 @@ mod tests {
             .render(EmailKind::Confirmation, &order())
             .expect("render");
         assert!(!email.html.contains("<script>"), "{}", email.html);
-        assert!(email.html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"));
-        assert!(email.html.contains("T-shirt &lt;M&gt; &amp; &quot;friends&quot;"));
+        assert!(
+            email
+                .html
+                .contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;")
+        );
+        assert!(
+            email
+                .html
+                .contains("T-shirt &lt;M&gt; &amp; &quot;friends&quot;")
+        );
     }
 
     #[test]
@@ -505,8 +577,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_message_is_multipart_alternative_with_a_stable_message_id() {
-        let emails = Emails::new(EmailBackend::memory(), "Kassa <orders@shop.example>")
-            .expect("emails");
+        let emails =
+            Emails::new(EmailBackend::memory(), "Kassa <orders@shop.example>").expect("emails");
         let order = order();
         let email = outbox(&order, EmailKind::Confirmation);
         emails.send(&email, &order).await.expect("sent");
@@ -515,13 +587,21 @@ mod tests {
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[0].to, vec!["alice@example.com".to_string()]);
         let raw = String::from_utf8(sent[0].raw.clone()).expect("ascii");
-        assert!(raw.contains("From: Kassa <orders@shop.example>\r\n"), "{raw}");
+        assert!(
+            raw.contains("From: Kassa <orders@shop.example>\r\n"),
+            "{raw}"
+        );
         assert!(raw.contains("To: alice@example.com\r\n"), "{raw}");
         assert!(raw.contains("Subject: Your order 0195f3a4 is confirmed\r\n"));
-        assert!(raw.contains(
-            "Message-ID: <0195f3a4-1b2c-7d3e-8f40-123456789abc.confirmation@kassa>\r\n"
-        ));
-        assert!(raw.contains("Date: Sun, 01 Mar 2026 12:00:00 +0000\r\n"), "{raw}");
+        assert!(
+            raw.contains(
+                "Message-ID: <0195f3a4-1b2c-7d3e-8f40-123456789abc.confirmation@kassa>\r\n"
+            )
+        );
+        assert!(
+            raw.contains("Date: Sun, 01 Mar 2026 12:00:00 +0000\r\n"),
+            "{raw}"
+        );
         assert!(raw.contains("Content-Type: multipart/alternative;"));
         assert!(raw.contains("Content-Type: text/plain; charset=utf-8"));
         assert!(raw.contains("Content-Type: text/html; charset=utf-8"));
@@ -531,9 +611,11 @@ mod tests {
             headers(&raw).map(|h| h.lines().filter(|l| l.starts_with("Message-ID")).count()),
             Some(1)
         );
-        assert!(again.contains(
-            "Message-ID: <0195f3a4-1b2c-7d3e-8f40-123456789abc.confirmation@kassa>\r\n"
-        ));
+        assert!(
+            again.contains(
+                "Message-ID: <0195f3a4-1b2c-7d3e-8f40-123456789abc.confirmation@kassa>\r\n"
+            )
+        );
     }
 
     #[tokio::test]
@@ -587,7 +669,11 @@ mod tests {
         ] {
             assert!(EmailBackend::smtp(ok, None).is_ok(), "{ok}");
         }
-        for bad in ["smtp://", "smtps://mail.example?tls=none", "imap://mail.example"] {
+        for bad in [
+            "smtp://",
+            "smtps://mail.example?tls=none",
+            "imap://mail.example",
+        ] {
             assert!(EmailBackend::smtp(bad, None).is_err(), "{bad}");
         }
     }

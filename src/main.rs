@@ -43,6 +43,9 @@ enum Command {
         #[arg(long)]
         private_key_file: Option<PathBuf>,
     },
+    /// Create the scylla keyspace if needed and apply the schema migrations of cql/ that it
+    /// lacks (idempotent; KASSA_STORE must be scylla://...). Run once per deploy.
+    Migrate,
     /// Run the sandbox payment gateway alone (for a storefront's own tests).
     SandboxGateway {
         /// Address to listen on (port 0 picks a free port; the first stdout line names it).
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
             ttl,
             private_key_file,
         ),
+        Command::Migrate => migrate(&config),
         Command::Serve | Command::SandboxGateway { .. } => serve(config),
     })
 }
@@ -129,6 +133,44 @@ fn token(
         },
     )?;
     println!("{jwt}");
+    Ok(())
+}
+
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    telemetry::init_logging(&config.log, config.log_format);
+    let kassa::config::StoreSpec::Scylla { hosts, keyspace } = &config.store else {
+        anyhow::bail!(
+            "KASSA_STORE: `kassa migrate` is for the scylla store (scylla://host:9042/keyspace); \
+             the embedded store needs no migration"
+        );
+    };
+    let target = kassa::store::scylla::ScyllaTarget {
+        hosts,
+        keyspace,
+        options: &config.scylla,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(kassa::store::scylla::migrate(target))?;
+    if report.applied.is_empty() {
+        println!(
+            "keyspace {keyspace} is up to date (schema version {}, {:?})",
+            report.version, report.flavor
+        );
+    } else {
+        println!(
+            "keyspace {keyspace}{}: applied {} (schema version {}, {:?})",
+            if report.keyspace_created {
+                " created"
+            } else {
+                ""
+            },
+            report.applied.join(", "),
+            report.version,
+            report.flavor
+        );
+    }
     Ok(())
 }
 

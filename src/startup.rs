@@ -9,6 +9,7 @@ use crate::gateway::sandbox::{SandboxGateway, SandboxSettings};
 use crate::routes;
 use crate::state::AppState;
 use crate::store::embedded::EmbeddedStore;
+use crate::store::scylla::{ScyllaStore, ScyllaTarget};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
 use anyhow::Context as _;
@@ -16,6 +17,7 @@ use kassa_actors::ActorSettings;
 use kassa_actors::cart::CartActor;
 use kassa_actors::clock::{SharedClock, SystemClock};
 use kassa_actors::gateway::SharedGateway;
+use kassa_actors::mailer::{Mailer, MailerServices, MailerSettings};
 use kassa_actors::order_actor::{OrderActor, OrderServices, OrderSettings};
 use kassa_actors::product::ProductActor;
 use kassa_actors::registry::{ActorPool, Registry};
@@ -37,6 +39,9 @@ const ORDER_TICK: Duration = Duration::from_secs(1);
 const ACTIVE_ORDER_RESCAN: Duration = Duration::from_secs(15);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: u64 = 30;
+/// How long shutdown waits for emails being sent to be recorded (the rest go out at the next
+/// start, from the outbox).
+const MAIL_FLUSH_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Application {
     port: u16,
@@ -69,7 +74,7 @@ impl Application {
         clock: SharedClock,
         settings: ActorSettings,
     ) -> anyhow::Result<Self> {
-        let store = open_store(&config)?;
+        let store = open_store(&config).await?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool = Arc::new(ActorPool::new(threads));
         let products = {
@@ -112,6 +117,13 @@ impl Application {
             Authenticator::new(&config.jwt, clock.clone()).context("KASSA_JWT_PUBLIC_KEY_FILE")?,
         ));
         let port = listener.local_addr()?.port();
+        let emails = crate::mail::Emails::from_config(&config)?;
+        let mailer = Arc::new(Mailer::start(MailerServices {
+            store: store.clone(),
+            clock: clock.clone(),
+            transport: Arc::new(emails),
+            settings: MailerSettings::default(),
+        }));
         let state = web::Data::new(AppState {
             config: Arc::new(config),
             store,
@@ -120,6 +132,7 @@ impl Application {
             carts,
             orders,
             gateway,
+            mailer,
             webhook,
             metrics: crate::telemetry::metrics_handle(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
@@ -223,14 +236,24 @@ impl Application {
         tracing::info!("HTTP server stopped; stopping actors");
         ticker.abort();
         let _ = ticker.await;
+        if !state.mailer.flush(MAIL_FLUSH_GRACE).await {
+            tracing::warn!(
+                "emails were still being sent at shutdown; they go out at the next start"
+            );
+        }
+        let mailer = state.mailer.clone();
         drop(state);
-        tokio::task::spawn_blocking(move || pool.shutdown()).await?;
+        tokio::task::spawn_blocking(move || {
+            mailer.shutdown();
+            pool.shutdown();
+        })
+        .await?;
         tracing::info!("actors stopped; store closed");
         Ok(served?)
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
     match &config.store {
         StoreSpec::Embedded(dir) => {
             let store = EmbeddedStore::open(dir)
@@ -238,8 +261,17 @@ fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
             tracing::info!(dir = %dir.display(), "embedded store open");
             Ok(Arc::new(store))
         }
-        StoreSpec::Scylla { .. } => {
-            anyhow::bail!("KASSA_STORE: the scylla back end is not built yet; use embedded:<dir>")
+        StoreSpec::Scylla { hosts, keyspace } => {
+            // Checks the keyspace's schema version too: `kassa migrate` must have run.
+            let target = ScyllaTarget {
+                hosts,
+                keyspace,
+                options: &config.scylla,
+            };
+            let store = ScyllaStore::open(target)
+                .await
+                .with_context(|| format!("KASSA_STORE=scylla://{}/{keyspace}", hosts.join(",")))?;
+            Ok(Arc::new(store))
         }
     }
 }
@@ -269,9 +301,19 @@ fn build_gateway(
             Ok((Arc::new(sandbox.clone()), Some(sandbox)))
         }
         GatewaySpec::Http(url) => Ok((Arc::new(HttpGateway::new(url.clone())), None)),
-        GatewaySpec::Stripe => anyhow::bail!(
-            "KASSA_GATEWAY: the stripe adapter is not built yet; use `sandbox` or an http(s) URL"
-        ),
+        GatewaySpec::Stripe => {
+            let stripe = crate::gateway::stripe::StripeGateway::new(
+                crate::gateway::stripe::StripeSettings {
+                    api_key: config
+                        .stripe_api_key
+                        .clone()
+                        .context("KASSA_STRIPE_API_KEY is required with KASSA_GATEWAY=stripe")?,
+                    api_base: config.stripe_api_base.clone(),
+                    storefront_url: config.storefront_url.clone(),
+                },
+            )?;
+            Ok((Arc::new(stripe), None))
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use crate::config::Config;
 use kassa_actors::cart::CartActor;
 use kassa_actors::clock::SharedClock;
 use kassa_actors::gateway::SharedGateway;
+use kassa_actors::mailer::Mailer;
 use kassa_actors::order_actor::{OrderActor, OrderTick};
 use kassa_actors::product::ProductActor;
 use kassa_actors::registry::{PassivateIfIdle, Registry};
@@ -20,6 +21,8 @@ pub struct AppState {
     pub carts: Registry<CartActor>,
     pub orders: Registry<OrderActor>,
     pub gateway: SharedGateway,
+    /// Drains the email outbox; flushed and stopped at shutdown.
+    pub mailer: Arc<Mailer>,
     /// Verifies payment webhooks (Standard Webhooks, `KASSA_WEBHOOK_SECRET`).
     pub webhook: standardwebhooks::Webhook,
     pub metrics: PrometheusHandle,

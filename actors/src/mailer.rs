@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 /// Why a message was not accepted. Both kinds are retried; they are counted apart because a
 /// permanent one (a 5xx, an unusable address) needs a person to look.
@@ -228,9 +227,8 @@ impl Mailer {
     /// `System`.
     pub fn start(services: MailerServices) -> Self {
         let arbiter = Arbiter::new();
-        let addr = MailerActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            MailerActor::new(services)
-        });
+        let addr =
+            MailerActor::start_in_arbiter(&arbiter.handle(), move |_| MailerActor::new(services));
         Self {
             addr,
             arbiter: std::sync::Mutex::new(Some(arbiter)),
@@ -273,7 +271,12 @@ impl Mailer {
 async fn drain_outbox(shared: Arc<Shared>, closing: Arc<AtomicBool>) -> bool {
     let settings = &shared.services.settings;
     let now = shared.services.clock.now();
-    let due = match shared.services.store.due_emails(now, settings.batch_size).await {
+    let due = match shared
+        .services
+        .store
+        .due_emails(now, settings.batch_size)
+        .await
+    {
         Ok(due) => due,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the outbox; will try again");
@@ -312,70 +315,65 @@ fn joined(result: Option<Result<bool, tokio::task::JoinError>>) -> bool {
 
 /// Sends one email and records the outcome. Answers whether the outcome reached the store.
 async fn deliver(shared: Arc<Shared>, mut email: OutboxEmail) -> bool {
-    let span = tracing::info_span!("email", order_id = %email.order_id, email = email.kind.as_str());
-    async move {
-        let services = &shared.services;
-        let key = (email.order_id, email.kind);
-        if let Some(sent_at) = shared.unrecorded.get(&key).map(|at| *at) {
-            email.sent_at = Some(sent_at);
-            return record_sent(&shared, &email).await;
+    let services = &shared.services;
+    let (order_id, kind) = (email.order_id, email.kind.as_str());
+    if let Some(sent_at) = shared.unrecorded.get(&(order_id, email.kind)).map(|at| *at) {
+        email.sent_at = Some(sent_at);
+        return record_sent(&shared, &email).await;
+    }
+    let outcome = match services.store.load_order(order_id).await {
+        Ok(Some(order)) => {
+            let started = std::time::Instant::now();
+            let outcome = services.transport.send(&email, &order).await;
+            metrics::histogram!("kassa_smtp_send_seconds").record(started.elapsed().as_secs_f64());
+            outcome
         }
-        let outcome = match services.store.load_order(email.order_id).await {
-            Ok(Some(order)) => {
-                let started = std::time::Instant::now();
-                let outcome = services.transport.send(&email, &order).await;
-                metrics::histogram!("kassa_smtp_send_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                outcome
-            }
-            Ok(None) => Err(SendError::Permanent(
-                "the email's order is not in the store".into(),
-            )),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot load the order; will try again");
-                return false;
-            }
-        };
-        let now = services.clock.now();
-        email.attempts = email.attempts.saturating_add(1);
-        match outcome {
-            Ok(()) => {
-                email.sent_at = Some(now);
-                metrics::counter!("kassa_emails_sent_total", "email" => email.kind.as_str())
-                    .increment(1);
-                tracing::info!(attempts = email.attempts, to = %email.to, "email sent");
-                record_sent(&shared, &email).await
-            }
-            Err(e) => {
-                let settings = &services.settings;
-                let wait = retry_delay(email.attempts, settings.retry_initial, settings.retry_max);
-                email.next_attempt_at = now + wait;
-                email.last_error = Some(e.to_string());
-                metrics::counter!(
-                    "kassa_email_send_failures_total",
-                    "kind" => e.kind(),
-                    "email" => email.kind.as_str()
-                )
-                .increment(1);
-                tracing::warn!(
-                    attempts = email.attempts,
-                    retry_in_seconds = wait.as_seconds_f64(),
-                    kind = e.kind(),
-                    error = %e,
-                    "email not sent; will retry"
-                );
-                match services.store.update_email(&email).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot record the failed attempt");
-                        false
-                    }
+        Ok(None) => Err(SendError::Permanent(
+            "the email's order is not in the store".into(),
+        )),
+        Err(e) => {
+            tracing::warn!(%order_id, email = kind, error = %e, "cannot load the order; will try again");
+            return false;
+        }
+    };
+    let now = services.clock.now();
+    email.attempts = email.attempts.saturating_add(1);
+    match outcome {
+        Ok(()) => {
+            email.sent_at = Some(now);
+            metrics::counter!("kassa_emails_sent_total", "email" => kind).increment(1);
+            tracing::info!(%order_id, email = kind, attempts = email.attempts, "email sent");
+            record_sent(&shared, &email).await
+        }
+        Err(e) => {
+            let settings = &services.settings;
+            let wait = retry_delay(email.attempts, settings.retry_initial, settings.retry_max);
+            email.next_attempt_at = now + wait;
+            email.last_error = Some(e.to_string());
+            metrics::counter!(
+                "kassa_email_send_failures_total",
+                "kind" => e.kind(),
+                "email" => kind
+            )
+            .increment(1);
+            tracing::warn!(
+                %order_id,
+                email = kind,
+                attempts = email.attempts,
+                retry_in_seconds = wait.as_seconds_f64(),
+                failure = e.kind(),
+                error = %e,
+                "email not sent; will retry"
+            );
+            match services.store.update_email(&email).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(%order_id, email = kind, error = %e, "cannot record the failed attempt");
+                    false
                 }
             }
         }
     }
-    .instrument(span)
-    .await
 }
 
 /// Marks `email` sent; if the store fails, remembers it so that it is not sent again.
@@ -390,7 +388,12 @@ async fn record_sent(shared: &Shared, email: &OutboxEmail) -> bool {
             if let Some(sent_at) = email.sent_at {
                 shared.unrecorded.insert(key, sent_at);
             }
-            tracing::warn!(error = %e, "email sent but not yet recorded as sent; will record it");
+            tracing::warn!(
+                order_id = %email.order_id,
+                email = email.kind.as_str(),
+                error = %e,
+                "email sent but not yet recorded as sent; will record it"
+            );
             false
         }
     }
@@ -459,7 +462,10 @@ mod tests {
     #[async_trait]
     impl MailTransport for FakeTransport {
         async fn send(&self, email: &OutboxEmail, order: &OrderRecord) -> Result<(), SendError> {
-            assert_eq!(email.order_id, order.id, "the email is rendered from its order");
+            assert_eq!(
+                email.order_id, order.id,
+                "the email is rendered from its order"
+            );
             let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_in_flight.fetch_max(now, Ordering::SeqCst);
             if let Some(delay) = self.delay {
@@ -678,10 +684,7 @@ mod tests {
         }
         let email = fx.email(id).await;
         assert!(email.sent_at.is_none(), "still in the outbox");
-        assert_eq!(
-            email.last_error.as_deref(),
-            Some("550 mailbox unavailable")
-        );
+        assert_eq!(email.last_error.as_deref(), Some("550 mailbox unavailable"));
         fx.transport.fail_with(None);
         fx.clock.advance(Duration::minutes(10));
         mailer.nudge();
@@ -753,7 +756,11 @@ mod tests {
         .await;
         assert!(mailer.flush(std::time::Duration::from_secs(5)).await);
         assert_eq!(fx.transport.sent().len(), 1, "the send in flight finished");
-        assert_eq!(fx.store.outbox_depth().await.expect("depth"), 0, "and was recorded");
+        assert_eq!(
+            fx.store.outbox_depth().await.expect("depth"),
+            0,
+            "and was recorded"
+        );
         paid_order(&fx.store, &fx.clock).await;
         mailer.nudge();
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -11,9 +11,16 @@ use crate::store::{
 };
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
+use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
+
+/// The first conflict retry waits up to this long (full jitter); each further one doubles it.
+const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(4);
+/// No conflict retry waits longer than this.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// What the catalog shows for a SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,6 +126,8 @@ struct Queued {
     command: Command,
     reply: oneshot::Sender<Result<Reply, ActorError>>,
     attempts: u32,
+    /// `ProductActor::refreshed` when the command arrived.
+    since: u64,
 }
 
 /// One SKU's state as last loaded or written.
@@ -324,6 +333,10 @@ pub struct ProductActor {
     stock: Stock,
     queue: Vec<Queued>,
     writing: bool,
+    /// How often `stock` was brought up to date with the store (loads and applied writes).
+    /// An answer that writes nothing is given only on a state refreshed after its command
+    /// arrived: no condition checks it, and another replica may have changed the SKU.
+    refreshed: u64,
     /// While a write is in flight, `stock` already holds its undurable changes; reads answer
     /// from this view of the state before the write instead.
     durable_view: Option<ProductView>,
@@ -351,6 +364,7 @@ impl ProductActor {
             stock: Stock::default(),
             queue: Vec::new(),
             writing: false,
+            refreshed: 0,
             durable_view: None,
             last_active,
         }
@@ -360,29 +374,35 @@ impl ProductActor {
         self.membership.key()
     }
 
-    /// Loads the SKU's state; no message is handled until it is in. With `then_flush`, the
-    /// queued commands are decided as soon as the fresh state is in (and not before: actix
-    /// polls `ctx.wait` futures last-in first-out, so a separate wait queued after this one
-    /// would run first, against the stale state).
-    fn load(&mut self, ctx: &mut Context<Self>, then_flush: bool) {
+    /// Loads the SKU's state after `delay`; no message is handled until it is in. With
+    /// `then_flush`, the queued commands are decided as soon as the fresh state is in (and
+    /// not before: actix polls `ctx.wait` futures last-in first-out, so a separate wait
+    /// queued after this one would run first, against the stale state).
+    fn load(&mut self, ctx: &mut Context<Self>, then_flush: bool, delay: Duration) {
         let store = self.store.clone();
         let sku = self.sku().clone();
         ctx.wait(
-            async move { store.load_product(&sku).await }
-                .into_actor(self)
-                .map(move |loaded, act, ctx| match loaded {
-                    Ok(snapshot) => {
-                        act.stock = Stock::from_snapshot(snapshot);
-                        if then_flush {
-                            act.flush(ctx);
-                        }
+            async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                store.load_product(&sku).await
+            }
+            .into_actor(self)
+            .map(move |loaded, act, ctx| match loaded {
+                Ok(snapshot) => {
+                    act.stock = Stock::from_snapshot(snapshot);
+                    act.refreshed += 1;
+                    if then_flush {
+                        act.flush(ctx);
                     }
-                    Err(e) => {
-                        tracing::error!(sku = %act.sku(), error = %e, "cannot load product; stopping");
-                        act.fail_queue(ActorError::Unavailable);
-                        ctx.stop();
-                    }
-                }),
+                }
+                Err(e) => {
+                    tracing::error!(sku = %act.sku(), error = %e, "cannot load product; stopping");
+                    act.fail_queue(ActorError::Unavailable);
+                    ctx.stop();
+                }
+            }),
         );
     }
 
@@ -398,6 +418,7 @@ impl ProductActor {
             command,
             reply,
             attempts: 0,
+            since: self.refreshed,
         });
         self.flush(ctx);
         Box::pin(async move {
@@ -433,6 +454,17 @@ impl ProductActor {
             decided.push((queued, reply));
         }
         if changes.is_empty() {
+            if decided
+                .iter()
+                .any(|(queued, _)| queued.since >= self.refreshed)
+            {
+                // Nothing to write means no condition checks these answers, and the state may
+                // predate a reservation another replica made or released since: decide them
+                // again on a fresh load before answering. `decide` changed nothing in `stock`.
+                self.queue = decided.into_iter().map(|(queued, _)| queued).collect();
+                self.reload_then_flush(ctx);
+                return;
+            }
             for (queued, reply) in decided {
                 let _ = queued.reply.send(reply);
             }
@@ -471,6 +503,7 @@ impl ProductActor {
                     act.writing = false;
                     match written {
                         Ok(WriteOutcome::Applied) => {
+                            act.refreshed += 1;
                             for (queued, reply) in decided {
                                 let _ = queued.reply.send(reply);
                             }
@@ -508,13 +541,18 @@ impl ProductActor {
                 retry.push(queued);
             }
         }
+        // Another replica's write won: wait a jittered, growing moment before reloading, so
+        // that replicas contending for one SKU stop colliding in lockstep.
+        let attempt = retry.iter().map(|q| q.attempts).max().unwrap_or(0);
+        metrics::counter!("kassa_lwt_retries_total", "entity" => "product")
+            .increment(retry.len() as u64);
         retry.append(&mut self.queue);
         self.queue = retry;
-        self.reload_then_flush(ctx);
+        self.load(ctx, true, conflict_backoff(attempt));
     }
 
     fn reload_then_flush(&mut self, ctx: &mut Context<Self>) {
-        self.load(ctx, true);
+        self.load(ctx, true, Duration::ZERO);
     }
 
     fn fail_queue(&mut self, error: ActorError) {
@@ -535,12 +573,22 @@ impl ProductActor {
     }
 }
 
+/// How long to wait before retrying after the `attempt`-th conflict: uniformly random up to
+/// a cap that doubles per attempt ("full jitter").
+fn conflict_backoff(attempt: u32) -> Duration {
+    let cap = RETRY_BACKOFF_BASE
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(RETRY_BACKOFF_MAX);
+    let micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(rand::rng().random_range(0..=micros))
+}
+
 impl Actor for ProductActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
-        self.load(ctx, false);
+        self.load(ctx, false, Duration::ZERO);
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
@@ -595,6 +643,7 @@ impl Handler<PassivateIfIdle> for ProductActor {
                 command: Command::Sweep,
                 reply,
                 attempts: 0,
+                since: self.refreshed,
             });
             self.flush(ctx);
             return;
@@ -603,5 +652,21 @@ impl Handler<PassivateIfIdle> for ProductActor {
         if idle && !self.writing && self.queue.is_empty() {
             ctx.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflict_backoff_is_jittered_growing_and_capped() {
+        for _ in 0..100 {
+            assert!(conflict_backoff(1) <= RETRY_BACKOFF_BASE);
+            assert!(conflict_backoff(3) <= RETRY_BACKOFF_BASE * 4);
+            assert!(conflict_backoff(u32::MAX) <= RETRY_BACKOFF_MAX);
+        }
+        let spread: BTreeSet<Duration> = (0..50).map(|_| conflict_backoff(6)).collect();
+        assert!(spread.len() > 1, "two replicas must not retry in lockstep");
     }
 }

@@ -226,10 +226,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let baseline = if opts.baseline.is_zero() || opts.scenario == Scenario::SkuTouch {
         None
     } else {
-        let concurrency = opts
-            .baseline_concurrency
-            .or(opts.concurrency)
-            .unwrap_or(32);
+        let concurrency = opts.baseline_concurrency.or(opts.concurrency).unwrap_or(32);
         Some(run_baseline(&target.base_url, concurrency, opts.baseline, opts.quiet).await?)
     };
 
@@ -274,7 +271,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let primary_rate = operations
         .iter()
         .find(|o| o.op == primary.name())
-        .map(|o| o.expected_per_second);
+        .map(|o| o.succeeded_per_second);
     let ratio = baseline
         .as_ref()
         .zip(primary_rate)
@@ -322,7 +319,9 @@ async fn run_baseline(
         let kassa = kassa.clone();
         async move {
             let request = kassa.http.get(kassa.url("/healthz"));
-            kassa.call(Some(Op::Healthz), start, request, &[client::OK]).await;
+            kassa
+                .call(Some(Op::Healthz), start, request, &[client::OK])
+                .await;
             kassa.recorder.iteration_done();
         }
     })

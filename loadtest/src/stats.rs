@@ -144,6 +144,12 @@ impl Recorder {
                     .filter(|(_, expected)| *expected)
                     .map(|(n, _)| n)
                     .sum();
+                let succeeded: u64 = s
+                    .outcomes
+                    .iter()
+                    .filter(|((status, _), _)| (200..300).contains(status))
+                    .map(|(_, (n, _))| n)
+                    .sum();
                 OpReport {
                     op: op.name(),
                     count: h.len(),
@@ -151,6 +157,8 @@ impl Recorder {
                     unexpected: h.len() - ok,
                     per_second: h.len() as f64 / secs,
                     expected_per_second: ok as f64 / secs,
+                    succeeded,
+                    succeeded_per_second: succeeded as f64 / secs,
                     latency_ms: Latency {
                         mean: h.mean() / 1000.0,
                         p50: ms(h.value_at_quantile(0.50)),
@@ -209,6 +217,9 @@ pub struct OpReport {
     pub unexpected: u64,
     pub per_second: f64,
     pub expected_per_second: f64,
+    /// Answered 2xx (a checkout that reserved, a webhook acknowledged).
+    pub succeeded: u64,
+    pub succeeded_per_second: f64,
     pub latency_ms: Latency,
     pub outcomes: Vec<Outcome>,
 }
@@ -235,7 +246,8 @@ pub struct Report {
     pub iterations: u64,
     pub operations: Vec<OpReport>,
     pub baseline: Option<Baseline>,
-    /// The scenario's main operation (checkout, webhook) per second over the baseline's.
+    /// The scenario's main operation (checkouts answered 200, webhooks acknowledged) per
+    /// second over the baseline's requests per second.
     pub ratio_to_baseline: Option<f64>,
     pub primary_op: &'static str,
     /// Scenario figures: reservations/s, mean batch size, RSS, ...
@@ -261,17 +273,27 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<15} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "operation", "count", "ok/s", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms", "errors"
+            "{:<15} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            "operation",
+            "count",
+            "all/s",
+            "2xx/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9",
+            "max ms",
+            "errors"
         );
         for op in &self.operations {
             let l = &op.latency_ms;
             let _ = writeln!(
                 out,
-                "{:<15} {:>8} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>8}",
+                "{:<15} {:>8} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.1} {:>7}",
                 op.op,
                 op.count,
-                op.expected_per_second,
+                op.per_second,
+                op.succeeded_per_second,
                 l.p50,
                 l.p90,
                 l.p99,
@@ -338,7 +360,13 @@ mod tests {
             "cart_conflict",
             true,
         );
-        r.record(Op::Checkout, Duration::from_millis(900), 503, "overloaded", false);
+        r.record(
+            Op::Checkout,
+            Duration::from_millis(900),
+            503,
+            "overloaded",
+            false,
+        );
         let report = r.report(Duration::from_secs(1));
         assert_eq!(report.len(), 1);
         assert_eq!(report[0].count, 3);

@@ -78,7 +78,10 @@ impl Target {
         };
         let log = data.path().join("kassa.log");
         let log_file = std::fs::File::create(&log).context("creating kassa.log")?;
-        let mut command = Command::new(settings.binary);
+        // Absolute: the child runs in the data dir.
+        let binary = std::fs::canonicalize(settings.binary)
+            .with_context(|| format!("no Kassa binary at {}", settings.binary.display()))?;
+        let mut command = Command::new(&binary);
         command
             .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
             .env("KASSA_PUBLIC_URL", &base_url)
@@ -98,7 +101,7 @@ impl Target {
         }
         let child = command
             .spawn()
-            .with_context(|| format!("starting {}", settings.binary.display()))?;
+            .with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id();
         let mut target = Self {
             base_url,
@@ -128,10 +131,7 @@ impl Target {
                     self.log_tail()
                 );
             }
-            if let Ok(r) = client
-                .get(format!("{}/readyz", self.base_url))
-                .send()
-                .await
+            if let Ok(r) = client.get(format!("{}/readyz", self.base_url)).send().await
                 && r.status().is_success()
             {
                 return Ok(());

@@ -74,9 +74,7 @@ impl Ledger {
 
     /// A user the run acted as, with its token (for listing its orders).
     pub fn user(&self, sub: &str, token: &str) {
-        self.lock()
-            .users
-            .insert(sub.to_string(), token.to_string());
+        self.lock().users.insert(sub.to_string(), token.to_string());
     }
 
     pub fn order(&self, order_id: &str, user: &str, expect: Expect) {
@@ -252,10 +250,7 @@ pub async fn verify(
             ));
         }
         for id in missing.iter().take(20) {
-            violations.push(format!(
-                "paid order {id} has no email in {}",
-                dir.display()
-            ));
+            violations.push(format!("paid order {id} has no email in {}", dir.display()));
         }
         if missing.len() > 20 {
             violations.push(format!("... and {} more without email", missing.len() - 20));
@@ -285,7 +280,10 @@ fn unmet(orders: &[SeenOrder], expected: &BTreeMap<String, (String, Expect)>) ->
 }
 
 /// Every order of every user, through `GET /api/orders` page by page.
-async fn list_all(kassa: &Kassa, users: &BTreeMap<String, String>) -> anyhow::Result<Vec<SeenOrder>> {
+async fn list_all(
+    kassa: &Kassa,
+    users: &BTreeMap<String, String>,
+) -> anyhow::Result<Vec<SeenOrder>> {
     use futures_util::StreamExt;
     let pages = futures_util::stream::iter(users.iter().map(|(sub, token)| async move {
         let mut orders = Vec::new();

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod fields;
 pub mod health;
 pub mod orders;
+pub mod stripe_webhook;
 pub mod webhook;
 
 use crate::error::{AppError, json_error};
@@ -31,7 +32,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         catalog::put_product, catalog::delete_product, catalog::get_product,
         carts::create_cart, carts::get_cart, carts::put_item, carts::delete_item,
         orders::checkout, orders::get_order, orders::list_orders,
-        webhook::payment_status,
+        webhook::payment_status, stripe_webhook::stripe_event,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::FieldError)),
     modifiers(&BearerAuth)
@@ -107,6 +108,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/webhook/payment-status")
             .route(web::post().to(webhook::payment_status))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/webhook/stripe")
+            .route(web::post().to(stripe_webhook::stripe_event))
             .default_service(web::to(method_not_allowed)),
     );
 }

@@ -33,7 +33,7 @@ pub enum PaymentOutcome {
 }
 
 /// The raw body, at most 64 KiB (413 beyond).
-async fn read_limited(mut payload: web::Payload) -> Result<web::BytesMut, AppError> {
+pub(crate) async fn read_limited(mut payload: web::Payload) -> Result<web::BytesMut, AppError> {
     use futures_util::StreamExt;
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
@@ -133,16 +133,25 @@ pub async fn payment_status(
         amount: payload.amount,
         currency: payload.currency,
     };
+    deliver(&state, order_id, notice).await
+}
+
+/// Hands a verified payment event to its order's actor and answers the gateway.
+pub(crate) async fn deliver(
+    state: &AppState,
+    order_id: OrderId,
+    notice: PaymentNotice,
+) -> Result<HttpResponse, AppError> {
     match state.orders.ask(&order_id, notice).await? {
         Ok(outcome) => {
-            tracing::info!(%order_id, ?outcome, "payment webhook handled");
+            tracing::info!(%order_id, ?outcome, "payment event handled");
             Ok(HttpResponse::Ok().json(serde_json::json!({ "received": true })))
         }
         Err(OrderError::NotFound) => Err(AppError::not_found("order_not_found", "no such order")),
         Err(OrderError::Overloaded) => Err(AppError::Overloaded),
         Err(OrderError::Actor(e)) => Err(e.into()),
         Err(other) => Err(AppError::Internal(anyhow::anyhow!(
-            "unexpected webhook outcome: {other}"
+            "unexpected payment event outcome: {other}"
         ))),
     }
 }

@@ -28,12 +28,37 @@ pub struct TestApp {
     _tmp: Option<tempfile::TempDir>,
 }
 
+#[path = "../support/cassandra.rs"]
+mod cassandra;
+
 /// The config a test app runs with; `tweak` adjusts the raw keys before parsing.
+/// `KASSA_TEST_STORE=scylla` puts the store on the test Cassandra node (started if needed),
+/// one fresh keyspace per data dir, so that a restart on the same dir finds its data.
 pub fn test_config(data_dir: &Path, tweak: impl FnOnce(&mut RawConfig)) -> Config {
+    let store = match std::env::var("KASSA_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("embedded") => {
+            format!("embedded:{}", data_dir.join("store").display())
+        }
+        Ok("scylla") => {
+            let file = data_dir.join("test-keyspace");
+            let keyspace = match std::fs::read_to_string(&file) {
+                Ok(name) => name.trim().to_string(),
+                Err(_) => {
+                    let name = cassandra::fresh_keyspace("api");
+                    std::fs::create_dir_all(data_dir).expect("data dir");
+                    std::fs::write(&file, &name).expect("remember the keyspace");
+                    name
+                }
+            };
+            format!("scylla://{}/{keyspace}", cassandra::hosts_csv())
+        }
+        Ok(other) => panic!("KASSA_TEST_STORE: expected `embedded` or `scylla`, got `{other}`"),
+    };
     let mut raw = RawConfig {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(data_dir.display().to_string()),
-        store: Some(format!("embedded:{}", data_dir.join("store").display())),
+        store: Some(store),
+        scylla_request_timeout: Some("30s".into()),
         jwt_secret: Some("integration-test-secret".into()),
         webhook_secret: Some(WEBHOOK_SECRET.into()),
         log: Some("warn".into()),
@@ -67,6 +92,9 @@ pub async fn start(
         raw.public_url = Some(format!("http://127.0.0.1:{port}"));
         tweak(raw);
     });
+    if let kassa::config::StoreSpec::Scylla { keyspace, .. } = &config.store {
+        cassandra::migrate(keyspace).await;
+    }
     let shared: SharedClock = Arc::new(clock.clone());
     let settings = ActorSettings {
         idle_after: time::Duration::minutes(5),

@@ -84,6 +84,7 @@ async fn openapi_document_describes_every_route_of_the_contract() {
         ("/api/orders", "get"),
         ("/api/orders/{orderId}", "get"),
         ("/webhook/payment-status", "post"),
+        ("/webhook/stripe", "post"),
     ];
     for (path, method) in expected {
         assert!(

@@ -676,7 +676,7 @@ async fn stock_is_conserved_after_a_randomized_run_of_checkouts_payments_decline
     for sku in skus {
         app.put_product(sku, 250, "EUR", initial).await;
     }
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b61_7373_61);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6b_6173_7361);
     let mut placed = Vec::new();
     for shopper in 0..40 {
         let token = app.token(&format!("r-{shopper}"), false);

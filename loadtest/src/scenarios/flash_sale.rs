@@ -61,8 +61,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
             let answer = ctx
                 .checkout(Some(Op::Checkout), intended, token, cart)
                 .await;
-            if let (Some(order_id), Some(url)) = (answer.str("orderId"), answer.str("paymentUrl"))
-            {
+            if let (Some(order_id), Some(url)) = (answer.str("orderId"), answer.str("paymentUrl")) {
                 ctx.ledger.order(order_id, sub, Expect::Anything);
                 winners.lock().unwrap_or_else(|e| e.into_inner()).push((
                     order_id.to_string(),

@@ -88,7 +88,9 @@ impl Ctx {
             .kassa
             .call(op, start, request, &[Expect(201, None)])
             .await;
-        answer.is(201).then(|| answer.str("cartId").map(str::to_string))?
+        answer
+            .is(201)
+            .then(|| answer.str("cartId").map(str::to_string))?
     }
 
     pub async fn set_item(
@@ -110,7 +112,13 @@ impl Ctx {
     }
 
     /// POST /api/orders; a 409 `cart_conflict` (sold out, price changed) is expected.
-    pub async fn checkout(&self, op: Option<Op>, start: Instant, token: &str, cart: &str) -> Answer {
+    pub async fn checkout(
+        &self,
+        op: Option<Op>,
+        start: Instant,
+        token: &str,
+        cart: &str,
+    ) -> Answer {
         let request = self
             .kassa
             .http
@@ -122,7 +130,12 @@ impl Ctx {
                 "paymentMethod": "card",
             }));
         self.kassa
-            .call(op, start, request, &[OK, Expect(409, Some("cart_conflict"))])
+            .call(
+                op,
+                start,
+                request,
+                &[OK, Expect(409, Some("cart_conflict"))],
+            )
             .await
     }
 

@@ -51,7 +51,10 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ i.wrapping_mul(0x9E37_79B9));
             let (sub, token) = &shoppers[(i % shoppers.len() as u64) as usize];
-            journey(&ctx, &mut rng, sub, token, &skus, intended, decline, abandon).await;
+            journey(
+                &ctx, &mut rng, sub, token, &skus, intended, decline, abandon,
+            )
+            .await;
             ctx.recorder.iteration_done();
         }
     })
@@ -76,10 +79,7 @@ async fn journey(
     decline: f64,
     abandon: f64,
 ) {
-    let Some(cart) = ctx
-        .create_cart(Some(Op::CartCreate), intended, token)
-        .await
-    else {
+    let Some(cart) = ctx.create_cart(Some(Op::CartCreate), intended, token).await else {
         return;
     };
     let lines = rng.random_range(1..=5usize).min(skus.len());

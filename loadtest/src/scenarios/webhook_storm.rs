@@ -71,7 +71,12 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed);
     let failed_share = o.webhook_failed;
     let plans: Vec<(usize, bool)> = (0..orders)
-        .map(|_| (rng.random_range(0..skus.len()), rng.random::<f64>() >= failed_share))
+        .map(|_| {
+            (
+                rng.random_range(0..skus.len()),
+                rng.random::<f64>() >= failed_share,
+            )
+        })
         .collect();
     let placed: Vec<Placed> = {
         let (ctx, skus, plans) = (&ctx, &skus, &plans);
@@ -83,8 +88,15 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
                 .ok_or_else(|| anyhow::anyhow!("creating cart {n}"))?;
             let (sku, succeeds) = plans[n];
             anyhow::ensure!(
-                ctx.set_item(None, Instant::now(), &token, &cart, &skus[sku], 1 + (n % 2) as i64)
-                    .await,
+                ctx.set_item(
+                    None,
+                    Instant::now(),
+                    &token,
+                    &cart,
+                    &skus[sku],
+                    1 + (n % 2) as i64
+                )
+                .await,
                 "filling cart {n}"
             );
             let answer = ctx.checkout(None, Instant::now(), &token, &cart).await;
@@ -131,11 +143,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
     let placed = Arc::new(placed);
     let deliveries = Arc::new(deliveries);
     let plan = Plan {
-        count: Some(
-            plan.count
-                .unwrap_or(u64::MAX)
-                .min(deliveries.len() as u64),
-        ),
+        count: Some(plan.count.unwrap_or(u64::MAX).min(deliveries.len() as u64)),
         ..plan
     };
     let progress = Progress {
@@ -152,7 +160,8 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         forged_accepted.clone(),
     );
     let elapsed = driver::drive(plan, progress, move |i, intended| {
-        let (ctx, placed, deliveries, forged_accepted) = (c.clone(), p.clone(), d.clone(), f.clone());
+        let (ctx, placed, deliveries, forged_accepted) =
+            (c.clone(), p.clone(), d.clone(), f.clone());
         async move {
             let delivery = &deliveries[i as usize];
             let order = &placed[delivery.order];
@@ -204,12 +213,11 @@ async fn deliver(ctx: &Ctx, delivery: &Delivery, order: &Placed, intended: Insta
         Some(Forgery::WrongKey) => {
             SignedWebhook::sign(WRONG_KEY, &format!("{id}_forged"), now, &forged)
         }
-        Some(Forgery::TamperedBody) => {
-            SignedWebhook::sign(&ctx.webhook_secret, &id, now, &genuine).map(|mut s| {
+        Some(Forgery::TamperedBody) => SignedWebhook::sign(&ctx.webhook_secret, &id, now, &genuine)
+            .map(|mut s| {
                 s.body = forged;
                 s
-            })
-        }
+            }),
         Some(Forgery::Stale) => SignedWebhook::sign(
             &ctx.webhook_secret,
             &format!("{id}_stale"),
@@ -225,7 +233,10 @@ async fn deliver(ctx: &Ctx, delivery: &Delivery, order: &Placed, intended: Insta
         None => (Op::Webhook, OK),
         Some(_) => (Op::WebhookForged, Expect(401, Some("invalid_signature"))),
     };
-    let answer = ctx.kassa.call(Some(op), intended, request, &[expected]).await;
+    let answer = ctx
+        .kassa
+        .call(Some(op), intended, request, &[expected])
+        .await;
     if delivery.forgery.is_none() && answer.is(200) {
         order.acked.fetch_add(1, Ordering::Relaxed);
     }

@@ -86,12 +86,15 @@ pub async fn migrate(
             continue;
         }
         for statement in statements(migration.cql) {
-            session.query_unpaged(statement.as_str(), ()).await.with_context(|| {
-                format!(
-                    "migration {} failed at statement:\n{statement}",
-                    migration.name
-                )
-            })?;
+            session
+                .query_unpaged(statement.as_str(), ())
+                .await
+                .with_context(|| {
+                    format!(
+                        "migration {} failed at statement:\n{statement}",
+                        migration.name
+                    )
+                })?;
         }
         session
             .execute_unpaged(
@@ -111,12 +114,16 @@ pub async fn migrate(
     })
 }
 
-/// Fails unless `keyspace` holds every migration this build knows, unchanged. Newer
-/// migrations (from a newer build) are allowed: they only ever add.
+/// Binds `session` to `keyspace` and fails unless it holds every migration this build
+/// knows, unchanged. Newer migrations (from a newer build) are allowed: they only ever add.
 pub async fn check(session: &Session, keyspace: &str) -> anyhow::Result<()> {
     if !keyspace_exists(session, keyspace).await? {
         bail!("keyspace {keyspace} does not exist: run `kassa migrate` first");
     }
+    session
+        .use_keyspace(keyspace, true)
+        .await
+        .with_context(|| format!("cannot use keyspace {keyspace}"))?;
     let recorded = applied_migrations(session).await.with_context(|| {
         format!("cannot read the schema version of keyspace {keyspace}: run `kassa migrate`")
     })?;
@@ -229,7 +236,10 @@ async fn applied_migrations(session: &Session) -> anyhow::Result<BTreeMap<i32, (
         .context("schema_migrations")?
     {
         let (version, name, checksum) = row.context("schema_migrations row")?;
-        applied.insert(version, (name.unwrap_or_default(), checksum.unwrap_or_default()));
+        applied.insert(
+            version,
+            (name.unwrap_or_default(), checksum.unwrap_or_default()),
+        );
     }
     Ok(applied)
 }
@@ -285,11 +295,18 @@ mod tests {
             .filter(|name| name.ends_with(".cql"))
             .collect();
         files.sort();
-        let listed: Vec<String> = MIGRATIONS.iter().map(|m| format!("{}.cql", m.name)).collect();
+        let listed: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{}.cql", m.name))
+            .collect();
         assert_eq!(files, listed, "cql/ and MIGRATIONS disagree");
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i32 + 1, "versions are 1, 2, 3, ...");
-            assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
+            assert!(
+                m.name.starts_with(&format!("{:04}_", m.version)),
+                "{}",
+                m.name
+            );
         }
     }
 

@@ -1,0 +1,1076 @@
+//! The scylla `Store`: ScyllaDB (or Apache Cassandra) over CQL, for Kassa as many replicas.
+//! Owns the driver session and the prepared statements of `cql/`'s tables. Every write two
+//! replicas could race is a lightweight transaction whose `[applied]` column is read by name;
+//! it never overwrites on a failed condition and never retries a non-idempotent statement.
+//!
+//! Units of work that span partitions are sequences around one conditional write, the commit
+//! point: index entries that make a record findable are written before it, entries that
+//! retire it after it, all idempotent. A crash in between leaves an index entry too many
+//! (readers skip it), never a record that matters missing from its index.
+
+mod schema;
+
+pub use schema::{Flavor, MIGRATIONS, MigrationReport, required_version};
+
+use crate::config::ScyllaOptions;
+use anyhow::Context as _;
+use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
+use kassa_actors::store::{
+    CartRecord, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail, ProductRow,
+    ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult, StoredResponse,
+    WriteOutcome,
+};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::policies::retry::DefaultRetryPolicy;
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::value::{CqlValue, Row};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Instant;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Partitions of the active-order set and of the unsent-outbox index (`cql/0001`). Part of
+/// the schema: changing it needs a migration that moves the entries.
+const BUCKETS: i32 = 16;
+/// How many stored records one listing or scan loads at once.
+const LOAD_CONCURRENCY: usize = 32;
+/// Rounds of claim / take-over before an idempotency key is reported contended.
+const CLAIM_ROUNDS: usize = 8;
+/// Cassandra's longest TTL (20 years).
+const MAX_TTL_SECONDS: i64 = 630_720_000;
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct ScyllaTarget<'a> {
+    pub hosts: &'a [String],
+    pub keyspace: &'a str,
+    pub options: &'a ScyllaOptions,
+}
+
+/// A `Store` on a ScyllaDB or Cassandra keyspace, with every statement prepared once.
+pub struct ScyllaStore {
+    session: Arc<Session>,
+    st: Statements,
+    keyspace: String,
+}
+
+impl ScyllaStore {
+    /// Connects, checks that the keyspace holds the schema this build needs (`kassa migrate`
+    /// makes it so), and prepares every statement.
+    pub async fn open(target: ScyllaTarget<'_>) -> anyhow::Result<Self> {
+        let session = connect(&target).await?;
+        schema::check(&session, target.keyspace).await?;
+        let st = Statements::prepare(&session).await?;
+        tracing::info!(
+            hosts = ?target.hosts, keyspace = target.keyspace,
+            consistency = ?target.options.consistency,
+            serial_consistency = ?target.options.serial_consistency,
+            "scylla store open"
+        );
+        Ok(Self {
+            session: Arc::new(session),
+            st,
+            keyspace: target.keyspace.to_string(),
+        })
+    }
+
+    pub fn keyspace(&self) -> &str {
+        &self.keyspace
+    }
+
+    async fn run(
+        &self,
+        op: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> StoreResult<QueryResult> {
+        let started = Instant::now();
+        let result = self.session.execute_unpaged(statement, values).await;
+        metrics::histogram!("kassa_store_request_seconds", "store" => "scylla", "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        result.map_err(|e| unavailable(op, e))
+    }
+
+    /// Runs a conditional statement and reads its `[applied]` column (and, when it was not
+    /// applied, the stored values Cassandra and ScyllaDB send back).
+    async fn lwt(
+        &self,
+        table: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> StoreResult<Lwt> {
+        let result = self.run(table, statement, values).await?;
+        Lwt::read(table, result)
+    }
+
+    /// Every row of a paged SELECT.
+    async fn rows<R>(
+        &self,
+        op: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> StoreResult<Vec<R>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm> + Send + 'static,
+    {
+        let started = Instant::now();
+        let pager = self
+            .session
+            .execute_iter(statement.clone(), values)
+            .await
+            .map_err(|e| unavailable(op, e))?;
+        let rows = pager
+            .rows_stream::<R>()
+            .map_err(|e| corrupt(op, e))?
+            .try_collect::<Vec<R>>()
+            .await
+            .map_err(|e| unavailable(op, e));
+        metrics::histogram!("kassa_store_request_seconds", "store" => "scylla", "op" => op)
+            .record(started.elapsed().as_secs_f64());
+        rows
+    }
+
+    /// The single row of a SELECT by primary key, if any.
+    async fn row<R>(
+        &self,
+        op: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> StoreResult<Option<R>>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
+        let result = self.run(op, statement, values).await?;
+        let rows = result.into_rows_result().map_err(|e| corrupt(op, e))?;
+        rows.maybe_first_row::<R>().map_err(|e| corrupt(op, e))
+    }
+
+    async fn load_body<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+        key: &str,
+    ) -> StoreResult<Option<T>> {
+        let body: Option<(Option<String>,)> = self.row(what, statement, values).await?;
+        match body {
+            None => Ok(None),
+            Some((Some(body),)) => decode(&body, what, key).map(Some),
+            Some((None,)) => Err(StoreError::Corrupt(format!("{what} {key} has no body"))),
+        }
+    }
+
+    /// Marks the order active (or not) at its version: writes carry the version as their
+    /// timestamp, so the highest version written decides, whatever the arrival order.
+    async fn set_active(&self, id: OrderId, version: u64, active: bool) -> StoreResult<()> {
+        let timestamp = i64::try_from(version).unwrap_or(i64::MAX);
+        if active {
+            self.run(
+                "active_orders",
+                &self.st.insert_active,
+                (bucket(id.0), id.0, timestamp),
+            )
+            .await?;
+        } else {
+            self.run(
+                "active_orders",
+                &self.st.delete_active,
+                (timestamp, bucket(id.0), id.0),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn unsent(&self, email: &OutboxEmail, unsent: bool) -> StoreResult<()> {
+        let key = (
+            bucket(email.order_id.0),
+            email.order_id.0,
+            i32::from(email.kind.code()),
+        );
+        let statement = if unsent {
+            &self.st.insert_unsent
+        } else {
+            &self.st.delete_unsent
+        };
+        self.run("outbox_unsent", statement, key).await?;
+        Ok(())
+    }
+
+    async fn load_email(&self, order_id: Uuid, kind: i32) -> StoreResult<Option<OutboxEmail>> {
+        self.load_body(
+            "outbox",
+            &self.st.select_outbox,
+            (order_id, kind),
+            &format!("{order_id}/{kind}"),
+        )
+        .await
+    }
+}
+
+/// Opens a session on `target.hosts` with the configured consistency, timeouts and
+/// token-aware routing; not bound to a keyspace.
+pub async fn connect(target: &ScyllaTarget<'_>) -> anyhow::Result<Session> {
+    let options = target.options;
+    let mut routing = DefaultPolicy::builder().token_aware(true);
+    if let Some(dc) = &options.local_dc {
+        routing = routing
+            .prefer_datacenter(dc.clone())
+            .permit_dc_failover(false);
+    }
+    // The default retry policy retries a timed-out or failed request only when the
+    // statement is marked idempotent; every LWT is left non-idempotent.
+    let profile = ExecutionProfile::builder()
+        .consistency(options.consistency)
+        .serial_consistency(Some(options.serial_consistency))
+        .request_timeout(Some(options.request_timeout))
+        .retry_policy(Arc::new(DefaultRetryPolicy::new()))
+        .load_balancing_policy(routing.build())
+        .build();
+    SessionBuilder::new()
+        .known_nodes(target.hosts)
+        .default_execution_profile_handle(profile.into_handle())
+        .connection_timeout(options.request_timeout)
+        .keyspaces_to_fetch([target.keyspace.to_string()])
+        .build()
+        .await
+        .with_context(|| format!("cannot connect to {}", target.hosts.join(",")))
+}
+
+/// `kassa migrate`: creates the keyspace if needed and applies every migration not yet
+/// applied. Idempotent.
+pub async fn migrate(target: ScyllaTarget<'_>) -> anyhow::Result<MigrationReport> {
+    let session = connect(&target).await?;
+    schema::migrate(&session, target.keyspace, &target.options.replication).await
+}
+
+/// The answer to a conditional statement.
+struct Lwt {
+    applied: bool,
+    /// When not applied: the stored values, by column name.
+    row: Vec<(String, Option<CqlValue>)>,
+}
+
+impl Lwt {
+    fn read(table: &'static str, result: QueryResult) -> StoreResult<Self> {
+        let rows = result.into_rows_result().map_err(|e| corrupt(table, e))?;
+        let names: Vec<String> = rows
+            .column_specs()
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
+        let first = rows
+            .maybe_first_row::<Row>()
+            .map_err(|e| corrupt(table, e))?
+            .ok_or_else(|| StoreError::Corrupt(format!("{table}: an LWT answered no row")))?;
+        let row: Vec<(String, Option<CqlValue>)> = names.into_iter().zip(first.columns).collect();
+        let applied = match row.iter().find(|(name, _)| name == "[applied]") {
+            Some((_, Some(CqlValue::Boolean(applied)))) => *applied,
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "{table}: an LWT answered without an [applied] column"
+                )));
+            }
+        };
+        metrics::counter!(
+            "kassa_store_lwt_total",
+            "table" => table,
+            "outcome" => if applied { "applied" } else { "not_applied" }
+        )
+        .increment(1);
+        Ok(Self { applied, row })
+    }
+
+    fn outcome(&self) -> WriteOutcome {
+        if self.applied {
+            WriteOutcome::Applied
+        } else {
+            WriteOutcome::Conflict
+        }
+    }
+
+    fn get(&self, column: &str) -> Option<&CqlValue> {
+        self.row
+            .iter()
+            .find(|(name, _)| name == column)
+            .and_then(|(_, v)| v.as_ref())
+    }
+
+    fn text(&self, column: &str) -> Option<&str> {
+        match self.get(column) {
+            Some(CqlValue::Text(s) | CqlValue::Ascii(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn uuid(&self, column: &str) -> Option<Uuid> {
+        match self.get(column) {
+            Some(CqlValue::Uuid(u)) => Some(*u),
+            _ => None,
+        }
+    }
+
+    fn int(&self, column: &str) -> Option<i32> {
+        match self.get(column) {
+            Some(CqlValue::Int(i)) => Some(*i),
+            _ => None,
+        }
+    }
+
+    fn timestamp(&self, column: &str) -> Option<OffsetDateTime> {
+        match self.get(column) {
+            Some(CqlValue::Timestamp(ts)) => {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.0) * 1_000_000).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One stock partition row: the static columns, then the reservation (if any).
+type StockRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<Uuid>,
+    Option<i32>,
+    Option<OffsetDateTime>,
+    Option<bool>,
+);
+
+#[async_trait]
+impl Store for ScyllaStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.run("ping", &self.st.ping, ()).await.map(|_| ())
+    }
+
+    async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
+        let rows: Vec<StockRow> = self
+            .rows("stock", &self.st.select_stock, (sku.as_str(),))
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let (version, on_hand, name, price, currency, ..) = first;
+        let version = version
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("stock {sku} has no version")))?;
+        let info = match (name, price, currency) {
+            (Some(name), Some(price), Some(code)) => Some(ProductInfo {
+                name: name.clone(),
+                price: *price,
+                currency: Currency::from_code(code).ok_or_else(|| {
+                    StoreError::Corrupt(format!("stock {sku} has currency {code}"))
+                })?,
+            }),
+            _ => None,
+        };
+        let row = ProductRow {
+            info,
+            on_hand: on_hand.unwrap_or(0),
+            version,
+        };
+        let mut reservations = Vec::with_capacity(rows.len());
+        for (.., order_id, qty, expires_at, committed) in rows {
+            let Some(order_id) = order_id else { continue };
+            let (Some(qty), Some(expires_at)) = (qty, expires_at) else {
+                return Err(StoreError::Corrupt(format!(
+                    "stock {sku} reservation {order_id} is incomplete"
+                )));
+            };
+            reservations.push(Reservation {
+                order_id: OrderId(order_id),
+                qty: u32::try_from(qty).map_err(|_| {
+                    StoreError::Corrupt(format!("stock {sku} reservation {order_id} has qty {qty}"))
+                })?,
+                expires_at,
+                committed: committed.unwrap_or(false),
+            });
+        }
+        Ok(Some(ProductSnapshot { row, reservations }))
+    }
+
+    async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
+        let sku = write.sku.as_str();
+        let expected = match write.expected_version {
+            0 => None,
+            v => Some(to_i64(v, "expected version")?),
+        };
+        let info = write.row.info.as_ref();
+        let mut batch = Batch::new(BatchType::Unlogged);
+        let mut values: Vec<Box<dyn SerializeRow + Send + Sync>> =
+            Vec::with_capacity(1 + write.put_reservations.len() + write.remove_reservations.len());
+        batch.append_statement(self.st.update_stock.clone());
+        values.push(Box::new((
+            to_i64(write.row.version, "version")?,
+            write.row.on_hand,
+            info.map(|i| i.name.clone()),
+            info.map(|i| i.price),
+            info.map(|i| i.currency.code().to_string()),
+            sku.to_string(),
+            expected,
+        )));
+        for r in &write.put_reservations {
+            batch.append_statement(self.st.put_reservation.clone());
+            values.push(Box::new((
+                sku.to_string(),
+                r.order_id.0,
+                i32::try_from(r.qty).map_err(|_| {
+                    StoreError::Unavailable(format!("reservation qty {} is out of range", r.qty))
+                })?,
+                r.expires_at,
+                r.committed,
+            )));
+        }
+        for id in &write.remove_reservations {
+            batch.append_statement(self.st.remove_reservation.clone());
+            values.push(Box::new((sku.to_string(), id.0)));
+        }
+        metrics::histogram!("kassa_store_lwt_batch_statements", "table" => "stock")
+            .record(values.len() as f64);
+        let started = Instant::now();
+        let result = self.session.batch(&batch, values).await;
+        metrics::histogram!("kassa_store_request_seconds", "store" => "scylla", "op" => "stock")
+            .record(started.elapsed().as_secs_f64());
+        let result = result.map_err(|e| unavailable("stock", e))?;
+        Ok(Lwt::read("stock", result)?.outcome())
+    }
+
+    async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>> {
+        self.load_body("cart", &self.st.select_cart, (id.0,), &id.to_string())
+            .await
+    }
+
+    async fn write_cart(
+        &self,
+        cart: &CartRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome> {
+        let body = encode(cart)?;
+        let version = to_i64(cart.version, "cart version")?;
+        let lwt = if expected_version == 0 {
+            self.lwt(
+                "carts",
+                &self.st.insert_cart,
+                (cart.id.0, &cart.owner.0, version, body),
+            )
+            .await?
+        } else {
+            self.lwt(
+                "carts",
+                &self.st.update_cart,
+                (
+                    &cart.owner.0,
+                    version,
+                    body,
+                    cart.id.0,
+                    to_i64(expected_version, "expected version")?,
+                ),
+            )
+            .await?
+        };
+        Ok(lwt.outcome())
+    }
+
+    async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
+        self.load_body("order", &self.st.select_order, (id.0,), &id.to_string())
+            .await
+    }
+
+    async fn write_order(
+        &self,
+        order: &OrderRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome> {
+        let body = encode(order)?;
+        let version = to_i64(order.version, "order version")?;
+        let active = order.is_active();
+        // Before the commit point: the entries that make the order findable (idempotent;
+        // left behind if the write below loses, where readers skip them).
+        let listed = self.run(
+            "user_orders",
+            &self.st.insert_user_order,
+            (&order.owner.0, order.id.0),
+        );
+        if active {
+            tokio::try_join!(listed, self.set_active(order.id, order.version, true))?;
+        } else {
+            listed.await?;
+        }
+        // The commit point.
+        let lwt = if expected_version == 0 {
+            self.lwt(
+                "orders",
+                &self.st.insert_order,
+                (
+                    order.id.0,
+                    &order.owner.0,
+                    order.status.as_str(),
+                    version,
+                    body,
+                ),
+            )
+            .await?
+        } else {
+            self.lwt(
+                "orders",
+                &self.st.update_order,
+                (
+                    &order.owner.0,
+                    order.status.as_str(),
+                    version,
+                    body,
+                    order.id.0,
+                    to_i64(expected_version, "expected version")?,
+                ),
+            )
+            .await?
+        };
+        // After it: retire the entry of an order that no longer needs attention.
+        if lwt.applied && !active {
+            self.set_active(order.id, order.version, false).await?;
+        }
+        Ok(lwt.outcome())
+    }
+
+    async fn list_orders(
+        &self,
+        user: &UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> StoreResult<Vec<OrderRecord>> {
+        let mut listed = Vec::new();
+        let mut cursor = before.map(|b| b.0);
+        while listed.len() < limit {
+            let want = limit - listed.len();
+            let page_size = i32::try_from(want).unwrap_or(i32::MAX);
+            let ids: Vec<(Uuid,)> = match cursor {
+                None => {
+                    self.rows(
+                        "user_orders",
+                        &self.st.list_user_orders,
+                        (&user.0, page_size),
+                    )
+                    .await?
+                }
+                Some(before) => {
+                    self.rows(
+                        "user_orders",
+                        &self.st.list_user_orders_before,
+                        (&user.0, before, page_size),
+                    )
+                    .await?
+                }
+            };
+            let Some((last,)) = ids.last() else { break };
+            cursor = Some(*last);
+            let exhausted = ids.len() < want;
+            let loaded: Vec<Option<OrderRecord>> = stream::iter(ids)
+                .map(|(id,)| self.load_order(OrderId(id)))
+                .buffered(LOAD_CONCURRENCY)
+                .try_collect()
+                .await?;
+            // An entry whose order was never stored (its creation failed) is skipped.
+            listed.extend(loaded.into_iter().flatten().filter(|o| &o.owner == user));
+            if exhausted {
+                break;
+            }
+        }
+        Ok(listed)
+    }
+
+    async fn active_orders(&self) -> StoreResult<Vec<OrderId>> {
+        let buckets: Vec<Vec<(Uuid,)>> = stream::iter(0..BUCKETS)
+            .map(|b| self.rows("active_orders", &self.st.select_active, (b,)))
+            .buffered(BUCKETS as usize)
+            .try_collect()
+            .await?;
+        Ok(buckets
+            .into_iter()
+            .flatten()
+            .map(|(id,)| OrderId(id))
+            .collect())
+    }
+
+    async fn claim_idempotency(
+        &self,
+        request: IdempotencyRequest<'_>,
+    ) -> StoreResult<IdempotencyClaim> {
+        let user = &request.user.0;
+        let ttl = retention_ttl(request.ttl);
+        for _ in 0..CLAIM_ROUNDS {
+            let claim = Uuid::new_v4();
+            let inserted = self
+                .lwt(
+                    "idempotency_keys",
+                    &self.st.insert_idempotency,
+                    (
+                        user,
+                        request.key,
+                        claim,
+                        request.fingerprint,
+                        request.now,
+                        ttl,
+                    ),
+                )
+                .await?;
+            if inserted.applied {
+                return Ok(IdempotencyClaim::Claimed);
+            }
+            // Someone holds the key: the stored claim came back with the answer.
+            let held = inserted.uuid("claim");
+            if let (Some(_), Some(created_at), Some(fingerprint)) = (
+                held,
+                inserted.timestamp("created_at"),
+                inserted.text("fingerprint"),
+            ) {
+                let response = match (
+                    inserted.int("response_status"),
+                    inserted.text("response_body"),
+                ) {
+                    (Some(status), Some(body)) => Some(StoredResponse {
+                        status: u16::try_from(status).map_err(|_| {
+                            StoreError::Corrupt(format!(
+                                "idempotency key {user}/{}: status {status}",
+                                request.key
+                            ))
+                        })?,
+                        body: body.to_string(),
+                    }),
+                    _ => None,
+                };
+                let expired = lapsed(created_at, request.ttl, request.now);
+                let stale =
+                    response.is_none() && lapsed(created_at, request.stale_after, request.now);
+                if !expired && !stale {
+                    return Ok(if fingerprint != request.fingerprint {
+                        IdempotencyClaim::Mismatch
+                    } else if let Some(response) = response {
+                        IdempotencyClaim::Completed(response)
+                    } else {
+                        IdempotencyClaim::InProgress
+                    });
+                }
+            }
+            // Expired, stale or half-expired: take it over, unless another claim did first.
+            let taken = self
+                .lwt(
+                    "idempotency_keys",
+                    &self.st.take_over_idempotency,
+                    (
+                        ttl,
+                        claim,
+                        request.fingerprint,
+                        request.now,
+                        user,
+                        request.key,
+                        held,
+                    ),
+                )
+                .await?;
+            if taken.applied {
+                return Ok(IdempotencyClaim::Claimed);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "idempotency key {user}/{} stayed contended",
+            request.key
+        )))
+    }
+
+    async fn complete_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        // The response expires with the claim it completes.
+        let remaining: Option<(Option<i32>,)> = self
+            .row("idempotency_keys", &self.st.idempotency_ttl, (&user.0, key))
+            .await?;
+        let Some((remaining,)) = remaining else {
+            return Ok(());
+        };
+        let ttl = remaining.unwrap_or(0).max(1);
+        // Not applied: the claim was released meanwhile, and stays forgotten.
+        let _ = self
+            .lwt(
+                "idempotency_keys",
+                &self.st.complete_idempotency,
+                (
+                    ttl,
+                    i32::from(response.status),
+                    &response.body,
+                    &user.0,
+                    key,
+                ),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()> {
+        let _ = self
+            .lwt(
+                "idempotency_keys",
+                &self.st.release_idempotency,
+                (&user.0, key),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        let unsent = email.sent_at.is_none();
+        if unsent {
+            self.unsent(email, true).await?;
+        }
+        let inserted = self
+            .lwt(
+                "outbox",
+                &self.st.insert_outbox,
+                (
+                    email.order_id.0,
+                    i32::from(email.kind.code()),
+                    encode(email)?,
+                ),
+            )
+            .await?;
+        if !inserted.applied && unsent {
+            // The first email stays; if it was sent already, our index entry must go.
+            let key = format!("{}/{}", email.order_id, email.kind.as_str());
+            let first: OutboxEmail = match inserted.text("body") {
+                Some(body) => decode(body, "outbox email", &key)?,
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "outbox email {key} has no body"
+                    )));
+                }
+            };
+            if first.sent_at.is_some() {
+                self.unsent(email, false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        let unsent = email.sent_at.is_none();
+        if unsent {
+            self.unsent(email, true).await?;
+        }
+        let key = (email.order_id.0, i32::from(email.kind.code()));
+        let body = encode(email)?;
+        let mut written = false;
+        for _ in 0..CLAIM_ROUNDS {
+            let replaced = self
+                .lwt("outbox", &self.st.update_outbox, (&body, key.0, key.1))
+                .await?;
+            if replaced.applied {
+                written = true;
+                break;
+            }
+            let created = self
+                .lwt("outbox", &self.st.insert_outbox, (key.0, key.1, &body))
+                .await?;
+            if created.applied {
+                written = true;
+                break;
+            }
+        }
+        if !written {
+            return Err(StoreError::Unavailable(format!(
+                "outbox email {}/{} stayed contended",
+                email.order_id,
+                email.kind.as_str()
+            )));
+        }
+        if !unsent {
+            self.unsent(email, false).await?;
+        }
+        Ok(())
+    }
+
+    async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>> {
+        let buckets: Vec<Vec<(Uuid, i32)>> = stream::iter(0..BUCKETS)
+            .map(|b| self.rows("outbox_unsent", &self.st.select_unsent, (b,)))
+            .buffered(BUCKETS as usize)
+            .try_collect()
+            .await?;
+        let loaded: Vec<Option<OutboxEmail>> = stream::iter(buckets.into_iter().flatten())
+            .map(|(order_id, kind)| self.load_email(order_id, kind))
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut due = Vec::new();
+        for email in loaded.into_iter().flatten() {
+            if email.sent_at.is_some() {
+                // Sent, but its index entry outlived a crash: drop it now.
+                self.unsent(&email, false).await?;
+            } else if email.next_attempt_at <= now {
+                due.push(email);
+            }
+        }
+        due.sort_by_key(|e| (e.created_at, e.order_id, e.kind));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<u64> {
+        let counts: Vec<Option<(i64,)>> = stream::iter(0..BUCKETS)
+            .map(|b| self.row("outbox_unsent", &self.st.count_unsent, (b,)))
+            .buffered(BUCKETS as usize)
+            .try_collect()
+            .await?;
+        Ok(counts
+            .into_iter()
+            .flatten()
+            .map(|(n,)| u64::try_from(n).unwrap_or(0))
+            .sum())
+    }
+}
+
+/// Every statement the store runs, prepared once at open.
+struct Statements {
+    ping: PreparedStatement,
+    select_stock: PreparedStatement,
+    update_stock: PreparedStatement,
+    put_reservation: PreparedStatement,
+    remove_reservation: PreparedStatement,
+    select_cart: PreparedStatement,
+    insert_cart: PreparedStatement,
+    update_cart: PreparedStatement,
+    select_order: PreparedStatement,
+    insert_order: PreparedStatement,
+    update_order: PreparedStatement,
+    list_user_orders: PreparedStatement,
+    list_user_orders_before: PreparedStatement,
+    insert_user_order: PreparedStatement,
+    insert_active: PreparedStatement,
+    delete_active: PreparedStatement,
+    select_active: PreparedStatement,
+    insert_idempotency: PreparedStatement,
+    take_over_idempotency: PreparedStatement,
+    idempotency_ttl: PreparedStatement,
+    complete_idempotency: PreparedStatement,
+    release_idempotency: PreparedStatement,
+    select_outbox: PreparedStatement,
+    insert_outbox: PreparedStatement,
+    update_outbox: PreparedStatement,
+    insert_unsent: PreparedStatement,
+    delete_unsent: PreparedStatement,
+    select_unsent: PreparedStatement,
+    count_unsent: PreparedStatement,
+}
+
+impl Statements {
+    async fn prepare(session: &Session) -> anyhow::Result<Self> {
+        // Reads and plain index writes may be retried; conditional statements never are.
+        let idempotent = |mut s: PreparedStatement| {
+            s.set_is_idempotent(true);
+            s
+        };
+        let prepare = |cql: &'static str| async move {
+            session
+                .prepare(cql)
+                .await
+                .with_context(|| format!("cannot prepare: {cql}"))
+        };
+        Ok(Self {
+            ping: idempotent(prepare("SELECT release_version FROM system.local").await?),
+            select_stock: idempotent(
+                prepare(
+                    "SELECT version, on_hand, name, price, currency, order_id, qty, expires_at, \
+                     committed FROM stock WHERE sku = ?",
+                )
+                .await?,
+            ),
+            update_stock: prepare(
+                "UPDATE stock SET version = ?, on_hand = ?, name = ?, price = ?, currency = ? \
+                 WHERE sku = ? IF version = ?",
+            )
+            .await?,
+            put_reservation: prepare(
+                "INSERT INTO stock (sku, order_id, qty, expires_at, committed) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .await?,
+            remove_reservation: prepare("DELETE FROM stock WHERE sku = ? AND order_id = ?").await?,
+            select_cart: idempotent(prepare("SELECT body FROM carts WHERE id = ?").await?),
+            insert_cart: prepare(
+                "INSERT INTO carts (id, owner, version, body) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+            )
+            .await?,
+            update_cart: prepare(
+                "UPDATE carts SET owner = ?, version = ?, body = ? WHERE id = ? IF version = ?",
+            )
+            .await?,
+            select_order: idempotent(prepare("SELECT body FROM orders WHERE id = ?").await?),
+            insert_order: prepare(
+                "INSERT INTO orders (id, owner, status, version, body) VALUES (?, ?, ?, ?, ?) \
+                 IF NOT EXISTS",
+            )
+            .await?,
+            update_order: prepare(
+                "UPDATE orders SET owner = ?, status = ?, version = ?, body = ? \
+                 WHERE id = ? IF version = ?",
+            )
+            .await?,
+            list_user_orders: idempotent(
+                prepare("SELECT order_id FROM user_orders WHERE owner = ? LIMIT ?").await?,
+            ),
+            list_user_orders_before: idempotent(
+                prepare(
+                    "SELECT order_id FROM user_orders WHERE owner = ? AND order_id < ? LIMIT ?",
+                )
+                .await?,
+            ),
+            insert_user_order: idempotent(
+                prepare("INSERT INTO user_orders (owner, order_id) VALUES (?, ?)").await?,
+            ),
+            insert_active: idempotent(
+                prepare(
+                    "INSERT INTO active_orders (bucket, order_id) VALUES (?, ?) \
+                     USING TIMESTAMP ?",
+                )
+                .await?,
+            ),
+            delete_active: idempotent(
+                prepare(
+                    "DELETE FROM active_orders USING TIMESTAMP ? \
+                     WHERE bucket = ? AND order_id = ?",
+                )
+                .await?,
+            ),
+            select_active: idempotent(
+                prepare("SELECT order_id FROM active_orders WHERE bucket = ?").await?,
+            ),
+            insert_idempotency: prepare(
+                "INSERT INTO idempotency_keys (user_id, key, claim, fingerprint, created_at) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+            )
+            .await?,
+            take_over_idempotency: prepare(
+                "UPDATE idempotency_keys USING TTL ? SET claim = ?, fingerprint = ?, \
+                 created_at = ?, response_status = null, response_body = null \
+                 WHERE user_id = ? AND key = ? IF claim = ?",
+            )
+            .await?,
+            idempotency_ttl: idempotent(
+                prepare("SELECT TTL(claim) FROM idempotency_keys WHERE user_id = ? AND key = ?")
+                    .await?,
+            ),
+            complete_idempotency: prepare(
+                "UPDATE idempotency_keys USING TTL ? SET response_status = ?, \
+                 response_body = ? WHERE user_id = ? AND key = ? IF EXISTS",
+            )
+            .await?,
+            release_idempotency: prepare(
+                "DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? IF EXISTS",
+            )
+            .await?,
+            select_outbox: idempotent(
+                prepare("SELECT body FROM outbox WHERE order_id = ? AND kind = ?").await?,
+            ),
+            insert_outbox: prepare(
+                "INSERT INTO outbox (order_id, kind, body) VALUES (?, ?, ?) IF NOT EXISTS",
+            )
+            .await?,
+            update_outbox: prepare(
+                "UPDATE outbox SET body = ? WHERE order_id = ? AND kind = ? IF EXISTS",
+            )
+            .await?,
+            insert_unsent: idempotent(
+                prepare("INSERT INTO outbox_unsent (bucket, order_id, kind) VALUES (?, ?, ?)")
+                    .await?,
+            ),
+            delete_unsent: idempotent(
+                prepare("DELETE FROM outbox_unsent WHERE bucket = ? AND order_id = ? AND kind = ?")
+                    .await?,
+            ),
+            select_unsent: idempotent(
+                prepare("SELECT order_id, kind FROM outbox_unsent WHERE bucket = ?").await?,
+            ),
+            count_unsent: idempotent(
+                prepare("SELECT COUNT(*) FROM outbox_unsent WHERE bucket = ?").await?,
+            ),
+        })
+    }
+}
+
+/// The index bucket of an id: stable across processes and releases (part of the schema).
+fn bucket(id: Uuid) -> i32 {
+    (id.as_u128() % BUCKETS as u128) as i32
+}
+
+/// The server-side TTL of an idempotency key: twice its lifetime (expiry itself is decided
+/// with the caller's clock; the TTL only collects the garbage).
+fn retention_ttl(ttl: time::Duration) -> i32 {
+    let seconds = ttl
+        .whole_seconds()
+        .saturating_mul(2)
+        .clamp(1, MAX_TTL_SECONDS);
+    i32::try_from(seconds).unwrap_or(i32::MAX)
+}
+
+/// Whether `age` has passed since `since` at `now` (never, if the sum overflows).
+fn lapsed(since: OffsetDateTime, age: time::Duration, now: OffsetDateTime) -> bool {
+    since.checked_add(age).is_some_and(|end| end <= now)
+}
+
+fn to_i64(v: u64, what: &str) -> StoreResult<i64> {
+    i64::try_from(v).map_err(|_| StoreError::Unavailable(format!("{what} {v} is out of range")))
+}
+
+fn unavailable(op: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{op}: {e}"))
+}
+
+fn corrupt(op: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{op}: {e}"))
+}
+
+fn encode(value: &impl Serialize) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Unavailable(format!("cannot encode: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(body: &str, what: &str, key: &str) -> StoreResult<T> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("{what} {key}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_stable_and_in_range() {
+        let id = Uuid::parse_str("0190f5a2-7c1e-7000-8000-00000000002a").expect("uuid");
+        assert_eq!(bucket(id), 0x2a % 16);
+        for _ in 0..1000 {
+            let b = bucket(Uuid::now_v7());
+            assert!((0..BUCKETS).contains(&b));
+        }
+    }
+
+    #[test]
+    fn retention_ttl_is_twice_the_lifetime_within_cassandra_limits() {
+        assert_eq!(retention_ttl(time::Duration::hours(24)), 172_800);
+        assert_eq!(retention_ttl(time::Duration::ZERO), 1);
+        assert_eq!(
+            i64::from(retention_ttl(time::Duration::days(100_000))),
+            MAX_TTL_SECONDS
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Every load-test scenario for a few seconds against the kassa binary on the embedded store,
+//! with the invariant checks on: an oversold SKU, stock gone missing, an order answered 200
+//! that does not exist, a paid order not `processing`, a forged webhook accepted, or any
+//! answer the scenario does not expect fails the test. One scenario at a time (2 cores).
+
+use clap::Parser;
+use kassa_loadtest::stats::Report;
+use kassa_loadtest::{Options, run};
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn run_scenario(args: &[&str]) -> Report {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let mut argv = vec![
+        "kassa-loadtest",
+        "--spawn",
+        env!("CARGO_BIN_EXE_kassa"),
+        "--quiet",
+        "--baseline",
+        "1s",
+        "--baseline-concurrency",
+        "4",
+        "--settle-timeout",
+        "30s",
+    ];
+    argv.extend_from_slice(args);
+    let opts = Options::try_parse_from(argv).expect("valid options");
+    let report = run(opts).await.expect("the run completes");
+    let rendered = report.render();
+    assert!(report.iterations > 0, "nothing ran:\n{rendered}");
+    assert!(
+        report.violations.is_empty(),
+        "invariants violated:\n{rendered}"
+    );
+    assert_eq!(
+        report.unexpected_errors, 0,
+        "unexpected answers:\n{rendered}"
+    );
+    report
+}
+
+fn figure(report: &Report, name: &str) -> f64 {
+    report.figures.get(name).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storefront_shoppers_pay_decline_and_abandon_without_breaking_an_invariant() {
+    let report = run_scenario(&[
+        "--scenario",
+        "storefront",
+        "--duration",
+        "3s",
+        "--concurrency",
+        "8",
+        "--products",
+        "5",
+        "--stock",
+        "60",
+        "--users",
+        "10",
+    ])
+    .await;
+    assert!(report.checks_passed.len() >= 2, "{}", report.render());
+    assert!(report.ratio_to_baseline.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storefront_in_an_open_loop_keeps_every_invariant() {
+    run_scenario(&[
+        "--scenario",
+        "storefront",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--products",
+        "3",
+        "--stock",
+        "30",
+    ])
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_sells_exactly_its_stock() {
+    let report = run_scenario(&[
+        "--scenario",
+        "flash-sale",
+        "--stock",
+        "40",
+        "--shoppers",
+        "300",
+        "--concurrency",
+        "64",
+    ])
+    .await;
+    assert_eq!(figure(&report, "reserved"), 40.0, "{}", report.render());
+    assert!(figure(&report, "mean_batch_size") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_storm_with_duplicates_and_forgeries_applies_each_payment_once() {
+    let report = run_scenario(&[
+        "--scenario",
+        "webhook-storm",
+        "--orders",
+        "60",
+        "--copies",
+        "3",
+        "--forged",
+        "0.5",
+        "--products",
+        "4",
+        "--concurrency",
+        "16",
+    ])
+    .await;
+    assert!(figure(&report, "forged_deliveries") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touching_unknown_skus_answers_404_and_reports_memory() {
+    let report = run_scenario(&["--scenario", "sku-touch", "--count", "500"]).await;
+    assert!(
+        figure(&report, "rss_after_mib") > 0.0,
+        "{}",
+        report.render()
+    );
+}
