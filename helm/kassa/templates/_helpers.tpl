@@ -93,4 +93,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
       name: {{ include "kassa.secretName" . }}
       key: KASSA_STRIPE_API_KEY
       optional: true
+- name: KASSA_STRIPE_WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "kassa.secretName" . }}
+      key: KASSA_STRIPE_WEBHOOK_SECRET
+      optional: true
 {{- end -}}
