@@ -276,16 +276,24 @@ async fn shop(client: &reqwest::Client, replica: &Replica, shopper: &str, sku: &
         .unwrap_or_else(|e| Outcome::Lost(e.to_string()))
 }
 
-/// `shoppers` concurrent shoppers, spread round-robin over `replicas`, one unit each.
-async fn flash_sale(replicas: &[Arc<Replica>], sku: &str, shoppers: usize) -> Vec<Outcome> {
+/// `shoppers` concurrent shoppers, spread round-robin over `replicas`, one unit each; the
+/// i-th arrives after i * `stagger`.
+async fn flash_sale(
+    replicas: &[Arc<Replica>],
+    sku: &str,
+    shoppers: usize,
+    stagger: Duration,
+) -> Vec<Outcome> {
     let client = client();
     let tasks: Vec<_> = (0..shoppers)
         .map(|i| {
             let (client, replica) = (client.clone(), replicas[i % replicas.len()].clone());
             let sku = sku.to_string();
-            tokio::spawn(
-                async move { shop(&client, &replica, &format!("shopper-{i}"), &sku).await },
-            )
+            let arrival = stagger * u32::try_from(i).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                tokio::time::sleep(arrival).await;
+                shop(&client, &replica, &format!("shopper-{i}"), &sku).await
+            })
         })
         .collect();
     let mut outcomes = Vec::with_capacity(shoppers);
@@ -330,7 +338,7 @@ async fn flash_sale_of_100_units_to_1000_shoppers_on_two_replicas_sells_exactly_
     let started: Vec<Arc<Replica>> = started.into_iter().map(Arc::new).collect();
     put_product(&client(), &started[0], "flash-tee", 100).await;
 
-    let outcomes = flash_sale(&started, "flash-tee", 1000).await;
+    let outcomes = flash_sale(&started, "flash-tee", 1000, Duration::ZERO).await;
 
     let orders = placed(&outcomes);
     let sold_out = outcomes.iter().filter(|o| **o == Outcome::SoldOut).count();
@@ -497,7 +505,10 @@ async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
 
     let sale = {
         let started = started.clone();
-        tokio::spawn(async move { flash_sale(&started, "crash-tee", SHOPPERS).await })
+        // Shoppers keep arriving (one every 10 ms) after B dies.
+        tokio::spawn(async move {
+            flash_sale(&started, "crash-tee", SHOPPERS, Duration::from_millis(10)).await
+        })
     };
     // Kill B once it has placed some orders, while its shoppers are still checking out.
     let store = cassandra::open(&keyspace).await;
@@ -518,6 +529,19 @@ async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
     assert!(
         outcomes.iter().any(|o| matches!(o, Outcome::Lost(_))),
         "B's shoppers saw it die"
+    );
+    // Shoppers alternate A, B, A, ...: B's are the odd ones.
+    let placed_on_b = placed(
+        &outcomes
+            .iter()
+            .skip(1)
+            .step_by(2)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        !placed_on_b.is_empty(),
+        "B placed orders before it died, for the survivor to adopt"
     );
 
     // TTL 5 s: the survivor expires its own pending orders, and adopts B's at its periodic
@@ -572,6 +596,17 @@ async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
         );
     }
     assert!(reserved(&snapshot) <= UNITS);
+    eprintln!(
+        "kill -9 mid-sale: {} orders placed ({} on B), {} shoppers lost, {} units held by \
+         orphaned reservations",
+        orders.len(),
+        placed_on_b.len(),
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Lost(_)))
+            .count(),
+        reserved(&snapshot)
+    );
     drop(started);
     cassandra::drop_keyspace(&keyspace).await;
 }

@@ -59,6 +59,9 @@ pub struct MailerSettings {
     pub retry_initial: Duration,
     /// ...but never more than this.
     pub retry_max: Duration,
+    /// The outbox gauges (depth, oldest unsent) are refreshed at most this often: each
+    /// refresh reads the whole unsent outbox.
+    pub gauges_every: std::time::Duration,
 }
 
 impl Default for MailerSettings {
@@ -69,6 +72,7 @@ impl Default for MailerSettings {
             concurrency: 4,
             retry_initial: Duration::seconds(1),
             retry_max: Duration::minutes(10),
+            gauges_every: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct MailerActor {
     /// A nudge arrived while draining: drain again right after.
     again: bool,
     flushed: Vec<oneshot::Sender<()>>,
+    /// When the outbox gauges were last refreshed.
+    gauges_at: Option<std::time::Instant>,
 }
 
 impl MailerActor {
@@ -135,6 +141,7 @@ impl MailerActor {
             draining: false,
             again: false,
             flushed: Vec::new(),
+            gauges_at: None,
         }
     }
 
@@ -153,9 +160,14 @@ impl MailerActor {
         }
         self.draining = true;
         self.again = false;
+        let every = shared.services.settings.gauges_every;
+        let measure = self.gauges_at.is_none_or(|at| at.elapsed() >= every);
+        if measure {
+            self.gauges_at = Some(std::time::Instant::now());
+        }
         let closing = self.closing.clone();
         ctx.spawn(
-            drain_outbox(shared, closing)
+            drain_outbox(shared, closing, measure)
                 .into_actor(self)
                 .map(|more, act, ctx| {
                     act.draining = false;
@@ -266,9 +278,10 @@ impl Mailer {
     }
 }
 
-/// One round: every email due now, at most `concurrency` at a time. Answers whether another
-/// round should follow at once (the batch was full and the store kept up).
-async fn drain_outbox(shared: Arc<Shared>, closing: Arc<AtomicBool>) -> bool {
+/// One round: every email due now, at most `concurrency` at a time, then the gauges if
+/// `measure`. Answers whether another round should follow at once (the batch was full and
+/// the store kept up).
+async fn drain_outbox(shared: Arc<Shared>, closing: Arc<AtomicBool>, measure: bool) -> bool {
     let settings = &shared.services.settings;
     let now = shared.services.clock.now();
     let due = match shared
@@ -298,7 +311,9 @@ async fn drain_outbox(shared: Arc<Shared>, closing: Arc<AtomicBool>) -> bool {
     while let Some(result) = in_flight.join_next().await {
         recorded_all &= joined(Some(result));
     }
-    record_gauges(&shared).await;
+    if measure {
+        record_gauges(&shared).await;
+    }
     full && recorded_all
 }
 
