@@ -3,6 +3,10 @@
 //! and 256. Over `MemoryStore` (the actor and group commit alone) and over the embedded redb
 //! store (every batch one durable transaction, fsync included). After each case it prints
 //! the mean batch size: commands per product write (memory) or per store commit (embedded).
+//! Every sample starts on a fresh SKU: a commit leaves a marker in the SKU's reservations
+//! (kept for `committed_retention`), and the actor's cost grows with them, which
+//! `memory_10k_sold` measures on its own: the same as n = 16 on a SKU that already sold
+//! 10,000 units.
 //!
 //! Run: `cargo bench --bench product_actor`.
 
@@ -27,9 +31,9 @@ const PRICE: i64 = 1999;
 struct Bench {
     pool: Arc<ActorPool>,
     products: Registry<ProductActor>,
-    sku: Sku,
     clock: SharedClock,
     commands: AtomicU64,
+    skus: AtomicU64,
 }
 
 impl Bench {
@@ -42,34 +46,38 @@ impl Bench {
                 ProductActor::new(m, store.clone(), clock.clone(), ActorSettings::default())
             })
         };
-        let sku = Sku::parse("hot-sku").expect("sku");
+        Self {
+            pool,
+            products,
+            clock,
+            commands: AtomicU64::new(0),
+            skus: AtomicU64::new(0),
+        }
+    }
+
+    /// A SKU nobody reserved yet, with plenty of stock.
+    async fn fresh_sku(&self) -> Sku {
+        let n = self.skus.fetch_add(1, Ordering::Relaxed);
+        let sku = Sku::parse(&format!("hot-{n}")).expect("sku");
         let info = ProductInfo {
             name: "Hot".into(),
             price: PRICE,
             currency: Currency::EUR,
         };
-        products
-            .ask(
-                &sku,
-                UpsertProduct {
-                    info,
-                    stock: 1_000_000_000,
-                },
-            )
+        let upsert = UpsertProduct {
+            info,
+            stock: 1_000_000_000,
+        };
+        self.products
+            .ask(&sku, upsert)
             .await
             .expect("answered")
             .expect("durable");
-        Self {
-            pool,
-            products,
-            sku,
-            clock,
-            commands: AtomicU64::new(0),
-        }
+        sku
     }
 
     /// One reserver: reserve a unit for a fresh order, then commit it.
-    async fn reserve_and_commit(&self) {
+    async fn reserve_and_commit(&self, sku: &Sku) {
         let order_id = OrderId::new();
         let reserve = Reserve {
             order_id,
@@ -77,21 +85,46 @@ impl Bench {
             expires_at: self.clock.now() + time::Duration::minutes(15),
             expected_price: Some((PRICE, Currency::EUR)),
         };
-        let reserved = self.products.ask(&self.sku, reserve).await;
+        let reserved = self.products.ask(sku, reserve).await;
         assert!(matches!(reserved, Ok(Ok(ReserveOutcome::Reserved))));
-        let committed = self.products.ask(&self.sku, Commit { order_id }).await;
+        let committed = self.products.ask(sku, Commit { order_id }).await;
         assert!(matches!(committed, Ok(Ok(CommitOutcome::Committed))));
         self.commands.fetch_add(2, Ordering::Relaxed);
     }
 
-    fn run(&self, system: &SystemRunner, reservers: usize, rounds: u64) -> Duration {
+    /// `rounds` rounds of `reservers` concurrent reserve+commit on `sku` (a fresh SKU when
+    /// `None`, set up outside the timing); answers the time they took.
+    fn run(
+        &self,
+        system: &SystemRunner,
+        sku: Option<&Sku>,
+        reservers: usize,
+        rounds: u64,
+    ) -> Duration {
         system.block_on(async {
+            let fresh;
+            let sku = match sku {
+                Some(sku) => sku,
+                None => {
+                    fresh = self.fresh_sku().await;
+                    &fresh
+                }
+            };
             let start = Instant::now();
             for _ in 0..rounds {
-                join_all((0..reservers).map(|_| self.reserve_and_commit())).await;
+                join_all((0..reservers).map(|_| self.reserve_and_commit(sku))).await;
             }
             start.elapsed()
         })
+    }
+}
+
+fn print_batch_size(case: &str, commands: u64, writes: u64) {
+    if commands > 0 {
+        println!(
+            "{case}: mean batch size {:.1} ({commands} commands, {writes} writes)",
+            commands as f64 / writes.max(1) as f64
+        );
     }
 }
 
@@ -103,15 +136,30 @@ fn group_commit(c: &mut Criterion, name: &str, store: SharedStore, writes: &dyn 
         let (commands0, writes0) = (bench.commands.load(Ordering::Relaxed), writes());
         group.throughput(Throughput::Elements(reservers as u64));
         group.bench_function(BenchmarkId::new("reserve_commit", reservers), |b| {
-            b.iter_custom(|rounds| bench.run(&system, reservers, rounds))
+            b.iter_custom(|rounds| bench.run(&system, None, reservers, rounds))
         });
-        let commands = bench.commands.load(Ordering::Relaxed) - commands0;
-        let written = (writes() - writes0).max(1);
-        println!(
-            "{name}/reserve_commit/{reservers}: mean batch size {:.1} ({commands} commands, {written} writes)",
-            commands as f64 / written as f64
+        print_batch_size(
+            &format!("{name}/reserve_commit/{reservers}"),
+            bench.commands.load(Ordering::Relaxed) - commands0,
+            writes() - writes0,
         );
     }
+    group.finish();
+    bench.pool.shutdown();
+}
+
+/// n = 16 on one SKU that already sold 10,000 units (their commit markers are kept).
+fn memory_10k_sold(c: &mut Criterion) {
+    let system = System::new();
+    let store = Arc::new(MemoryStore::new());
+    let bench = system.block_on(Bench::start(store));
+    let sku = system.block_on(bench.fresh_sku());
+    bench.run(&system, Some(&sku), 100, 100);
+    let mut group = c.benchmark_group("product_actor_memory_10k_sold");
+    group.throughput(Throughput::Elements(16));
+    group.bench_function(BenchmarkId::new("reserve_commit", 16), |b| {
+        b.iter_custom(|rounds| bench.run(&system, Some(&sku), 16, rounds))
+    });
     group.finish();
     bench.pool.shutdown();
 }
@@ -137,6 +185,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2));
-    targets = memory, embedded
+    targets = memory, embedded, memory_10k_sold
 }
 criterion_main!(benches);

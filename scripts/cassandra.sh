@@ -295,6 +295,12 @@ build_jvm_args() {
 
 cmd_start() {
   abs_run_dir
+  # Test binaries (and developers) may start the node at the same moment: one starts it,
+  # the others wait for it and then find it running.
+  if command -v flock >/dev/null; then
+    exec 9>"$RUN_DIR/start.lock"
+    flock 9
+  fi
   local pid
   if pid="$(running_pid)"; then
     log "already running (pid $pid, CQL on 127.0.0.1:$CQL_PORT, run dir $RUN_DIR)"
@@ -330,8 +336,9 @@ cmd_start() {
   # New session so the node outlives this shell; the inner bash writes its own
   # PID and then execs java, so the pidfile holds the JVM's PID.
   # shellcheck disable=SC2016 # $$, $0 and $@ are for the inner bash
+  # The node must not inherit the start lock (fd 9), or the next start would wait forever.
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PID_FILE" "$JAVA" "${JVM_ARGS[@]}" \
-    </dev/null >>"$LOG_FILE" 2>&1 &
+    </dev/null >>"$LOG_FILE" 2>&1 9>&- &
 
   local deadline=$(( t0 + START_TIMEOUT ))
   pid=""

@@ -157,11 +157,9 @@ fn client() -> reqwest::Client {
 
 /// One test at a time: each already runs several processes and a thousand shoppers against
 /// one Cassandra node on a small machine.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 /// Starts `count` replicas on a fresh migrated keyspace; answers them and the keyspace.
@@ -333,7 +331,7 @@ fn reserved(snapshot: &ProductSnapshot) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flash_sale_of_100_units_to_1000_shoppers_on_two_replicas_sells_exactly_100() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let (started, keyspace) = replicas(2, "15m").await;
     let started: Vec<Arc<Replica>> = started.into_iter().map(Arc::new).collect();
     put_product(&client(), &started[0], "flash-tee", 100).await;
@@ -377,7 +375,7 @@ async fn flash_sale_of_100_units_to_1000_shoppers_on_two_replicas_sells_exactly_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkout_on_one_replica_and_webhook_on_another_processes_with_one_decrement() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let (started, keyspace) = replicas(2, "15m").await;
     let (a, b) = (&started[0], &started[1]);
     let client = client();
@@ -496,7 +494,7 @@ async fn checkout_on_one_replica_and_webhook_on_another_processes_with_one_decre
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     const UNITS: i64 = 60;
     const SHOPPERS: usize = 300;
     let (started, keyspace) = replicas(2, "5s").await;

@@ -220,6 +220,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         ledger: Arc::default(),
         prefix: format!("lt{:08x}", rand::random::<u32>()),
         recorder: recorder.clone(),
+        window: Default::default(),
         opts: opts.clone(),
     });
 
@@ -247,6 +248,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         violations,
     } = measured.with_context(|| format!("the run failed; Kassa's log:\n{}", target.log_tail()))?;
 
+    let mut figures = figures;
+    figures.extend(store_figures(&ctx, elapsed));
     let mut checks_passed = passed;
     let mut all_violations = violations;
     if opts.scenario != Scenario::SkuTouch {
@@ -291,6 +294,26 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         violations: all_violations,
         unexpected_errors: recorder.unexpected(),
     })
+}
+
+/// Kassa's own view of the measured part: durable commits (how many, how long, how many
+/// writes each carried) and the ProductActors' group-commit batches.
+fn store_figures(ctx: &Ctx, elapsed: Duration) -> Vec<(String, f64)> {
+    let mut figures = Vec::new();
+    if let Some((seconds, commits)) = ctx.window_delta("kassa_store_commit_seconds") {
+        figures.push((
+            "store_commits_per_second".into(),
+            commits / elapsed.as_secs_f64(),
+        ));
+        figures.push(("store_commit_mean_ms".into(), seconds * 1000.0 / commits));
+    }
+    if let Some((writes, commits)) = ctx.window_delta("kassa_store_commit_batch_size") {
+        figures.push(("store_writes_per_commit".into(), writes / commits));
+    }
+    if let Some((commands, writes)) = ctx.window_delta("kassa_product_batch_size") {
+        figures.push(("product_commands_per_write".into(), commands / writes));
+    }
+    figures
 }
 
 /// GET /healthz from `concurrency` connections for `length`.

@@ -4,7 +4,7 @@
 //! pay (a tenth decline, giving their unit back) and the invariants are checked. Reports
 //! reservations/s on the SKU and the mean group-commit batch size from Kassa's metrics.
 
-use super::{Ctx, Measured, metric_sum_count};
+use super::{Ctx, Measured};
 use crate::driver::{self, Plan, Progress};
 use crate::stats::Op;
 use crate::verify::Expect;
@@ -39,7 +39,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         .await?
     };
     let carts = Arc::new(carts);
-    let batches_before = metric_sum_count(&ctx.kassa, "kassa_product_batch_size").await;
+    ctx.begin_window().await;
     // (order id, payment URL, when it was reserved)
     let winners: Arc<Mutex<Vec<(String, String, Instant)>>> = Arc::default();
     let progress = Progress {
@@ -73,7 +73,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         }
     })
     .await;
-    let batches_after = metric_sum_count(&ctx.kassa, "kassa_product_batch_size").await;
+    ctx.end_window().await;
     let winners = std::mem::take(&mut *winners.lock().unwrap_or_else(|e| e.into_inner()));
 
     let mut figures = BTreeMap::new();
@@ -86,11 +86,9 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         figures.insert("reserve_window_seconds".into(), window);
         figures.insert("reservations_per_second".into(), reserved / window);
     }
-    if let (Some((s0, c0)), Some((s1, c1))) = (batches_before, batches_after)
-        && c1 > c0
-    {
-        figures.insert("product_writes".into(), c1 - c0);
-        figures.insert("mean_batch_size".into(), (s1 - s0) / (c1 - c0));
+    if let Some((commands, writes)) = ctx.window_delta("kassa_product_batch_size") {
+        figures.insert("product_writes".into(), writes);
+        figures.insert("mean_batch_size".into(), commands / writes);
     }
 
     let (mut passed, mut violations) = (Vec::new(), Vec::new());

@@ -12,7 +12,7 @@ use crate::stats::{Op, Recorder};
 use crate::verify::Ledger;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Setup steps run this many requests at once (they are not measured).
@@ -27,6 +27,8 @@ pub struct Ctx {
     /// Unique per run, so SKUs and users never collide with an earlier run's.
     pub prefix: String,
     pub recorder: Arc<Recorder>,
+    /// Kassa's /metrics text when the measured part began and ended.
+    pub window: Mutex<(Option<String>, Option<String>)>,
 }
 
 /// What a scenario measured, besides the recorder's per-operation figures.
@@ -41,6 +43,29 @@ pub struct Measured {
 }
 
 impl Ctx {
+    /// Marks the start of the measured part (after setup).
+    pub async fn begin_window(&self) {
+        let text = scrape(&self.kassa).await;
+        self.window.lock().unwrap_or_else(|e| e.into_inner()).0 = text;
+    }
+
+    /// Marks its end.
+    pub async fn end_window(&self) {
+        let text = scrape(&self.kassa).await;
+        self.window.lock().unwrap_or_else(|e| e.into_inner()).1 = text;
+    }
+
+    /// How much a histogram's `_sum` and `_count` grew over the measured part.
+    pub fn window_delta(&self, name: &str) -> Option<(f64, f64)> {
+        let window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(before), Some(after)) = (&window.0, &window.1) else {
+            return None;
+        };
+        let (s0, c0) = sum_count(before, name);
+        let (s1, c1) = sum_count(after, name);
+        (c1 > c0).then_some((s1 - s0, c1 - c0))
+    }
+
     pub fn admin(&self) -> anyhow::Result<String> {
         self.minter.token(&format!("{}-admin", self.prefix), true)
     }
@@ -171,9 +196,9 @@ impl Ctx {
     }
 }
 
-/// Reads a `_sum` and `_count` pair from Kassa's Prometheus text.
-pub async fn metric_sum_count(kassa: &Kassa, name: &str) -> Option<(f64, f64)> {
-    let text = kassa
+/// Kassa's Prometheus text.
+pub async fn scrape(kassa: &Kassa) -> Option<String> {
+    kassa
         .http
         .get(kassa.url("/metrics"))
         .send()
@@ -181,27 +206,27 @@ pub async fn metric_sum_count(kassa: &Kassa, name: &str) -> Option<(f64, f64)> {
         .ok()?
         .text()
         .await
-        .ok()?;
+        .ok()
+}
+
+/// A histogram's `_sum` and `_count`, summed over its label sets.
+pub fn sum_count(text: &str, name: &str) -> (f64, f64) {
     let value = |suffix: &str| {
+        let series = format!("{name}{suffix}");
         text.lines()
-            .filter(|l| l.starts_with(&format!("{name}{suffix}")))
+            .filter(|l| {
+                l.strip_prefix(&series)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
-    Some((value("_sum"), value("_count")))
+    (value("_sum"), value("_count"))
 }
 
 /// A gauge's value (summed over its label sets matching `labels`).
 pub async fn metric_gauge(kassa: &Kassa, name: &str, labels: &str) -> Option<f64> {
-    let text = kassa
-        .http
-        .get(kassa.url("/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = scrape(kassa).await?;
     let found: Vec<f64> = text
         .lines()
         .filter(|l| l.starts_with(name) && l.contains(labels))

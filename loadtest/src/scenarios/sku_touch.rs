@@ -32,6 +32,7 @@ pub async fn run(
         ..plan
     };
     let c = ctx.clone();
+    ctx.begin_window().await;
     let elapsed = driver::drive(plan, progress, move |i, intended| {
         let ctx = c.clone();
         async move {
@@ -51,6 +52,7 @@ pub async fn run(
         }
     })
     .await;
+    ctx.end_window().await;
     figures.insert("skus_touched".into(), ctx.recorder.iterations() as f64);
     let live = || metric_gauge(&ctx.kassa, "kassa_actors_live", "kind=\"product\"");
     if let Some(n) = live().await {

@@ -46,6 +46,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
     let seed = o.seed;
     let (decline, abandon) = (o.decline, o.abandon);
     let c = ctx.clone();
+    ctx.begin_window().await;
     let elapsed = driver::drive(plan, progress, move |i, intended| {
         let (ctx, skus, shoppers) = (c.clone(), skus.clone(), shoppers.clone());
         async move {
@@ -59,6 +60,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         }
     })
     .await;
+    ctx.end_window().await;
     Ok(Measured {
         elapsed,
         primary: Op::Checkout,

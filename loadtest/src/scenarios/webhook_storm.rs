@@ -159,6 +159,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         deliveries.clone(),
         forged_accepted.clone(),
     );
+    ctx.begin_window().await;
     let elapsed = driver::drive(plan, progress, move |i, intended| {
         let (ctx, placed, deliveries, forged_accepted) =
             (c.clone(), p.clone(), d.clone(), f.clone());
@@ -172,6 +173,7 @@ pub async fn run(ctx: Arc<Ctx>, plan: Plan) -> anyhow::Result<Measured> {
         }
     })
     .await;
+    ctx.end_window().await;
 
     // Orders whose genuine event was never acknowledged may be in any state.
     for order in placed.iter() {

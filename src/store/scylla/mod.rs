@@ -59,9 +59,8 @@ pub struct ScyllaTarget<'a> {
 
 /// A `Store` on a ScyllaDB or Cassandra keyspace, with every statement prepared once.
 pub struct ScyllaStore {
-    session: Arc<Session>,
+    session: Session,
     st: Statements,
-    keyspace: String,
 }
 
 impl ScyllaStore {
@@ -70,22 +69,14 @@ impl ScyllaStore {
     pub async fn open(target: ScyllaTarget<'_>) -> anyhow::Result<Self> {
         let session = connect(&target).await?;
         schema::check(&session, target.keyspace).await?;
-        let st = Statements::prepare(&session).await?;
+        let st = Statements::prepare(&session, target.keyspace).await?;
         tracing::info!(
             hosts = ?target.hosts, keyspace = target.keyspace,
             consistency = ?target.options.consistency,
             serial_consistency = ?target.options.serial_consistency,
             "scylla store open"
         );
-        Ok(Self {
-            session: Arc::new(session),
-            st,
-            keyspace: target.keyspace.to_string(),
-        })
-    }
-
-    pub fn keyspace(&self) -> &str {
-        &self.keyspace
+        Ok(Self { session, st })
     }
 
     async fn run(
@@ -876,135 +867,140 @@ struct Statements {
 }
 
 impl Statements {
-    async fn prepare(session: &Session) -> anyhow::Result<Self> {
+    /// Every table name is qualified with the keyspace: the session is bound to none.
+    async fn prepare(session: &Session, keyspace: &str) -> anyhow::Result<Self> {
+        let ks = format!("\"{keyspace}\"");
         // Reads and plain index writes may be retried; conditional statements never are.
         let idempotent = |mut s: PreparedStatement| {
             s.set_is_idempotent(true);
             s
         };
-        let prepare = |cql: &'static str| async move {
-            session
-                .prepare(cql)
-                .await
-                .with_context(|| format!("cannot prepare: {cql}"))
+        let prepare = |cql: &str| {
+            let cql = cql.replace("{ks}", &ks);
+            async move {
+                session
+                    .prepare(cql.as_str())
+                    .await
+                    .with_context(|| format!("cannot prepare: {cql}"))
+            }
         };
         Ok(Self {
             ping: idempotent(prepare("SELECT release_version FROM system.local").await?),
             select_stock: idempotent(
                 prepare(
                     "SELECT version, on_hand, name, price, currency, order_id, qty, expires_at, \
-                     committed FROM stock WHERE sku = ?",
+                     committed FROM {ks}.stock WHERE sku = ?",
                 )
                 .await?,
             ),
             update_stock: prepare(
-                "UPDATE stock SET version = ?, on_hand = ?, name = ?, price = ?, currency = ? \
+                "UPDATE {ks}.stock SET version = ?, on_hand = ?, name = ?, price = ?, currency = ? \
                  WHERE sku = ? IF version = ?",
             )
             .await?,
             put_reservation: prepare(
-                "INSERT INTO stock (sku, order_id, qty, expires_at, committed) \
+                "INSERT INTO {ks}.stock (sku, order_id, qty, expires_at, committed) \
                  VALUES (?, ?, ?, ?, ?)",
             )
             .await?,
-            remove_reservation: prepare("DELETE FROM stock WHERE sku = ? AND order_id = ?").await?,
-            select_cart: idempotent(prepare("SELECT body FROM carts WHERE id = ?").await?),
+            remove_reservation: prepare("DELETE FROM {ks}.stock WHERE sku = ? AND order_id = ?").await?,
+            select_cart: idempotent(prepare("SELECT body FROM {ks}.carts WHERE id = ?").await?),
             insert_cart: prepare(
-                "INSERT INTO carts (id, owner, version, body) VALUES (?, ?, ?, ?) IF NOT EXISTS",
+                "INSERT INTO {ks}.carts (id, owner, version, body) VALUES (?, ?, ?, ?) IF NOT EXISTS",
             )
             .await?,
             update_cart: prepare(
-                "UPDATE carts SET owner = ?, version = ?, body = ? WHERE id = ? IF version = ?",
+                "UPDATE {ks}.carts SET owner = ?, version = ?, body = ? WHERE id = ? IF version = ?",
             )
             .await?,
-            select_order: idempotent(prepare("SELECT body FROM orders WHERE id = ?").await?),
+            select_order: idempotent(prepare("SELECT body FROM {ks}.orders WHERE id = ?").await?),
             insert_order: prepare(
-                "INSERT INTO orders (id, owner, status, version, body) VALUES (?, ?, ?, ?, ?) \
+                "INSERT INTO {ks}.orders (id, owner, status, version, body) VALUES (?, ?, ?, ?, ?) \
                  IF NOT EXISTS",
             )
             .await?,
             update_order: prepare(
-                "UPDATE orders SET owner = ?, status = ?, version = ?, body = ? \
+                "UPDATE {ks}.orders SET owner = ?, status = ?, version = ?, body = ? \
                  WHERE id = ? IF version = ?",
             )
             .await?,
             list_user_orders: idempotent(
-                prepare("SELECT order_id FROM user_orders WHERE owner = ? LIMIT ?").await?,
+                prepare("SELECT order_id FROM {ks}.user_orders WHERE owner = ? LIMIT ?").await?,
             ),
             list_user_orders_before: idempotent(
                 prepare(
-                    "SELECT order_id FROM user_orders WHERE owner = ? AND order_id < ? LIMIT ?",
+                    "SELECT order_id FROM {ks}.user_orders WHERE owner = ? AND order_id < ? LIMIT ?",
                 )
                 .await?,
             ),
             insert_user_order: idempotent(
-                prepare("INSERT INTO user_orders (owner, order_id) VALUES (?, ?)").await?,
+                prepare("INSERT INTO {ks}.user_orders (owner, order_id) VALUES (?, ?)").await?,
             ),
             insert_active: idempotent(
                 prepare(
-                    "INSERT INTO active_orders (bucket, order_id) VALUES (?, ?) \
+                    "INSERT INTO {ks}.active_orders (bucket, order_id) VALUES (?, ?) \
                      USING TIMESTAMP ?",
                 )
                 .await?,
             ),
             delete_active: idempotent(
                 prepare(
-                    "DELETE FROM active_orders USING TIMESTAMP ? \
+                    "DELETE FROM {ks}.active_orders USING TIMESTAMP ? \
                      WHERE bucket = ? AND order_id = ?",
                 )
                 .await?,
             ),
             select_active: idempotent(
-                prepare("SELECT order_id FROM active_orders WHERE bucket = ?").await?,
+                prepare("SELECT order_id FROM {ks}.active_orders WHERE bucket = ?").await?,
             ),
             insert_idempotency: prepare(
-                "INSERT INTO idempotency_keys (user_id, key, claim, fingerprint, created_at) \
+                "INSERT INTO {ks}.idempotency_keys (user_id, key, claim, fingerprint, created_at) \
                  VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
             )
             .await?,
             take_over_idempotency: prepare(
-                "UPDATE idempotency_keys USING TTL ? SET claim = ?, fingerprint = ?, \
+                "UPDATE {ks}.idempotency_keys USING TTL ? SET claim = ?, fingerprint = ?, \
                  created_at = ?, response_status = null, response_body = null \
                  WHERE user_id = ? AND key = ? IF claim = ?",
             )
             .await?,
             idempotency_ttl: idempotent(
-                prepare("SELECT TTL(claim) FROM idempotency_keys WHERE user_id = ? AND key = ?")
+                prepare("SELECT TTL(claim) FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ?")
                     .await?,
             ),
             complete_idempotency: prepare(
-                "UPDATE idempotency_keys USING TTL ? SET response_status = ?, \
+                "UPDATE {ks}.idempotency_keys USING TTL ? SET response_status = ?, \
                  response_body = ? WHERE user_id = ? AND key = ? IF EXISTS",
             )
             .await?,
             release_idempotency: prepare(
-                "DELETE FROM idempotency_keys WHERE user_id = ? AND key = ? IF EXISTS",
+                "DELETE FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ? IF EXISTS",
             )
             .await?,
             select_outbox: idempotent(
-                prepare("SELECT body FROM outbox WHERE order_id = ? AND kind = ?").await?,
+                prepare("SELECT body FROM {ks}.outbox WHERE order_id = ? AND kind = ?").await?,
             ),
             insert_outbox: prepare(
-                "INSERT INTO outbox (order_id, kind, body) VALUES (?, ?, ?) IF NOT EXISTS",
+                "INSERT INTO {ks}.outbox (order_id, kind, body) VALUES (?, ?, ?) IF NOT EXISTS",
             )
             .await?,
             update_outbox: prepare(
-                "UPDATE outbox SET body = ? WHERE order_id = ? AND kind = ? IF EXISTS",
+                "UPDATE {ks}.outbox SET body = ? WHERE order_id = ? AND kind = ? IF EXISTS",
             )
             .await?,
             insert_unsent: idempotent(
-                prepare("INSERT INTO outbox_unsent (bucket, order_id, kind) VALUES (?, ?, ?)")
+                prepare("INSERT INTO {ks}.outbox_unsent (bucket, order_id, kind) VALUES (?, ?, ?)")
                     .await?,
             ),
             delete_unsent: idempotent(
-                prepare("DELETE FROM outbox_unsent WHERE bucket = ? AND order_id = ? AND kind = ?")
+                prepare("DELETE FROM {ks}.outbox_unsent WHERE bucket = ? AND order_id = ? AND kind = ?")
                     .await?,
             ),
             select_unsent: idempotent(
-                prepare("SELECT order_id, kind FROM outbox_unsent WHERE bucket = ?").await?,
+                prepare("SELECT order_id, kind FROM {ks}.outbox_unsent WHERE bucket = ?").await?,
             ),
             count_unsent: idempotent(
-                prepare("SELECT COUNT(*) FROM outbox_unsent WHERE bucket = ?").await?,
+                prepare("SELECT COUNT(*) FROM {ks}.outbox_unsent WHERE bucket = ?").await?,
             ),
         })
     }

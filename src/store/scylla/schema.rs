@@ -71,13 +71,13 @@ pub async fn migrate(
         .query_unpaged(CREATE_SCHEMA_MIGRATIONS, ())
         .await
         .context("cannot create schema_migrations")?;
-    let recorded = applied_migrations(session).await?;
+    let recorded = applied_migrations(session, keyspace).await?;
     check_checksums(&recorded)?;
     let record = session
-        .prepare(
-            "INSERT INTO schema_migrations (version, name, checksum, applied_at) \
-             VALUES (?, ?, ?, toTimestamp(now()))",
-        )
+        .prepare(format!(
+            "INSERT INTO \"{keyspace}\".schema_migrations (version, name, checksum, applied_at) \
+             VALUES (?, ?, ?, toTimestamp(now()))"
+        ))
         .await
         .context("cannot prepare the schema_migrations insert")?;
     let mut applied = Vec::new();
@@ -114,19 +114,17 @@ pub async fn migrate(
     })
 }
 
-/// Binds `session` to `keyspace` and fails unless it holds every migration this build
-/// knows, unchanged. Newer migrations (from a newer build) are allowed: they only ever add.
+/// Fails unless `keyspace` holds every migration this build knows, unchanged. Newer
+/// migrations (from a newer build) are allowed: they only ever add.
 pub async fn check(session: &Session, keyspace: &str) -> anyhow::Result<()> {
     if !keyspace_exists(session, keyspace).await? {
         bail!("keyspace {keyspace} does not exist: run `kassa migrate` first");
     }
-    session
-        .use_keyspace(keyspace, true)
+    let recorded = applied_migrations(session, keyspace)
         .await
-        .with_context(|| format!("cannot use keyspace {keyspace}"))?;
-    let recorded = applied_migrations(session).await.with_context(|| {
-        format!("cannot read the schema version of keyspace {keyspace}: run `kassa migrate`")
-    })?;
+        .with_context(|| {
+            format!("cannot read the schema version of keyspace {keyspace}: run `kassa migrate`")
+        })?;
     check_checksums(&recorded)?;
     let missing: Vec<&str> = MIGRATIONS
         .iter()
@@ -223,9 +221,15 @@ fn keyspace_ddl(keyspace: &str, replication: &Replication) -> String {
 }
 
 /// version -> (name, checksum) of every recorded migration.
-async fn applied_migrations(session: &Session) -> anyhow::Result<BTreeMap<i32, (String, String)>> {
+async fn applied_migrations(
+    session: &Session,
+    keyspace: &str,
+) -> anyhow::Result<BTreeMap<i32, (String, String)>> {
     let rows = session
-        .query_unpaged("SELECT version, name, checksum FROM schema_migrations", ())
+        .query_unpaged(
+            format!("SELECT version, name, checksum FROM \"{keyspace}\".schema_migrations"),
+            (),
+        )
         .await
         .context("cannot read schema_migrations")?
         .into_rows_result()
