@@ -95,6 +95,13 @@ impl Store for Counted {
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
         self.inner.update_email(email).await
     }
+    async fn replace_email(
+        &self,
+        expected: &OutboxEmail,
+        next: &OutboxEmail,
+    ) -> StoreResult<WriteOutcome> {
+        self.inner.replace_email(expected, next).await
+    }
     async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>> {
         self.inner.due_emails(now, limit).await
     }

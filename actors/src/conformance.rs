@@ -29,6 +29,7 @@ pub async fn run_all(store: &dyn Store) {
     concurrent_idempotency_claims_have_one_winner(store).await;
     outbox_enqueue_keeps_the_first_email(store).await;
     outbox_keeps_one_email_per_order_and_kind(store).await;
+    outbox_replace_is_a_compare_and_set(store).await;
     outbox_due_emails_are_oldest_first_and_due(store).await;
 }
 
@@ -823,6 +824,59 @@ pub async fn concurrent_idempotency_claims_have_one_winner(store: &dyn Store) {
             .iter()
             .all(|o| matches!(o, IdempotencyClaim::Claimed | IdempotencyClaim::InProgress)),
         "the losers see the claim in progress: {outcomes:?}"
+    );
+}
+
+pub async fn outbox_replace_is_a_compare_and_set(store: &dyn Store) {
+    let [id] = order_ids(1)[..] else {
+        unreachable!()
+    };
+    let queued = email(id, "claim", at(-100), at(-100));
+    store.enqueue_email(&queued).await.expect("enqueue");
+    let claimed = OutboxEmail {
+        next_attempt_at: at(500),
+        ..queued.clone()
+    };
+    assert_eq!(
+        store.replace_email(&queued, &claimed).await.expect("claim"),
+        WriteOutcome::Applied,
+        "replacing the entry as it is applies"
+    );
+    let rival = OutboxEmail {
+        next_attempt_at: at(600),
+        ..queued.clone()
+    };
+    assert_eq!(
+        store.replace_email(&queued, &rival).await.expect("claim"),
+        WriteOutcome::Conflict,
+        "a second claim from the same old entry loses"
+    );
+    assert!(
+        due_among(store, at(0), 1000, &[id]).await.is_empty(),
+        "a claimed email is not due until its lease ends"
+    );
+    assert_eq!(
+        due_among(store, at(501), 1000, &[id]).await,
+        vec![claimed.clone()]
+    );
+    let sent = OutboxEmail {
+        sent_at: Some(at(2)),
+        attempts: 1,
+        ..claimed.clone()
+    };
+    assert_eq!(
+        store.replace_email(&claimed, &sent).await.expect("replace"),
+        WriteOutcome::Applied
+    );
+    assert!(due_among(store, at(10_000), 1000, &[id]).await.is_empty());
+    let missing = email(order_ids(1)[0], "never queued", at(0), at(0));
+    assert_eq!(
+        store
+            .replace_email(&missing, &missing)
+            .await
+            .expect("replace"),
+        WriteOutcome::Conflict,
+        "an entry that is not there cannot be replaced"
     );
 }
 

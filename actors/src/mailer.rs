@@ -5,7 +5,7 @@
 
 use crate::clock::SharedClock;
 use crate::domain::OrderId;
-use crate::store::{EmailKind, OrderRecord, OutboxEmail, SharedStore};
+use crate::store::{EmailKind, OrderRecord, OutboxEmail, SharedStore, WriteOutcome};
 use actix::prelude::*;
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
+
+/// How long a mailer holds an email it claimed; longer than any send can take, so another
+/// replica resends only if this one died mid-send.
+const CLAIM_LEASE: time::Duration = time::Duration::minutes(2);
 
 /// Why a message was not accepted. Both kinds are retried; they are counted apart because a
 /// permanent one (a 5xx, an unusable address) needs a person to look.
@@ -336,6 +340,23 @@ async fn deliver(shared: Arc<Shared>, mut email: OutboxEmail) -> bool {
         email.sent_at = Some(sent_at);
         return record_sent(&shared, &email).await;
     }
+    // Claim it first: until the lease ends no other replica's mailer sees it due.
+    let claimed = OutboxEmail {
+        next_attempt_at: services.clock.now() + CLAIM_LEASE,
+        ..email.clone()
+    };
+    match services.store.replace_email(&email, &claimed).await {
+        Ok(WriteOutcome::Applied) => email = claimed,
+        Ok(WriteOutcome::Conflict) => {
+            metrics::counter!("kassa_email_claims_lost_total").increment(1);
+            tracing::debug!(%order_id, email = kind, "another mailer claimed this email");
+            return true;
+        }
+        Err(e) => {
+            tracing::warn!(%order_id, email = kind, error = %e, "cannot claim the email; will try again");
+            return false;
+        }
+    }
     let outcome = match services.store.load_order(order_id).await {
         Ok(Some(order)) => {
             let started = std::time::Instant::now();
@@ -630,6 +651,34 @@ mod tests {
         assert_eq!(fx.transport.sent(), vec![(id, EmailKind::Confirmation)]);
         assert!(mailer.flush(std::time::Duration::from_secs(5)).await);
         mailer.shutdown();
+    }
+
+    #[actix_rt::test]
+    async fn two_replicas_mailers_over_one_outbox_send_each_email_once() {
+        let fx = Fixture::new(FakeTransport::default());
+        let mut ids = Vec::new();
+        for _ in 0..20 {
+            ids.push(paid_order(&fx.store, &fx.clock).await);
+        }
+        let (a, b) = (fx.start(quick()), fx.start(quick()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fx.store.outbox_depth().await.expect("depth") > 0 {
+            assert!(std::time::Instant::now() < deadline, "never all sent");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut sent = fx.transport.sent();
+        sent.sort();
+        let mut want: Vec<_> = ids
+            .iter()
+            .map(|id| (*id, EmailKind::Confirmation))
+            .collect();
+        want.sort();
+        assert_eq!(sent, want, "every email exactly once across both mailers");
+        assert!(a.flush(std::time::Duration::from_secs(5)).await);
+        assert!(b.flush(std::time::Duration::from_secs(5)).await);
+        a.shutdown();
+        b.shutdown();
     }
 
     #[actix_rt::test]

@@ -281,15 +281,31 @@ impl Handler<PlaceOrder> for OrderActor {
 }
 
 impl Handler<GetOrder> for OrderActor {
-    type Result = Result<OrderRecord, OrderError>;
+    type Result = AtomicResponse<Self, Result<OrderRecord, OrderError>>;
 
     fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
-        self.last_active = self.services.clock.now();
-        self.order
-            .as_ref()
-            .filter(|o| msg.viewer.as_ref().is_none_or(|v| v == &o.owner))
-            .cloned()
-            .ok_or(OrderError::NotFound)
+        let services = self.services.clone();
+        let (id, current) = (self.id(), self.order.clone());
+        self.run(async move {
+            // On a shared store another replica may have moved the order since it was loaded
+            // here (a webhook that landed there): read it fresh.
+            let order = if services.store.is_shared() {
+                match services.store.load_order(id).await {
+                    Ok(fresh) => fresh.or(current),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not refresh the order; answering from memory");
+                        current
+                    }
+                }
+            } else {
+                current
+            };
+            let answer = order
+                .clone()
+                .filter(|o| msg.viewer.as_ref().is_none_or(|v| v == &o.owner))
+                .ok_or(OrderError::NotFound);
+            (order, answer)
+        })
     }
 }
 

@@ -454,9 +454,10 @@ impl ProductActor {
             decided.push((queued, reply));
         }
         if changes.is_empty() {
-            if decided
-                .iter()
-                .any(|(queued, _)| queued.since >= self.refreshed)
+            if self.store.is_shared()
+                && decided
+                    .iter()
+                    .any(|(queued, _)| queued.since >= self.refreshed)
             {
                 // Nothing to write means no condition checks these answers, and the state may
                 // predate a reservation another replica made or released since: decide them

@@ -290,6 +290,12 @@ pub struct OutboxEmail {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether other processes write to the same data (replicas over one cluster). When
+    /// false, this process's actors are the only writers and may trust their own state.
+    fn is_shared(&self) -> bool {
+        false
+    }
+
     /// Cheap round trip proving the store answers (for /readyz).
     async fn ping(&self) -> StoreResult<()>;
 
@@ -342,6 +348,14 @@ pub trait Store: Send + Sync + 'static {
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()>;
     /// Replaces an outbox entry (attempts, next attempt, sent).
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()>;
+    /// Replaces an outbox entry only if it is still exactly `expected`. A mailer claims an
+    /// email this way (pushing its next attempt past a lease) before sending it, so two
+    /// replicas never both send it.
+    async fn replace_email(
+        &self,
+        expected: &OutboxEmail,
+        next: &OutboxEmail,
+    ) -> StoreResult<WriteOutcome>;
     /// Unsent emails due at `now`, oldest first, at most `limit`.
     async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>>;
     /// How many emails are unsent (the outbox depth gauge).
@@ -547,6 +561,20 @@ mod memory {
                 .outbox
                 .insert((email.order_id, email.kind), email.clone());
             Ok(())
+        }
+
+        async fn replace_email(
+            &self,
+            expected: &OutboxEmail,
+            next: &OutboxEmail,
+        ) -> StoreResult<WriteOutcome> {
+            let mut inner = self.lock();
+            let key = (expected.order_id, expected.kind);
+            if inner.outbox.get(&key) != Some(expected) {
+                return Ok(WriteOutcome::Conflict);
+            }
+            inner.outbox.insert(key, next.clone());
+            Ok(WriteOutcome::Applied)
         }
 
         async fn due_emails(

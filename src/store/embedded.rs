@@ -520,6 +520,36 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn replace_email(
+        &self,
+        expected: &OutboxEmail,
+        next: &OutboxEmail,
+    ) -> StoreResult<WriteOutcome> {
+        let (expected, next) = (expected.clone(), next.clone());
+        self.write(move |txn| {
+            let key = (expected.order_id.0.as_u128(), expected.kind.code());
+            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+            let name = format!("{}/{}", expected.order_id, expected.kind.as_str());
+            let current: Option<OutboxEmail> = match outbox.get(key).map_err(db_err)? {
+                Some(stored) => Some(decode(stored.value(), "outbox email", &name)?),
+                None => None,
+            };
+            if current.as_ref() != Some(&expected) {
+                return Ok(WriteOutcome::Conflict);
+            }
+            let encoded = encode(&next)?;
+            outbox.insert(key, encoded.as_slice()).map_err(db_err)?;
+            let mut unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+            if next.sent_at.is_none() {
+                unsent.insert(key, ()).map_err(db_err)?;
+            } else {
+                unsent.remove(key).map_err(db_err)?;
+            }
+            Ok(WriteOutcome::Applied)
+        })
+        .await
+    }
+
     async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>> {
         self.read(move |txn| {
             let unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;

@@ -438,6 +438,14 @@ impl Store for ControlledStore {
         self.inner.update_email(email).await
     }
 
+    async fn replace_email(
+        &self,
+        expected: &OutboxEmail,
+        next: &OutboxEmail,
+    ) -> StoreResult<WriteOutcome> {
+        self.inner.replace_email(expected, next).await
+    }
+
     async fn due_emails(
         &self,
         now: time::OffsetDateTime,

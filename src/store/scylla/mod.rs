@@ -343,6 +343,10 @@ type StockRow = (
 
 #[async_trait]
 impl Store for ScyllaStore {
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.run("ping", &self.st.ping, ()).await.map(|_| ())
     }
@@ -794,6 +798,34 @@ impl Store for ScyllaStore {
         Ok(())
     }
 
+    async fn replace_email(
+        &self,
+        expected: &OutboxEmail,
+        next: &OutboxEmail,
+    ) -> StoreResult<WriteOutcome> {
+        // The entry is one JSON document written by `encode`: comparing the stored text
+        // with the expected entry's encoding is the compare-and-set.
+        let replaced = self
+            .lwt(
+                "outbox",
+                &self.st.replace_outbox,
+                (
+                    encode(next)?,
+                    expected.order_id.0,
+                    i32::from(expected.kind.code()),
+                    encode(expected)?,
+                ),
+            )
+            .await?;
+        if !replaced.applied {
+            return Ok(WriteOutcome::Conflict);
+        }
+        if next.sent_at.is_some() {
+            self.unsent(next, false).await?;
+        }
+        Ok(WriteOutcome::Applied)
+    }
+
     async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>> {
         let buckets: Vec<Vec<(Uuid, i32)>> = stream::iter(0..BUCKETS)
             .map(|b| self.rows("outbox_unsent", &self.st.select_unsent, (b,)))
@@ -860,6 +892,7 @@ struct Statements {
     select_outbox: PreparedStatement,
     insert_outbox: PreparedStatement,
     update_outbox: PreparedStatement,
+    replace_outbox: PreparedStatement,
     insert_unsent: PreparedStatement,
     delete_unsent: PreparedStatement,
     select_unsent: PreparedStatement,
@@ -986,6 +1019,10 @@ impl Statements {
             .await?,
             update_outbox: prepare(
                 "UPDATE {ks}.outbox SET body = ? WHERE order_id = ? AND kind = ? IF EXISTS",
+            )
+            .await?,
+            replace_outbox: prepare(
+                "UPDATE {ks}.outbox SET body = ? WHERE order_id = ? AND kind = ? IF body = ?",
             )
             .await?,
             insert_unsent: idempotent(
