@@ -135,20 +135,32 @@ struct Queued {
 struct Stock {
     row: Option<ProductRow>,
     reservations: BTreeMap<OrderId, Reservation>,
+    /// Units held by uncommitted reservations, kept in step with `reservations` so a
+    /// decision never scans them (a hot SKU keeps thousands of committed markers).
+    reserved: i64,
 }
 
 impl Stock {
     fn from_snapshot(snapshot: Option<ProductSnapshot>) -> Self {
         match snapshot {
             None => Self::default(),
-            Some(s) => Self {
-                row: Some(s.row),
-                reservations: s
+            Some(s) => {
+                let reservations: BTreeMap<OrderId, Reservation> = s
                     .reservations
                     .into_iter()
                     .map(|r| (r.order_id, r))
-                    .collect(),
-            },
+                    .collect();
+                let reserved = reservations
+                    .values()
+                    .filter(|r| !r.committed)
+                    .map(|r| i64::from(r.qty))
+                    .sum();
+                Self {
+                    row: Some(s.row),
+                    reservations,
+                    reserved,
+                }
+            }
         }
     }
 
@@ -161,11 +173,7 @@ impl Stock {
     }
 
     fn reserved(&self) -> i64 {
-        self.reservations
-            .values()
-            .filter(|r| !r.committed)
-            .map(|r| i64::from(r.qty))
-            .sum()
+        self.reserved
     }
 
     fn available(&self) -> i64 {
@@ -269,6 +277,7 @@ fn decide(
                 committed: false,
             };
             stock.reservations.insert(r.order_id, reservation.clone());
+            stock.reserved += i64::from(r.qty);
             changes.put(reservation);
             Ok(Reply::Reserve(ReserveOutcome::Reserved))
         }
@@ -284,6 +293,7 @@ fn decide(
             reservation.expires_at = now + settings.committed_retention;
             let qty = i64::from(reservation.qty);
             let marker = reservation.clone();
+            stock.reserved -= qty;
             if let Some(row) = stock.row.as_mut() {
                 row.on_hand -= qty;
             }
@@ -294,7 +304,8 @@ fn decide(
         Command::Release(r) => match stock.reservations.get(&r.order_id) {
             None => Ok(Reply::Release(ReleaseOutcome::NotReserved)),
             Some(res) if res.committed => Ok(Reply::Release(ReleaseOutcome::AlreadyCommitted)),
-            Some(_) => {
+            Some(res) => {
+                stock.reserved -= i64::from(res.qty);
                 stock.reservations.remove(&r.order_id);
                 changes.remove(r.order_id);
                 Ok(Reply::Release(ReleaseOutcome::Released))
@@ -315,7 +326,8 @@ fn decide(
                 .map(|r| r.order_id)
                 .collect();
             for id in stale {
-                if stock.reservations.remove(&id).is_some_and(|r| !r.committed) {
+                if let Some(orphan) = stock.reservations.remove(&id).filter(|r| !r.committed) {
+                    stock.reserved -= i64::from(orphan.qty);
                     metrics::counter!("kassa_reservations_orphaned_total").increment(1);
                 }
                 changes.remove(id);
