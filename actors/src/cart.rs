@@ -243,8 +243,12 @@ impl Handler<CreateCart> for CartActor {
 impl Handler<GetCart> for CartActor {
     type Result = CartResult;
 
-    fn handle(&mut self, msg: GetCart, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: GetCart, ctx: &mut Context<Self>) -> Self::Result {
         self.touch();
+        if self.cart.is_none() {
+            // No such cart: keep no actor for it.
+            ctx.stop();
+        }
         let cart = self.owned_by(&msg.user)?;
         Ok(match self.live_lock(cart) {
             Some(_) => cart.clone(),

@@ -241,6 +241,10 @@ impl OrderActor {
             |(order, answer), act, ctx| {
                 act.order = order;
                 act.after_change(ctx);
+                if act.order.is_none() {
+                    // No such order (or a checkout that did not place one): keep no actor.
+                    ctx.stop();
+                }
                 answer
             },
         )))

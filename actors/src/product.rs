@@ -613,10 +613,15 @@ impl Actor for ProductActor {
 impl Handler<GetProduct> for ProductActor {
     type Result = Result<Option<ProductView>, ActorError>;
 
-    fn handle(&mut self, _: GetProduct, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetProduct, ctx: &mut Context<Self>) -> Self::Result {
         self.last_active = self.clock.now();
         if self.writing {
             return Ok(self.durable_view.clone());
+        }
+        if self.stock.row.is_none() && self.queue.is_empty() {
+            // Nothing stored for this SKU: keep no actor for it, so lookups of unknown SKUs
+            // (typos, scrapers) cost no memory.
+            ctx.stop();
         }
         Ok(self.stock.view(self.sku()))
     }
