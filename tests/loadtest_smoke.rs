@@ -1,8 +1,12 @@
-//! Every load-test scenario for a few seconds against the kassa binary on the embedded store,
+//! Every load-test scenario for a few seconds against the kassa binary on the embedded store
+//! (and the checkout scenarios again on the scylla back end, on the project's Cassandra node),
 //! with the invariant checks on: an oversold SKU, stock gone missing, an order answered 200
 //! that does not exist, a paid order not `processing` or without its email, a forged webhook
 //! accepted, or any answer the scenario does not expect fails the test. One scenario at a
 //! time (2 cores).
+
+#[path = "support/cassandra.rs"]
+mod cassandra;
 
 use clap::Parser;
 use kassa_loadtest::stats::Report;
@@ -138,4 +142,70 @@ async fn touching_unknown_skus_answers_404_and_reports_memory() {
         "{}",
         report.render()
     );
+}
+
+/// `--store` for a freshly migrated keyspace on the test Cassandra node.
+async fn scylla_store(tag: &str) -> String {
+    let keyspace = cassandra::fresh_keyspace(tag);
+    cassandra::migrate(&keyspace).await;
+    format!("scylla://{}/{keyspace}", cassandra::hosts_csv())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cassandra_a_flash_sale_sells_exactly_its_stock() {
+    let store = scylla_store("lt_flash").await;
+    let report = run_scenario(&[
+        "--store",
+        &store,
+        "--scenario",
+        "flash-sale",
+        "--stock",
+        "20",
+        "--shoppers",
+        "60",
+        "--concurrency",
+        "16",
+    ])
+    .await;
+    assert_eq!(figure(&report, "reserved"), 20.0, "{}", report.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
+    let store = scylla_store("lt_store").await;
+    run_scenario(&[
+        "--store",
+        &store,
+        "--scenario",
+        "storefront",
+        "--duration",
+        "3s",
+        "--concurrency",
+        "4",
+        "--products",
+        "5",
+        "--stock",
+        "60",
+        "--users",
+        "10",
+    ])
+    .await;
+    let store = scylla_store("lt_storm").await;
+    run_scenario(&[
+        "--store",
+        &store,
+        "--scenario",
+        "webhook-storm",
+        "--orders",
+        "20",
+        "--copies",
+        "3",
+        "--forged",
+        "0.2",
+        "--products",
+        "4",
+        "--concurrency",
+        "8",
+    ])
+    .await;
 }
