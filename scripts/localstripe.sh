@@ -14,6 +14,9 @@
 # server is found by the PID in DIR/localstripe.pid.
 set -euo pipefail
 
+# shellcheck source=lib/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/process.sh"
+
 CACHE="${HOME}/.cache/kassa"
 VENV="${CACHE}/venv-localstripe"
 LOCALSTRIPE_VERSION="1.15.10"
@@ -138,20 +141,12 @@ start() {
 }
 
 stop() {
-  local pid waited=0
+  local pid
   if ! pid="$(running_pid)"; then
     rm -f "${DIR}/localstripe.pid"
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 50 ]; then
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  rm -f "${DIR}/localstripe.pid"
+  stop_pid "$pid" "${DIR}/localstripe.pid"
 }
 
 status() {

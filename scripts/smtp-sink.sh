@@ -14,6 +14,9 @@
 # lines for eval). Every subcommand is idempotent; the sink is found by the PID in DIR/sink.pid.
 set -euo pipefail
 
+# shellcheck source=lib/process.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/process.sh"
+
 CACHE="${HOME}/.cache/kassa"
 VENV="${CACHE}/venv"
 AIOSMTPD_VERSION="1.4.6"
@@ -182,20 +185,12 @@ start() {
 }
 
 stop() {
-  local pid waited=0
+  local pid
   if ! pid="$(running_pid)"; then
     rm -f "${DIR}/sink.pid"
     return 0
   fi
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if [ "$waited" -ge 50 ]; then
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  rm -f "${DIR}/sink.pid"
+  stop_pid "$pid" "${DIR}/sink.pid"
 }
 
 status() {
