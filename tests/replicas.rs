@@ -608,3 +608,51 @@ async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
     drop(started);
     cassandra::drop_keyspace(&keyspace).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_edited_through_both_replicas_in_turn_never_needs_a_retry() {
+    let _serial = one_at_a_time().await;
+    let (started, _keyspace) = replicas(2, "15m").await;
+    let client = client();
+    put_product(&client, &started[0], "tee", 50).await;
+    let shopper = token("carol", false);
+    let created = client
+        .post(started[0].url("/api/carts"))
+        .bearer_auth(&shopper)
+        .send()
+        .await
+        .expect("create cart");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let cart: Value = created.json().await.expect("cart json");
+    let cart_id = cart["cartId"].as_str().expect("cartId").to_string();
+    // Round robin, as a load balancer would: every edit lands on the other replica than the
+    // last one, whose cart actor still holds the state from before.
+    for quantity in 1..=6_i64 {
+        let (here, there) = if quantity % 2 == 1 { (0, 1) } else { (1, 0) };
+        let edited = client
+            .put(started[here].url(&format!("/api/carts/{cart_id}/items/tee")))
+            .bearer_auth(&shopper)
+            .json(&json!({ "quantity": quantity }))
+            .send()
+            .await
+            .expect("edit");
+        assert_eq!(
+            edited.status(),
+            StatusCode::OK,
+            "edit {quantity} on replica {here}"
+        );
+        let read: Value = client
+            .get(started[there].url(&format!("/api/carts/{cart_id}")))
+            .bearer_auth(&shopper)
+            .send()
+            .await
+            .expect("read")
+            .json()
+            .await
+            .expect("cart json");
+        assert_eq!(
+            read["items"][0]["quantity"], quantity,
+            "replica {there} reads the edit made on replica {here}"
+        );
+    }
+}

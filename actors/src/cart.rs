@@ -157,11 +157,37 @@ impl CartActor {
         cart
     }
 
-    /// Persists `next` (conditional on the version we hold), then makes it our state.
-    fn persist(&mut self, next: CartRecord) -> AtomicResponse<Self, CartResult> {
-        AtomicResponse::new(self.write(next))
+    /// Runs `decide` with nothing else interleaving. On a shared store the cart is read
+    /// again first: another replica may have changed it since it was loaded here, and
+    /// deciding on that stale copy would only lose the conditional write.
+    fn fresh<R: 'static>(
+        &mut self,
+        decide: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
+        ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, R> {
+        self.touch();
+        if !self.store.is_shared() {
+            return AtomicResponse::new(decide(self, ctx));
+        }
+        let store = self.store.clone();
+        let id = self.id();
+        AtomicResponse::new(Box::pin(
+            async move { store.load_cart(id).await }
+                .into_actor(self)
+                .then(move |loaded, act, ctx| {
+                    match loaded {
+                        Ok(cart) => act.cart = cart,
+                        // The write stays conditional, so deciding on what we hold is safe.
+                        Err(e) => {
+                            tracing::warn!(cart_id = %id, error = %e, "cannot refresh the cart")
+                        }
+                    }
+                    decide(act, ctx)
+                }),
+        ))
     }
 
+    /// Persists `next` (conditional on the version we hold), then makes it our state.
     fn write(&mut self, mut next: CartRecord) -> ResponseActFuture<Self, CartResult> {
         let expected = self.cart.as_ref().map_or(0, |c| c.version);
         next.version = expected + 1;
@@ -191,8 +217,12 @@ impl CartActor {
         )
     }
 
-    fn refuse(error: CartError) -> AtomicResponse<Self, CartResult> {
-        AtomicResponse::new(Box::pin(fut::ready(Err(error))))
+    fn refuse<T: 'static>(error: CartError) -> ResponseActFuture<Self, Result<T, CartError>> {
+        Box::pin(fut::ready(Err(error)))
+    }
+
+    fn answer<T: 'static>(value: T) -> ResponseActFuture<Self, Result<T, CartError>> {
+        Box::pin(fut::ready(Ok(value)))
     }
 
     fn touch(&mut self) {
@@ -200,29 +230,15 @@ impl CartActor {
     }
 }
 
-impl Actor for CartActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
-        self.load(ctx);
-    }
-
-    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
-        self.membership.leave(&ctx.address());
-        Running::Stop
-    }
-}
-
-impl Handler<CreateCart> for CartActor {
-    type Result = AtomicResponse<Self, CartResult>;
-
-    fn handle(&mut self, msg: CreateCart, _: &mut Context<Self>) -> Self::Result {
-        self.touch();
+/// The decisions, one per message, run by `fresh` on an up-to-date cart.
+impl CartActor {
+    fn create(
+        &mut self,
+        msg: CreateCart,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, CartResult> {
         match &self.cart {
-            Some(existing) if existing.owner == msg.owner => {
-                AtomicResponse::new(Box::pin(fut::ready(Ok(existing.clone()))))
-            }
+            Some(existing) if existing.owner == msg.owner => Self::answer(existing.clone()),
             Some(_) => Self::refuse(CartError::AlreadyExists),
             None => {
                 let cart = CartRecord {
@@ -234,34 +250,35 @@ impl Handler<CreateCart> for CartActor {
                     last_paid_order: None,
                     version: 0,
                 };
-                self.persist(cart)
+                self.write(cart)
             }
         }
     }
-}
 
-impl Handler<GetCart> for CartActor {
-    type Result = CartResult;
-
-    fn handle(&mut self, msg: GetCart, ctx: &mut Context<Self>) -> Self::Result {
-        self.touch();
+    fn get(
+        &mut self,
+        msg: GetCart,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, CartResult> {
         if self.cart.is_none() {
-            // No such cart: keep no actor for it.
-            ctx.stop();
+            // No such cart: keep no actor for it (stopping once this answer is out).
+            ctx.run_later(std::time::Duration::ZERO, |_, ctx| ctx.stop());
         }
-        let cart = self.owned_by(&msg.user)?;
-        Ok(match self.live_lock(cart) {
+        let cart = match self.owned_by(&msg.user) {
+            Ok(cart) => cart,
+            Err(e) => return Self::refuse(e),
+        };
+        Self::answer(match self.live_lock(cart) {
             Some(_) => cart.clone(),
             None => Self::without_lock(cart.clone()),
         })
     }
-}
 
-impl Handler<SetLine> for CartActor {
-    type Result = AtomicResponse<Self, CartResult>;
-
-    fn handle(&mut self, msg: SetLine, _: &mut Context<Self>) -> Self::Result {
-        self.touch();
+    fn set_line(
+        &mut self,
+        msg: SetLine,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, CartResult> {
         let mut next = match self.unlocked_for(&msg.user) {
             Ok(cart) => cart,
             Err(e) => return Self::refuse(e),
@@ -272,9 +289,9 @@ impl Handler<SetLine> for CartActor {
                 Some(i) => {
                     next.lines.remove(i);
                 }
-                None => return AtomicResponse::new(Box::pin(fut::ready(Ok(next)))),
+                None => return Self::answer(next),
             }
-            return self.persist(next);
+            return self.write(next);
         }
         let others_currency = next
             .lines
@@ -298,15 +315,14 @@ impl Handler<SetLine> for CartActor {
             Some(i) => next.lines[i] = line,
             None => next.lines.push(line),
         }
-        self.persist(next)
+        self.write(next)
     }
-}
 
-impl Handler<RemoveLine> for CartActor {
-    type Result = AtomicResponse<Self, CartResult>;
-
-    fn handle(&mut self, msg: RemoveLine, _: &mut Context<Self>) -> Self::Result {
-        self.touch();
+    fn remove_line(
+        &mut self,
+        msg: RemoveLine,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, CartResult> {
         let mut next = match self.unlocked_for(&msg.user) {
             Ok(cart) => cart,
             Err(e) => return Self::refuse(e),
@@ -314,9 +330,104 @@ impl Handler<RemoveLine> for CartActor {
         let before = next.lines.len();
         next.lines.retain(|l| l.sku != msg.sku);
         if next.lines.len() == before {
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(next))));
+            return Self::answer(next);
         }
-        self.persist(next)
+        self.write(next)
+    }
+
+    fn begin_checkout(
+        &mut self,
+        msg: BeginCheckout,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, CartResult> {
+        let cart = match self.owned_by(&msg.user) {
+            Ok(cart) => cart,
+            Err(e) => return Self::refuse(e),
+        };
+        match self.live_lock(cart) {
+            Some(holder) if holder == msg.order_id => {
+                return Self::answer(cart.clone());
+            }
+            Some(holder) => return Self::refuse(CartError::Locked { order_id: holder }),
+            None => {}
+        }
+        if cart.lines.is_empty() {
+            return Self::refuse(CartError::Empty);
+        }
+        let mut next = cart.clone();
+        next.locked_by = Some(msg.order_id);
+        next.locked_until = Some(msg.locked_until);
+        self.write(next)
+    }
+
+    fn end_checkout(
+        &mut self,
+        msg: EndCheckout,
+        _ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<(), CartError>> {
+        let Some(cart) = &self.cart else {
+            return Self::answer(());
+        };
+        let held_by_this = cart.locked_by == Some(msg.order_id);
+        let held_by_other = !held_by_this && self.live_lock(cart).is_some();
+        let mut next = cart.clone();
+        if held_by_this {
+            next = Self::without_lock(next);
+        }
+        if msg.paid && !held_by_other && next.last_paid_order != Some(msg.order_id) {
+            next.lines.clear();
+            next.last_paid_order = Some(msg.order_id);
+        }
+        if &next == cart {
+            return Self::answer(());
+        }
+        Box::pin(self.write(next).map(|result, _, _| result.map(|_| ())))
+    }
+}
+
+impl Actor for CartActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
+        self.load(ctx);
+    }
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
+        self.membership.leave(&ctx.address());
+        Running::Stop
+    }
+}
+
+impl Handler<CreateCart> for CartActor {
+    type Result = AtomicResponse<Self, CartResult>;
+
+    fn handle(&mut self, msg: CreateCart, ctx: &mut Context<Self>) -> Self::Result {
+        self.fresh(move |act, ctx| act.create(msg, ctx), ctx)
+    }
+}
+
+impl Handler<GetCart> for CartActor {
+    type Result = AtomicResponse<Self, CartResult>;
+
+    fn handle(&mut self, msg: GetCart, ctx: &mut Context<Self>) -> Self::Result {
+        self.fresh(move |act, ctx| act.get(msg, ctx), ctx)
+    }
+}
+
+impl Handler<SetLine> for CartActor {
+    type Result = AtomicResponse<Self, CartResult>;
+
+    fn handle(&mut self, msg: SetLine, ctx: &mut Context<Self>) -> Self::Result {
+        self.fresh(move |act, ctx| act.set_line(msg, ctx), ctx)
+    }
+}
+
+impl Handler<RemoveLine> for CartActor {
+    type Result = AtomicResponse<Self, CartResult>;
+
+    fn handle(&mut self, msg: RemoveLine, ctx: &mut Context<Self>) -> Self::Result {
+        self.fresh(move |act, ctx| act.remove_line(msg, ctx), ctx)
     }
 }
 
@@ -333,52 +444,15 @@ impl Handler<PassivateIfIdle> for CartActor {
 impl Handler<BeginCheckout> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
-    fn handle(&mut self, msg: BeginCheckout, _: &mut Context<Self>) -> Self::Result {
-        self.touch();
-        let cart = match self.owned_by(&msg.user) {
-            Ok(cart) => cart,
-            Err(e) => return Self::refuse(e),
-        };
-        match self.live_lock(cart) {
-            Some(holder) if holder == msg.order_id => {
-                return AtomicResponse::new(Box::pin(fut::ready(Ok(cart.clone()))));
-            }
-            Some(holder) => return Self::refuse(CartError::Locked { order_id: holder }),
-            None => {}
-        }
-        if cart.lines.is_empty() {
-            return Self::refuse(CartError::Empty);
-        }
-        let mut next = cart.clone();
-        next.locked_by = Some(msg.order_id);
-        next.locked_until = Some(msg.locked_until);
-        self.persist(next)
+    fn handle(&mut self, msg: BeginCheckout, ctx: &mut Context<Self>) -> Self::Result {
+        self.fresh(move |act, ctx| act.begin_checkout(msg, ctx), ctx)
     }
 }
 
 impl Handler<EndCheckout> for CartActor {
     type Result = AtomicResponse<Self, Result<(), CartError>>;
 
-    fn handle(&mut self, msg: EndCheckout, _: &mut Context<Self>) -> Self::Result {
-        self.touch();
-        let Some(cart) = &self.cart else {
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
-        };
-        let held_by_this = cart.locked_by == Some(msg.order_id);
-        let held_by_other = !held_by_this && self.live_lock(cart).is_some();
-        let mut next = cart.clone();
-        if held_by_this {
-            next = Self::without_lock(next);
-        }
-        if msg.paid && !held_by_other && next.last_paid_order != Some(msg.order_id) {
-            next.lines.clear();
-            next.last_paid_order = Some(msg.order_id);
-        }
-        if &next == cart {
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(()))));
-        }
-        AtomicResponse::new(Box::pin(
-            self.write(next).map(|result, _, _| result.map(|_| ())),
-        ))
+    fn handle(&mut self, msg: EndCheckout, ctx: &mut Context<Self>) -> Self::Result {
+        self.fresh(move |act, ctx| act.end_checkout(msg, ctx), ctx)
     }
 }
