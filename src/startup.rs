@@ -33,8 +33,6 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 const ORDER_ASK_TIMEOUT: Duration = Duration::from_secs(45);
 /// How often idle actors are asked to passivate.
 const PASSIVATION_TICK: Duration = Duration::from_secs(30);
-/// How often live orders check expiry, reconcile and re-drive unfinished steps.
-const ORDER_TICK: Duration = Duration::from_secs(1);
 /// How often the store's active orders are re-scanned and woken.
 const ACTIVE_ORDER_RESCAN: Duration = Duration::from_secs(15);
 /// How long shutdown waits for requests in flight.
@@ -209,13 +207,11 @@ impl Application {
         } = self;
         let ticker_state = state.clone();
         let ticker = actix_web::rt::spawn(async move {
-            let mut orders = tokio::time::interval(ORDER_TICK);
             let mut passivation = tokio::time::interval(PASSIVATION_TICK);
             let mut rescan = tokio::time::interval(ACTIVE_ORDER_RESCAN);
             rescan.tick().await;
             loop {
                 tokio::select! {
-                    _ = orders.tick() => ticker_state.tick_orders(),
                     _ = passivation.tick() => {
                         ticker_state.passivate_idle_actors();
                         ticker_state.metrics.run_upkeep();

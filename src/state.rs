@@ -38,7 +38,8 @@ impl AppState {
         self.orders.broadcast(PassivateIfIdle);
     }
 
-    /// Lets every live order expire, reconcile or re-drive what it must (the order tick).
+    /// Asks every live order to expire, reconcile or re-drive what it must now (active
+    /// orders also tick themselves every second; tests call this after moving the clock).
     pub fn tick_orders(&self) {
         self.orders.broadcast(OrderTick);
     }

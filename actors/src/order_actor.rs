@@ -23,6 +23,9 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument;
 
+/// How often an active order checks expiry, reconciles and re-drives unfinished effects.
+const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many webhook ids an order remembers (a redelivery of any of them has no effect).
 const REMEMBERED_WEBHOOKS: usize = 64;
 
@@ -168,6 +171,8 @@ pub struct OrderActor {
     last_active: OffsetDateTime,
     last_reconciled: Option<OffsetDateTime>,
     expiry_timer: Option<SpawnHandle>,
+    /// The periodic tick while the order is active.
+    housekeeping: Option<SpawnHandle>,
 }
 
 impl KeyedActor for OrderActor {
@@ -185,6 +190,7 @@ impl OrderActor {
             last_active,
             last_reconciled: None,
             expiry_timer: None,
+            housekeeping: None,
         }
     }
 
@@ -218,6 +224,21 @@ impl OrderActor {
     fn after_change(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.expiry_timer.take() {
             ctx.cancel_future(handle);
+        }
+        // Only an active order needs housekeeping (reconciliation, effects to re-drive): it
+        // ticks itself, so settled orders cost nothing until they passivate.
+        let active = self.order.as_ref().is_some_and(OrderRecord::is_active);
+        match (active, self.housekeeping.is_some()) {
+            (true, false) => {
+                self.housekeeping =
+                    Some(ctx.run_interval(HOUSEKEEPING_EVERY, |_, ctx| ctx.notify(OrderTick)));
+            }
+            (false, true) => {
+                if let Some(handle) = self.housekeeping.take() {
+                    ctx.cancel_future(handle);
+                }
+            }
+            _ => {}
         }
         let Some(order) = &self.order else { return };
         if order.status != OrderStatus::PendingPayment {
