@@ -193,36 +193,4 @@ stop() {
   stop_pid "$pid" "${DIR}/sink.pid"
 }
 
-status() {
-  local pid
-  if pid="$(running_pid)"; then
-    printf 'running (pid %s) on %s\n' "$pid" "$(report)"
-  else
-    printf 'stopped\n'
-    return 3
-  fi
-}
-
-COMMAND="${1:-}"
-[ $# -gt 0 ] && shift
-DIR="${CACHE}/smtp-sink"
-PORT=2525
-ENV_OUT=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --dir) DIR="$2"; shift 2 ;;
-    --port) PORT="$2"; shift 2 ;;
-    --env) ENV_OUT=1; shift ;;
-    *) die "unknown option $1" ;;
-  esac
-done
-mkdir -p "$DIR"
-DIR="$(cd "$DIR" && pwd)"
-
-case "$COMMAND" in
-  install) install ;;
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
-  *) die "usage: $0 install|start|stop|status [--dir DIR] [--port PORT] [--env]" ;;
-esac
+service_main "${CACHE}/smtp-sink" 2525 "$@"
