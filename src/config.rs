@@ -279,12 +279,12 @@ impl Config {
         };
         let listen = non_empty(raw.listen).unwrap_or_else(|| "127.0.0.1:8080".into());
         parse_listen(&listen)?;
-        let public_url = parse_url(
-            "public_url",
-            non_empty(raw.public_url)
-                .as_deref()
-                .unwrap_or("http://127.0.0.1:8080"),
-        )?;
+        // Unset, the public URL is where Kassa listens (a wildcard host read as loopback), so
+        // moving KASSA_LISTEN alone keeps payment links and webhook callbacks reachable.
+        let public_url = match non_empty(raw.public_url) {
+            Some(url) => parse_url("public_url", &url)?,
+            None => parse_url("listen", &format!("http://{}", local_address(&listen)))?,
+        };
         let storefront_url = match non_empty(raw.storefront_url) {
             Some(u) => parse_url("storefront_url", &u)?,
             None => public_url.clone(),
@@ -469,6 +469,15 @@ impl Config {
 
 fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// `host:port` as a client on this machine reaches it (`0.0.0.0` and `[::]` are loopback).
+fn local_address(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_string(),
+    }
 }
 
 fn parse_listen(listen: &str) -> Result<(), ConfigError> {
@@ -761,6 +770,23 @@ mod tests {
         assert_eq!(config.scylla.consistency, Consistency::Quorum);
         assert_eq!(config.scylla.serial_consistency, SerialConsistency::Serial);
         assert_eq!(config.scylla.request_timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn the_public_url_defaults_to_where_kassa_listens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let default = raw(&[("data_dir", data)]).expect("config");
+        assert_eq!(default.public_url.as_str(), "http://127.0.0.1:8080/");
+        let moved = raw(&[("data_dir", data), ("listen", "0.0.0.0:9000")]).expect("config");
+        assert_eq!(moved.public_url.as_str(), "http://127.0.0.1:9000/");
+        let explicit = raw(&[
+            ("data_dir", data),
+            ("listen", "0.0.0.0:9000"),
+            ("public_url", "https://shop.example.com"),
+        ])
+        .expect("config");
+        assert_eq!(explicit.public_url.as_str(), "https://shop.example.com/");
     }
 
     #[test]
