@@ -9,9 +9,7 @@ use crate::clock::SharedClock;
 use crate::domain::{CartId, Currency, OrderId, Sku, UserId};
 use crate::gateway::{PaymentRequest, PaymentState, SharedGateway};
 use crate::order::{Decision, OrderEvent, OrderStatus, decide};
-use crate::product::{
-    Commit, CommitOutcome, GetProduct, ProductActor, Release, Reserve, ReserveOutcome,
-};
+use crate::product::{Commit, CommitOutcome, ProductActor, Release, Reserve, ReserveOutcome};
 use crate::registry::{AskError, KeyedActor, Membership, PassivateIfIdle, Registry};
 use crate::store::{
     Effect, EmailKind, OrderLine, OrderRecord, OutboxEmail, PaymentRef, SharedStore,
@@ -19,6 +17,7 @@ use crate::store::{
 };
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
+use futures_util::future::join_all;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument;
@@ -170,8 +169,9 @@ pub struct OrderActor {
     order: Option<OrderRecord>,
     last_active: OffsetDateTime,
     last_reconciled: Option<OffsetDateTime>,
-    expiry_timer: Option<SpawnHandle>,
-    /// The periodic tick while the order is active.
+    /// The next expiry or reconciliation-window wake-up of a pending order.
+    wake_timer: Option<SpawnHandle>,
+    /// The periodic tick while the order needs housekeeping.
     housekeeping: Option<SpawnHandle>,
 }
 
@@ -189,7 +189,7 @@ impl OrderActor {
             order: None,
             last_active,
             last_reconciled: None,
-            expiry_timer: None,
+            wake_timer: None,
             housekeeping: None,
         }
     }
@@ -220,15 +220,34 @@ impl OrderActor {
         );
     }
 
-    /// Arms the expiry timer while the order is pending (the periodic tick is the backstop).
+    /// Arms what the order needs next. A pending order sleeps until its reconciliation window
+    /// (a timer), then ticks every second until it settles or expires; an order with effects
+    /// still to run ticks until they are done; a settled one costs nothing until it
+    /// passivates.
     fn after_change(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.expiry_timer.take() {
+        if let Some(handle) = self.wake_timer.take() {
             ctx.cancel_future(handle);
         }
-        // Only an active order needs housekeeping (reconciliation, effects to re-drive): it
-        // ticks itself, so settled orders cost nothing until they passivate.
-        let active = self.order.as_ref().is_some_and(OrderRecord::is_active);
-        match (active, self.housekeeping.is_some()) {
+        let now = self.services.clock.now();
+        let (ticking, wake_at) = match &self.order {
+            None => (false, None),
+            Some(order) => {
+                let effects =
+                    !order.pending_effects.is_empty() || order.status == OrderStatus::RefundPending;
+                let pending = order.status == OrderStatus::PendingPayment;
+                let window_opens = order.expires_at - self.services.settings.reconcile_window;
+                let in_window = pending && window_opens <= now;
+                let wake_at = pending.then(|| {
+                    if in_window {
+                        order.expires_at
+                    } else {
+                        window_opens
+                    }
+                });
+                (effects || in_window, wake_at)
+            }
+        };
+        match (ticking, self.housekeeping.is_some()) {
             (true, false) => {
                 self.housekeeping =
                     Some(ctx.run_interval(HOUSEKEEPING_EVERY, |_, ctx| ctx.notify(OrderTick)));
@@ -240,27 +259,30 @@ impl OrderActor {
             }
             _ => {}
         }
-        let Some(order) = &self.order else { return };
-        if order.status != OrderStatus::PendingPayment {
-            return;
+        if let Some(at) = wake_at {
+            let wait =
+                std::time::Duration::try_from((at - now).max(Duration::ZERO)).unwrap_or_default();
+            self.wake_timer = Some(ctx.run_later(wait, |_, ctx| ctx.notify(OrderTick)));
         }
-        let wait = (order.expires_at - self.services.clock.now()).max(Duration::ZERO);
-        let wait = std::time::Duration::try_from(wait).unwrap_or_default();
-        self.expiry_timer = Some(ctx.run_later(wait, |_, ctx| ctx.notify(OrderTick)));
     }
 
     /// Runs `flow` on a copy of the state with nothing else interleaving, then adopts the
-    /// state it returns.
+    /// state it returns. Finished effects it left unrecorded are written after the answer
+    /// goes out and before the next message is taken.
     fn run<T, F>(&mut self, flow: F) -> AtomicResponse<Self, T>
     where
         T: 'static,
-        F: Future<Output = (Option<OrderRecord>, T)> + 'static,
+        F: Future<Output = (Option<Settled>, T)> + 'static,
     {
         self.last_active = self.services.clock.now();
         let span = tracing::info_span!("order", order_id = %self.id());
         AtomicResponse::new(Box::pin(flow.instrument(span).into_actor(self).map(
-            |(order, answer), act, ctx| {
-                act.order = order;
+            |(settled, answer), act, ctx| {
+                let unrecorded = settled.as_ref().is_some_and(|s| s.unrecorded);
+                act.order = settled.map(|s| s.order);
+                if unrecorded {
+                    act.record_effects(ctx);
+                }
                 act.after_change(ctx);
                 if act.order.is_none() {
                     // No such order (or a checkout that did not place one): keep no actor.
@@ -269,6 +291,25 @@ impl OrderActor {
                 answer
             },
         )))
+    }
+
+    /// Writes the order as it stands (its finished effects), holding every other message
+    /// until the write is done.
+    fn record_effects(&mut self, ctx: &mut Context<Self>) {
+        let Some(order) = self.order.clone() else {
+            return;
+        };
+        let services = self.services.clone();
+        let span = tracing::info_span!("order", order_id = %self.id());
+        ctx.wait(
+            async move { record_effects(&services, order).await }
+                .instrument(span)
+                .into_actor(self)
+                .map(|order, act, ctx| {
+                    act.order = Some(order);
+                    act.after_change(ctx);
+                }),
+        );
     }
 }
 
@@ -295,11 +336,11 @@ impl Handler<PlaceOrder> for OrderActor {
         self.run(async move {
             if let Some(order) = current {
                 // A retried ask: the checkout already happened.
-                return (Some(order.clone()), Ok(Placed::New(Box::new(order))));
+                return (Some(order.clone().into()), Ok(Placed::New(Box::new(order))));
             }
             match place(&services, id, msg).await {
-                Ok(order) => (Some(order.clone()), Ok(Placed::New(Box::new(order)))),
-                Err((order, e)) => (order, e),
+                Ok(order) => (Some(order.clone().into()), Ok(Placed::New(Box::new(order)))),
+                Err((order, e)) => (order.map(Settled::from), e),
             }
         })
     }
@@ -329,7 +370,7 @@ impl Handler<GetOrder> for OrderActor {
                 .clone()
                 .filter(|o| msg.viewer.as_ref().is_none_or(|v| v == &o.owner))
                 .ok_or(OrderError::NotFound);
-            (order, answer)
+            (order.map(Settled::from), answer)
         })
     }
 }
@@ -344,7 +385,8 @@ impl Handler<PaymentNotice> for OrderActor {
             let Some(order) = current else {
                 return (None, Err(OrderError::NotFound));
             };
-            notice(&services, order, msg).await
+            let (settled, answer) = notice(&services, order, msg).await;
+            (Some(settled), answer)
         })
     }
 }
@@ -436,76 +478,53 @@ async fn place(svc: &OrderServices, id: OrderId, msg: PlaceOrder) -> Result<Orde
             .await;
     };
 
-    // 1. Every line against the catalog as it is now; nothing reserved yet.
-    let mut conflicts = Vec::new();
-    for line in &lines {
-        let view = match svc.products.ask(&line.sku, GetProduct).await {
-            Ok(Ok(view)) => view,
-            Ok(Err(e)) => {
-                unlock().await;
-                return Err((None, Err(e.into())));
-            }
-            Err(e) => {
-                unlock().await;
-                return Err((None, Err(e.into())));
-            }
-        };
-        let conflict = |reason, available, current_price| LineConflict {
-            sku: line.sku.clone(),
-            reason,
-            requested: line.quantity,
-            available,
-            cart_price: line.unit_price,
-            current_price,
-        };
-        match view {
-            None => conflicts.push(conflict(ConflictReason::UnknownProduct, 0, None)),
-            Some(v) if v.info.price != line.unit_price || v.info.currency != line.currency => {
-                conflicts.push(conflict(
-                    ConflictReason::PriceChanged,
-                    v.available,
-                    Some(v.info.price),
-                ))
-            }
-            Some(v) if v.available < i64::from(line.quantity) => conflicts.push(conflict(
-                ConflictReason::InsufficientStock,
-                v.available,
-                Some(v.info.price),
-            )),
-            Some(_) => {}
-        }
-    }
-    if !conflicts.is_empty() {
-        unlock().await;
-        metrics::counter!("kassa_checkouts_total", "outcome" => "conflict").increment(1);
-        return Err((None, Err(OrderError::Conflicts(conflicts))));
-    }
-
-    // 2. Reserve all or nothing, in SKU order.
-    for (i, line) in lines.iter().enumerate() {
+    // 1. Reserve every line at once, all or nothing. Each SKU is its own actor, so the lines
+    // share one round of group commits instead of one each, and every line is tried, so a
+    // refusal lists every offending line.
+    let reserves = lines.iter().map(|line| {
         let reserve = Reserve {
             order_id: id,
             qty: line.quantity,
             expires_at,
             expected_price: Some((line.unit_price, line.currency)),
         };
-        let refused = match svc.products.ask(&line.sku, reserve).await {
-            Ok(Ok(ReserveOutcome::Reserved)) => continue,
-            Ok(Ok(outcome)) => Err(refusal(line, outcome)),
-            Ok(Err(e)) => Ok(OrderError::from(e)),
-            Err(e) => Ok(OrderError::from(e)),
-        };
-        metrics::counter!("kassa_reservation_conflicts_total").increment(1);
-        release_lines(svc, id, &lines[..=i]).await;
+        svc.products.ask(&line.sku, reserve)
+    });
+    let outcomes = join_all(reserves).await;
+    let mut conflicts = Vec::new();
+    let mut failure = None;
+    let mut to_release = Vec::new();
+    for (line, outcome) in lines.iter().zip(outcomes) {
+        match outcome {
+            Ok(Ok(ReserveOutcome::Reserved)) => to_release.push(line.clone()),
+            Ok(Ok(refused)) => conflicts.push(refusal(line, refused)),
+            // Unknown whether it reserved: release it too (releasing nothing is harmless).
+            Ok(Err(e)) => {
+                to_release.push(line.clone());
+                failure = Some(OrderError::from(e));
+            }
+            Err(e) => {
+                to_release.push(line.clone());
+                failure = Some(OrderError::from(e));
+            }
+        }
+    }
+    if failure.is_some() || !conflicts.is_empty() {
+        release_lines(svc, id, &to_release).await;
         unlock().await;
-        let error = match refused {
-            Err(conflict) => OrderError::Conflicts(vec![conflict]),
-            Ok(e) => e,
+        let error = match failure {
+            // A line whose answer is unknown makes the conflict list incomplete: retry.
+            Some(e) => e,
+            None => {
+                metrics::counter!("kassa_checkouts_total", "outcome" => "conflict").increment(1);
+                metrics::counter!("kassa_reservation_conflicts_total")
+                    .increment(conflicts.len() as u64);
+                OrderError::Conflicts(conflicts)
+            }
         };
         return Err((None, Err(error)));
     }
 
-    // 3. The order is durable from here on.
     let order_lines: Vec<OrderLine> = lines
         .iter()
         .map(|l| OrderLine {
@@ -519,6 +538,7 @@ async fn place(svc: &OrderServices, id: OrderId, msg: PlaceOrder) -> Result<Orde
         .iter()
         .map(|l| l.unit_price * i64::from(l.quantity))
         .sum();
+    // Version 0: not stored yet.
     let mut order = OrderRecord {
         id,
         owner: msg.user,
@@ -540,8 +560,50 @@ async fn place(svc: &OrderServices, id: OrderId, msg: PlaceOrder) -> Result<Orde
         }],
         pending_effects: Vec::new(),
         seen_webhooks: Vec::new(),
-        version: 1,
+        version: 0,
     };
+
+    // 2. Open the payment before storing the order, so the order is written once, with its
+    // link. Safe: nobody can pay before this checkout answers (the link is in the answer),
+    // a webhook for this order queues behind this flow in the actor's mailbox, and the
+    // order id is the gateway's idempotency key. A crash before step 3 leaves a payment
+    // nobody can reach and reservations that lapse at their expiry, as a lost checkout
+    // always did.
+    let request = PaymentRequest {
+        order_id: id,
+        amount: total,
+        currency,
+        callback_url: svc.settings.callback_url.clone(),
+        return_url: format!("{}{id}", svc.settings.return_url_base),
+    };
+    let started = std::time::Instant::now();
+    let session = match svc.gateway.initiate(request).await {
+        Ok(session) => {
+            metrics::histogram!("kassa_gateway_initiate_seconds", "outcome" => "ok")
+                .record(started.elapsed().as_secs_f64());
+            session
+        }
+        Err(e) => {
+            metrics::histogram!("kassa_gateway_initiate_seconds", "outcome" => "error")
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!("kassa_checkouts_total", "outcome" => "gateway_error").increment(1);
+            tracing::error!(order_id = %id, error = %e, "payment initiation failed; failing the order");
+            // Stored as failed (with its pending_payment history), then stock and cart freed.
+            let order = match transition(svc, order, OrderEvent::GatewayUnavailable, |_| {}).await {
+                Ok((settled, _)) => settled.recorded(svc).await,
+                Err((order, _)) => order,
+            };
+            return Err((Some(order), Err(OrderError::GatewayUnavailable)));
+        }
+    };
+    order.payment = Some(PaymentRef {
+        payment_id: session.payment_id,
+        payment_url: session.payment_url,
+        token: session.token,
+    });
+
+    // 3. The order is durable from here on.
+    order.version = 1;
     match svc.store.write_order(&order, 0).await {
         Ok(WriteOutcome::Applied) => {}
         outcome => {
@@ -551,52 +613,9 @@ async fn place(svc: &OrderServices, id: OrderId, msg: PlaceOrder) -> Result<Orde
             return Err((None, Err(ActorError::Unavailable.into())));
         }
     }
-
-    // 4. Open the payment.
-    let request = PaymentRequest {
-        order_id: id,
-        amount: total,
-        currency,
-        callback_url: svc.settings.callback_url.clone(),
-        return_url: format!("{}{id}", svc.settings.return_url_base),
-    };
-    let started = std::time::Instant::now();
-    match svc.gateway.initiate(request).await {
-        Ok(session) => {
-            metrics::histogram!("kassa_gateway_initiate_seconds", "outcome" => "ok")
-                .record(started.elapsed().as_secs_f64());
-            let mut next = order.clone();
-            next.payment = Some(PaymentRef {
-                payment_id: session.payment_id,
-                payment_url: session.payment_url,
-                token: session.token,
-            });
-            next.version += 1;
-            match svc.store.write_order(&next, order.version).await {
-                Ok(WriteOutcome::Applied) => order = next,
-                outcome => {
-                    // The order is durable; only the payment link is not. The webhook still
-                    // finds the order by id, so answer with the link anyway.
-                    tracing::warn!(order_id = %id, ?outcome, "could not store the payment link");
-                    order.payment = next.payment;
-                }
-            }
-            metrics::counter!("kassa_checkouts_total", "outcome" => "placed").increment(1);
-            tracing::info!(order_id = %id, total, currency = currency.code(), "order placed");
-            Ok(order)
-        }
-        Err(e) => {
-            metrics::histogram!("kassa_gateway_initiate_seconds", "outcome" => "error")
-                .record(started.elapsed().as_secs_f64());
-            metrics::counter!("kassa_checkouts_total", "outcome" => "gateway_error").increment(1);
-            tracing::error!(order_id = %id, error = %e, "payment initiation failed; failing the order");
-            let order = match transition(svc, order, OrderEvent::GatewayUnavailable, |_| {}).await {
-                Ok((order, _)) => order,
-                Err((order, _)) => order,
-            };
-            Err((Some(order), Err(OrderError::GatewayUnavailable)))
-        }
-    }
+    metrics::counter!("kassa_checkouts_total", "outcome" => "placed").increment(1);
+    tracing::info!(order_id = %id, total, currency = currency.code(), "order placed");
+    Ok(order)
 }
 
 fn refusal(line: &crate::store::CartLine, outcome: ReserveOutcome) -> LineConflict {
@@ -606,9 +625,9 @@ fn refusal(line: &crate::store::CartLine, outcome: ReserveOutcome) -> LineConfli
             available,
             Some(line.unit_price),
         ),
-        ReserveOutcome::PriceChanged { current, .. } => {
-            (ConflictReason::PriceChanged, 0, Some(current))
-        }
+        ReserveOutcome::PriceChanged {
+            current, available, ..
+        } => (ConflictReason::PriceChanged, available, Some(current)),
         ReserveOutcome::UnknownProduct | ReserveOutcome::Reserved => {
             (ConflictReason::UnknownProduct, 0, None)
         }
@@ -624,16 +643,45 @@ fn refusal(line: &crate::store::CartLine, outcome: ReserveOutcome) -> LineConfli
 }
 
 async fn release_lines(svc: &OrderServices, id: OrderId, lines: &[crate::store::CartLine]) {
-    for line in lines {
+    join_all(lines.iter().map(|line| async move {
         if let Err(e) = ask_release(svc, id, &line.sku).await {
             tracing::warn!(order_id = %id, sku = %line.sku, error = %e, "release failed; the sweep will reclaim it");
         }
-    }
+    }))
+    .await;
 }
 
 async fn ask_release(svc: &OrderServices, id: OrderId, sku: &Sku) -> Result<(), OrderError> {
     svc.products.ask(sku, Release { order_id: id }).await??;
     Ok(())
+}
+
+/// An order after its effects ran. `unrecorded`: which effects finished is not yet written;
+/// the actor writes it after answering and before its next message (a crash before that
+/// only runs the idempotent effects again).
+struct Settled {
+    order: OrderRecord,
+    unrecorded: bool,
+}
+
+impl From<OrderRecord> for Settled {
+    fn from(order: OrderRecord) -> Self {
+        Self {
+            order,
+            unrecorded: false,
+        }
+    }
+}
+
+impl Settled {
+    /// Writes what is unrecorded now, for a flow that does not hand the order back.
+    async fn recorded(self, svc: &OrderServices) -> OrderRecord {
+        if self.unrecorded {
+            record_effects(svc, self.order).await
+        } else {
+            self.order
+        }
+    }
 }
 
 /// Applies `event` to `order`: persists the new status with its effects (and whatever
@@ -644,9 +692,9 @@ async fn transition(
     order: OrderRecord,
     event: OrderEvent,
     record: impl FnOnce(&mut OrderRecord),
-) -> Result<(OrderRecord, Option<OrderStatus>), (OrderRecord, OrderError)> {
+) -> Result<(Settled, Option<OrderStatus>), (OrderRecord, OrderError)> {
     let Decision::Move { to, effects } = decide(order.status, event) else {
-        return Ok((order, None));
+        return Ok((order.into(), None));
     };
     let now = svc.clock.now();
     let from = order.status;
@@ -688,40 +736,33 @@ async fn transition(
     Ok((run_effects(svc, next).await, Some(to)))
 }
 
-/// Carries out the order's pending effects; what succeeded is cleared and persisted, what
-/// failed stays for the next tick. A refund the gateway accepted moves the order on.
-async fn run_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
+/// Carries out the order's pending effects, all at once (each talks to a different actor or
+/// the gateway, and each is idempotent). What failed stays pending for the next tick. A
+/// refund the gateway accepted moves the order on. Which effects finished is left
+/// unrecorded (see `Settled`).
+async fn run_effects(svc: &OrderServices, order: OrderRecord) -> Settled {
     if order.pending_effects.is_empty() {
-        return order;
+        return order.into();
     }
-    let mut remaining = Vec::new();
+    let outcomes = join_all(
+        order
+            .pending_effects
+            .iter()
+            .map(|effect| run_effect(svc, &order, *effect)),
+    )
+    .await;
+    let mut next = order.clone();
+    next.pending_effects = Vec::new();
     let mut refunded = false;
-    for effect in order.pending_effects.clone() {
-        let done = match effect {
-            Effect::ReleaseStock => release_stock(svc, &order).await,
-            Effect::CommitStock => commit_stock(svc, &order).await,
-            Effect::UnlockCart | Effect::EmptyCart => {
-                let end = EndCheckout {
-                    order_id: order.id,
-                    paid: effect == Effect::EmptyCart,
-                };
-                matches!(svc.carts.ask(&order.cart_id, end).await, Ok(Ok(())))
-            }
-            Effect::QueueEmail => queue_email(svc, &order, EmailKind::Confirmation).await,
-            Effect::QueueRefundEmail => queue_email(svc, &order, EmailKind::Refund).await,
-            Effect::RequestRefund => {
-                refunded = request_refund(svc, &order).await;
-                refunded
-            }
-        };
+    for (effect, done) in order.pending_effects.iter().zip(outcomes) {
         if !done {
             tracing::warn!(order_id = %order.id, ?effect, "effect not done yet; will retry");
-            remaining.push(effect);
+            next.pending_effects.push(*effect);
+        } else if *effect == Effect::RequestRefund {
+            refunded = true;
         }
     }
     let now = svc.clock.now();
-    let mut next = order.clone();
-    next.pending_effects = remaining;
     if refunded
         && let Decision::Move { to, effects } = decide(next.status, OrderEvent::RefundAccepted)
     {
@@ -739,6 +780,33 @@ async fn run_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
             .increment(1);
     }
     next.updated_at = now;
+    Settled {
+        order: next,
+        unrecorded: true,
+    }
+}
+
+async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect: Effect) -> bool {
+    match effect {
+        Effect::ReleaseStock => release_stock(svc, order).await,
+        Effect::CommitStock => commit_stock(svc, order).await,
+        Effect::UnlockCart | Effect::EmptyCart => {
+            let end = EndCheckout {
+                order_id: order.id,
+                paid: effect == Effect::EmptyCart,
+            };
+            matches!(svc.carts.ask(&order.cart_id, end).await, Ok(Ok(())))
+        }
+        Effect::QueueEmail => queue_email(svc, order, EmailKind::Confirmation).await,
+        Effect::QueueRefundEmail => queue_email(svc, order, EmailKind::Refund).await,
+        Effect::RequestRefund => request_refund(svc, order).await,
+    }
+}
+
+/// Writes `order` (whose effects ran) as the next version; on a failed write, the stored
+/// record wins and its effects run again.
+async fn record_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
+    let mut next = order.clone();
     next.version = order.version + 1;
     match svc.store.write_order(&next, order.version).await {
         Ok(WriteOutcome::Applied) => next,
@@ -766,40 +834,42 @@ async fn queue_after_refund(svc: &OrderServices, order: &OrderRecord, effect: Ef
 }
 
 async fn release_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
-    let mut all = true;
-    for line in &order.lines {
-        if let Err(e) = ask_release(svc, order.id, &line.sku).await {
+    let released = join_all(order.lines.iter().map(|line| async move {
+        let result = ask_release(svc, order.id, &line.sku).await;
+        if let Err(e) = &result {
             tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "release failed");
-            all = false;
         }
-    }
-    all
+        result.is_ok()
+    }))
+    .await;
+    released.into_iter().all(|ok| ok)
 }
 
 async fn commit_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
-    let mut all = true;
-    for line in &order.lines {
-        match svc
+    let committed = join_all(order.lines.iter().map(|line| async move {
+        let answer = svc
             .products
             .ask(&line.sku, Commit { order_id: order.id })
-            .await
-        {
-            Ok(Ok(CommitOutcome::Committed | CommitOutcome::AlreadyCommitted)) => {}
+            .await;
+        match answer {
+            Ok(Ok(CommitOutcome::Committed | CommitOutcome::AlreadyCommitted)) => true,
             Ok(Ok(CommitOutcome::NotReserved)) => {
                 metrics::counter!("kassa_commit_without_reservation_total").increment(1);
                 tracing::error!(order_id = %order.id, sku = %line.sku, "paid order had no reservation to commit");
+                true
             }
             Ok(Err(e)) => {
                 tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "commit failed");
-                all = false;
+                false
             }
             Err(e) => {
                 tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "commit failed");
-                all = false;
+                false
             }
         }
-    }
-    all
+    }))
+    .await;
+    committed.into_iter().all(|ok| ok)
 }
 
 async fn queue_email(svc: &OrderServices, order: &OrderRecord, kind: EmailKind) -> bool {
@@ -871,10 +941,10 @@ async fn notice(
     svc: &OrderServices,
     order: OrderRecord,
     msg: PaymentNotice,
-) -> (Option<OrderRecord>, Result<NoticeOutcome, OrderError>) {
+) -> (Settled, Result<NoticeOutcome, OrderError>) {
     if order.seen_webhooks.contains(&msg.webhook_id) {
         metrics::counter!("kassa_webhooks_total", "outcome" => "duplicate").increment(1);
-        return (Some(order), Ok(NoticeOutcome::Duplicate));
+        return (order.into(), Ok(NoticeOutcome::Duplicate));
     }
     let amount_matches = msg.amount == order.total && msg.currency == order.currency.code();
     let event = if msg.succeeded {
@@ -913,23 +983,25 @@ async fn notice(
     })
     .await
     {
-        Ok((order, Some(to))) => {
+        Ok((settled, Some(to))) => {
             metrics::counter!("kassa_webhooks_total", "outcome" => "applied").increment(1);
-            (Some(order), Ok(NoticeOutcome::Moved(to)))
+            (settled, Ok(NoticeOutcome::Moved(to)))
         }
-        Ok((order, None)) => {
+        Ok((settled, None)) => {
             metrics::counter!("kassa_webhooks_total", "outcome" => "unchanged").increment(1);
-            (Some(order), Ok(NoticeOutcome::Unchanged(status)))
+            (settled, Ok(NoticeOutcome::Unchanged(status)))
         }
-        Err((order, e)) => (Some(order), Err(e)),
+        Err((order, e)) => (order.into(), Err(e)),
     }
 }
 
-async fn tick(svc: &OrderServices, order: OrderRecord, query_gateway: bool) -> OrderRecord {
-    let order = run_effects(svc, order).await;
-    if order.status != OrderStatus::PendingPayment {
-        return order;
+async fn tick(svc: &OrderServices, order: OrderRecord, query_gateway: bool) -> Settled {
+    let settled = run_effects(svc, order).await;
+    if settled.order.status != OrderStatus::PendingPayment {
+        return settled;
     }
+    // Pending orders have no effects to run, so nothing is unrecorded from here on.
+    let order = settled.order;
     if query_gateway && let Some(payment) = order.payment.clone() {
         match svc.gateway.status(&payment.payment_id).await {
             Ok(status) if status.state != PaymentState::Pending => {
@@ -943,10 +1015,7 @@ async fn tick(svc: &OrderServices, order: OrderRecord, query_gateway: bool) -> O
                     amount: status.amount,
                     currency: status.currency.code().to_string(),
                 };
-                return match notice(svc, order.clone(), msg).await {
-                    (Some(order), _) => order,
-                    (None, _) => order,
-                };
+                return notice(svc, order, msg).await.0;
             }
             Ok(_) => {}
             Err(e) => {
@@ -957,10 +1026,11 @@ async fn tick(svc: &OrderServices, order: OrderRecord, query_gateway: bool) -> O
     if order.expires_at <= svc.clock.now() {
         metrics::counter!("kassa_orders_expired_total").increment(1);
         return match transition(svc, order, OrderEvent::ReservationExpired, |_| {}).await {
-            Ok((order, _)) | Err((order, _)) => order,
+            Ok((settled, _)) => settled,
+            Err((order, _)) => order.into(),
         };
     }
-    order
+    order.into()
 }
 
 /// `1999` EUR -> `19.99 EUR`, using the currency's minor-unit exponent.

@@ -66,9 +66,15 @@ pub struct Reserve {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReserveOutcome {
     Reserved,
-    InsufficientStock { available: i64 },
+    InsufficientStock {
+        available: i64,
+    },
     UnknownProduct,
-    PriceChanged { current: i64, currency: Currency },
+    PriceChanged {
+        current: i64,
+        currency: Currency,
+        available: i64,
+    },
 }
 
 /// Turns the order's reservation into a permanent stock decrement. Idempotent.
@@ -259,6 +265,7 @@ fn decide(
                         return Ok(Reply::Reserve(ReserveOutcome::PriceChanged {
                             current: info.price,
                             currency: info.currency,
+                            available: stock.available(),
                         }));
                     }
                     Some(_) => {}

@@ -195,7 +195,8 @@ async fn reserve_at_a_stale_price_reports_the_current_price() {
         answer,
         Ok(ReserveOutcome::PriceChanged {
             current: 1999,
-            currency: Currency::EUR
+            currency: Currency::EUR,
+            available: 5
         })
     );
     let mut other_currency = h.reserve(OrderId::new(), 1);
@@ -205,7 +206,8 @@ async fn reserve_at_a_stale_price_reports_the_current_price() {
         answer,
         Ok(ReserveOutcome::PriceChanged {
             current: 1999,
-            currency: Currency::EUR
+            currency: Currency::EUR,
+            available: 5
         })
     );
     assert_eq!(get(&h, &s).await.expect("listed").reserved, 0);
