@@ -1,9 +1,12 @@
 //! CartActor: one per cart, the single writer of its lines and its checkout lock. It
 //! serialises "change a line" against "check out": a locked cart refuses changes. Answers
-//! only after the change is durable; someone else's cart is simply not found.
+//! only after the change is durable; someone else's cart is simply not found. It never
+//! lets a cart grow past `MAX_CART_LINES` lines or a total of `MAX_TOTAL`.
 
 use crate::clock::SharedClock;
-use crate::domain::{CartId, Currency, OrderId, ProductInfo, Quantity, Sku, UserId};
+use crate::domain::{
+    CartId, Currency, MAX_CART_LINES, MAX_TOTAL, OrderId, ProductInfo, Quantity, Sku, UserId,
+};
 use crate::registry::{KeyedActor, Membership, PassivateIfIdle};
 use crate::store::{CartLine, CartRecord, SharedStore, WriteOutcome};
 use crate::{ActorError, ActorSettings};
@@ -23,6 +26,12 @@ pub enum CartError {
     AlreadyExists,
     #[error("the cart is empty")]
     Empty,
+    /// Adding the line would take the cart above `MAX_CART_LINES`.
+    #[error("the cart already holds {max} lines, the most it may")]
+    Full { max: usize },
+    /// The change would take the cart's total above `MAX_TOTAL`.
+    #[error("the cart's total would exceed {max} minor units")]
+    TotalTooLarge { max: i64 },
     #[error(transparent)]
     Actor(#[from] ActorError),
 }
@@ -313,7 +322,15 @@ impl CartActor {
         };
         match position {
             Some(i) => next.lines[i] = line,
+            None if next.lines.len() >= MAX_CART_LINES => {
+                return Self::refuse(CartError::Full {
+                    max: MAX_CART_LINES,
+                });
+            }
             None => next.lines.push(line),
+        }
+        if next.total().is_none_or(|total| total > MAX_TOTAL) {
+            return Self::refuse(CartError::TotalTooLarge { max: MAX_TOTAL });
         }
         self.write(next)
     }

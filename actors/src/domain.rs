@@ -113,15 +113,30 @@ pub fn parse_currency(raw: &str) -> Result<Currency, InvalidValue> {
         .ok_or_else(|| InvalidValue::new("currency", "must be an ISO 4217 code such as \"EUR\""))
 }
 
-/// A price in integer minor units (`1999` = 19.99); never negative.
+/// The most a product may cost: 10^12 minor units (10 000 000 000.00 in a two-decimal
+/// currency). With `Quantity::MAX` a line stays far inside i64, and every amount stays exact
+/// as a JavaScript number (below 2^53).
+pub const MAX_PRICE: i64 = 1_000_000_000_000;
+/// The most a cart (and so an order) may total: 10^15 minor units, also below 2^53.
+pub const MAX_TOTAL: i64 = 1_000_000_000_000_000;
+/// The most lines one cart may hold. With the limits above, no sum can overflow i64.
+pub const MAX_CART_LINES: usize = 250;
+
+/// A price in integer minor units (`1999` = 19.99): 0..=`MAX_PRICE`.
 pub fn parse_price(raw: i64) -> Result<i64, InvalidValue> {
-    if raw < 0 {
+    if !(0..=MAX_PRICE).contains(&raw) {
         return Err(InvalidValue::new(
             "price",
-            "must be a non-negative integer in minor units",
+            format!("must be an integer in minor units from 0 to {MAX_PRICE}"),
         ));
     }
     Ok(raw)
+}
+
+/// `unit_price` times `quantity`, or `None` where i64 would overflow (never within the
+/// limits above; only data stored before them could).
+pub fn line_total(unit_price: i64, quantity: u32) -> Option<i64> {
+    unit_price.checked_mul(i64::from(quantity))
 }
 
 /// A product name: 1..=200 characters after trimming.
@@ -231,5 +246,17 @@ mod tests {
         assert_eq!(parse_product_name(" Tee ").as_deref(), Ok("Tee"));
         assert!(parse_price(-1).is_err());
         assert_eq!(parse_price(0), Ok(0));
+    }
+
+    #[test]
+    fn prices_are_bounded_so_no_line_can_overflow() {
+        assert_eq!(parse_price(MAX_PRICE), Ok(MAX_PRICE));
+        assert!(parse_price(MAX_PRICE + 1).is_err());
+        assert!(parse_price(i64::MAX).is_err());
+        assert_eq!(
+            line_total(MAX_PRICE, Quantity::MAX),
+            Some(MAX_PRICE * 10_000)
+        );
+        assert_eq!(line_total(i64::MAX, 2), None);
     }
 }

@@ -3,7 +3,7 @@
 //! a `WriteOutcome::Conflict` means someone else got there first: reload, never overwrite.
 //! Back ends live in the `kassa` crate (embedded, scylla); `MemoryStore` is for unit tests.
 
-use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
+use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId, line_total};
 use crate::order::OrderStatus;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -100,11 +100,19 @@ impl CartRecord {
         self.lines.first().map(|l| l.currency)
     }
 
-    pub fn total(&self) -> i64 {
+    /// The sum of the lines, or `None` where i64 would overflow (only a cart stored before
+    /// the limits of `domain` could).
+    pub fn total(&self) -> Option<i64> {
         self.lines
             .iter()
-            .map(|l| l.unit_price * i64::from(l.quantity))
-            .sum()
+            .try_fold(0_i64, |sum, line| sum.checked_add(line.total()?))
+    }
+}
+
+impl CartLine {
+    /// `unit_price` times `quantity`, `None` on overflow.
+    pub fn total(&self) -> Option<i64> {
+        line_total(self.unit_price, self.quantity)
     }
 }
 
@@ -115,6 +123,20 @@ pub struct OrderLine {
     pub name: String,
     pub quantity: u32,
     pub unit_price: i64,
+}
+
+impl OrderLine {
+    /// `unit_price` times `quantity`, `None` on overflow.
+    pub fn total(&self) -> Option<i64> {
+        line_total(self.unit_price, self.quantity)
+    }
+}
+
+/// The total of an order's lines, or `None` where i64 would overflow.
+pub fn order_total(lines: &[OrderLine]) -> Option<i64> {
+    lines
+        .iter()
+        .try_fold(0_i64, |sum, line| sum.checked_add(line.total()?))
 }
 
 /// Where the order ships; also where the confirmation goes when the token has no email.
@@ -602,5 +624,45 @@ mod memory {
                 .filter(|e| e.sent_at.is_none())
                 .count() as u64)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{MAX_CART_LINES, MAX_PRICE, Quantity};
+
+    fn line(unit_price: i64, quantity: u32) -> CartLine {
+        CartLine {
+            sku: Sku::parse("tee").expect("sku"),
+            name: "Tee".into(),
+            quantity,
+            unit_price,
+            currency: Currency::EUR,
+        }
+    }
+
+    fn cart(lines: Vec<CartLine>) -> CartRecord {
+        CartRecord {
+            id: CartId::new(),
+            owner: UserId("alice".into()),
+            lines,
+            locked_by: None,
+            locked_until: None,
+            last_paid_order: None,
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn a_cart_total_is_checked_and_never_overflows() {
+        assert_eq!(cart(vec![line(1999, 2), line(1, 3)]).total(), Some(4001));
+        assert_eq!(cart(vec![line(i64::MAX, 2)]).total(), None);
+        assert_eq!(cart(vec![line(i64::MAX, 1), line(1, 1)]).total(), None);
+        let fullest = vec![line(MAX_PRICE, Quantity::MAX); MAX_CART_LINES];
+        assert!(
+            cart(fullest).total().is_some(),
+            "the limits keep every sum in i64"
+        );
     }
 }

@@ -162,7 +162,7 @@ async fn set_line_adds_then_replaces_a_line_at_the_price_the_shopper_saw() {
             currency: Currency::EUR,
         }]
     );
-    assert_eq!(cart.total(), 3998);
+    assert_eq!(cart.total(), Some(3998));
 
     let repriced = ProductInfo {
         price: 1799,

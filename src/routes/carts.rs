@@ -22,7 +22,7 @@ pub struct CartItemResponse {
     pub sku: String,
     pub name: String,
     pub quantity: u32,
-    /// The price the shopper saw when setting the line (minor units).
+    /// The price the shopper saw when setting the line (minor units, at most 10^12).
     pub unit_price: i64,
     pub currency: String,
 }
@@ -32,7 +32,7 @@ pub struct CartItemResponse {
 pub struct CartResponse {
     pub cart_id: Uuid,
     pub items: Vec<CartItemResponse>,
-    /// Sum of quantity x unitPrice (minor units).
+    /// Sum of quantity x unitPrice (minor units); never above 10^15.
     pub total: i64,
     /// The cart's currency; null while it is empty.
     pub currency: Option<String>,
@@ -44,7 +44,9 @@ impl From<CartRecord> for CartResponse {
     fn from(cart: CartRecord) -> Self {
         Self {
             cart_id: cart.id.0,
-            total: cart.total(),
+            // Only a cart stored before the limits can overflow; it still reads (and can be
+            // emptied), showing the largest total there is.
+            total: cart.total().unwrap_or(i64::MAX),
             currency: cart.currency().map(|c| c.code().to_string()),
             locked: cart.locked_by.is_some(),
             items: cart
@@ -62,10 +64,13 @@ impl From<CartRecord> for CartResponse {
     }
 }
 
-/// Body of PUT /api/carts/{cartId}/items/{sku}.
+/// Body of PUT /api/carts/{cartId}/items/{sku}. A cart holds at most 250 lines and totals
+/// at most 10^15 minor units; a change beyond either is 422 `validation_failed` (naming
+/// `sku` for a 251st line, `quantity` for the total).
 #[derive(Debug, utoipa::ToSchema)]
 pub struct CartItemBody {
     /// 0..=10000; 0 removes the line.
+    #[schema(minimum = 0, maximum = 10000)]
     pub quantity: u32,
 }
 
@@ -94,6 +99,14 @@ impl From<CartError> for AppError {
                 code: "cart_empty",
                 message: "the cart is empty".into(),
             },
+            CartError::Full { max } => AppError::invalid(
+                "sku",
+                format!("the cart already holds {max} lines, the most it may; remove one first"),
+            ),
+            CartError::TotalTooLarge { max } => AppError::invalid(
+                "quantity",
+                format!("would take the cart's total above {max} minor units"),
+            ),
             CartError::AlreadyExists => AppError::Internal(anyhow::anyhow!("cart id collision")),
             CartError::Actor(e) => e.into(),
         }
@@ -150,7 +163,8 @@ pub async fn get_cart(
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "validation_failed (also a 251st line, or a total above 10^15) or currency_mismatch"),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

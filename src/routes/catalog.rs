@@ -44,7 +44,8 @@ impl From<ProductView> for ProductResponse {
 pub struct ProductBody {
     /// 1..200 characters.
     pub name: String,
-    /// Minor units, >= 0.
+    /// Minor units, 0..=10^12 (1000000000000).
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub price: i64,
     /// ISO 4217 code such as "EUR".
     pub currency: String,

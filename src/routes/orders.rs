@@ -126,7 +126,8 @@ impl From<OrderRecord> for OrderResponse {
                     name: l.name.clone(),
                     quantity: l.quantity,
                     unit_price: l.unit_price,
-                    line_total: l.unit_price * i64::from(l.quantity),
+                    // Checked: only an order stored before the price limits could overflow.
+                    line_total: l.total().unwrap_or(i64::MAX),
                 })
                 .collect(),
             total: o.total,

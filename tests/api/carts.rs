@@ -2,8 +2,9 @@
 //! single currency, locked while an order is pending.
 
 use crate::helpers::{assert_error, json_of, spawn_app};
-use kassa_actors::domain::{CartId, OrderId};
-use kassa_actors::store::WriteOutcome;
+use futures_util::future::join_all;
+use kassa_actors::domain::{CartId, Currency, OrderId, Sku};
+use kassa_actors::store::{CartLine, WriteOutcome};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -254,5 +255,131 @@ async fn a_locked_cart_refuses_changes_with_409_cart_locked() {
     let (_, body) = json_of(app.get_cart(&alice, &cart).await).await;
     assert_eq!(body["locked"], true);
     assert_eq!(body["items"][0]["quantity"], 1);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_change_that_takes_the_total_above_ten_to_the_fifteen_is_422_naming_quantity() {
+    let app = spawn_app().await;
+    app.put_product("gold", 1_000_000_000_000, "EUR", 10_000)
+        .await;
+    app.put_product("pin", 1, "EUR", 10).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+    let (status, body) = json_of(app.set_item(&alice, &cart, "gold", 1000).await).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "10^15 is the limit, inclusive: {body}"
+    );
+    assert_eq!(body["total"], 1_000_000_000_000_000_i64);
+
+    for (sku, quantity) in [("gold", 1001), ("gold", 10_000), ("pin", 1)] {
+        let body = assert_error(
+            app.set_item(&alice, &cart, sku, quantity).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(
+            body["details"][0]["field"], "quantity",
+            "{sku} x {quantity}"
+        );
+    }
+    let (status, body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["total"], 1_000_000_000_000_000_i64);
+    assert_eq!(
+        app.set_item(&alice, &cart, "gold", 999).await.status(),
+        StatusCode::OK,
+        "lowering a line is always possible"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_cart_holds_at_most_250_lines_and_a_251st_is_422_naming_sku() {
+    let app = spawn_app().await;
+    let skus: Vec<String> = (0..=250).map(|i| format!("sku-{i}")).collect();
+    for batch in skus.chunks(25) {
+        join_all(batch.iter().map(|sku| app.put_product(sku, 100, "EUR", 5))).await;
+    }
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+    for sku in &skus[..250] {
+        let response = app.set_item(&alice, &cart, sku, 1).await;
+        assert_eq!(response.status(), StatusCode::OK, "{sku}");
+    }
+    let body = assert_error(
+        app.set_item(&alice, &cart, &skus[250], 1).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["details"][0]["field"], "sku", "{body}");
+    assert_eq!(
+        app.set_item(&alice, &cart, &skus[0], 2).await.status(),
+        StatusCode::OK,
+        "an existing line can still change"
+    );
+    assert_eq!(
+        app.set_item(&alice, &cart, &skus[1], 0).await.status(),
+        StatusCode::OK
+    );
+    let (status, body) = json_of(app.set_item(&alice, &cart, &skus[250], 1).await).await;
+    assert_eq!(status, StatusCode::OK, "room again after a removal: {body}");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(250));
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_stored_cart_whose_total_overflows_still_reads_and_can_be_emptied() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let alice = app.token("alice", false);
+    let cart = app.create_cart(&alice).await;
+    app.set_item(&alice, &cart, "tee", 1).await;
+
+    // A cart saved before prices were bounded: i64::MAX x 2 overflows any sum.
+    app.passivate_everything().await;
+    let id = CartId::parse(&cart).expect("uuid");
+    let store = app.state().store.clone();
+    let mut record = store.load_cart(id).await.expect("load").expect("stored");
+    record.lines.push(CartLine {
+        sku: Sku::parse("legacy").expect("sku"),
+        name: "Legacy".into(),
+        quantity: 2,
+        unit_price: i64::MAX,
+        currency: Currency::EUR,
+    });
+    let expected = record.version;
+    record.version += 1;
+    assert_eq!(
+        store.write_cart(&record, expected).await.expect("write"),
+        WriteOutcome::Applied
+    );
+
+    for _ in 0..2 {
+        let (status, body) = json_of(app.get_cart(&alice, &cart).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["items"].as_array().map(Vec::len), Some(2));
+    }
+    assert_error(
+        app.set_item(&alice, &cart, "tee", 2).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/carts/{cart}/items/legacy")))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["total"], 1999);
     app.stop().await;
 }

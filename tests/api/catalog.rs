@@ -113,6 +113,30 @@ async fn invalid_product_values_are_422_naming_every_bad_field() {
 }
 
 #[actix_web::test]
+async fn a_price_above_ten_to_the_twelve_minor_units_is_422_naming_price() {
+    let app = spawn_app().await;
+    let (status, body) = json_of(app.put_product("gold", 1_000_000_000_000, "EUR", 1).await).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "10^12 is the limit, inclusive: {body}"
+    );
+    assert_eq!(body["price"], 1_000_000_000_000_i64);
+    for price in [1_000_000_000_001, i64::MAX] {
+        let body = assert_error(
+            app.put_product("gold", price, "EUR", 1).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(body["details"][0]["field"], "price", "{price}: {body}");
+    }
+    let (_, body) = json_of(app.get_product("gold").await).await;
+    assert_eq!(body["price"], 1_000_000_000_000_i64, "nothing changed");
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn a_bad_sku_in_the_path_is_422() {
     let app = spawn_app().await;
     for sku in ["has%20space", "semi;colon", &"x".repeat(65)] {
