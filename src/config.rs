@@ -1,12 +1,15 @@
 //! Configuration: the keys of API.md's "Configuration", read once at start-up from an optional
 //! `kassa.toml` and the `KASSA_*` environment (figment), parsed into typed values. An invalid
 //! value stops start-up with a message naming the key; nothing else reads the environment.
+//! Secrets are taken verbatim, byte for byte: never trimmed, never read as numbers.
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use rand::RngExt;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -154,7 +157,8 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// The keys as written; every value is read as a string, whatever it looks like.
+/// The keys as written. A secret must be a string and is kept exactly as given; any other
+/// value may be any scalar (a TOML `3` is read as `"3"`).
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct RawConfig {
@@ -170,7 +174,6 @@ pub struct RawConfig {
     pub store: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub data_dir: Option<String>,
-    #[serde(deserialize_with = "stringish")]
     pub jwt_secret: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub jwt_public_key_file: Option<String>,
@@ -178,21 +181,17 @@ pub struct RawConfig {
     pub jwt_issuer: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub jwt_audience: Option<String>,
-    #[serde(deserialize_with = "stringish")]
     pub webhook_secret: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub gateway: Option<String>,
-    #[serde(deserialize_with = "stringish")]
     pub stripe_api_key: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub stripe_api_base: Option<String>,
-    #[serde(deserialize_with = "stringish")]
     pub stripe_webhook_secret: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub smtp_url: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub smtp_user: Option<String>,
-    #[serde(deserialize_with = "stringish")]
     pub smtp_password: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub mail_from: Option<String>,
@@ -214,7 +213,7 @@ pub struct RawConfig {
     pub log_format: Option<String>,
 }
 
-/// Accepts any scalar as a string: figment reads `KASSA_JWT_SECRET=123` as a number.
+/// Accepts any scalar as a string: `kassa.toml` may say `scylla_replication = 3`.
 fn stringish<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -245,25 +244,62 @@ struct DevSecrets {
 
 const DEV_SECRETS_FILE: &str = "dev-secrets.json";
 
-impl Config {
-    /// `kassa.toml` (or the file named by `KASSA_CONFIG`), then the `KASSA_*` environment.
-    pub fn load() -> Result<Self, ConfigError> {
-        let file = std::env::var("KASSA_CONFIG").unwrap_or_else(|_| "kassa.toml".into());
-        let figment = Figment::new()
-            .merge(Toml::file(&file))
-            .merge(Env::prefixed("KASSA_").ignore(&["CONFIG"]));
-        Self::from_figment(figment)
+impl RawConfig {
+    /// `file` if it exists, then the `KASSA_*` variables among `vars`, which win.
+    pub fn read(
+        file: &Path,
+        vars: impl IntoIterator<Item = (OsString, OsString)>,
+    ) -> Result<Self, ConfigError> {
+        let env = environment(vars)?;
+        Self::extract(
+            Figment::new()
+                .merge(Toml::file(file))
+                .merge(Serialized::defaults(env)),
+        )
     }
 
-    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
-        let raw: RawConfig = figment.extract().map_err(|e| ConfigError {
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
+        figment.extract().map_err(|e| ConfigError {
             key: e.path.first().map_or_else(
                 || "config".into(),
                 |k| format!("KASSA_{}", k.to_ascii_uppercase()),
             ),
             problem: e.to_string(),
-        })?;
-        Self::from_raw(raw)
+        })
+    }
+}
+
+/// The `KASSA_*` variables among `vars` (but `KASSA_CONFIG`), keyed as in `kassa.toml`, each
+/// value the string exactly as set. figment's own `Env` would read `0123` as the number 123,
+/// trim `" pad "` and parse `[x]` as an array; a secret is bytes, not a typed value.
+fn environment(
+    vars: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut keys = BTreeMap::new();
+    for (name, value) in vars {
+        let Some(key) = kassa_key(&name) else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError::new(&key, "is not valid UTF-8"))?;
+        keys.insert(key, value);
+    }
+    Ok(keys)
+}
+
+/// `KASSA_JWT_SECRET` -> `jwt_secret` (the prefix in any case); `None` for other variables.
+fn kassa_key(name: &OsStr) -> Option<String> {
+    let name = name.to_str()?;
+    let (prefix, key) = (name.get(..6)?, name.get(6..)?.to_ascii_lowercase());
+    (prefix.eq_ignore_ascii_case("KASSA_") && !key.is_empty() && key != "config").then_some(key)
+}
+
+impl Config {
+    /// `kassa.toml` (or the file named by `KASSA_CONFIG`), then the `KASSA_*` environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var_os("KASSA_CONFIG").unwrap_or_else(|| "kassa.toml".into());
+        Self::from_raw(RawConfig::read(Path::new(&file), std::env::vars_os())?)
     }
 
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
@@ -292,8 +328,8 @@ impl Config {
         let data_dir = PathBuf::from(non_empty(raw.data_dir).unwrap_or_else(|| "./data".into()));
         let store = parse_store(non_empty(raw.store).as_deref().unwrap_or("embedded:./data"))?;
 
-        let jwt_secret = non_empty(raw.jwt_secret);
-        let webhook_secret = non_empty(raw.webhook_secret);
+        let jwt_secret = secret(raw.jwt_secret);
+        let webhook_secret = secret(raw.webhook_secret);
         let public_key_file = non_empty(raw.jwt_public_key_file);
         if env == Environment::Production {
             if jwt_secret.is_none() && public_key_file.is_none() {
@@ -348,7 +384,7 @@ impl Config {
                 ));
             }
         };
-        let stripe_api_key = non_empty(raw.stripe_api_key);
+        let stripe_api_key = secret(raw.stripe_api_key);
         if gateway == GatewaySpec::Stripe && stripe_api_key.is_none() {
             return Err(ConfigError::new(
                 "stripe_api_key",
@@ -361,7 +397,7 @@ impl Config {
                 .as_deref()
                 .unwrap_or("https://api.stripe.com"),
         )?;
-        let stripe_webhook_secret = non_empty(raw.stripe_webhook_secret);
+        let stripe_webhook_secret = secret(raw.stripe_webhook_secret);
         if let Some(secret) = &stripe_webhook_secret {
             check_stripe_webhook_secret(secret)?;
         } else if gateway == GatewaySpec::Stripe {
@@ -385,7 +421,7 @@ impl Config {
             ));
         }
         let smtp_user = non_empty(raw.smtp_user);
-        let smtp_password = non_empty(raw.smtp_password);
+        let smtp_password = secret(raw.smtp_password);
         if smtp_user.is_some() != smtp_password.is_some() {
             let missing = if smtp_user.is_none() {
                 "smtp_user"
@@ -469,6 +505,11 @@ impl Config {
 
 fn non_empty(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// A secret as given, spaces and all; only the empty string means unset.
+fn secret(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.is_empty())
 }
 
 /// `host:port` as a client on this machine reaches it (`0.0.0.0` and `[::]` are loopback).
@@ -717,8 +758,23 @@ mod tests {
     use super::*;
 
     fn raw(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: std::collections::BTreeMap<&str, &str> = pairs.iter().copied().collect();
-        Config::from_figment(Figment::from(figment::providers::Serialized::defaults(map)))
+        let map: BTreeMap<&str, &str> = pairs.iter().copied().collect();
+        RawConfig::extract(Figment::from(Serialized::defaults(map))).and_then(Config::from_raw)
+    }
+
+    /// The config `kassa.toml` holding `toml` (none when empty) and `vars` would give.
+    fn read(toml: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("kassa.toml");
+        if !toml.is_empty() {
+            std::fs::write(&file, toml).expect("write kassa.toml");
+        }
+        let data = format!("KASSA_DATA_DIR={}", dir.path().display());
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .chain(data.split_once('=').map(|(k, v)| (k.into(), v.into())));
+        RawConfig::read(&file, vars).and_then(Config::from_raw)
     }
 
     #[test]
@@ -824,14 +880,73 @@ mod tests {
     }
 
     #[test]
-    fn numeric_looking_secrets_are_read_as_strings() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().to_str().expect("utf8");
-        let map = serde_json::json!({"data_dir": data, "jwt_secret": 12345});
-        let config =
-            Config::from_figment(Figment::from(figment::providers::Serialized::defaults(map)))
-                .expect("config");
-        assert_eq!(config.jwt.key, JwtKey::Secret(b"12345".to_vec()));
+    fn secrets_from_the_environment_are_taken_verbatim() {
+        for given in ["0123", " pad ", "[x]", "true", "1e3", "{a = 1}", "0x1F\n"] {
+            let config = read("", &[("KASSA_JWT_SECRET", given)]).expect(given);
+            assert_eq!(config.jwt.key, JwtKey::Secret(given.as_bytes().to_vec()));
+        }
+        let config = read(
+            "",
+            &[
+                ("KASSA_SMTP_URL", "smtp://127.0.0.1:2525"),
+                ("KASSA_SMTP_USER", "kassa"),
+                ("KASSA_SMTP_PASSWORD", " 007 "),
+                ("KASSA_STRIPE_WEBHOOK_SECRET", "whsec_0123"),
+                ("KASSA_WEBHOOK_SECRET", "whsec_c2VjcmV0"),
+            ],
+        )
+        .expect("config");
+        assert_eq!(config.smtp_password.as_deref(), Some(" 007 "));
+        assert_eq!(config.stripe_webhook_secret.as_deref(), Some("whsec_0123"));
+        assert_eq!(config.webhook_secret, "whsec_c2VjcmV0");
+        let padded = read("", &[("KASSA_WEBHOOK_SECRET", " whsec_c2VjcmV0")]);
+        assert_eq!(
+            padded.expect_err("not whsec_<base64>").key,
+            "KASSA_WEBHOOK_SECRET"
+        );
+    }
+
+    #[test]
+    fn other_environment_values_are_strings_too_and_only_kassa_keys_count() {
+        let config = read(
+            "",
+            &[
+                ("KASSA_SCYLLA_REPLICATION", "3"),
+                ("kassa_listen", "0.0.0.0:9000"),
+                ("KASSA_CONFIG", "elsewhere.toml"),
+                ("LISTEN", "nonsense"),
+            ],
+        )
+        .expect("config");
+        assert_eq!(config.scylla.replication, Replication::Factor(3));
+        assert_eq!(config.listen, "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn an_environment_value_that_is_not_utf8_names_its_key() {
+        use std::os::unix::ffi::OsStringExt;
+        let vars = [(
+            OsString::from("KASSA_JWT_SECRET"),
+            OsString::from_vec(vec![0x30, 0xff]),
+        )];
+        let err = environment(vars).expect_err("not UTF-8");
+        assert_eq!(err.key, "KASSA_JWT_SECRET");
+    }
+
+    #[test]
+    fn secrets_in_kassa_toml_must_be_strings_and_are_kept_verbatim() {
+        let config = read("jwt_secret = \" 0123 \"\n", &[]).expect("config");
+        assert_eq!(config.jwt.key, JwtKey::Secret(b" 0123 ".to_vec()));
+        let err = read("jwt_secret = 123\n", &[]).expect_err("a number is not a secret");
+        assert_eq!(err.key, "KASSA_JWT_SECRET");
+        let config = read("scylla_replication = 3\n", &[]).expect("config");
+        assert_eq!(config.scylla.replication, Replication::Factor(3));
+        let config = read(
+            "jwt_secret = \"from-file\"\n",
+            &[("KASSA_JWT_SECRET", "from-env")],
+        )
+        .expect("config");
+        assert_eq!(config.jwt.key, JwtKey::Secret(b"from-env".to_vec()));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use crate::helpers::{assert_error, spawn_app, spawn_app_with};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use kassa::config::RawConfig;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -247,4 +248,37 @@ async fn a_valid_token_without_the_admin_role_gets_403_on_admin_routes() {
         .expect("request");
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
     app.stop().await;
+}
+
+#[actix_web::test]
+async fn kassa_jwt_secret_from_the_environment_is_used_as_its_exact_bytes() {
+    for (given, mangled) in [("0123", "123"), (" 0123 ", "0123"), ("[x]", "x")] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let from_env = RawConfig::read(
+            &tmp.path().join("kassa.toml"),
+            [("KASSA_JWT_SECRET".into(), given.into())],
+        )
+        .expect("the environment reads");
+        let app = spawn_app_with(|raw| raw.jwt_secret = from_env.jwt_secret).await;
+        let claims = json!({"sub": "alice", "exp": in_an_hour(&app)});
+        let exact = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(given.as_bytes()),
+            claims.clone(),
+        );
+        assert_eq!(
+            post_cart(&app, Some(&format!("Bearer {exact}")))
+                .await
+                .status(),
+            StatusCode::CREATED,
+            "signed with {given:?}"
+        );
+        let wrong = sign(
+            Algorithm::HS256,
+            &EncodingKey::from_secret(mangled.as_bytes()),
+            claims,
+        );
+        assert_invalid_token(post_cart(&app, Some(&format!("Bearer {wrong}"))).await).await;
+        app.stop().await;
+    }
 }
