@@ -18,7 +18,9 @@ use crate::store::{
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
 use futures_util::future::join_all;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument;
 
@@ -278,10 +280,13 @@ impl OrderActor {
         let span = tracing::info_span!("order", order_id = %self.id());
         AtomicResponse::new(Box::pin(flow.instrument(span).into_actor(self).map(
             |(settled, answer), act, ctx| {
-                let unrecorded = settled.as_ref().is_some_and(|s| s.unrecorded);
-                act.order = settled.map(|s| s.order);
-                if unrecorded {
-                    act.record_effects(ctx);
+                let (order, finishing) = match settled {
+                    Some(settled) => (Some(settled.order), settled.finishing),
+                    None => (None, None),
+                };
+                act.order = order;
+                if let Some(finishing) = finishing {
+                    act.finish_effects(finishing, ctx);
                 }
                 act.after_change(ctx);
                 if act.order.is_none() {
@@ -293,16 +298,12 @@ impl OrderActor {
         )))
     }
 
-    /// Writes the order as it stands (its finished effects), holding every other message
-    /// until the write is done.
-    fn record_effects(&mut self, ctx: &mut Context<Self>) {
-        let Some(order) = self.order.clone() else {
-            return;
-        };
-        let services = self.services.clone();
+    /// Lets effects already dispatched finish and records them, holding every other message
+    /// until then (so a read after the answer sees the order with its effects done).
+    fn finish_effects(&mut self, finishing: Finishing, ctx: &mut Context<Self>) {
         let span = tracing::info_span!("order", order_id = %self.id());
         ctx.wait(
-            async move { record_effects(&services, order).await }
+            finishing
                 .instrument(span)
                 .into_actor(self)
                 .map(|order, act, ctx| {
@@ -439,7 +440,7 @@ impl Handler<PassivateIfIdle> for OrderActor {
 
 type Failed = (Option<OrderRecord>, Result<Placed, OrderError>);
 
-async fn place(svc: &OrderServices, id: OrderId, msg: PlaceOrder) -> Result<OrderRecord, Failed> {
+async fn place(svc: &Services, id: OrderId, msg: PlaceOrder) -> Result<OrderRecord, Failed> {
     let now = svc.clock.now();
     let expires_at = now + svc.settings.reservation_ttl;
     let begin = BeginCheckout {
@@ -590,7 +591,7 @@ async fn place(svc: &OrderServices, id: OrderId, msg: PlaceOrder) -> Result<Orde
             tracing::error!(order_id = %id, error = %e, "payment initiation failed; failing the order");
             // Stored as failed (with its pending_payment history), then stock and cart freed.
             let order = match transition(svc, order, OrderEvent::GatewayUnavailable, |_| {}).await {
-                Ok((settled, _)) => settled.recorded(svc).await,
+                Ok((settled, _)) => settled.finished().await,
                 Err((order, _)) => order,
             };
             return Err((Some(order), Err(OrderError::GatewayUnavailable)));
@@ -656,30 +657,32 @@ async fn ask_release(svc: &OrderServices, id: OrderId, sku: &Sku) -> Result<(), 
     Ok(())
 }
 
-/// An order after its effects ran. `unrecorded`: which effects finished is not yet written;
-/// the actor writes it after answering and before its next message (a crash before that
-/// only runs the idempotent effects again).
+/// The rest of a transition: its effects, already dispatched, finishing and then recorded;
+/// resolves to the order as it then stands.
+type Finishing = Pin<Box<dyn Future<Output = OrderRecord>>>;
+
+/// An order as a flow leaves it: durable as `order`, with its effects possibly still
+/// `finishing`. The actor answers first and lets them finish before its next message.
 struct Settled {
     order: OrderRecord,
-    unrecorded: bool,
+    finishing: Option<Finishing>,
 }
 
 impl From<OrderRecord> for Settled {
     fn from(order: OrderRecord) -> Self {
         Self {
             order,
-            unrecorded: false,
+            finishing: None,
         }
     }
 }
 
 impl Settled {
-    /// Writes what is unrecorded now, for a flow that does not hand the order back.
-    async fn recorded(self, svc: &OrderServices) -> OrderRecord {
-        if self.unrecorded {
-            record_effects(svc, self.order).await
-        } else {
-            self.order
+    /// Waits for the effects, for a flow that does not hand the order back to the actor.
+    async fn finished(self) -> OrderRecord {
+        match self.finishing {
+            Some(finishing) => finishing.await,
+            None => self.order,
         }
     }
 }
@@ -688,7 +691,7 @@ impl Settled {
 /// `record` adds), then runs the effects. Answers the order as it now stands and whether it
 /// moved.
 async fn transition(
-    svc: &OrderServices,
+    svc: &Services,
     order: OrderRecord,
     event: OrderEvent,
     record: impl FnOnce(&mut OrderRecord),
@@ -733,17 +736,37 @@ async fn transition(
     metrics::counter!("kassa_order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
         .increment(1);
     tracing::info!(order_id = %next.id, %from, %to, ?event, "order transition");
-    Ok((run_effects(svc, next).await, Some(to)))
+    Ok((dispatch_effects(svc, next).await, Some(to)))
+}
+
+/// Starts the order's pending effects and answers once each has been handed to its actor
+/// (or its write queued), so whatever a caller reads after the answer already sees them;
+/// the rest of the work is left `finishing`. The transition that asked for them is durable,
+/// so a crash before they finish only runs them again (each is idempotent).
+async fn dispatch_effects(svc: &Services, order: OrderRecord) -> Settled {
+    if order.pending_effects.is_empty() {
+        return order.into();
+    }
+    let committed = order.clone();
+    let svc = Arc::clone(svc);
+    let mut finishing: Finishing = Box::pin(async move {
+        let done = run_effects(&svc, order).await;
+        record_effects(&svc, done).await
+    });
+    match futures_util::poll!(finishing.as_mut()) {
+        Poll::Ready(order) => order.into(),
+        Poll::Pending => Settled {
+            order: committed,
+            finishing: Some(finishing),
+        },
+    }
 }
 
 /// Carries out the order's pending effects, all at once (each talks to a different actor or
 /// the gateway, and each is idempotent). What failed stays pending for the next tick. A
-/// refund the gateway accepted moves the order on. Which effects finished is left
-/// unrecorded (see `Settled`).
-async fn run_effects(svc: &OrderServices, order: OrderRecord) -> Settled {
-    if order.pending_effects.is_empty() {
-        return order.into();
-    }
+/// refund the gateway accepted moves the order on. Answers the order as it then stands,
+/// not yet written.
+async fn run_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
     let outcomes = join_all(
         order
             .pending_effects
@@ -780,10 +803,7 @@ async fn run_effects(svc: &OrderServices, order: OrderRecord) -> Settled {
             .increment(1);
     }
     next.updated_at = now;
-    Settled {
-        order: next,
-        unrecorded: true,
-    }
+    next
 }
 
 async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect: Effect) -> bool {
@@ -938,7 +958,7 @@ async fn reacquire(svc: &OrderServices, order: &OrderRecord) -> bool {
 }
 
 async fn notice(
-    svc: &OrderServices,
+    svc: &Services,
     order: OrderRecord,
     msg: PaymentNotice,
 ) -> (Settled, Result<NoticeOutcome, OrderError>) {
@@ -995,13 +1015,11 @@ async fn notice(
     }
 }
 
-async fn tick(svc: &OrderServices, order: OrderRecord, query_gateway: bool) -> Settled {
-    let settled = run_effects(svc, order).await;
-    if settled.order.status != OrderStatus::PendingPayment {
-        return settled;
+async fn tick(svc: &Services, order: OrderRecord, query_gateway: bool) -> Settled {
+    if order.status != OrderStatus::PendingPayment {
+        return dispatch_effects(svc, order).await;
     }
-    // Pending orders have no effects to run, so nothing is unrecorded from here on.
-    let order = settled.order;
+    // A pending order has no effects to run (none of its transitions into it asks for any).
     if query_gateway && let Some(payment) = order.payment.clone() {
         match svc.gateway.status(&payment.payment_id).await {
             Ok(status) if status.state != PaymentState::Pending => {
