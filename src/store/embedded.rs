@@ -14,8 +14,8 @@ use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -229,28 +229,34 @@ impl Store for EmbeddedStore {
     }
 
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
+        // Encoded here, on the caller's thread: the writer thread is the one thing every write
+        // shares, so it only checks versions and updates tables.
+        let row = encode(&write.row)?;
+        let put = write
+            .put_reservations
+            .iter()
+            .map(|r| Ok((r.order_id.0.as_u128(), encode(r)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
         self.write(move |txn| {
             let sku = write.sku.as_str();
             let mut products = txn.open_table(PRODUCTS).map_err(db_err)?;
             let current = match products.get(sku).map_err(db_err)? {
-                Some(stored) => decode::<ProductRow>(stored.value(), "product", sku)?.version,
+                Some(stored) => stored_version(stored.value(), "product", sku)?,
                 None => 0,
             };
             if current != write.expected_version {
                 return Ok(WriteOutcome::Conflict);
             }
-            products
-                .insert(sku, encode(&write.row)?.as_slice())
-                .map_err(db_err)?;
+            products.insert(sku, row.as_slice()).map_err(db_err)?;
             let mut reservations = txn.open_table(RESERVATIONS).map_err(db_err)?;
             for order in &write.remove_reservations {
                 reservations
                     .remove((sku, order.0.as_u128()))
                     .map_err(db_err)?;
             }
-            for r in &write.put_reservations {
+            for (order, encoded) in &put {
                 reservations
-                    .insert((sku, r.order_id.0.as_u128()), encode(r)?.as_slice())
+                    .insert((sku, *order), encoded.as_slice())
                     .map_err(db_err)?;
             }
             Ok(WriteOutcome::Applied)
@@ -274,22 +280,18 @@ impl Store for EmbeddedStore {
         cart: &CartRecord,
         expected_version: u64,
     ) -> StoreResult<WriteOutcome> {
-        let cart = cart.clone();
+        let (id, encoded) = (cart.id, encode(cart)?);
         self.write(move |txn| {
-            let key = cart.id.0.as_u128();
+            let key = id.0.as_u128();
             let mut carts = txn.open_table(CARTS).map_err(db_err)?;
             let current = match carts.get(key).map_err(db_err)? {
-                Some(stored) => {
-                    decode::<CartRecord>(stored.value(), "cart", &cart.id.to_string())?.version
-                }
+                Some(stored) => stored_version(stored.value(), "cart", &id.to_string())?,
                 None => 0,
             };
             if current != expected_version {
                 return Ok(WriteOutcome::Conflict);
             }
-            carts
-                .insert(key, encode(&cart)?.as_slice())
-                .map_err(db_err)?;
+            carts.insert(key, encoded.as_slice()).map_err(db_err)?;
             Ok(WriteOutcome::Applied)
         })
         .await
@@ -311,37 +313,42 @@ impl Store for EmbeddedStore {
         order: &OrderRecord,
         expected_version: u64,
     ) -> StoreResult<WriteOutcome> {
-        let order = order.clone();
+        let (id, owner, active_now) = (order.id, order.owner.clone(), order.is_active());
+        let encoded = encode(order)?;
         self.write(move |txn| {
-            let key = order.id.0.as_u128();
+            let key = id.0.as_u128();
             let mut orders = txn.open_table(ORDERS).map_err(db_err)?;
             let previous = match orders.get(key).map_err(db_err)? {
-                Some(stored) => Some(decode::<OrderRecord>(
-                    stored.value(),
-                    "order",
-                    &order.id.to_string(),
-                )?),
+                Some(stored) => {
+                    let head: OrderHead = decode(stored.value(), "order", &id.to_string())?;
+                    Some((head.version, head.owner.into_owned()))
+                }
                 None => None,
             };
-            if previous.as_ref().map_or(0, |o| o.version) != expected_version {
+            if previous.as_ref().map_or(0, |(version, _)| *version) != expected_version {
                 return Ok(WriteOutcome::Conflict);
             }
-            let encoded = encode(&order)?;
             let mut user_orders = txn.open_table(USER_ORDERS).map_err(db_err)?;
             let mut active = txn.open_table(ACTIVE_ORDERS).map_err(db_err)?;
             orders.insert(key, encoded.as_slice()).map_err(db_err)?;
-            // The owner never changes in practice; if it did, the old listing entry must go.
-            if let Some(previous) = &previous
-                && previous.owner != order.owner
-            {
-                user_orders
-                    .remove((previous.owner.0.as_str(), key))
-                    .map_err(db_err)?;
+            match &previous {
+                Some((_, previous_owner)) if previous_owner == &owner.0 => {}
+                Some((_, previous_owner)) => {
+                    // The owner never changes in practice; if it did, the old entry must go.
+                    user_orders
+                        .remove((previous_owner.as_str(), key))
+                        .map_err(db_err)?;
+                    user_orders
+                        .insert((owner.0.as_str(), key), ())
+                        .map_err(db_err)?;
+                }
+                None => {
+                    user_orders
+                        .insert((owner.0.as_str(), key), ())
+                        .map_err(db_err)?;
+                }
             }
-            user_orders
-                .insert((order.owner.0.as_str(), key), ())
-                .map_err(db_err)?;
-            if order.is_active() {
+            if active_now {
                 active.insert(key, ()).map_err(db_err)?;
             } else {
                 active.remove(key).map_err(db_err)?;
@@ -705,8 +712,27 @@ fn encode(value: &impl Serialize) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::Unavailable(format!("cannot encode: {e}")))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str, key: &str) -> StoreResult<T> {
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str, key: &str) -> StoreResult<T> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what} {key}: {e}")))
+}
+
+/// The `version` of a stored record, read without decoding the rest of it (the writer
+/// thread checks one per conditional write).
+#[derive(Deserialize)]
+struct VersionHead {
+    version: u64,
+}
+
+fn stored_version(bytes: &[u8], what: &str, key: &str) -> StoreResult<u64> {
+    decode::<VersionHead>(bytes, what, key).map(|head| head.version)
+}
+
+/// What a conditional order write needs of the stored order.
+#[derive(Deserialize)]
+struct OrderHead<'a> {
+    version: u64,
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
 }
 
 #[cfg(test)]
