@@ -1,6 +1,7 @@
 //! JWT authentication: the verifier built once from config, and the extractors that hand
 //! handlers an authenticated `User` (or `Admin`). Only the configured algorithm family is
 //! accepted, `exp` is required and checked against the shared clock; never trust the header.
+//! Claims are read as RFC 7519 writes them: `aud` a string or an array, `exp` any number.
 
 use crate::config::{JwtConfig, JwtKey};
 use crate::error::AppError;
@@ -15,19 +16,32 @@ use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The claims Kassa reads (and `kassa token` writes).
-#[derive(Debug, Serialize, Deserialize)]
+/// The claims Kassa reads. `iss` and `aud` are checked by jsonwebtoken's `Validation`, which
+/// takes either as a string or an array, so they are not read here.
+#[derive(Debug, Deserialize)]
 pub struct Claims {
     pub sub: String,
-    pub exp: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A NumericDate: seconds since the epoch, possibly fractional (`1700000000.5`).
+    pub exp: f64,
+    #[serde(default)]
     pub email: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub roles: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+}
+
+/// The claims `kassa token` writes: whole seconds, `aud` as a single string.
+#[derive(Debug, Serialize)]
+struct MintedClaims<'a> {
+    sub: &'a str,
+    exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a str>,
 }
 
 /// The caller, as proven by a valid token.
@@ -109,7 +123,8 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| AppError::InvalidToken(e.to_string()))?;
         let claims = data.claims;
-        if claims.exp <= self.clock.now().unix_timestamp() {
+        let now = (self.clock.now() - time::OffsetDateTime::UNIX_EPOCH).as_seconds_f64();
+        if claims.exp <= now {
             return Err(AppError::InvalidToken("the token has expired".into()));
         }
         if claims.sub.trim().is_empty() {
@@ -168,17 +183,13 @@ pub fn mint(
         }
     };
     let ttl = i64::try_from(req.ttl.as_secs()).unwrap_or(i64::MAX / 2);
-    let claims = Claims {
-        sub: req.sub.to_string(),
+    let claims = MintedClaims {
+        sub: req.sub,
         exp: clock.now().unix_timestamp().saturating_add(ttl),
-        email: req.email.map(str::to_string),
-        roles: if req.admin {
-            vec!["admin".into()]
-        } else {
-            Vec::new()
-        },
-        iss: config.issuer.clone(),
-        aud: config.audience.clone(),
+        email: req.email,
+        roles: if req.admin { vec!["admin"] } else { Vec::new() },
+        iss: config.issuer.as_deref(),
+        aud: config.audience.as_deref(),
     };
     Ok(jsonwebtoken::encode(
         &Header::new(algorithm),
@@ -259,6 +270,57 @@ mod tests {
         manual.advance(time::Duration::hours(2));
         assert!(matches!(auth.verify(&t), Err(AppError::InvalidToken(_))));
         assert!(clock.now() > manual.now() - time::Duration::seconds(1));
+    }
+
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"test-secret"),
+        )
+        .expect("sign")
+    }
+
+    #[test]
+    fn an_audience_may_be_an_array_holding_ours() {
+        let clock: SharedClock = Arc::new(ManualClock::starting_now());
+        let exp = clock.now().unix_timestamp() + 600;
+        let open = Authenticator::new(&config(), clock.clone()).expect("auth");
+        let listed = signed(serde_json::json!({"sub": "a", "exp": exp, "aud": ["kassa", "other"]}));
+        assert!(open.verify(&listed).is_ok(), "no audience configured");
+        let checked = Authenticator::new(
+            &JwtConfig {
+                audience: Some("kassa".into()),
+                ..config()
+            },
+            clock,
+        )
+        .expect("auth");
+        assert!(checked.verify(&listed).is_ok());
+        let single = signed(serde_json::json!({"sub": "a", "exp": exp, "aud": "kassa"}));
+        assert!(checked.verify(&single).is_ok());
+        let others = signed(serde_json::json!({"sub": "a", "exp": exp, "aud": ["x", "y"]}));
+        assert!(matches!(
+            checked.verify(&others),
+            Err(AppError::InvalidToken(_))
+        ));
+    }
+
+    #[test]
+    fn a_fractional_exp_is_honoured_to_the_fraction() {
+        let manual = ManualClock::starting_now();
+        let clock: SharedClock = Arc::new(manual.clone());
+        let auth = Authenticator::new(&config(), clock.clone()).expect("auth");
+        let now = (clock.now() - time::OffsetDateTime::UNIX_EPOCH).as_seconds_f64();
+        let token = signed(serde_json::json!({"sub": "a", "exp": now + 1.5}));
+        assert!(auth.verify(&token).is_ok());
+        manual.advance(time::Duration::milliseconds(1400));
+        assert!(auth.verify(&token).is_ok(), "0.1 s left");
+        manual.advance(time::Duration::milliseconds(200));
+        assert!(matches!(
+            auth.verify(&token),
+            Err(AppError::InvalidToken(_))
+        ));
     }
 
     #[test]

@@ -282,3 +282,68 @@ async fn kassa_jwt_secret_from_the_environment_is_used_as_its_exact_bytes() {
         app.stop().await;
     }
 }
+
+#[actix_web::test]
+async fn an_audience_array_holding_ours_is_accepted() {
+    let app = spawn_app_with(|raw| raw.jwt_audience = Some("kassa".into())).await;
+    let secret = EncodingKey::from_secret(b"integration-test-secret");
+    let exp = in_an_hour(&app);
+    let listed = sign(
+        Algorithm::HS256,
+        &secret,
+        json!({"sub": "a", "exp": exp, "aud": ["kassa", "other"]}),
+    );
+    assert_eq!(
+        post_cart(&app, Some(&format!("Bearer {listed}")))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let others = sign(
+        Algorithm::HS256,
+        &secret,
+        json!({"sub": "a", "exp": exp, "aud": ["other", "more"]}),
+    );
+    assert_invalid_token(post_cart(&app, Some(&format!("Bearer {others}"))).await).await;
+    app.stop().await;
+
+    let app = spawn_app().await;
+    let listed = sign(
+        Algorithm::HS256,
+        &secret,
+        json!({"sub": "a", "exp": in_an_hour(&app), "aud": ["kassa", "other"]}),
+    );
+    assert_eq!(
+        post_cart(&app, Some(&format!("Bearer {listed}")))
+            .await
+            .status(),
+        StatusCode::CREATED,
+        "no audience configured: aud is not checked"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_fractional_exp_is_a_valid_numeric_date() {
+    let app = spawn_app().await;
+    let secret = EncodingKey::from_secret(b"integration-test-secret");
+    let now = in_an_hour(&app) as f64 - 3600.0;
+    let fresh = sign(
+        Algorithm::HS256,
+        &secret,
+        json!({"sub": "a", "exp": now + 3600.5}),
+    );
+    assert_eq!(
+        post_cart(&app, Some(&format!("Bearer {fresh}")))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let stale = sign(
+        Algorithm::HS256,
+        &secret,
+        json!({"sub": "a", "exp": now - 0.5}),
+    );
+    assert_invalid_token(post_cart(&app, Some(&format!("Bearer {stale}"))).await).await;
+    app.stop().await;
+}
