@@ -104,6 +104,50 @@ async fn malformed_and_unknown_webhooks_are_refused_after_verification() {
     app.stop().await;
 }
 
+/// `v1,<base64 HMAC-SHA256 over "{id}.{timestamp}." and the raw bytes>`, computed here
+/// from the spec rather than with a library that only signs UTF-8.
+fn sign_bytes(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64
+        .decode(secret.trim_start_matches("whsec_"))
+        .expect("base64 key");
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    format!("v1,{}", b64.encode(hmac_sha256::HMAC::mac(&signed, &key)))
+}
+
+#[actix_web::test]
+async fn a_signed_body_that_is_not_utf8_is_400_invalid_json_and_unsigned_it_is_401() {
+    let app = spawn_app().await;
+    let now = app.now();
+    let body: &[u8] = b"{\"orderId\": \"\xff\xfe\"}";
+    let post = |signature: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.url("/webhook/payment-status"))
+            .header("content-type", "application/json")
+            .header("webhook-id", "msg_bytes")
+            .header("webhook-timestamp", now.to_string())
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("webhook-signature", signature);
+        }
+        request.send()
+    };
+    let signed = post(Some(sign_bytes(WEBHOOK_SECRET, "msg_bytes", now, body)))
+        .await
+        .expect("request");
+    assert_error(signed, StatusCode::BAD_REQUEST, "invalid_json").await;
+    let forged = post(Some(sign_bytes(FORGED_SECRET, "msg_bytes", now, body)))
+        .await
+        .expect("request");
+    assert_error(forged, StatusCode::UNAUTHORIZED, "invalid_signature").await;
+    let unsigned = post(None).await.expect("request");
+    assert_error(unsigned, StatusCode::UNAUTHORIZED, "invalid_signature").await;
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn duplicate_and_reordered_webhooks_have_one_effect() {
     let app = spawn_app().await;
