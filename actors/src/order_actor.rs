@@ -319,7 +319,10 @@ impl Actor for OrderActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.services.actors.mailbox_capacity);
-        self.load(ctx);
+        // A checkout's fresh order id has nothing stored: no read needed.
+        if !self.membership.is_new() {
+            self.load(ctx);
+        }
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {

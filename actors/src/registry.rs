@@ -73,11 +73,17 @@ pub enum AskError {
 pub struct Membership<A: KeyedActor> {
     key: A::Key,
     live: Arc<DashMap<A::Key, Addr<A>>>,
+    new: bool,
 }
 
 impl<A: KeyedActor> Membership<A> {
     pub fn key(&self) -> &A::Key {
         &self.key
+    }
+
+    /// Started by `Registry::ask_new`: the key has nothing stored, so there is nothing to load.
+    pub fn is_new(&self) -> bool {
+        self.new
     }
 
     /// Removes this actor from the registry (only if the entry is still this actor), so the
@@ -129,6 +135,10 @@ impl<A: KeyedActor> Registry<A> {
 
     /// The live actor for `key`, started on its arbiter if there is none (atomic per key).
     pub fn addr(&self, key: &A::Key) -> Addr<A> {
+        self.addr_or_start(key, false)
+    }
+
+    fn addr_or_start(&self, key: &A::Key, new: bool) -> Addr<A> {
         if let Some(addr) = self.live.get(key).filter(|a| a.connected()) {
             return addr.clone();
         }
@@ -138,13 +148,13 @@ impl<A: KeyedActor> Registry<A> {
             .entry(key.clone())
             .and_modify(|addr| {
                 if !addr.connected() {
-                    *addr = self.start(key);
+                    *addr = self.start(key, new);
                     started = true;
                 }
             })
             .or_insert_with(|| {
                 started = true;
-                self.start(key)
+                self.start(key, new)
             })
             .clone();
         if started {
@@ -154,10 +164,11 @@ impl<A: KeyedActor> Registry<A> {
         addr
     }
 
-    fn start(&self, key: &A::Key) -> Addr<A> {
+    fn start(&self, key: &A::Key, new: bool) -> Addr<A> {
         let membership = Membership {
             key: key.clone(),
             live: self.live.clone(),
+            new,
         };
         let spawn = self.spawn.clone();
         A::start_in_arbiter(&self.pool.arbiter_for(key), move |_| spawn(membership))
@@ -173,9 +184,32 @@ impl<A: KeyedActor> Registry<A> {
         A: Handler<M>,
         A::Context: ToEnvelope<A, M>,
     {
+        self.ask_started(key, msg, false).await
+    }
+
+    /// `ask` for a key the caller just generated (a fresh UUID), so nothing can be stored
+    /// under it: the actor it starts skips loading (`Membership::is_new`). Retries after the
+    /// actor stopped start it the ordinary way.
+    pub async fn ask_new<M>(&self, key: &A::Key, msg: M) -> Result<M::Result, AskError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        self.ask_started(key, msg, true).await
+    }
+
+    async fn ask_started<M>(&self, key: &A::Key, msg: M, new: bool) -> Result<M::Result, AskError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
         let started = std::time::Instant::now();
-        for _ in 0..3 {
-            let addr = self.addr(key);
+        for attempt in 0..3 {
+            let addr = self.addr_or_start(key, new && attempt == 0);
             match tokio::time::timeout(self.ask_timeout, addr.send(msg.clone())).await {
                 Ok(Ok(answer)) => {
                     metrics::histogram!("kassa_actor_ask_seconds", "kind" => A::KIND)

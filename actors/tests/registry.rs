@@ -217,3 +217,50 @@ async fn an_ask_to_a_full_mailbox_is_overloaded_not_queued_forever() {
     let answer = h.products.ask(&s, GetProduct).await;
     assert_eq!(answer, Ok(Ok(None)));
 }
+
+/// Reports how its registry started it.
+struct Probe {
+    membership: kassa_actors::registry::Membership<Probe>,
+}
+
+impl actix::Actor for Probe {
+    type Context = actix::Context<Self>;
+}
+
+impl kassa_actors::registry::KeyedActor for Probe {
+    type Key = OrderId;
+    const KIND: &'static str = "probe";
+}
+
+#[derive(Clone, actix::Message)]
+#[rtype(result = "bool")]
+struct StartedNew;
+
+impl actix::Handler<StartedNew> for Probe {
+    type Result = bool;
+
+    fn handle(&mut self, _: StartedNew, _: &mut Self::Context) -> bool {
+        self.membership.is_new()
+    }
+}
+
+#[actix_rt::test]
+async fn ask_new_starts_an_actor_that_knows_nothing_is_stored_and_ask_does_not() {
+    let pool = std::sync::Arc::new(kassa_actors::registry::ActorPool::new(1));
+    let probes = kassa_actors::registry::Registry::new(pool, StdDuration::from_secs(5), |m| {
+        Probe { membership: m }
+    });
+    let (fresh, existing) = (OrderId::new(), OrderId::new());
+    assert_eq!(probes.ask_new(&fresh, StartedNew).await, Ok(true));
+    assert_eq!(
+        probes.ask(&fresh, StartedNew).await,
+        Ok(true),
+        "the live actor keeps how it was started"
+    );
+    assert_eq!(probes.ask(&existing, StartedNew).await, Ok(false));
+    assert_eq!(
+        probes.ask_new(&existing, StartedNew).await,
+        Ok(false),
+        "a live actor is used as it is"
+    );
+}

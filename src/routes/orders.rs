@@ -380,6 +380,7 @@ async fn place(
     user: &User,
     checkout: Checkout,
 ) -> Result<CheckoutResponse, AppError> {
+    // Fresh, so nothing is stored under it: its actor starts without reading the store.
     let order_id = OrderId::new();
     let msg = PlaceOrder {
         user: user.id.clone(),
@@ -387,7 +388,7 @@ async fn place(
         shipping: checkout.shipping,
         email: checkout.email,
     };
-    match state.orders.ask(&order_id, msg).await? {
+    match state.orders.ask_new(&order_id, msg).await? {
         Ok(Placed::New(order)) => Ok(CheckoutResponse::from(order.as_ref())),
         Ok(Placed::Existing(existing)) => {
             let viewer = GetOrder {
