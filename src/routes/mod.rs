@@ -131,8 +131,9 @@ async fn method_not_allowed() -> HttpResponse {
 }
 
 /// Every request: a request id (from `X-Request-Id` or a new one, echoed in the response), a
-/// tracing span carrying it, and the request counted and timed by method, route template and
-/// status class (never the raw path: label cardinality stays bounded).
+/// tracing span carrying it with the method and path, and the request counted and timed by
+/// method, route template and status class (never the raw path: label cardinality stays
+/// bounded).
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -145,9 +146,14 @@ pub async fn observe(
         .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
     let method = req.method().to_string();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    let span = tracing::info_span!("request", request_id = %request_id, %method, path = req.path());
     let mut response = next.call(req).instrument(span.clone()).await?;
+    // Asked after routing, the template comes from the matched resource; asked before, it
+    // would match every pattern again.
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response
             .headers_mut()
