@@ -31,7 +31,14 @@ const MAX_PAGE: i64 = 100;
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutResponse {
     pub order_id: Uuid,
+    // Both payment fields are always `Some` (`of` answers only for an order whose payment is
+    // open) and documented as required strings; they stay `Option`s in Rust because
+    // benches/checkout_json.rs builds one that way.
+    /// Where the shopper pays (the gateway's hosted page).
+    #[schema(value_type = String)]
     pub payment_url: Option<String>,
+    /// The gateway's token for this payment (for an embedded payment form).
+    #[schema(value_type = String)]
     pub payment_token: Option<String>,
     /// `pending_payment`.
     pub status: String,
@@ -42,17 +49,19 @@ pub struct CheckoutResponse {
     pub expires_at: OffsetDateTime,
 }
 
-impl From<&OrderRecord> for CheckoutResponse {
-    fn from(o: &OrderRecord) -> Self {
-        Self {
+impl CheckoutResponse {
+    /// The answer for an order whose payment is open; `None` before the gateway answered.
+    fn of(o: &OrderRecord) -> Option<Self> {
+        let payment = o.payment.as_ref()?;
+        Some(Self {
             order_id: o.id.0,
-            payment_url: o.payment.as_ref().map(|p| p.payment_url.clone()),
-            payment_token: o.payment.as_ref().map(|p| p.token.clone()),
+            payment_url: Some(payment.payment_url.clone()),
+            payment_token: Some(payment.token.clone()),
             status: o.status.as_str().to_string(),
             total: o.total,
             currency: o.currency.code().to_string(),
             expires_at: o.expires_at,
-        }
+        })
     }
 }
 
@@ -389,7 +398,11 @@ async fn place(
         email: checkout.email,
     };
     match state.orders.ask_new(&order_id, msg).await? {
-        Ok(Placed::New(order)) => Ok(CheckoutResponse::from(order.as_ref())),
+        Ok(Placed::New(order)) => CheckoutResponse::of(&order).ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "order {order_id} was placed without a payment"
+            ))
+        }),
         Ok(Placed::Existing(existing)) => {
             let viewer = GetOrder {
                 viewer: Some(user.id.clone()),
@@ -398,8 +411,9 @@ async fn place(
             // Not found means its checkout died before storing the order (a crash); the
             // lock then lapses at its expiry, like the order would have.
             let order = state.orders.ask(&existing, viewer).await?.ok();
-            if let Some(order) = order.filter(|o| o.status == OrderStatus::PendingPayment) {
-                Ok(CheckoutResponse::from(&order))
+            let pending = order.filter(|o| o.status == OrderStatus::PendingPayment);
+            if let Some(answer) = pending.as_ref().and_then(CheckoutResponse::of) {
+                Ok(answer)
             } else {
                 Err(AppError::Conflict {
                     code: "cart_locked",
@@ -480,9 +494,13 @@ pub async fn get_order(
     Ok(HttpResponse::Ok().json(OrderResponse::from(order)))
 }
 
+/// `?limit=&cursor=`, both optional. `limit` is read as text so that a bad one is a 422
+/// naming it, and documented as the integer it must be.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// 1..=100, default 20.
+    /// Orders per page: 1..=100, default 20.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
     pub limit: Option<String>,
     /// The previous page's `nextCursor`.
     pub cursor: Option<String>,

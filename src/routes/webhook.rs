@@ -115,6 +115,7 @@ fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<Stri
         (status = 400, body = ErrorBody, description = "invalid_json or invalid_payload"),
         (status = 401, body = ErrorBody, description = "invalid_signature"),
         (status = 404, body = ErrorBody, description = "order_not_found"),
+        (status = 413, body = ErrorBody, description = "payload_too_large: the body is over 64 KiB"),
         (status = 503, body = ErrorBody),
     )
 )]

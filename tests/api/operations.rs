@@ -2,6 +2,7 @@
 
 use crate::helpers::{assert_error, json_of, spawn_app};
 use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 #[actix_web::test]
 async fn healthz_and_readyz_answer_200_with_the_store_open() {
@@ -96,6 +97,146 @@ async fn openapi_document_describes_every_route_of_the_contract() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    app.stop().await;
+}
+
+async fn openapi_document(app: &crate::helpers::TestApp) -> Value {
+    let (status, doc) = json_of(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    doc
+}
+
+/// API.md's table of operations: the success status, then every error it names, plus the
+/// conventions (401 where a token is needed, 400/413/415 where a JSON body is read).
+const CONTRACT: [(&str, &str, u16, &[u16]); 15] = [
+    ("/healthz", "get", 200, &[]),
+    ("/readyz", "get", 200, &[503]),
+    ("/metrics", "get", 200, &[]),
+    ("/openapi.json", "get", 200, &[]),
+    (
+        "/api/admin/products/{sku}",
+        "put",
+        200,
+        &[400, 401, 403, 413, 415, 422],
+    ),
+    ("/api/admin/products/{sku}", "delete", 204, &[401, 403, 404]),
+    ("/api/products/{sku}", "get", 200, &[404]),
+    ("/api/carts", "post", 201, &[401]),
+    ("/api/carts/{cartId}", "get", 200, &[401, 404]),
+    (
+        "/api/carts/{cartId}/items/{sku}",
+        "put",
+        200,
+        &[400, 401, 404, 409, 413, 415, 422],
+    ),
+    (
+        "/api/carts/{cartId}/items/{sku}",
+        "delete",
+        200,
+        &[401, 404, 409],
+    ),
+    (
+        "/api/orders",
+        "post",
+        200,
+        &[400, 401, 404, 409, 413, 415, 422, 502, 503],
+    ),
+    ("/api/orders/{orderId}", "get", 200, &[401, 404]),
+    ("/api/orders", "get", 200, &[401, 422]),
+    (
+        "/webhook/payment-status",
+        "post",
+        200,
+        &[400, 401, 404, 413],
+    ),
+];
+
+#[actix_web::test]
+async fn openapi_lists_the_contracts_status_codes_for_every_operation() {
+    let app = spawn_app().await;
+    let doc = openapi_document(&app).await;
+    for (path, method, success, errors) in CONTRACT {
+        let responses = doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} has no responses"));
+        let successes: Vec<&str> = responses
+            .keys()
+            .map(String::as_str)
+            .filter(|code| code.starts_with('2'))
+            .collect();
+        assert_eq!(
+            successes,
+            [success.to_string()],
+            "{method} {path}: success status"
+        );
+        for code in errors {
+            assert!(
+                responses.contains_key(&code.to_string()),
+                "{method} {path} does not document {code}"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn openapi_describes_the_order_list_query_and_the_checkout_answer_as_served() {
+    let app = spawn_app().await;
+    let doc = openapi_document(&app).await;
+    let parameters = doc["paths"]["/api/orders"]["get"]["parameters"]
+        .as_array()
+        .expect("GET /api/orders has parameters");
+    let parameter = |name: &str| {
+        parameters
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` parameter in {parameters:?}"))
+    };
+    assert_eq!(parameters.len(), 2, "{parameters:?}");
+    let limit = parameter("limit");
+    assert_eq!(limit["in"], "query", "{limit}");
+    assert_ne!(limit["required"], true, "{limit}");
+    assert_eq!(limit["schema"]["type"], "integer", "{limit}");
+    assert_eq!(limit["schema"]["minimum"], 1, "{limit}");
+    assert_eq!(limit["schema"]["maximum"], 100, "{limit}");
+    let cursor = parameter("cursor");
+    assert_eq!(cursor["in"], "query", "{cursor}");
+    assert_ne!(cursor["required"], true, "{cursor}");
+    assert_eq!(cursor["schema"]["type"], "string", "{cursor}");
+
+    let checkout = &doc["components"]["schemas"]["CheckoutResponse"];
+    let required: Vec<&str> = checkout["required"]
+        .as_array()
+        .expect("required fields")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for field in [
+        "orderId",
+        "paymentUrl",
+        "paymentToken",
+        "status",
+        "total",
+        "currency",
+        "expiresAt",
+    ] {
+        assert!(
+            required.contains(&field),
+            "{field} not required: {checkout}"
+        );
+        assert_ne!(
+            checkout["properties"][field]["type"],
+            json!(["string", "null"]),
+            "{field} is never null: {checkout}"
+        );
+    }
     app.stop().await;
 }
 
