@@ -290,7 +290,6 @@ fn build_gateway(
                     public_base_url: join_url(&config.public_url, "/sandbox"),
                     retry_initial: Duration::from_millis(500),
                     retry_max: Duration::from_secs(60),
-                    max_attempts: 25,
                 },
                 clock,
             );

@@ -510,7 +510,6 @@ async fn a_webhook_is_redelivered_with_the_same_id_and_a_fresh_signature_until_a
             public_base_url: format!("http://127.0.0.1:{port}/sandbox"),
             retry_initial: Duration::from_millis(300),
             retry_max: Duration::from_millis(600),
-            max_attempts: 5,
         },
         Arc::new(clock.clone()),
     );

@@ -1,6 +1,7 @@
 //! The built-in sandbox payment gateway: payments live in memory, a hosted page lets the
 //! shopper pay or decline, and each decision is delivered to `callbackUrl` as a Standard
-//! Webhooks-signed event, retried with backoff until a 2xx. No money ever moves.
+//! Webhooks-signed event, retried with capped backoff until a 2xx, however long that takes
+//! (only the process stopping ends it). No money ever moves.
 
 use super::http::describe;
 use crate::error::{AppError, json_error};
@@ -43,21 +44,18 @@ pub struct SandboxSettings {
     pub public_base_url: String,
     /// The wait before the second delivery attempt; it doubles after each failure.
     pub retry_initial: Duration,
-    /// The longest wait between two attempts.
+    /// The longest wait between two attempts; delivery never gives up.
     pub retry_max: Duration,
-    /// Delivery attempts per event before giving up.
-    pub max_attempts: u32,
 }
 
 impl SandboxSettings {
-    /// Delivery retried from 500 ms doubling up to 60 s, 25 attempts (about 18 minutes).
+    /// Delivery retried from 500 ms doubling up to one attempt a minute, until a 2xx.
     pub fn new(webhook_secret: impl Into<String>, public_base_url: impl Into<String>) -> Self {
         Self {
             webhook_secret: webhook_secret.into(),
             public_base_url: public_base_url.into(),
             retry_initial: Duration::from_millis(500),
             retry_max: Duration::from_secs(60),
-            max_attempts: 25,
         }
     }
 }
@@ -362,12 +360,13 @@ enum Attempt {
     Unreachable(reqwest::Error),
 }
 
-/// Posts the event until the receiver answers 2xx or the attempts run out; each attempt is
+/// Posts the event until the receiver answers 2xx, as API.md promises: there is no attempt
+/// limit, only the capped backoff, and the task ends with the process. Each attempt is
 /// signed afresh with the clock's current time.
 async fn deliver(inner: Arc<Inner>, event: WebhookEvent) {
     let settings = &inner.settings;
     let mut waits = retry_waits(settings.retry_initial, settings.retry_max);
-    for attempt in 1..=settings.max_attempts.max(1) {
+    for attempt in 1_u64.. {
         let outcome = match attempt_delivery(&inner, &event).await {
             Ok(outcome) => outcome,
             Err(e) => {
@@ -394,17 +393,9 @@ async fn deliver(inner: Arc<Inner>, event: WebhookEvent) {
             error = %problem,
             "sandbox webhook delivery failed"
         );
-        if attempt < settings.max_attempts {
-            let wait = waits.next().unwrap_or(settings.retry_max);
-            tokio::time::sleep(wait).await;
-        }
+        let wait = waits.next().unwrap_or(settings.retry_max);
+        tokio::time::sleep(wait).await;
     }
-    tracing::error!(
-        webhook_id = %event.id,
-        payment_id = %event.payment_id,
-        attempts = settings.max_attempts,
-        "sandbox webhook never delivered; giving up"
-    );
 }
 
 async fn attempt_delivery(

@@ -7,4 +7,5 @@ mod helpers;
 mod lifecycle;
 mod operations;
 mod orders;
+mod sandbox;
 mod webhooks;
