@@ -13,8 +13,8 @@ const REQUEST: &str = r#"{"cartId":"0192f7a4-6a53-7cc1-9b8e-3f1d2c4b5a69","shipp
 fn json(c: &mut Criterion) {
     let response = CheckoutResponse {
         order_id: uuid::Uuid::now_v7(),
-        payment_url: Some("http://127.0.0.1:8080/sandbox/pay/pay_0192f7a46a537cc19b8e".into()),
-        payment_token: Some("tok_3f1d2c4b5a690192f7a46a537cc1".into()),
+        payment_url: "http://127.0.0.1:8080/sandbox/pay/pay_0192f7a46a537cc19b8e".into(),
+        payment_token: "tok_3f1d2c4b5a690192f7a46a537cc1".into(),
         status: "pending_payment".into(),
         total: 5997,
         currency: "EUR".into(),

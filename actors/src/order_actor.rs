@@ -6,7 +6,7 @@
 
 use crate::cart::{BeginCheckout, CartActor, CartError, EndCheckout};
 use crate::clock::SharedClock;
-use crate::domain::{CartId, Currency, OrderId, Sku, UserId};
+use crate::domain::{CartId, Currency, MAX_TOTAL, OrderId, Sku, UserId};
 use crate::gateway::{PaymentRequest, PaymentState, SharedGateway};
 use crate::order::{Decision, OrderEvent, OrderStatus, decide};
 use crate::product::{Commit, CommitOutcome, ProductActor, Release, Reserve, ReserveOutcome};
@@ -93,6 +93,9 @@ pub enum OrderError {
     CartNotFound,
     #[error("the cart is empty")]
     CartEmpty,
+    /// The cart's total is above `domain::MAX_TOTAL`.
+    #[error("the cart's total is too large")]
+    TotalTooLarge,
     #[error("items not available or prices changed")]
     Conflicts(Vec<LineConflict>),
     /// The payment could not be initiated; the order is `failed`, stock and cart released.
@@ -239,12 +242,10 @@ impl OrderActor {
                 let pending = order.status == OrderStatus::PendingPayment;
                 let window_opens = order.expires_at - self.services.settings.reconcile_window;
                 let in_window = pending && window_opens <= now;
-                let wake_at = pending.then(|| {
-                    if in_window {
-                        order.expires_at
-                    } else {
-                        window_opens
-                    }
+                let wake_at = pending.then_some(if in_window {
+                    order.expires_at
+                } else {
+                    window_opens
                 });
                 (effects || in_window, wake_at)
             }
@@ -482,6 +483,13 @@ async fn place(svc: &Services, id: OrderId, msg: PlaceOrder) -> Result<OrderReco
             .await;
     };
 
+    // Carts are bounded (domain::MAX_TOTAL), so only a cart stored before those bounds
+    // can be refused here.
+    if cart.total().is_none_or(|t| t > MAX_TOTAL) {
+        unlock().await;
+        return Err((None, Err(OrderError::TotalTooLarge)));
+    }
+
     // 1. Reserve every line at once, all or nothing. Each SKU is its own actor, so the lines
     // share one round of group commits instead of one each, and every line is tried, so a
     // refusal lists every offending line.
@@ -538,10 +546,7 @@ async fn place(svc: &Services, id: OrderId, msg: PlaceOrder) -> Result<OrderReco
             unit_price: l.unit_price,
         })
         .collect();
-    let total = order_lines
-        .iter()
-        .map(|l| l.unit_price * i64::from(l.quantity))
-        .sum();
+    let total = crate::store::order_total(&order_lines).unwrap_or(MAX_TOTAL);
     // Version 0: not stored yet.
     let mut order = OrderRecord {
         id,

@@ -31,15 +31,10 @@ const MAX_PAGE: i64 = 100;
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutResponse {
     pub order_id: Uuid,
-    // Both payment fields are always `Some` (`of` answers only for an order whose payment is
-    // open) and documented as required strings; they stay `Option`s in Rust because
-    // benches/checkout_json.rs builds one that way.
     /// Where the shopper pays (the gateway's hosted page).
-    #[schema(value_type = String)]
-    pub payment_url: Option<String>,
+    pub payment_url: String,
     /// The gateway's token for this payment (for an embedded payment form).
-    #[schema(value_type = String)]
-    pub payment_token: Option<String>,
+    pub payment_token: String,
     /// `pending_payment`.
     pub status: String,
     pub total: i64,
@@ -55,8 +50,8 @@ impl CheckoutResponse {
         let payment = o.payment.as_ref()?;
         Some(Self {
             order_id: o.id.0,
-            payment_url: Some(payment.payment_url.clone()),
-            payment_token: Some(payment.token.clone()),
+            payment_url: payment.payment_url.clone(),
+            payment_token: payment.token.clone(),
             status: o.status.as_str().to_string(),
             total: o.total,
             currency: o.currency.code().to_string(),
@@ -435,6 +430,10 @@ fn order_error(e: OrderError) -> AppError {
         OrderError::CartEmpty => AppError::Unprocessable {
             code: "cart_empty",
             message: "the cart is empty".into(),
+        },
+        OrderError::TotalTooLarge => AppError::Unprocessable {
+            code: "total_too_large",
+            message: "the cart's total is above the largest order total".into(),
         },
         OrderError::Conflicts(lines) => AppError::Conflict {
             code: "cart_conflict",
