@@ -109,7 +109,7 @@ impl Application {
                 OrderActor::new(m, services.clone())
             })
         };
-        let webhook = standardwebhooks::Webhook::new(&config.webhook_secret)
+        let webhook_key = crate::routes::webhook::signing_key(&config.webhook_secret)
             .context("KASSA_WEBHOOK_SECRET")?;
         let authenticator = web::Data::new(Arc::new(
             Authenticator::new(&config.jwt, clock.clone()).context("KASSA_JWT_PUBLIC_KEY_FILE")?,
@@ -131,7 +131,7 @@ impl Application {
             orders,
             gateway,
             mailer,
-            webhook,
+            webhook_key,
             metrics: crate::telemetry::metrics_handle(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         });

@@ -23,8 +23,8 @@ pub struct AppState {
     pub gateway: SharedGateway,
     /// Drains the email outbox; flushed and stopped at shutdown.
     pub mailer: Arc<Mailer>,
-    /// Verifies payment webhooks (Standard Webhooks, `KASSA_WEBHOOK_SECRET`).
-    pub webhook: standardwebhooks::Webhook,
+    /// The HMAC key of payment webhooks: `KASSA_WEBHOOK_SECRET` after `whsec_`, decoded.
+    pub webhook_key: Vec<u8>,
     pub metrics: PrometheusHandle,
     /// Set when shutdown begins: /readyz answers 503 from then on.
     pub shutting_down: std::sync::atomic::AtomicBool,

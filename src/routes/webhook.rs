@@ -73,7 +73,7 @@ fn verify(state: &AppState, req: &HttpRequest, body: &[u8]) -> Result<String, Ap
     if (now - timestamp).abs() > TOLERANCE_SECONDS {
         return Err(invalid_signature("timestamp is more than 5 minutes off"));
     }
-    let expected = signature(&state.config.webhook_secret, id, timestamp, body)?;
+    let expected = signature(&state.webhook_key, id, timestamp, body);
     let expected = expected.as_bytes();
     let matches = signatures
         .split(' ')
@@ -89,18 +89,20 @@ fn verify(state: &AppState, req: &HttpRequest, body: &[u8]) -> Result<String, Ap
     }
 }
 
-/// The base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`, keyed by the bytes after `whsec_`.
-/// Over the raw body: one that is not UTF-8 still verifies (then fails as JSON), where
-/// standardwebhooks' own `sign` would refuse it as if the signature were wrong.
-fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, AppError> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let key = b64
+/// The HMAC key of a `whsec_<base64>` secret (decoded once, at start-up).
+pub fn signing_key(secret: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap_or(secret))
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("KASSA_WEBHOOK_SECRET: {e}")))?;
-    let mut mac = hmac_sha256::HMAC::new(&key);
+}
+
+/// The base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`. Over the raw body: one that is not
+/// UTF-8 still verifies (then fails as JSON), where standardwebhooks' own `sign` would refuse
+/// it as if the signature were wrong.
+fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = hmac_sha256::HMAC::new(key);
     mac.update(format!("{id}.{timestamp}."));
     mac.update(body);
-    Ok(b64.encode(mac.finalize()))
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize())
 }
 
 #[utoipa::path(
@@ -174,8 +176,12 @@ mod tests {
     fn the_signature_matches_standard_webhooks_for_utf8_bodies() {
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let body = br#"{"test": 2432232314}"#;
-        let ours =
-            signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).expect("signs");
+        let ours = signature(
+            &signing_key(secret).expect("key"),
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+        );
         let theirs = standardwebhooks::Webhook::new(secret)
             .expect("secret")
             .sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
