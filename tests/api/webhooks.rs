@@ -288,3 +288,38 @@ async fn a_wrong_currency_on_a_pending_order_releases_and_refunds() {
     assert_eq!(app.available("tee").await, 4, "alice's sale only");
     app.stop().await;
 }
+
+/// The webhook is answered at its commit point, but only once every effect has been handed
+/// to its actor: whatever the shopper reads next already shows the payment's effects.
+#[actix_web::test]
+async fn what_is_read_right_after_a_paid_webhook_shows_its_effects() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 100).await;
+    app.put_product("mug", 900, "EUR", 100).await;
+    for round in 0..20 {
+        let (alice, cart) = app.cart_with(&format!("alice{round}"), "tee", 1).await;
+        assert_eq!(
+            app.set_item(&alice, &cart, "mug", 2).await.status(),
+            StatusCode::OK
+        );
+        let checkout = app.place_order(&alice, &cart).await;
+        let id = checkout["orderId"].as_str().expect("id");
+        let paid = body(id, "Success", 3799, "EUR");
+        let webhook_id = format!("msg_effects_{round}");
+        let answer = app
+            .send_webhook(&webhook_id, app.now(), &paid, WEBHOOK_SECRET)
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK);
+
+        let (status, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cart_body["items"], json!([]), "round {round}: cart emptied");
+        assert_eq!(cart_body["locked"], false, "round {round}: cart unlocked");
+        assert_eq!(app.order(&alice, id).await["status"], "processing");
+    }
+    assert_eq!(app.available("tee").await, 80);
+    assert_eq!(app.available("mug").await, 60);
+    let emails = app.state().store.outbox_depth().await.expect("outbox");
+    assert_eq!(emails, 20, "one confirmation per paid order");
+    app.stop().await;
+}
