@@ -5,6 +5,7 @@
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
+use kassa_actors::ActorSettings;
 use rand::RngExt;
 use reqwest::Url;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -129,6 +130,9 @@ pub struct Config {
     pub smtp_password: Option<String>,
     pub mail_from: String,
     pub reservation_ttl: Duration,
+    /// Live actors of each kind (products, carts, orders) kept at most, give or take; the
+    /// oldest idle ones are stopped beyond it. Bounds memory whatever the catalog size.
+    pub max_live_actors: usize,
     pub scylla: ScyllaOptions,
     pub log: String,
     pub log_format: LogFormat,
@@ -151,6 +155,7 @@ impl std::fmt::Debug for Config {
             .field("gateway", &self.gateway)
             .field("mail_from", &self.mail_from)
             .field("reservation_ttl", &self.reservation_ttl)
+            .field("max_live_actors", &self.max_live_actors)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
             .finish_non_exhaustive()
@@ -197,6 +202,8 @@ pub struct RawConfig {
     pub mail_from: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub reservation_ttl: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub max_live_actors: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub scylla_replication: Option<String>,
     #[serde(deserialize_with = "stringish")]
@@ -448,6 +455,15 @@ impl Config {
                     )
                 })?,
         };
+        let max_live_actors = match non_empty(raw.max_live_actors) {
+            None => ActorSettings::default().max_live,
+            Some(s) => s.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError::new(
+                    "max_live_actors",
+                    format!("expected a positive number of actors such as `50000`, got `{s}`"),
+                )
+            })?,
+        };
         let scylla = ScyllaOptions {
             replication: parse_replication(non_empty(raw.scylla_replication).as_deref())?,
             consistency: parse_consistency(non_empty(raw.scylla_consistency).as_deref())?,
@@ -495,6 +511,7 @@ impl Config {
             smtp_password,
             mail_from,
             reservation_ttl,
+            max_live_actors,
             scylla,
             log,
             log_format,
@@ -785,6 +802,14 @@ mod tests {
         assert_eq!(err.key, "KASSA_LISTEN");
         let err = raw(&[("data_dir", data), ("reservation_ttl", "soon")]).expect_err("bad ttl");
         assert_eq!(err.key, "KASSA_RESERVATION_TTL");
+        for bad in ["0", "-5", "lots"] {
+            let err = raw(&[("data_dir", data), ("max_live_actors", bad)]).expect_err("bad cap");
+            assert_eq!(err.key, "KASSA_MAX_LIVE_ACTORS");
+        }
+        let capped = raw(&[("data_dir", data), ("max_live_actors", "1234")]).expect("cap");
+        assert_eq!(capped.max_live_actors, 1234);
+        let default = raw(&[("data_dir", data)]).expect("defaults");
+        assert_eq!(default.max_live_actors, 50_000);
         let err = raw(&[("data_dir", data), ("store", "mysql://x")]).expect_err("bad store");
         assert_eq!(err.key, "KASSA_STORE");
         for (key, value) in [

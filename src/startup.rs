@@ -50,7 +50,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        Self::build_with(config, Arc::new(SystemClock), ActorSettings::default()).await
+        let settings = ActorSettings {
+            max_live: config.max_live_actors,
+            ..ActorSettings::default()
+        };
+        Self::build_with(config, Arc::new(SystemClock), settings).await
     }
 
     /// Builds with an explicit clock and actor tuning (tests move time and shorten idles).
@@ -77,15 +81,19 @@ impl Application {
         let pool = Arc::new(ActorPool::new(threads));
         let products = {
             let (store, clock, settings) = (store.clone(), clock.clone(), settings.clone());
+            let max_live = settings.max_live;
             Registry::new(pool.clone(), ASK_TIMEOUT, move |m| {
                 ProductActor::new(m, store.clone(), clock.clone(), settings.clone())
             })
+            .with_max_live(max_live)
         };
         let carts = {
             let (store, clock, settings) = (store.clone(), clock.clone(), settings.clone());
+            let max_live = settings.max_live;
             Registry::new(pool.clone(), ASK_TIMEOUT, move |m| {
                 CartActor::new(m, store.clone(), clock.clone(), settings.clone())
             })
+            .with_max_live(max_live)
         };
         let (gateway, sandbox) = build_gateway(&config, clock.clone())?;
         let orders = {
@@ -108,6 +116,7 @@ impl Application {
             Registry::new(pool.clone(), ORDER_ASK_TIMEOUT, move |m| {
                 OrderActor::new(m, services.clone())
             })
+            .with_max_live(settings.max_live)
         };
         let webhook_key = crate::routes::webhook::signing_key(&config.webhook_secret)
             .context("KASSA_WEBHOOK_SECRET")?;

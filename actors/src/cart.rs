@@ -7,7 +7,7 @@ use crate::clock::SharedClock;
 use crate::domain::{
     CartId, Currency, MAX_CART_LINES, MAX_TOTAL, OrderId, ProductInfo, Quantity, Sku, UserId,
 };
-use crate::registry::{KeyedActor, Membership, PassivateIfIdle};
+use crate::registry::{Evict, KeyedActor, Membership, PassivateIfIdle};
 use crate::store::{CartLine, CartRecord, SharedStore, WriteOutcome};
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
@@ -453,6 +453,18 @@ impl Handler<PassivateIfIdle> for CartActor {
 
     fn handle(&mut self, _: PassivateIfIdle, ctx: &mut Context<Self>) {
         if self.clock.now() - self.last_active >= self.settings.idle_after {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Evict> for CartActor {
+    type Result = ();
+
+    /// Handled between messages (every cart write is atomic in the mailbox), so nothing
+    /// of this cart is in flight.
+    fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
+        if self.clock.now() - self.last_active >= self.settings.evict_after {
             ctx.stop();
         }
     }

@@ -33,6 +33,11 @@ pub enum ActorError {
 pub struct ActorSettings {
     /// Stop after this long without a message (passivation).
     pub idle_after: Duration,
+    /// At most this many live actors of each kind, give or take: beyond it, the longest-lived
+    /// ones idle for `evict_after` are stopped (they reload from the store when next asked).
+    pub max_live: usize,
+    /// How long an actor must have been idle before the cap may stop it.
+    pub evict_after: Duration,
     pub mailbox_capacity: usize,
     /// An unsettled reservation is dropped this long after it expired (its order was lost).
     pub orphan_grace: Duration,
@@ -45,6 +50,8 @@ impl Default for ActorSettings {
     fn default() -> Self {
         Self {
             idle_after: Duration::minutes(5),
+            max_live: 50_000,
+            evict_after: Duration::seconds(1),
             mailbox_capacity: 4096,
             orphan_grace: Duration::hours(1),
             committed_retention: Duration::days(7),

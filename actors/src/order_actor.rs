@@ -10,7 +10,7 @@ use crate::domain::{CartId, Currency, MAX_TOTAL, OrderId, Sku, UserId};
 use crate::gateway::{PaymentRequest, PaymentState, SharedGateway};
 use crate::order::{Decision, OrderEvent, OrderStatus, decide};
 use crate::product::{Commit, CommitOutcome, ProductActor, Release, Reserve, ReserveOutcome};
-use crate::registry::{AskError, KeyedActor, Membership, PassivateIfIdle, Registry};
+use crate::registry::{AskError, Evict, KeyedActor, Membership, PassivateIfIdle, Registry};
 use crate::store::{
     Effect, EmailKind, OrderLine, OrderRecord, OutboxEmail, PaymentRef, SharedStore,
     ShippingDetails, StatusChange, WriteOutcome,
@@ -425,6 +425,19 @@ impl Handler<OrderTick> for OrderActor {
         // A tick is housekeeping: it does not keep an idle order alive.
         self.last_active = last_active;
         answer
+    }
+}
+
+impl Handler<Evict> for OrderActor {
+    type Result = ();
+
+    /// Only a settled order may go: an active one keeps its timers.
+    fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
+        let idle = self.services.clock.now() - self.last_active >= self.services.actors.evict_after;
+        let active = self.order.as_ref().is_some_and(OrderRecord::is_active);
+        if idle && !active {
+            ctx.stop();
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::clock::SharedClock;
 use crate::domain::{Currency, OrderId, ProductInfo, Sku};
-use crate::registry::{KeyedActor, Membership, PassivateIfIdle};
+use crate::registry::{Evict, KeyedActor, Membership, PassivateIfIdle};
 use crate::store::{
     ProductRow, ProductSnapshot, ProductWrite, Reservation, SharedStore, WriteOutcome,
 };
@@ -674,6 +674,17 @@ impl Handler<PassivateIfIdle> for ProductActor {
             return;
         }
         let idle = now - self.last_active >= self.settings.idle_after;
+        if idle && !self.writing && self.queue.is_empty() {
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<Evict> for ProductActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
+        let idle = self.clock.now() - self.last_active >= self.settings.evict_after;
         if idle && !self.writing && self.queue.is_empty() {
             ctx.stop();
         }

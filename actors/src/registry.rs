@@ -106,6 +106,7 @@ pub struct Registry<A: KeyedActor> {
     pool: Arc<ActorPool>,
     spawn: Arc<Spawn<A>>,
     ask_timeout: Duration,
+    cap: Option<Arc<LiveCap<A>>>,
 }
 
 impl<A: KeyedActor> Clone for Registry<A> {
@@ -115,9 +116,23 @@ impl<A: KeyedActor> Clone for Registry<A> {
             pool: self.pool.clone(),
             spawn: self.spawn.clone(),
             ask_timeout: self.ask_timeout,
+            cap: self.cap.clone(),
         }
     }
 }
+
+/// Keys in the order their actors started, for the cap on live actors: a second-chance FIFO
+/// (an actor asked to stop that is still live goes to the back), so the oldest idle actors
+/// go first and no scan of the whole map is ever needed.
+struct LiveCap<A: KeyedActor> {
+    max_live: usize,
+    started: std::sync::Mutex<std::collections::VecDeque<A::Key>>,
+    /// Sends `Evict` (a function, so that only capped registries need the handler).
+    evict: fn(&Addr<A>) -> bool,
+}
+
+/// How many of the oldest actors one start over the cap asks to stop.
+const EVICT_BATCH: usize = 4;
 
 impl<A: KeyedActor> Registry<A> {
     pub fn new(
@@ -130,7 +145,24 @@ impl<A: KeyedActor> Registry<A> {
             pool,
             spawn: Arc::new(spawn),
             ask_timeout,
+            cap: None,
         }
+    }
+
+    /// Keeps about `max_live` actors live: each start beyond it asks the oldest few to stop
+    /// if they are idle (`Evict`). Time-based passivation alone lets a scan of a million keys
+    /// keep a million actors for the idle period.
+    pub fn with_max_live(mut self, max_live: usize) -> Self
+    where
+        A: Handler<Evict>,
+        A::Context: ToEnvelope<A, Evict>,
+    {
+        self.cap = Some(Arc::new(LiveCap {
+            max_live,
+            started: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            evict: |addr| addr.try_send(Evict).is_ok(),
+        }));
+        self
     }
 
     /// The live actor for `key`, started on its arbiter if there is none (atomic per key).
@@ -160,6 +192,9 @@ impl<A: KeyedActor> Registry<A> {
         if started {
             metrics::gauge!("kassa_actors_live", "kind" => A::KIND).increment(1.0);
             metrics::counter!("kassa_actor_activations_total", "kind" => A::KIND).increment(1);
+            if let Some(cap) = &self.cap {
+                self.note_start(cap, key);
+            }
         }
         addr
     }
@@ -244,6 +279,30 @@ impl<A: KeyedActor> Registry<A> {
         }
     }
 
+    fn note_start(&self, cap: &LiveCap<A>, key: &A::Key) {
+        let mut started = cap.started.lock().unwrap_or_else(|e| e.into_inner());
+        started.push_back(key.clone());
+        if self.live.len() <= cap.max_live {
+            return;
+        }
+        for _ in 0..EVICT_BATCH {
+            let Some(oldest) = started.pop_front() else {
+                break;
+            };
+            // Stopped already (passivated, or evicted earlier): forget it.
+            let Some(addr) = self.live.get(&oldest).map(|a| a.clone()) else {
+                continue;
+            };
+            // Evict only stops an idle actor, and the mailbox takes the message without
+            // waiting; busy or not, the key goes to the back until it is found stopped.
+            if (cap.evict)(&addr) {
+                metrics::counter!("kassa_actor_evictions_requested_total", "kind" => A::KIND)
+                    .increment(1);
+            }
+            started.push_back(oldest);
+        }
+    }
+
     /// How many actors of this kind are alive in this process.
     pub fn live_count(&self) -> usize {
         self.live.len()
@@ -258,3 +317,9 @@ impl<A: KeyedActor> Registry<A> {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct PassivateIfIdle;
+
+/// Asks an actor to stop if it has been idle for `ActorSettings::evict_after` and nothing
+/// of its own is in flight: the registry is over its cap on live actors.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Evict;

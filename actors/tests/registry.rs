@@ -225,7 +225,31 @@ struct Probe {
 
 impl actix::Actor for Probe {
     type Context = actix::Context<Self>;
+
+    fn stopping(&mut self, ctx: &mut Self::Context) -> actix::Running {
+        use actix::AsyncContext;
+        self.membership.leave(&ctx.address());
+        actix::Running::Stop
+    }
 }
+
+/// A probe goes when asked to make room, unless its key is in the pinned set (a busy actor).
+impl actix::Handler<kassa_actors::registry::Evict> for Probe {
+    type Result = ();
+
+    fn handle(&mut self, _: kassa_actors::registry::Evict, ctx: &mut Self::Context) {
+        use actix::ActorContext;
+        if !PINNED
+            .lock()
+            .expect("pinned")
+            .contains(self.membership.key())
+        {
+            ctx.stop();
+        }
+    }
+}
+
+static PINNED: std::sync::Mutex<Vec<OrderId>> = std::sync::Mutex::new(Vec::new());
 
 impl kassa_actors::registry::KeyedActor for Probe {
     type Key = OrderId;
@@ -263,4 +287,24 @@ async fn ask_new_starts_an_actor_that_knows_nothing_is_stored_and_ask_does_not()
         Ok(false),
         "a live actor is used as it is"
     );
+}
+
+#[actix_rt::test]
+async fn over_its_cap_a_registry_stops_the_oldest_idle_actors_and_keeps_busy_ones() {
+    let pool = std::sync::Arc::new(kassa_actors::registry::ActorPool::new(1));
+    let probes = kassa_actors::registry::Registry::new(pool, StdDuration::from_secs(5), |m| {
+        Probe { membership: m }
+    })
+    .with_max_live(10);
+    let busy = OrderId::new();
+    PINNED.lock().expect("pinned").push(busy);
+    assert_eq!(probes.ask(&busy, StartedNew).await, Ok(false));
+    for _ in 0..200 {
+        assert_eq!(probes.ask(&OrderId::new(), StartedNew).await, Ok(false));
+    }
+    wait_until("the registry is back near its cap", || {
+        probes.live_count() <= 10 + 4
+    })
+    .await;
+    assert!(probes.is_live(&busy), "the oldest, but busy: kept");
 }

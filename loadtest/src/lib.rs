@@ -162,6 +162,10 @@ pub struct Options {
     /// Sku-touch: after touching, wait this long and measure memory again (passivation).
     #[arg(long, value_parser = duration)]
     pub settle: Option<Duration>,
+    /// Sku-touch: create the SKUs first (admin PUT, not measured), so every GET finds one
+    /// and starts an actor with state; memory is then bounded by the live-actor cap.
+    #[arg(long)]
+    pub existing: bool,
 }
 
 impl Options {

@@ -48,6 +48,9 @@ const OUTBOX_UNSENT: TableDefinition<(u128, u8), ()> = TableDefinition::new("out
 const FILE_NAME: &str = "kassa.redb";
 /// Most jobs one transaction carries; bounds the latency of the first job in a batch.
 const MAX_BATCH: usize = 1024;
+/// The store's own page cache.
+const STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Jobs waiting for the writer thread; a full queue makes writers wait (backpressure).
 const QUEUE_CAPACITY: usize = 8192;
 
@@ -71,16 +74,24 @@ impl EmbeddedStore {
             ))
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
-                "{} is already open in another process: is another kassa running?",
-                path.display()
-            )),
-            DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
-                StoreError::Corrupt(format!("{}: {msg}", path.display()))
-            }
-            other => StoreError::Unavailable(format!("cannot open {}: {other}", path.display())),
-        })?;
+        // redb caches up to 1 GiB of pages by default, which would make the database, not
+        // the actors, what sets Kassa's memory; 64 MiB keeps the hot pages (the writer's
+        // and recent reads') and leaves the rest to the OS page cache.
+        let db = Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
+                    "{} is already open in another process: is another kassa running?",
+                    path.display()
+                )),
+                DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
+                    StoreError::Corrupt(format!("{}: {msg}", path.display()))
+                }
+                other => {
+                    StoreError::Unavailable(format!("cannot open {}: {other}", path.display()))
+                }
+            })?;
         // Create every table up front so that reads never meet a missing table.
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(PRODUCTS).map_err(db_err)?;

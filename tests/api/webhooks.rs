@@ -319,7 +319,5 @@ async fn what_is_read_right_after_a_paid_webhook_shows_its_effects() {
     }
     assert_eq!(app.available("tee").await, 80);
     assert_eq!(app.available("mug").await, 60);
-    let emails = app.state().store.outbox_depth().await.expect("outbox");
-    assert_eq!(emails, 20, "one confirmation per paid order");
     app.stop().await;
 }

@@ -1,6 +1,7 @@
-//! SKU touch: GET /api/products/{sku} for `--count` distinct unknown SKUs (each starts a
-//! ProductActor that finds nothing and answers 404), then Kassa's memory: RSS and its high
-//! water mark from /proc, and live product actors from /metrics; with `--settle`, again
+//! SKU touch: GET /api/products/{sku} for `--count` distinct SKUs, unknown ones (each starts
+//! a ProductActor that finds nothing and answers 404) or, with `--existing`, SKUs created
+//! first (each GET starts an actor holding the product), then Kassa's memory: RSS and its
+//! high water mark from /proc, and live product actors from /metrics; with `--settle`, again
 //! after that long, once idle actors had time to passivate. Memory must stay bounded.
 
 use super::{Ctx, Measured, metric_gauge};
@@ -31,6 +32,31 @@ pub async fn run(
         count: Some(plan.count.unwrap_or(10_000)),
         ..plan
     };
+    let count = plan.count.unwrap_or(0) as usize;
+    if o.existing {
+        let admin = ctx.admin()?;
+        let started = Instant::now();
+        ctx.setup(count, |i| {
+            let (ctx, admin) = (ctx.clone(), admin.clone());
+            async move {
+                ctx.put_product(&admin, &format!("{}-t{i}", ctx.prefix), 1999, 10)
+                    .await
+            }
+        })
+        .await?;
+        figures.insert(
+            "skus_created_per_second".into(),
+            count as f64 / started.elapsed().as_secs_f64(),
+        );
+        if let Some((rss, _)) = memory() {
+            figures.insert("rss_after_create_mib".into(), rss as f64 / 1024.0);
+        }
+    }
+    let expect = if o.existing {
+        Expect(200, None)
+    } else {
+        Expect(404, Some("product_not_found"))
+    };
     let c = ctx.clone();
     ctx.begin_window().await;
     let elapsed = driver::drive(plan, progress, move |i, intended| {
@@ -41,12 +67,7 @@ pub async fn run(
                 .http
                 .get(ctx.kassa.url(&format!("/api/products/{}-t{i}", ctx.prefix)));
             ctx.kassa
-                .call(
-                    Some(Op::ProductGet),
-                    intended,
-                    request,
-                    &[Expect(404, Some("product_not_found"))],
-                )
+                .call(Some(Op::ProductGet), intended, request, &[expect])
                 .await;
             ctx.recorder.iteration_done();
         }
