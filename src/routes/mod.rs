@@ -67,33 +67,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
     .route("/openapi.json", web::get().to(health::openapi))
-    .service(
-        web::resource("/api/admin/products/{sku}")
-            .route(web::put().to(catalog::put_product))
-            .route(web::delete().to(catalog::delete_product))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/products/{sku}")
-            .route(web::get().to(catalog::get_product))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/carts")
-            .route(web::post().to(carts::create_cart))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/carts/{cartId}")
-            .route(web::get().to(carts::get_cart))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/carts/{cartId}/items/{sku}")
-            .route(web::put().to(carts::put_item))
-            .route(web::delete().to(carts::delete_item))
-            .default_service(web::to(method_not_allowed)),
-    )
+    // Static paths first, then the busiest patterns: the router tries resources in this
+    // order, and every pattern with a `{segment}` it passes costs a regex match.
     .service(
         web::resource("/api/orders")
             .route(web::post().to(orders::checkout))
@@ -101,8 +76,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/api/orders/{orderId}")
-            .route(web::get().to(orders::get_order))
+        web::resource("/api/carts")
+            .route(web::post().to(carts::create_cart))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
@@ -113,6 +88,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/webhook/stripe")
             .route(web::post().to(stripe_webhook::stripe_event))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/carts/{cartId}/items/{sku}")
+            .route(web::put().to(carts::put_item))
+            .route(web::delete().to(carts::delete_item))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/products/{sku}")
+            .route(web::get().to(catalog::get_product))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/orders/{orderId}")
+            .route(web::get().to(orders::get_order))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/carts/{cartId}")
+            .route(web::get().to(carts::get_cart))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/admin/products/{sku}")
+            .route(web::put().to(catalog::put_product))
+            .route(web::delete().to(catalog::delete_product))
             .default_service(web::to(method_not_allowed)),
     );
 }
