@@ -10,11 +10,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// mimalloc gives memory back once actors stop (glibc kept the heap of a million stopped
-/// ones) and is faster for the many small allocations of a request.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "kassa",
