@@ -49,7 +49,7 @@ const FILE_NAME: &str = "kassa.redb";
 /// Most jobs one transaction carries; bounds the latency of the first job in a batch.
 const MAX_BATCH: usize = 1024;
 /// The store's own page cache.
-const STORE_CACHE_BYTES: usize = 64 * 1024 * 1024;
+const STORE_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Jobs waiting for the writer thread; a full queue makes writers wait (backpressure).
 const QUEUE_CAPACITY: usize = 8192;
@@ -75,7 +75,7 @@ impl EmbeddedStore {
         })?;
         let path = dir.join(FILE_NAME);
         // redb caches up to 1 GiB of pages by default, which would make the database, not
-        // the actors, what sets Kassa's memory; 64 MiB keeps the hot pages (the writer's
+        // the actors, what sets Kassa's memory; 32 MiB keeps the hot pages (the writer's
         // and recent reads') and leaves the rest to the OS page cache.
         let db = Database::builder()
             .set_cache_size(STORE_CACHE_BYTES)
