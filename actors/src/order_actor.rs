@@ -1,8 +1,10 @@
 //! OrderActor: one per order, the only place that changes it. Checkout (lock the cart,
-//! reserve every line all-or-nothing, persist `pending_payment`, initiate the payment),
-//! webhooks, expiry and reconciliation all land in its mailbox, so they never race. Each
-//! transition is persisted together with its effects, then the effects run; a crash between
-//! the two is re-driven from the stored record. Never answers before the order is durable.
+//! reserve every line at once, all or nothing, open the payment, persist `pending_payment`
+//! with its link), webhooks, expiry and reconciliation all land in its mailbox, so they
+//! never race. Each transition is persisted together with its effects (the commit point),
+//! then the effects are dispatched, the caller answered, and the effects finished before the
+//! next message; a crash in between is re-driven from the stored record. Never answers
+//! before the order's new state is durable.
 
 use crate::cart::{BeginCheckout, CartActor, CartError, EndCheckout};
 use crate::clock::SharedClock;
