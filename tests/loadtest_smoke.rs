@@ -209,3 +209,14 @@ async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
     ])
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touching_existing_skus_finds_each_and_reports_live_actors() {
+    let report = run_scenario(&["--scenario", "sku-touch", "--existing", "--count", "300"]).await;
+    assert!(figure(&report, "skus_created_per_second") > 0.0);
+    assert!(
+        figure(&report, "live_product_actors_after") > 0.0,
+        "{}",
+        report.render()
+    );
+}
