@@ -523,21 +523,21 @@ async fn place(svc: &Services, id: OrderId, msg: PlaceOrder) -> Result<OrderReco
     let mut to_release = Vec::new();
     for (line, outcome) in lines.iter().zip(outcomes) {
         match outcome {
-            Ok(Ok(ReserveOutcome::Reserved)) => to_release.push(line.clone()),
+            Ok(Ok(ReserveOutcome::Reserved)) => to_release.push(&line.sku),
             Ok(Ok(refused)) => conflicts.push(refusal(line, refused)),
             // Unknown whether it reserved: release it too (releasing nothing is harmless).
             Ok(Err(e)) => {
-                to_release.push(line.clone());
+                to_release.push(&line.sku);
                 failure = Some(OrderError::from(e));
             }
             Err(e) => {
-                to_release.push(line.clone());
+                to_release.push(&line.sku);
                 failure = Some(OrderError::from(e));
             }
         }
     }
     if failure.is_some() || !conflicts.is_empty() {
-        release_lines(svc, id, &to_release).await;
+        release_skus(svc, id, to_release).await;
         unlock().await;
         let error = match failure {
             // A line whose answer is unknown makes the conflict list incomplete: retry.
@@ -632,7 +632,7 @@ async fn place(svc: &Services, id: OrderId, msg: PlaceOrder) -> Result<OrderReco
         Ok(WriteOutcome::Applied) => {}
         outcome => {
             tracing::error!(order_id = %id, ?outcome, "cannot store the new order");
-            release_lines(svc, id, &lines).await;
+            release_skus(svc, id, lines.iter().map(|l| &l.sku)).await;
             unlock().await;
             return Err((None, Err(ActorError::Unavailable.into())));
         }
@@ -666,13 +666,22 @@ fn refusal(line: &crate::store::CartLine, outcome: ReserveOutcome) -> LineConfli
     }
 }
 
-async fn release_lines(svc: &OrderServices, id: OrderId, lines: &[crate::store::CartLine]) {
-    join_all(lines.iter().map(|line| async move {
-        if let Err(e) = ask_release(svc, id, &line.sku).await {
-            tracing::warn!(order_id = %id, sku = %line.sku, error = %e, "release failed; the sweep will reclaim it");
+/// Releases the order's reservation on each SKU, all at once; answers whether every
+/// release was confirmed (one that failed is reclaimed by its product's sweep at expiry).
+async fn release_skus<'a>(
+    svc: &OrderServices,
+    id: OrderId,
+    skus: impl IntoIterator<Item = &'a Sku>,
+) -> bool {
+    let released = join_all(skus.into_iter().map(|sku| async move {
+        let result = ask_release(svc, id, sku).await;
+        if let Err(e) = &result {
+            tracing::warn!(order_id = %id, %sku, error = %e, "release failed; the sweep will reclaim it");
         }
+        result.is_ok()
     }))
     .await;
+    released.into_iter().all(|ok| ok)
 }
 
 async fn ask_release(svc: &OrderServices, id: OrderId, sku: &Sku) -> Result<(), OrderError> {
@@ -877,15 +886,7 @@ async fn queue_after_refund(svc: &OrderServices, order: &OrderRecord, effect: Ef
 }
 
 async fn release_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
-    let released = join_all(order.lines.iter().map(|line| async move {
-        let result = ask_release(svc, order.id, &line.sku).await;
-        if let Err(e) = &result {
-            tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "release failed");
-        }
-        result.is_ok()
-    }))
-    .await;
-    released.into_iter().all(|ok| ok)
+    release_skus(svc, order.id, order.lines.iter().map(|l| &l.sku)).await
 }
 
 async fn commit_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
@@ -971,9 +972,7 @@ async fn reacquire(svc: &OrderServices, order: &OrderRecord) -> bool {
             svc.products.ask(&line.sku, reserve).await,
             Ok(Ok(ReserveOutcome::Reserved))
         ) {
-            for earlier in &order.lines[..=i] {
-                let _ = ask_release(svc, order.id, &earlier.sku).await;
-            }
+            release_skus(svc, order.id, order.lines[..=i].iter().map(|l| &l.sku)).await;
             return false;
         }
     }
