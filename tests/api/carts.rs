@@ -3,8 +3,8 @@
 
 use crate::helpers::{assert_error, json_of, spawn_app};
 use futures_util::future::join_all;
-use kassa_actors::domain::{CartId, Currency, OrderId, Sku};
-use kassa_actors::store::{CartLine, WriteOutcome};
+use kassa_actors::domain::{Currency, OrderId, Sku};
+use kassa_actors::store::CartLine;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -222,20 +222,10 @@ async fn a_locked_cart_refuses_changes_with_409_cart_locked() {
     let cart = app.create_cart(&alice).await;
     app.set_item(&alice, &cart, "tee", 1).await;
 
-    // Until checkout lands, lock the cart the way an order will: in the store, while the
-    // cart's actor is passivated.
-    app.passivate_everything().await;
-    let id = CartId::parse(&cart).expect("uuid");
-    let store = app.state().store.clone();
-    let mut record = store.load_cart(id).await.expect("load").expect("stored");
+    // Until checkout lands, lock the cart the way an order will: in the store.
     let order = OrderId::new();
-    record.locked_by = Some(order);
-    let expected = record.version;
-    record.version += 1;
-    assert_eq!(
-        store.write_cart(&record, expected).await.expect("write"),
-        WriteOutcome::Applied
-    );
+    app.rewrite_stored_cart(&cart, |record| record.locked_by = Some(order))
+        .await;
 
     let body = assert_error(
         app.set_item(&alice, &cart, "tee", 2).await,
@@ -342,23 +332,16 @@ async fn a_stored_cart_whose_total_overflows_still_reads_and_can_be_emptied() {
     app.set_item(&alice, &cart, "tee", 1).await;
 
     // A cart saved before prices were bounded: i64::MAX x 2 overflows any sum.
-    app.passivate_everything().await;
-    let id = CartId::parse(&cart).expect("uuid");
-    let store = app.state().store.clone();
-    let mut record = store.load_cart(id).await.expect("load").expect("stored");
-    record.lines.push(CartLine {
-        sku: Sku::parse("legacy").expect("sku"),
-        name: "Legacy".into(),
-        quantity: 2,
-        unit_price: i64::MAX,
-        currency: Currency::EUR,
-    });
-    let expected = record.version;
-    record.version += 1;
-    assert_eq!(
-        store.write_cart(&record, expected).await.expect("write"),
-        WriteOutcome::Applied
-    );
+    app.rewrite_stored_cart(&cart, |record| {
+        record.lines.push(CartLine {
+            sku: Sku::parse("legacy").expect("sku"),
+            name: "Legacy".into(),
+            quantity: 2,
+            unit_price: i64::MAX,
+            currency: Currency::EUR,
+        })
+    })
+    .await;
 
     for _ in 0..2 {
         let (status, body) = json_of(app.get_cart(&alice, &cart).await).await;

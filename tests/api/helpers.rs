@@ -218,6 +218,26 @@ impl TestApp {
         }
     }
 
+    /// Changes the stored cart behind its actor (passivated first, so the next request
+    /// reloads it): for states the API cannot produce, such as a lock or legacy lines.
+    pub async fn rewrite_stored_cart(
+        &self,
+        cart: &str,
+        change: impl FnOnce(&mut kassa_actors::store::CartRecord),
+    ) {
+        self.passivate_everything().await;
+        let id = kassa_actors::domain::CartId::parse(cart).expect("uuid");
+        let store = self.state().store.clone();
+        let mut record = store.load_cart(id).await.expect("load").expect("stored");
+        change(&mut record);
+        let expected = record.version;
+        record.version += 1;
+        assert_eq!(
+            store.write_cart(&record, expected).await.expect("write"),
+            kassa_actors::store::WriteOutcome::Applied
+        );
+    }
+
     /// Graceful stop; returns once the store is closed.
     pub async fn stop(mut self) -> (PathBuf, ManualClock, Option<tempfile::TempDir>) {
         self.state = None;
