@@ -8,8 +8,8 @@ use actix_web::{HttpResponse, ResponseError};
 use kassa_actors::ActorError;
 use kassa_actors::domain::InvalidValue;
 use kassa_actors::registry::AskError;
+use kassa_actors::store::StoreError;
 use serde::Serialize;
-use serde_json::Value;
 use std::fmt;
 
 /// A field that failed validation, as reported in `details`.
@@ -28,14 +28,59 @@ impl From<InvalidValue> for FieldError {
     }
 }
 
+/// Why a cart line cannot be bought as it is in the cart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictReason {
+    InsufficientStock,
+    PriceChanged,
+    UnknownProduct,
+}
+
+/// One offending line of a `cart_conflict`, as reported in `details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictLine {
+    pub sku: String,
+    pub reason: ConflictReason,
+    pub requested: u32,
+    /// On hand minus reserved now (0 for an unknown product).
+    pub available: i64,
+    /// The price the shopper saw when setting the line.
+    pub cart_price: i64,
+    /// The product's price now; null when the product is not in the catalog.
+    #[schema(required = true)]
+    pub current_price: Option<i64>,
+}
+
+/// The pending order holding a cart, as reported in the `details` of `cart_locked`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CartLock {
+    pub order_id: uuid::Uuid,
+}
+
+/// What `details` holds: the fields that failed validation (`validation_failed`), every
+/// offending line (`cart_conflict`) or the order holding the cart (`cart_locked`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ErrorDetails {
+    Fields(Vec<FieldError>),
+    Conflicts(Vec<ConflictLine>),
+    CartLock(CartLock),
+}
+
 /// The contract's error body.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// A sentence for humans.
     pub error: String,
+    /// A stable snake_case code for programs.
     pub code: String,
+    /// Absent when there is nothing to add.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub details: Option<Value>,
+    #[schema(nullable = false)]
+    pub details: Option<ErrorDetails>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +114,7 @@ pub enum AppError {
     Conflict {
         code: &'static str,
         message: String,
-        details: Option<Value>,
+        details: Option<ErrorDetails>,
     },
     #[error("the server is busy; retry shortly")]
     Overloaded,
@@ -116,9 +161,9 @@ impl AppError {
         }
     }
 
-    fn details(&self) -> Option<Value> {
+    fn details(&self) -> Option<ErrorDetails> {
         match self {
-            Self::Validation(fields) => serde_json::to_value(fields).ok(),
+            Self::Validation(fields) => Some(ErrorDetails::Fields(fields.clone())),
             Self::Conflict { details, .. } => details.clone(),
             _ => None,
         }
@@ -145,6 +190,18 @@ impl From<ActorError> for AppError {
         match e {
             ActorError::Unavailable => Self::StoreUnavailable,
             ActorError::Contended => Self::Overloaded,
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "store unavailable");
+                Self::StoreUnavailable
+            }
+            corrupt @ StoreError::Corrupt(_) => Self::Internal(corrupt.into()),
         }
     }
 }
@@ -234,6 +291,7 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> AppError {
 mod tests {
     use super::*;
     use actix_web::body::to_bytes;
+    use serde_json::Value;
 
     async fn body_of(e: AppError) -> (StatusCode, Value) {
         let response = e.error_response();

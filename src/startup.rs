@@ -26,8 +26,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long an ask waits for an actor before answering 503.
-const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an ask waits for an actor, or a handler for its own store call, before
+/// answering 503.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a checkout or webhook may take in its order's actor (the gateway call included:
 /// 3 attempts of at most 10 s).
 const ORDER_ASK_TIMEOUT: Duration = Duration::from_secs(45);
@@ -77,6 +78,17 @@ impl Application {
         settings: ActorSettings,
     ) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
+        Self::build_on_store(listener, config, store, clock, settings).await
+    }
+
+    /// Builds on a store opened by the caller (tests wrap a store to make it fail or stall).
+    pub async fn build_on_store(
+        listener: TcpListener,
+        config: Config,
+        store: SharedStore,
+        clock: SharedClock,
+        settings: ActorSettings,
+    ) -> anyhow::Result<Self> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let pool = Arc::new(ActorPool::new(threads));
         let products = {

@@ -3,7 +3,7 @@
 //! handlers parse, ask, and shape the answer.
 
 use crate::auth::User;
-use crate::error::{AppError, ErrorBody};
+use crate::error::{AppError, CartLock, ErrorBody, ErrorDetails};
 use crate::routes::catalog::{parse_sku, product_not_found};
 use crate::routes::fields::Fields;
 use crate::state::AppState;
@@ -35,6 +35,7 @@ pub struct CartResponse {
     /// Sum of quantity x unitPrice (minor units); never above 10^15.
     pub total: i64,
     /// The cart's currency; null while it is empty.
+    #[schema(required = true)]
     pub currency: Option<String>,
     /// True while an order for this cart is pending payment.
     pub locked: bool,
@@ -85,7 +86,9 @@ impl From<CartError> for AppError {
             CartError::Locked { order_id } => AppError::Conflict {
                 code: "cart_locked",
                 message: "the cart is locked by a pending order".into(),
-                details: Some(serde_json::json!({ "orderId": order_id })),
+                details: Some(ErrorDetails::CartLock(CartLock {
+                    order_id: order_id.0,
+                })),
             },
             CartError::CurrencyMismatch { cart, line } => AppError::Unprocessable {
                 code: "currency_mismatch",

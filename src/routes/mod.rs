@@ -35,9 +35,66 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
         webhook::payment_status, stripe_webhook::stripe_event,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::FieldError)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ErrorHeaders)
 )]
 pub struct ApiDoc;
+
+/// The headers that come with some errors: `Retry-After` on every 503, `WWW-Authenticate`
+/// on the 401 of a route that takes a bearer token (not on a webhook's `invalid_signature`).
+struct ErrorHeaders;
+
+impl Modify for ErrorHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{Header, RefOr};
+        let retry_after: RefOr<Header> = Header::builder()
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0)),
+            ))
+            .description(Some("Seconds to wait before retrying"))
+            .build()
+            .into();
+        let www_authenticate: RefOr<Header> = Header::builder()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some(
+                "`Bearer` when the token is missing, `Bearer error=\"invalid_token\"` when it is not valid",
+            ))
+            .build()
+            .into();
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let bearer = operation.security.is_some();
+                for (status, response) in &mut operation.responses.responses {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    match status.as_str() {
+                        "503" => {
+                            response
+                                .headers
+                                .insert("Retry-After".into(), retry_after.clone());
+                        }
+                        "401" if bearer => {
+                            response
+                                .headers
+                                .insert("WWW-Authenticate".into(), www_authenticate.clone());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
 
 struct BearerAuth;
 
@@ -117,6 +174,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(catalog::delete_product))
             .default_service(web::to(method_not_allowed)),
     );
+}
+
+/// A handler's own store call (idempotency records, order listing), bounded like an actor
+/// ask: a store that fails or does not answer in time is a 503 with `Retry-After`, never a
+/// 500 or a hang.
+pub async fn store_call<T>(
+    call: impl Future<Output = kassa_actors::store::StoreResult<T>>,
+) -> Result<T, AppError> {
+    match tokio::time::timeout(crate::startup::ASK_TIMEOUT, call).await {
+        Ok(answer) => answer.map_err(AppError::from),
+        Err(_) => {
+            tracing::warn!(
+                timeout = ?crate::startup::ASK_TIMEOUT,
+                "the store did not answer in time"
+            );
+            Err(AppError::StoreUnavailable)
+        }
+    }
 }
 
 /// Unknown paths get the contract's error shape too.

@@ -3,15 +3,16 @@
 //! idempotency records, and shape answers. Someone else's order is simply not found.
 
 use crate::auth::User;
-use crate::error::{AppError, ErrorBody};
+use crate::error::{AppError, CartLock, ConflictLine, ConflictReason, ErrorBody, ErrorDetails};
 use crate::routes::fields::Fields;
+use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use kassa_actors::domain::{InvalidValue, OrderId};
 use kassa_actors::order::OrderStatus;
-use kassa_actors::order_actor::{GetOrder, OrderError, PlaceOrder, Placed};
+use kassa_actors::order_actor::{GetOrder, LineConflict, OrderError, PlaceOrder, Placed};
 use kassa_actors::store::{
     IdempotencyClaim, IdempotencyRequest, OrderRecord, ShippingDetails, StoredResponse,
 };
@@ -36,6 +37,7 @@ pub struct CheckoutResponse {
     /// The gateway's token for this payment (for an embedded payment form).
     pub payment_token: String,
     /// `pending_payment`.
+    #[schema(schema_with = pending_payment_schema)]
     pub status: String,
     pub total: i64,
     pub currency: String,
@@ -73,6 +75,7 @@ pub struct OrderItemResponse {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
+    #[schema(schema_with = order_status_schema)]
     pub status: String,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -98,12 +101,15 @@ pub struct ShippingBody {
 #[serde(rename_all = "camelCase")]
 pub struct OrderResponse {
     pub order_id: Uuid,
+    #[schema(schema_with = order_status_schema)]
     pub status: String,
     pub items: Vec<OrderItemResponse>,
     pub total: i64,
     pub currency: String,
     #[schema(value_type = ShippingBody)]
     pub shipping_details: ShippingDetails,
+    /// The gateway's id of the payment that settled; null until one did.
+    #[schema(required = true)]
     pub payment_id: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -161,6 +167,7 @@ impl From<OrderRecord> for OrderResponse {
 pub struct OrderListResponse {
     pub orders: Vec<OrderResponse>,
     /// Pass as `?cursor=` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
@@ -171,7 +178,28 @@ pub struct CheckoutBody {
     pub cart_id: Uuid,
     pub shipping_details: ShippingBody,
     /// Only `card`.
+    #[schema(schema_with = payment_method_schema)]
     pub payment_method: String,
+}
+
+/// A string schema allowing only `values`.
+fn string_enum(values: impl IntoIterator<Item = &'static str>) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(values))
+        .build()
+}
+
+fn order_status_schema() -> utoipa::openapi::Object {
+    string_enum(OrderStatus::ALL.map(OrderStatus::as_str))
+}
+
+fn pending_payment_schema() -> utoipa::openapi::Object {
+    string_enum([OrderStatus::PendingPayment.as_str()])
+}
+
+fn payment_method_schema() -> utoipa::openapi::Object {
+    string_enum(["card"])
 }
 
 fn text(field: &'static str, max: usize) -> impl Fn(&str) -> Result<String, InvalidValue> {
@@ -326,18 +354,15 @@ pub async fn checkout(
             .map(|o| HttpResponse::Ok().json(o));
     };
     let print = fingerprint(&body);
-    let claim = state
-        .store
-        .claim_idempotency(IdempotencyRequest {
-            user: &user.id,
-            key: &key,
-            fingerprint: &print,
-            now: state.clock.now(),
-            ttl: IDEMPOTENCY_TTL,
-            stale_after: IDEMPOTENCY_STALE,
-        })
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
+    let claim = store_call(state.store.claim_idempotency(IdempotencyRequest {
+        user: &user.id,
+        key: &key,
+        fingerprint: &print,
+        now: state.clock.now(),
+        ttl: IDEMPOTENCY_TTL,
+        stale_after: IDEMPOTENCY_STALE,
+    }))
+    .await?;
     match claim {
         IdempotencyClaim::Completed(response) => return Ok(stored(&response, true)),
         IdempotencyClaim::InProgress => {
@@ -361,17 +386,17 @@ pub async fn checkout(
             let body =
                 serde_json::to_string(&response).map_err(|e| AppError::Internal(e.into()))?;
             let record = StoredResponse { status: 200, body };
-            if let Err(e) = state
-                .store
-                .complete_idempotency(&user.id, &key, &record)
-                .await
+            // The order stands either way; without the record a retry may place another.
+            if let Err(e) =
+                store_call(state.store.complete_idempotency(&user.id, &key, &record)).await
             {
                 tracing::error!(error = %e, "could not store the idempotent response");
             }
             Ok(stored(&record, false))
         }
         Err(e) => {
-            if let Err(release) = state.store.release_idempotency(&user.id, &key).await {
+            if let Err(release) = store_call(state.store.release_idempotency(&user.id, &key)).await
+            {
                 tracing::error!(error = %release, "could not release an idempotency key");
             }
             Err(e)
@@ -415,7 +440,9 @@ async fn place(
                     message:
                         "the cart is still being released from a previous order; retry shortly"
                             .into(),
-                    details: Some(serde_json::json!({ "orderId": existing })),
+                    details: Some(ErrorDetails::CartLock(CartLock {
+                        order_id: existing.0,
+                    })),
                 })
             }
         }
@@ -438,20 +465,8 @@ fn order_error(e: OrderError) -> AppError {
         OrderError::Conflicts(lines) => AppError::Conflict {
             code: "cart_conflict",
             message: "Items not available or prices changed".into(),
-            details: Some(Value::Array(
-                lines
-                    .into_iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "sku": c.sku.as_str(),
-                            "reason": c.reason.as_str(),
-                            "requested": c.requested,
-                            "available": c.available,
-                            "cartPrice": c.cart_price,
-                            "currentPrice": c.current_price,
-                        })
-                    })
-                    .collect(),
+            details: Some(ErrorDetails::Conflicts(
+                lines.into_iter().map(conflict_line).collect(),
             )),
         },
         OrderError::GatewayUnavailable => AppError::BadGateway {
@@ -461,6 +476,25 @@ fn order_error(e: OrderError) -> AppError {
         },
         OrderError::Overloaded => AppError::Overloaded,
         OrderError::Actor(e) => e.into(),
+    }
+}
+
+fn conflict_line(c: LineConflict) -> ConflictLine {
+    ConflictLine {
+        sku: c.sku.to_string(),
+        reason: match c.reason {
+            kassa_actors::order_actor::ConflictReason::InsufficientStock => {
+                ConflictReason::InsufficientStock
+            }
+            kassa_actors::order_actor::ConflictReason::PriceChanged => ConflictReason::PriceChanged,
+            kassa_actors::order_actor::ConflictReason::UnknownProduct => {
+                ConflictReason::UnknownProduct
+            }
+        },
+        requested: c.requested,
+        available: c.available,
+        cart_price: c.cart_price,
+        current_price: c.current_price,
     }
 }
 
@@ -539,11 +573,7 @@ pub async fn list_orders(
         ),
     };
     let limit = usize::try_from(limit).unwrap_or(20);
-    let mut orders = state
-        .store
-        .list_orders(&user.id, before, limit + 1)
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
+    let mut orders = store_call(state.store.list_orders(&user.id, before, limit + 1)).await?;
     let next_cursor = if orders.len() > limit {
         orders.truncate(limit);
         orders.last().map(|o| encode_cursor(o.id))

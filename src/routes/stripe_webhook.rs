@@ -7,6 +7,7 @@
 
 use crate::error::{AppError, ErrorBody};
 use crate::gateway::stripe::PaymentIntent;
+use crate::routes::webhook::Received;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use kassa_actors::domain::OrderId;
@@ -111,14 +112,10 @@ fn verify(
     }
 }
 
-fn received() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "received": true }))
-}
-
 fn ignored(event_id: &str, kind: &str, why: &str) -> HttpResponse {
     metrics::counter!("kassa_webhooks_total", "outcome" => "ignored").increment(1);
     tracing::info!(event_id, kind, why, "Stripe event ignored");
-    received()
+    Received::response()
 }
 
 #[utoipa::path(
@@ -128,10 +125,11 @@ fn ignored(event_id: &str, kind: &str, why: &str) -> HttpResponse {
         ("Stripe-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of {t}.{body} keyed by the endpoint secret>"),
     ),
     responses(
-        (status = 200, description = "`{\"received\": true}`, also for duplicates, events that change nothing, other event types and intents Kassa did not open"),
+        (status = 200, body = Received, description = "Also for duplicates, events that change nothing, other event types and intents Kassa did not open"),
         (status = 400, body = ErrorBody, description = "invalid_json or invalid_payload"),
         (status = 401, body = ErrorBody, description = "invalid_signature"),
         (status = 404, body = ErrorBody, description = "order_not_found"),
+        (status = 413, body = ErrorBody, description = "payload_too_large: the body is over 64 KiB"),
         (status = 503, body = ErrorBody),
     )
 )]

@@ -33,6 +33,19 @@ pub enum PaymentOutcome {
     Failed,
 }
 
+/// The answer to every event Kassa accepted: `{"received": true}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Received {
+    /// Always true.
+    pub received: bool,
+}
+
+impl Received {
+    pub(crate) fn response() -> HttpResponse {
+        HttpResponse::Ok().json(Self { received: true })
+    }
+}
+
 /// The raw body, at most 64 KiB (413 beyond).
 pub(crate) async fn read_limited(mut payload: web::Payload) -> Result<web::BytesMut, AppError> {
     use futures_util::StreamExt;
@@ -113,7 +126,7 @@ fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
         ("webhook-signature" = String, Header, description = "v1,<base64 HMAC-SHA256 of {id}.{timestamp}.{body}>"),
     ),
     responses(
-        (status = 200, description = "`{\"received\": true}`, also for duplicates and events that change nothing"),
+        (status = 200, body = Received, description = "Also for duplicates and events that change nothing"),
         (status = 400, body = ErrorBody, description = "invalid_json or invalid_payload"),
         (status = 401, body = ErrorBody, description = "invalid_signature"),
         (status = 404, body = ErrorBody, description = "order_not_found"),
@@ -157,7 +170,7 @@ pub(crate) async fn deliver(
     match state.orders.ask(&order_id, notice).await? {
         Ok(outcome) => {
             tracing::info!(%order_id, ?outcome, "payment event handled");
-            Ok(HttpResponse::Ok().json(serde_json::json!({ "received": true })))
+            Ok(Received::response())
         }
         Err(OrderError::NotFound) => Err(AppError::not_found("order_not_found", "no such order")),
         Err(OrderError::Overloaded) => Err(AppError::Overloaded),

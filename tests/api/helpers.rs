@@ -6,8 +6,10 @@ use kassa::auth::{TokenRequest, mint};
 use kassa::config::{Config, RawConfig};
 use kassa::startup::Application;
 use kassa::state::AppState;
+use kassa::store::embedded::EmbeddedStore;
 use kassa_actors::ActorSettings;
 use kassa_actors::clock::{ManualClock, SharedClock};
+use kassa_actors::store::SharedStore;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -79,11 +81,37 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
     app
 }
 
+/// Starts Kassa on a fresh data dir over an embedded store that `wrap` may replace (a
+/// store that fails or stalls on cue).
+pub async fn spawn_app_on_store(wrap: impl FnOnce(SharedStore) -> SharedStore) -> TestApp {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&tmp.path().join("store")).expect("embedded store");
+    let mut app = start_on(
+        tmp.path().to_path_buf(),
+        ManualClock::starting_now(),
+        |_| {},
+        Some(wrap(Arc::new(store))),
+    )
+    .await;
+    app._tmp = Some(tmp);
+    app
+}
+
 /// Starts Kassa on an existing data dir (restart tests).
 pub async fn start(
     data_dir: PathBuf,
     clock: ManualClock,
     tweak: impl FnOnce(&mut RawConfig),
+) -> TestApp {
+    start_on(data_dir, clock, tweak, None).await
+}
+
+/// Starts Kassa on `data_dir`, over `store` when given, else over the configured one.
+async fn start_on(
+    data_dir: PathBuf,
+    clock: ManualClock,
+    tweak: impl FnOnce(&mut RawConfig),
+    store: Option<SharedStore>,
 ) -> TestApp {
     kassa::telemetry::init_logging("warn", kassa::config::LogFormat::Text);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -100,9 +128,13 @@ pub async fn start(
         idle_after: time::Duration::minutes(5),
         ..ActorSettings::default()
     };
-    let app = Application::build_on(listener, config.clone(), shared, settings)
-        .await
-        .expect("app builds");
+    let app = match store {
+        Some(store) => {
+            Application::build_on_store(listener, config.clone(), store, shared, settings).await
+        }
+        None => Application::build_on(listener, config.clone(), shared, settings).await,
+    }
+    .expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = Some(app.state());
     let handle = app.handle();

@@ -8,4 +8,5 @@ mod lifecycle;
 mod operations;
 mod orders;
 mod sandbox;
+mod store_faults;
 mod webhooks;

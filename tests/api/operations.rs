@@ -115,7 +115,7 @@ async fn openapi_document(app: &crate::helpers::TestApp) -> Value {
 
 /// API.md's table of operations: the success status, then every error it names, plus the
 /// conventions (401 where a token is needed, 400/413/415 where a JSON body is read).
-const CONTRACT: [(&str, &str, u16, &[u16]); 15] = [
+const CONTRACT: [(&str, &str, u16, &[u16]); 16] = [
     ("/healthz", "get", 200, &[]),
     ("/readyz", "get", 200, &[503]),
     ("/metrics", "get", 200, &[]),
@@ -156,6 +156,7 @@ const CONTRACT: [(&str, &str, u16, &[u16]); 15] = [
         200,
         &[400, 401, 404, 413],
     ),
+    ("/webhook/stripe", "post", 200, &[400, 401, 404, 413]),
 ];
 
 #[actix_web::test]
@@ -339,5 +340,134 @@ async fn readyz_says_not_ready_once_shutdown_begins() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "still alive while draining");
+    app.stop().await;
+}
+
+/// The names listed as `required` by an object schema.
+fn required(schema: &Value) -> Vec<&str> {
+    schema["required"]
+        .as_array()
+        .map(|names| names.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+#[actix_web::test]
+async fn openapi_describes_error_details_and_headers_exactly() {
+    let app = spawn_app().await;
+    let doc = openapi_document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    let details = &schemas["ErrorBody"]["properties"]["details"];
+    assert_eq!(
+        details["$ref"], "#/components/schemas/ErrorDetails",
+        "details is never null, only absent: {details}"
+    );
+    assert_eq!(required(&schemas["ErrorBody"]), ["error", "code"]);
+    assert_eq!(
+        schemas["ErrorDetails"]["oneOf"],
+        json!([
+            {"type": "array", "items": {"$ref": "#/components/schemas/FieldError"}},
+            {"type": "array", "items": {"$ref": "#/components/schemas/ConflictLine"}},
+            {"$ref": "#/components/schemas/CartLock"},
+        ])
+    );
+    let line = &schemas["ConflictLine"];
+    assert_eq!(
+        required(line),
+        [
+            "sku",
+            "reason",
+            "requested",
+            "available",
+            "cartPrice",
+            "currentPrice"
+        ]
+    );
+    assert_eq!(
+        line["properties"]["currentPrice"]["type"],
+        json!(["integer", "null"])
+    );
+    assert_eq!(
+        schemas["ConflictReason"]["enum"],
+        json!(["insufficient_stock", "price_changed", "unknown_product"])
+    );
+    assert_eq!(required(&schemas["CartLock"]), ["orderId"]);
+
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("operations") {
+            let responses = &operation["responses"];
+            if responses.get("503").is_some() {
+                assert!(
+                    responses["503"]["headers"]["Retry-After"].is_object(),
+                    "{method} {path}: 503 without Retry-After"
+                );
+            }
+            if operation.get("security").is_some() {
+                assert!(
+                    responses["401"]["headers"]["WWW-Authenticate"].is_object(),
+                    "{method} {path}: 401 without WWW-Authenticate"
+                );
+            }
+        }
+    }
+    let stripe = &doc["paths"]["/webhook/stripe"]["post"]["responses"];
+    assert!(stripe["413"].is_object(), "/webhook/stripe: no 413");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn openapi_describes_enums_required_fields_and_the_webhook_answer_as_served() {
+    let app = spawn_app().await;
+    let doc = openapi_document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["CheckoutBody"]["properties"]["paymentMethod"]["enum"],
+        json!(["card"])
+    );
+    let statuses = json!([
+        "pending_payment",
+        "processing",
+        "failed",
+        "expired",
+        "refund_pending",
+        "refunded"
+    ]);
+    assert_eq!(
+        schemas["OrderResponse"]["properties"]["status"]["enum"],
+        statuses
+    );
+    assert_eq!(
+        schemas["HistoryEntry"]["properties"]["status"]["enum"],
+        statuses
+    );
+    assert_eq!(
+        schemas["CheckoutResponse"]["properties"]["status"]["enum"],
+        json!(["pending_payment"])
+    );
+    for (schema, field) in [
+        ("OrderResponse", "paymentId"),
+        ("OrderResponse", "shippingDetails"),
+        ("OrderResponse", "history"),
+        ("OrderListResponse", "nextCursor"),
+        ("CartResponse", "currency"),
+    ] {
+        assert!(
+            required(&schemas[schema]).contains(&field),
+            "{schema}.{field} is always sent: {}",
+            schemas[schema]
+        );
+    }
+    for path in ["/webhook/payment-status", "/webhook/stripe"] {
+        assert_eq!(
+            doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+                ["$ref"],
+            "#/components/schemas/Received",
+            "{path}"
+        );
+    }
+    assert_eq!(required(&schemas["Received"]), ["received"]);
+    assert_eq!(
+        schemas["Received"]["properties"]["received"]["type"],
+        "boolean"
+    );
     app.stop().await;
 }

@@ -1,0 +1,192 @@
+//! A store that fails or stalls under the handlers' own store calls (idempotency records and
+//! the order list): the contract's overload answer, 503 with `Retry-After`, never a 500 or a
+//! hang.
+
+use crate::helpers::{TestApp, assert_error, spawn_app_on_store};
+use async_trait::async_trait;
+use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
+use kassa_actors::store::{
+    CartRecord, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail, ProductSnapshot,
+    ProductWrite, SharedStore, Store, StoreError, StoreResult, StoredResponse, WriteOutcome,
+};
+use reqwest::StatusCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+const HEALTHY: u8 = 0;
+const FAILING: u8 = 1;
+const STALLED: u8 = 2;
+
+/// Delegates everything; `list_orders` and the idempotency calls fail or never answer
+/// while told to.
+struct FaultyStore {
+    inner: SharedStore,
+    fault: Arc<AtomicU8>,
+}
+
+impl FaultyStore {
+    async fn fault(&self) -> StoreResult<()> {
+        match self.fault.load(Ordering::SeqCst) {
+            FAILING => Err(StoreError::Unavailable("connection refused".into())),
+            STALLED => std::future::pending().await,
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.inner.ping().await
+    }
+    async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
+        self.inner.load_product(sku).await
+    }
+    async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
+        self.inner.write_product(write).await
+    }
+    async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>> {
+        self.inner.load_cart(id).await
+    }
+    async fn write_cart(&self, cart: &CartRecord, expected: u64) -> StoreResult<WriteOutcome> {
+        self.inner.write_cart(cart, expected).await
+    }
+    async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
+        self.inner.load_order(id).await
+    }
+    async fn write_order(&self, order: &OrderRecord, expected: u64) -> StoreResult<WriteOutcome> {
+        self.inner.write_order(order, expected).await
+    }
+    async fn list_orders(
+        &self,
+        user: &UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> StoreResult<Vec<OrderRecord>> {
+        self.fault().await?;
+        self.inner.list_orders(user, before, limit).await
+    }
+    async fn active_orders(&self) -> StoreResult<Vec<OrderId>> {
+        self.inner.active_orders().await
+    }
+    async fn claim_idempotency(
+        &self,
+        request: IdempotencyRequest<'_>,
+    ) -> StoreResult<IdempotencyClaim> {
+        self.fault().await?;
+        self.inner.claim_idempotency(request).await
+    }
+    async fn complete_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        self.fault().await?;
+        self.inner.complete_idempotency(user, key, response).await
+    }
+    async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()> {
+        self.fault().await?;
+        self.inner.release_idempotency(user, key).await
+    }
+    async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        self.inner.enqueue_email(email).await
+    }
+    async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        self.inner.update_email(email).await
+    }
+    async fn replace_email(
+        &self,
+        expected: &OutboxEmail,
+        next: &OutboxEmail,
+    ) -> StoreResult<WriteOutcome> {
+        self.inner.replace_email(expected, next).await
+    }
+    async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>> {
+        self.inner.due_emails(now, limit).await
+    }
+    async fn outbox_depth(&self) -> StoreResult<u64> {
+        self.inner.outbox_depth().await
+    }
+}
+
+/// An app over a `FaultyStore`, and the switch of its fault.
+async fn app_with_faults() -> (TestApp, Arc<AtomicU8>) {
+    let fault = Arc::new(AtomicU8::new(HEALTHY));
+    let switch = fault.clone();
+    let app = spawn_app_on_store(move |inner| Arc::new(FaultyStore { inner, fault })).await;
+    (app, switch)
+}
+
+/// Asserts the 503 the contract promises: `store_unavailable` with a `Retry-After`.
+async fn assert_retry_later(response: reqwest::Response) {
+    assert!(
+        response.headers().contains_key("retry-after"),
+        "no Retry-After: {:?}",
+        response.headers()
+    );
+    assert_error(
+        response,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_failing_store_under_the_order_list_is_503_with_retry_after() {
+    let (app, fault) = app_with_faults().await;
+    let token = app.token("alice", false);
+    let list = || {
+        app.client
+            .get(app.url("/api/orders"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(list().await.expect("request").status(), StatusCode::OK);
+    fault.store(FAILING, Ordering::SeqCst);
+    assert_retry_later(list().await.expect("request")).await;
+    fault.store(HEALTHY, Ordering::SeqCst);
+    assert_eq!(list().await.expect("request").status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_failing_store_under_an_idempotency_key_is_503_and_the_key_stays_usable() {
+    let (app, fault) = app_with_faults().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (token, cart) = app.cart_with("alice", "tee", 1).await;
+    fault.store(FAILING, Ordering::SeqCst);
+    assert_retry_later(app.checkout(&token, &cart, Some("key-1")).await).await;
+    assert_eq!(app.available("tee").await, 5, "nothing was reserved");
+    fault.store(HEALTHY, Ordering::SeqCst);
+    let response = app.checkout(&token, &cart, Some("key-1")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_stalled_store_under_the_order_list_is_503_within_the_ask_timeout() {
+    let (app, fault) = app_with_faults().await;
+    let token = app.token("alice", false);
+    fault.store(STALLED, Ordering::SeqCst);
+    let started = Instant::now();
+    let response = app
+        .client
+        .get(app.url("/api/orders"))
+        .bearer_auth(&token)
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert!(
+        started.elapsed() <= kassa::startup::ASK_TIMEOUT + Duration::from_secs(3),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_retry_later(response).await;
+    fault.store(HEALTHY, Ordering::SeqCst);
+    app.stop().await;
+}
