@@ -5,7 +5,7 @@
 
 use super::http::describe;
 use crate::error::{AppError, json_error};
-use crate::routes::MAX_BODY_BYTES;
+use crate::routes::{MAX_BODY_BYTES, method_not_allowed};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::error::UrlencodedError;
 use actix_web::guard::{self, GuardContext};
@@ -491,11 +491,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: SandboxGateway) {
                 .limit(MAX_BODY_BYTES)
                 .error_handler(|err, _| form_error(err).into()),
         )
-        .route("/payments", web::post().to(create_payment))
-        .route("/payments/{paymentId}", web::get().to(get_payment))
-        .route(
-            "/payments/{paymentId}/refunds",
-            web::post().to(refund_payment),
+        .service(
+            web::resource("/payments")
+                .route(web::post().to(create_payment))
+                .default_service(method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/payments/{paymentId}")
+                .route(web::get().to(get_payment))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/payments/{paymentId}/refunds")
+                .route(web::post().to(refund_payment))
+                .default_service(method_not_allowed("POST")),
         )
         .service(
             web::resource("/pay/{paymentId}")
@@ -505,7 +514,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: SandboxGateway) {
                         .guard(guard::fn_guard(has_json_body))
                         .to(decide_by_json),
                 )
-                .route(web::post().to(decide_by_form)),
+                .route(web::post().to(decide_by_form))
+                .default_service(method_not_allowed("GET, POST")),
         );
 }
 

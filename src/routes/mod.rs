@@ -120,59 +120,75 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|err, _| AppError::invalid("path", err.to_string()).into()),
     )
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
-    .route("/openapi.json", web::get().to(health::openapi))
+    .service(
+        web::resource("/healthz")
+            .route(web::get().to(health::healthz))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/readyz")
+            .route(web::get().to(health::readyz))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(health::metrics))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
+        web::resource("/openapi.json")
+            .route(web::get().to(health::openapi))
+            .default_service(method_not_allowed("GET")),
+    )
     // Static paths first, then the busiest patterns: the router tries resources in this
     // order, and every pattern with a `{segment}` it passes costs a regex match.
     .service(
         web::resource("/api/orders")
             .route(web::post().to(orders::checkout))
             .route(web::get().to(orders::list_orders))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST, GET")),
     )
     .service(
         web::resource("/api/carts")
             .route(web::post().to(carts::create_cart))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     )
     .service(
         web::resource("/webhook/payment-status")
             .route(web::post().to(webhook::payment_status))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     )
     .service(
         web::resource("/webhook/stripe")
             .route(web::post().to(stripe_webhook::stripe_event))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("POST")),
     )
     .service(
         web::resource("/api/carts/{cartId}/items/{sku}")
             .route(web::put().to(carts::put_item))
             .route(web::delete().to(carts::delete_item))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("PUT, DELETE")),
     )
     .service(
         web::resource("/api/products/{sku}")
             .route(web::get().to(catalog::get_product))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     )
     .service(
         web::resource("/api/orders/{orderId}")
             .route(web::get().to(orders::get_order))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     )
     .service(
         web::resource("/api/carts/{cartId}")
             .route(web::get().to(carts::get_cart))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("GET")),
     )
     .service(
         web::resource("/api/admin/products/{sku}")
             .route(web::put().to(catalog::put_product))
             .route(web::delete().to(catalog::delete_product))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(method_not_allowed("PUT, DELETE")),
     );
 }
 
@@ -199,11 +215,17 @@ pub async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::not_found("not_found", "no such route"))
 }
 
-async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(crate::error::ErrorBody {
-        error: "this method is not allowed on this route".into(),
-        code: "method_not_allowed".into(),
-        details: None,
+/// A resource's default service: any other method is 405 in the contract's error shape,
+/// with `Allow` naming the methods the resource takes (`"GET"`, `"PUT, DELETE"`).
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        HttpResponse::MethodNotAllowed()
+            .insert_header((actix_web::http::header::ALLOW, allow))
+            .json(crate::error::ErrorBody {
+                error: "this method is not allowed on this route".into(),
+                code: "method_not_allowed".into(),
+                details: None,
+            })
     })
 }
 

@@ -471,3 +471,47 @@ async fn openapi_describes_enums_required_fields_and_the_webhook_answer_as_serve
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_wrong_method_anywhere_is_405_in_the_error_shape_naming_the_allowed_ones() {
+    let app = spawn_app().await;
+    let cases = [
+        (reqwest::Method::POST, "/healthz", "GET"),
+        (reqwest::Method::DELETE, "/readyz", "GET"),
+        (reqwest::Method::PUT, "/metrics", "GET"),
+        (reqwest::Method::POST, "/openapi.json", "GET"),
+        (reqwest::Method::POST, "/api/products/tee", "GET"),
+        (reqwest::Method::PATCH, "/api/orders", "POST, GET"),
+        (reqwest::Method::GET, "/sandbox/payments", "POST"),
+        (reqwest::Method::DELETE, "/sandbox/payments/pay_1", "GET"),
+        (
+            reqwest::Method::GET,
+            "/sandbox/payments/pay_1/refunds",
+            "POST",
+        ),
+        (reqwest::Method::DELETE, "/sandbox/pay/pay_1", "GET, POST"),
+    ];
+    for (method, path, allow) in cases {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            response
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        assert_error(
+            response,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        )
+        .await;
+    }
+    app.stop().await;
+}
