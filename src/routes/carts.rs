@@ -4,12 +4,12 @@
 
 use crate::auth::User;
 use crate::error::{AppError, CartLock, ErrorBody, ErrorDetails};
-use crate::routes::catalog::{parse_sku, product_not_found};
+use crate::routes::catalog::{existing_sku, product_not_found};
 use crate::routes::fields::Fields;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use kassa_actors::cart::{CartError, CreateCart, GetCart, RemoveLine, SetLine};
-use kassa_actors::domain::{CartId, Quantity};
+use kassa_actors::domain::{CartId, Quantity, Sku};
 use kassa_actors::product::GetProduct;
 use kassa_actors::store::CartRecord;
 use serde::Serialize;
@@ -75,8 +75,9 @@ pub struct CartItemBody {
     pub quantity: u32,
 }
 
+/// A cart id from the path: one that is not a UUID names no cart (404).
 pub fn parse_cart_id(raw: &str) -> Result<CartId, AppError> {
-    CartId::parse(raw).map_err(|_| AppError::invalid("cartId", "must be a UUID"))
+    CartId::parse(raw).map_err(|_| cart_not_found())
 }
 
 impl From<CartError> for AppError {
@@ -139,11 +140,12 @@ pub async fn create_cart(user: User, state: web::Data<AppState>) -> Result<HttpR
 
 #[utoipa::path(
     get, path = "/api/carts/{cartId}", tag = "carts",
-    params(("cartId" = Uuid, Path)),
+    params(("cartId" = Uuid, Path, description = "Not a UUID: not found")),
     responses(
         (status = 200, body = CartResponse),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "cart_not_found"),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -159,12 +161,16 @@ pub async fn get_cart(
 
 #[utoipa::path(
     put, path = "/api/carts/{cartId}/items/{sku}", tag = "carts",
-    params(("cartId" = Uuid, Path), ("sku" = String, Path)),
+    params(
+        ("cartId" = Uuid, Path, description = "Not a UUID: not found"),
+        ("sku" = String, Path, description = "1..64 chars of [A-Za-z0-9._-]; any other is not found"),
+    ),
     request_body = CartItemBody,
     responses(
         (status = 200, body = CartResponse),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "cart_not_found or product_not_found"),
+        (status = 409, body = ErrorBody, description = "cart_locked"),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "validation_failed (also a 251st line, or a total above 10^15) or currency_mismatch"),
         (status = 503, body = ErrorBody),
@@ -179,7 +185,7 @@ pub async fn put_item(
 ) -> Result<HttpResponse, AppError> {
     let (id, sku) = path.into_inner();
     let id = parse_cart_id(&id)?;
-    let sku = parse_sku(&sku)?;
+    let sku = existing_sku(&sku)?;
     let mut fields = Fields::of(&body)?;
     let quantity = fields.integer("quantity", Quantity::parse);
     fields.finish()?;
@@ -215,11 +221,15 @@ pub async fn put_item(
 
 #[utoipa::path(
     delete, path = "/api/carts/{cartId}/items/{sku}", tag = "carts",
-    params(("cartId" = Uuid, Path), ("sku" = String, Path)),
+    params(
+        ("cartId" = Uuid, Path, description = "Not a UUID: not found"),
+        ("sku" = String, Path, description = "Any string; one that is no valid sku was never a line"),
+    ),
     responses(
         (status = 200, body = CartResponse, description = "Also when the line was not there"),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "cart_not_found"),
+        (status = 409, body = ErrorBody, description = "cart_locked"),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -231,10 +241,15 @@ pub async fn delete_item(
 ) -> Result<HttpResponse, AppError> {
     let (id, sku) = path.into_inner();
     let id = parse_cart_id(&id)?;
-    let sku = parse_sku(&sku)?;
-    let cart = state
-        .carts
-        .ask(&id, RemoveLine { user: user.id, sku })
-        .await??;
+    // An impossible sku is a line that was not there: the cart as it is.
+    let cart = match Sku::parse(&sku) {
+        Ok(sku) => {
+            state
+                .carts
+                .ask(&id, RemoveLine { user: user.id, sku })
+                .await??
+        }
+        Err(_) => state.carts.ask(&id, GetCart { user: user.id }).await??,
+    };
     Ok(HttpResponse::Ok().json(CartResponse::from(cart)))
 }

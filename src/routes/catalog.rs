@@ -53,8 +53,14 @@ pub struct ProductBody {
     pub stock: i64,
 }
 
+/// The sku of a product being written: an impossible one is 422 naming `sku`.
 pub fn parse_sku(raw: &str) -> Result<Sku, AppError> {
     Sku::parse(raw).map_err(|e| AppError::invalid("sku", e.message))
+}
+
+/// The sku of a product being read or removed: an impossible one names no product (404).
+pub fn existing_sku(raw: &str) -> Result<Sku, AppError> {
+    Sku::parse(raw).map_err(|_| AppError::not_found("product_not_found", "no such product"))
 }
 
 fn parse_stock(raw: i64) -> Result<i64, InvalidValue> {
@@ -120,11 +126,11 @@ pub async fn put_product(
 
 #[utoipa::path(
     delete, path = "/api/admin/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path)),
+    params(("sku" = String, Path, description = "1..64 chars of [A-Za-z0-9._-]; any other is not found")),
     responses(
         (status = 204, description = "The SKU left the catalog; live reservations still settle"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "product_not_found"),
         (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -134,7 +140,7 @@ pub async fn delete_product(
     state: web::Data<AppState>,
     sku: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let sku = parse_sku(&sku)?;
+    let sku = existing_sku(&sku)?;
     if state.products.ask(&sku, DeleteProduct).await?? {
         tracing::info!(%sku, "product deleted");
         Ok(HttpResponse::NoContent().finish())
@@ -145,10 +151,10 @@ pub async fn delete_product(
 
 #[utoipa::path(
     get, path = "/api/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path)),
+    params(("sku" = String, Path, description = "1..64 chars of [A-Za-z0-9._-]; any other is not found")),
     responses(
         (status = 200, body = ProductResponse),
-        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "product_not_found"),
         (status = 503, body = ErrorBody),
     )
 )]
@@ -156,7 +162,7 @@ pub async fn get_product(
     state: web::Data<AppState>,
     sku: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let sku = parse_sku(&sku)?;
+    let sku = existing_sku(&sku)?;
     let view = state
         .products
         .ask(&sku, GetProduct)

@@ -346,13 +346,14 @@ pub async fn checkout(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
-    let key = idempotency_key(&req)?;
-    let checkout = parse_checkout(&body, &user)?;
-    let Some(key) = key else {
+    let Some(key) = idempotency_key(&req)? else {
+        let checkout = parse_checkout(&body, &user)?;
         return place(&state, &user, checkout)
             .await
             .map(|o| HttpResponse::Ok().json(o));
     };
+    // The key is looked up before the body is validated: a key reused with another body is
+    // `idempotency_key_reused` whatever that body holds.
     let print = fingerprint(&body);
     let claim = store_call(state.store.claim_idempotency(IdempotencyRequest {
         user: &user.id,
@@ -380,7 +381,10 @@ pub async fn checkout(
         }
         IdempotencyClaim::Claimed => {}
     }
-    let outcome = place(&state, &user, checkout).await;
+    let outcome = match parse_checkout(&body, &user) {
+        Ok(checkout) => place(&state, &user, checkout).await,
+        Err(invalid) => Err(invalid),
+    };
     match outcome {
         Ok(response) => {
             let body =
@@ -498,17 +502,19 @@ fn conflict_line(c: LineConflict) -> ConflictLine {
     }
 }
 
-pub fn parse_order_id(raw: &str) -> Result<OrderId, AppError> {
-    OrderId::parse(raw).map_err(|_| AppError::invalid("orderId", "must be a UUID"))
+/// An order id from the path: one that is not a UUID names no order (404).
+fn parse_order_id(raw: &str) -> Result<OrderId, AppError> {
+    OrderId::parse(raw).map_err(|_| AppError::not_found("order_not_found", "no such order"))
 }
 
 #[utoipa::path(
     get, path = "/api/orders/{orderId}", tag = "orders",
-    params(("orderId" = Uuid, Path)),
+    params(("orderId" = Uuid, Path, description = "Not a UUID: not found")),
     responses(
         (status = 200, body = OrderResponse),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "order_not_found, also for someone else's order"),
+        (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

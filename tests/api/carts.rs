@@ -198,19 +198,59 @@ async fn bad_cart_inputs_are_4xx() {
         )
         .await;
     }
-    let body = assert_error(
-        app.get_cart(&alice, "not-a-uuid").await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
-    assert_eq!(body["details"][0]["field"], "cartId");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_impossible_cart_id_or_sku_in_the_path_is_not_found() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
     assert_error(
-        app.set_item(&alice, &cart, "bad%20sku", 1).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
+        app.get_cart(&alice, "not-a-uuid").await,
+        StatusCode::NOT_FOUND,
+        "cart_not_found",
     )
     .await;
+    assert_error(
+        app.set_item(&alice, "not-a-uuid", "tee", 1).await,
+        StatusCode::NOT_FOUND,
+        "cart_not_found",
+    )
+    .await;
+    for sku in ["bad%20sku", "semi;colon", &"x".repeat(65)] {
+        assert_error(
+            app.set_item(&alice, &cart, sku, 1).await,
+            StatusCode::NOT_FOUND,
+            "product_not_found",
+        )
+        .await;
+    }
+    let delete = |cart: &str, sku: &str| {
+        app.client
+            .delete(app.url(&format!("/api/carts/{cart}/items/{sku}")))
+            .bearer_auth(&alice)
+            .send()
+    };
+    assert_error(
+        delete("not-a-uuid", "tee").await.expect("request"),
+        StatusCode::NOT_FOUND,
+        "cart_not_found",
+    )
+    .await;
+    // A line with an impossible sku was never there: the cart as it is, as for any absent line.
+    let (status, body) = json_of(delete(&cart, "bad%20sku").await.expect("request")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["items"][0]["sku"], "tee");
+    let bob = app.token("bob", false);
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/carts/{cart}/items/bad%20sku")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::NOT_FOUND, "cart_not_found").await;
     app.stop().await;
 }
 

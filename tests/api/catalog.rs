@@ -137,12 +137,25 @@ async fn a_price_above_ten_to_the_twelve_minor_units_is_422_naming_price() {
 }
 
 #[actix_web::test]
-async fn a_bad_sku_in_the_path_is_422() {
+async fn an_impossible_sku_is_not_found_when_read_or_deleted_and_422_when_put() {
     let app = spawn_app().await;
     for sku in ["has%20space", "semi;colon", &"x".repeat(65)] {
-        let response = app.get_product(sku).await;
+        assert_error(
+            app.get_product(sku).await,
+            StatusCode::NOT_FOUND,
+            "product_not_found",
+        )
+        .await;
+        let response = app
+            .client
+            .delete(app.url(&format!("/api/admin/products/{sku}")))
+            .bearer_auth(app.admin())
+            .send()
+            .await
+            .expect("request");
+        assert_error(response, StatusCode::NOT_FOUND, "product_not_found").await;
         let body = assert_error(
-            response,
+            app.put_product(sku, 1, "EUR", 1).await,
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         )

@@ -409,6 +409,18 @@ async fn openapi_describes_error_details_and_headers_exactly() {
             }
         }
     }
+    // A path id that cannot be valid names nothing: 404, never 422, where only reading.
+    for (path, method) in [
+        ("/api/products/{sku}", "get"),
+        ("/api/admin/products/{sku}", "delete"),
+        ("/api/carts/{cartId}", "get"),
+        ("/api/carts/{cartId}/items/{sku}", "delete"),
+        ("/api/orders/{orderId}", "get"),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        assert!(responses.get("422").is_none(), "{method} {path}: 422");
+        assert!(responses["404"].is_object(), "{method} {path}: no 404");
+    }
     let stripe = &doc["paths"]["/webhook/stripe"]["post"]["responses"];
     assert!(stripe["413"].is_object(), "/webhook/stripe: no 413");
     app.stop().await;

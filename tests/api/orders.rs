@@ -422,6 +422,55 @@ async fn the_same_idempotency_key_replays_the_first_response_and_never_places_tw
 }
 
 #[actix_web::test]
+async fn a_used_idempotency_key_with_another_body_is_reused_even_when_that_body_is_invalid() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    let (status, _) = json_of(app.checkout(&alice, &cart, Some("key-1")).await).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let post = |key: &'static str| {
+        app.client
+            .post(app.url("/api/orders"))
+            .bearer_auth(&alice)
+            .header("Idempotency-Key", key)
+    };
+    for invalid in [
+        json!({"cartId": cart, "shippingDetails": shipping(), "paymentMethod": "cash"}),
+        json!({"cartId": "not-a-uuid"}),
+        json!([]),
+    ] {
+        let response = post("key-1").json(&invalid).send().await.expect("request");
+        assert_error(
+            response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+        )
+        .await;
+    }
+    let malformed = post("key-1")
+        .header("content-type", "application/json")
+        .body("{\"cartId\": ")
+        .send()
+        .await
+        .expect("request");
+    assert_error(malformed, StatusCode::BAD_REQUEST, "invalid_json").await;
+
+    // A fresh key with an invalid body is plain validation, and the key stays usable.
+    let invalid = json!({"cartId": cart, "shippingDetails": shipping(), "paymentMethod": "cash"});
+    let response = post("key-2").json(&invalid).send().await.expect("request");
+    assert_error(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let (status, body) = json_of(app.checkout(&alice, &cart, Some("key-2")).await).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn concurrent_duplicates_with_one_idempotency_key_make_one_order() {
     let app = spawn_app().await;
     app.put_product("tee", 1999, "EUR", 50).await;
@@ -513,12 +562,7 @@ async fn someone_elses_order_is_404_but_an_admin_sees_it() {
         .send()
         .await
         .expect("request");
-    assert_error(
-        response,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation_failed",
-    )
-    .await;
+    assert_error(response, StatusCode::NOT_FOUND, "order_not_found").await;
     app.stop().await;
 }
 
