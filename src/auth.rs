@@ -1,6 +1,7 @@
 //! JWT authentication: the verifier built once from config, and the extractors that hand
 //! handlers an authenticated `User` (or `Admin`). Only the configured algorithm family is
-//! accepted, `exp` is required and checked against the shared clock; never trust the header.
+//! accepted, `exp` is required and checked (with `nbf` when present) against the shared clock;
+//! never trust the header.
 //! Claims are read as RFC 7519 writes them: `aud` a string or an array, `exp` any number.
 
 use crate::config::{JwtConfig, JwtKey};
@@ -23,10 +24,14 @@ pub struct Claims {
     pub sub: String,
     /// A NumericDate: seconds since the epoch, possibly fractional (`1700000000.5`).
     pub exp: f64,
+    /// A NumericDate like `exp`; before it the token is not valid yet.
+    #[serde(default)]
+    pub nbf: Option<f64>,
     #[serde(default)]
     pub email: Option<String>,
+    /// Absent or null: no roles.
     #[serde(default)]
-    pub roles: Vec<String>,
+    pub roles: Option<Vec<String>>,
 }
 
 /// The claims `kassa token` writes: whole seconds, `aud` as a single string.
@@ -102,8 +107,9 @@ impl Authenticator {
             required.push("aud");
         }
         validation.set_required_spec_claims(&required);
-        // `exp` is checked against the shared clock below, so tests can move time.
+        // `exp` and `nbf` are checked against the shared clock below, so tests can move time.
         validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.leeway = 0;
         match &config.audience {
             Some(aud) => validation.set_audience(&[aud]),
@@ -127,13 +133,20 @@ impl Authenticator {
         if claims.exp <= now {
             return Err(AppError::InvalidToken("the token has expired".into()));
         }
+        if claims.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(AppError::InvalidToken("the token is not valid yet".into()));
+        }
         if claims.sub.trim().is_empty() {
             return Err(AppError::InvalidToken("`sub` is empty".into()));
         }
         Ok(User {
             id: UserId(claims.sub),
             email: claims.email.filter(|e| !e.trim().is_empty()),
-            admin: claims.roles.iter().any(|r| r == "admin"),
+            admin: claims
+                .roles
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r == "admin"),
         })
     }
 

@@ -347,3 +347,56 @@ async fn a_fractional_exp_is_a_valid_numeric_date() {
     assert_invalid_token(post_cart(&app, Some(&format!("Bearer {stale}"))).await).await;
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn null_roles_are_no_roles() {
+    let app = spawn_app().await;
+    let secret = EncodingKey::from_secret(b"integration-test-secret");
+    let token = sign(
+        Algorithm::HS256,
+        &secret,
+        json!({"sub": "alice", "exp": in_an_hour(&app), "roles": null}),
+    );
+    let response = post_cart(&app, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = app
+        .client
+        .delete(app.url("/api/admin/products/tee"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("request");
+    assert_error(response, StatusCode::FORBIDDEN, "forbidden").await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_token_without_sub_is_invalid() {
+    let app = spawn_app().await;
+    let secret = EncodingKey::from_secret(b"integration-test-secret");
+    let token = sign(
+        Algorithm::HS256,
+        &secret,
+        json!({"exp": in_an_hour(&app), "email": "a@example.com", "roles": ["admin"]}),
+    );
+    assert_invalid_token(post_cart(&app, Some(&format!("Bearer {token}"))).await).await;
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_token_is_invalid_before_its_nbf_on_the_shared_clock() {
+    use kassa_actors::clock::Clock;
+    let app = spawn_app().await;
+    let secret = EncodingKey::from_secret(b"integration-test-secret");
+    let now = app.clock.now().unix_timestamp();
+    let early = sign(
+        Algorithm::HS256,
+        &secret,
+        json!({"sub": "alice", "exp": now + 3600, "nbf": now + 600}),
+    );
+    assert_invalid_token(post_cart(&app, Some(&format!("Bearer {early}"))).await).await;
+    app.clock.advance(time::Duration::minutes(11));
+    let response = post_cart(&app, Some(&format!("Bearer {early}"))).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "valid from its nbf");
+    app.stop().await;
+}
