@@ -260,9 +260,17 @@ impl RawConfig {
         let env = environment(vars)?;
         Self::extract(
             Figment::new()
-                .merge(Toml::file(file))
+                .merge(Serialized::defaults(file_keys(file)?))
                 .merge(Serialized::defaults(env)),
         )
+    }
+
+    /// The keys a config may set, as written in `kassa.toml`.
+    fn known_keys() -> Vec<String> {
+        match serde_json::to_value(Self::default()) {
+            Ok(serde_json::Value::Object(keys)) => keys.into_iter().map(|(k, _)| k).collect(),
+            _ => Vec::new(),
+        }
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
@@ -274,6 +282,40 @@ impl RawConfig {
             problem: e.to_string(),
         })
     }
+}
+
+/// The keys of `file` (none when it does not exist), each written either as in the table of
+/// keys (`listen`) or as its variable (`KASSA_LISTEN`). A key Kassa does not know stops
+/// start-up: a typo must not silently leave a default in force.
+fn file_keys(file: &Path) -> Result<figment::value::Dict, ConfigError> {
+    use figment::Provider;
+    let in_file = |problem: String| ConfigError {
+        key: file.display().to_string(),
+        problem,
+    };
+    let mut data = Toml::file(file)
+        .data()
+        .map_err(|e| in_file(e.to_string()))?;
+    let written = data.remove(&figment::Profile::Default).unwrap_or_default();
+    let known = RawConfig::known_keys();
+    let mut keys = figment::value::Dict::new();
+    for (name, value) in written {
+        let key = kassa_key(OsStr::new(&name)).unwrap_or_else(|| name.clone());
+        if !known.contains(&key) {
+            return Err(in_file(format!(
+                "unknown key `{name}`; expected one of {} (or the same as KASSA_ variables, \
+                 such as KASSA_LISTEN)",
+                known.join(", ")
+            )));
+        }
+        if keys.insert(key.clone(), value).is_some() {
+            return Err(in_file(format!(
+                "`{key}` is set twice (as `{key}` and as KASSA_{})",
+                key.to_ascii_uppercase()
+            )));
+        }
+    }
+    Ok(keys)
 }
 
 /// The `KASSA_*` variables among `vars` (but `KASSA_CONFIG`), keyed as in `kassa.toml`, each
@@ -478,6 +520,14 @@ impl Config {
             local_dc: non_empty(raw.scylla_local_dc),
         };
         let log = non_empty(raw.log).unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            return Err(ConfigError::new(
+                "log",
+                format!(
+                    "expected a log filter such as `info` or `kassa=debug,info`, got `{log}`: {e}"
+                ),
+            ));
+        }
         let log_format = match non_empty(raw.log_format).as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -972,6 +1022,54 @@ mod tests {
         )
         .expect("config");
         assert_eq!(config.jwt.key, JwtKey::Secret(b"from-env".to_vec()));
+    }
+
+    #[test]
+    fn an_unknown_key_in_kassa_toml_stops_start_up_naming_it() {
+        let err = read("listen = \"0.0.0.0:9000\"\nlisen = \"x\"\n", &[]).expect_err("typo");
+        assert!(err.key.ends_with("kassa.toml"), "{err}");
+        assert!(err.problem.contains("unknown key `lisen`"), "{err}");
+        assert!(
+            err.problem.contains("listen"),
+            "names the expected keys: {err}"
+        );
+        let err = read("[scylla]\nreplication = 3\n", &[]).expect_err("a table");
+        assert!(err.problem.contains("unknown key `scylla`"), "{err}");
+        let err = read("KASSA_CONFIG = \"other.toml\"\n", &[]).expect_err("not a file key");
+        assert!(err.problem.contains("KASSA_CONFIG"), "{err}");
+    }
+
+    #[test]
+    fn kassa_toml_also_takes_the_variable_spelling_of_a_key() {
+        let config = read("KASSA_LISTEN = \"0.0.0.0:9000\"\n", &[]).expect("config");
+        assert_eq!(config.listen, "0.0.0.0:9000");
+        let config = read(
+            "KASSA_SCYLLA_REPLICATION = 3\n",
+            &[("KASSA_LISTEN", "0.0.0.0:9100")],
+        )
+        .expect("config");
+        assert_eq!(config.scylla.replication, Replication::Factor(3));
+        assert_eq!(config.listen, "0.0.0.0:9100");
+        let err = read(
+            "listen = \"0.0.0.0:9000\"\nKASSA_LISTEN = \"0.0.0.0:9001\"\n",
+            &[],
+        )
+        .expect_err("set twice");
+        assert!(err.problem.contains("set twice"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_log_filter_stops_start_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        for bad in ["kassa=loud", "info,[", "=info"] {
+            let err = raw(&[("data_dir", data), ("log", bad)]).expect_err(bad);
+            assert_eq!(err.key, "KASSA_LOG", "{bad}");
+        }
+        for good in ["debug", "kassa=debug,info", "warn,actix_web=error"] {
+            let config = raw(&[("data_dir", data), ("log", good)]).expect(good);
+            assert_eq!(config.log, good);
+        }
     }
 
     #[test]
