@@ -1,5 +1,6 @@
 //! Kassa and the sandbox gateway as separate processes, as they run in production: a 200
-//! from POST /api/orders means the order survives `kill -9`, and it can still be paid.
+//! from POST /api/orders means the order survives `kill -9`, and it can still be paid; and
+//! `kassa token` works next to a running server.
 
 use kassa::auth::{TokenRequest, mint};
 use kassa::config::{JwtConfig, JwtKey};
@@ -211,4 +212,82 @@ async fn an_order_answered_200_survives_kill_9_and_can_be_paid_after_restart() {
     }
     let (_, product) = send(client.get(format!("{base}/api/products/tee"))).await;
     assert_eq!(product["available"], 1);
+}
+
+/// `kassa` with a clean environment on `data_dir`: the embedded store in it, no secrets (the
+/// development ones are generated there) and `data_dir` as the working directory.
+fn kassa_on_dev_secrets(data_dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kassa"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KASSA_DATA_DIR", data_dir)
+        .env(
+            "KASSA_STORE",
+            format!("embedded:{}", data_dir.join("store").display()),
+        )
+        .env("KASSA_LOG", "warn")
+        .current_dir(data_dir);
+    command
+}
+
+#[tokio::test]
+async fn kassa_token_prints_a_token_the_running_server_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Process(
+        kassa_on_dev_secrets(dir.path())
+            .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("KASSA_PUBLIC_URL", &base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kassa"),
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+
+    // The server holds the embedded store open; the token reads only config and secrets.
+    let output = kassa_on_dev_secrets(dir.path())
+        .args(["token", "--sub", "alice", "--email", "a@x", "--admin"])
+        .output()
+        .expect("run kassa token");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kassa token failed: {stderr}");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    let token = stdout.lines().next().expect("a first line");
+    let segments: Vec<&str> = token.split('.').collect();
+    assert_eq!(
+        segments.len(),
+        3,
+        "the first line is the JWT alone: {token:?}"
+    );
+    assert!(
+        segments.iter().all(|s| !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')),
+        "the first line is the JWT alone: {token:?}"
+    );
+    let claims: Value = {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(segments[1])
+            .expect("base64url payload");
+        serde_json::from_slice(&payload).expect("JSON claims")
+    };
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["email"], "a@x");
+    assert_eq!(claims["roles"], json!(["admin"]));
+
+    let (status, body) = send(
+        client
+            .put(format!("{base}/api/admin/products/tee"))
+            .bearer_auth(token)
+            .json(&json!({"name": "Tee", "price": 1999, "currency": "EUR", "stock": 3})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, cart) = send(client.post(format!("{base}/api/carts")).bearer_auth(token)).await;
+    assert_eq!(status, StatusCode::CREATED, "{cart}");
 }

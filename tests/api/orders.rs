@@ -6,6 +6,7 @@ use crate::helpers::{assert_error, json_of, shipping, spawn_app, spawn_app_with}
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
 
 #[actix_web::test]
 async fn checkout_reserves_stock_locks_the_cart_and_answers_the_payment() {
@@ -785,5 +786,256 @@ async fn stock_is_conserved_after_a_randomized_run_of_checkouts_payments_decline
             "{sku}: on hand = initial - paid"
         );
     }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn bodies_that_are_not_json_not_typed_json_or_too_large_are_refused_on_cart_lines_and_checkout()
+ {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    let line = app.url(&format!("/api/carts/{cart}/items/tee"));
+    let checkout = app.url("/api/orders");
+    let huge = format!(
+        "{{\"quantity\": 1, \"padding\": \"{}\"}}",
+        "x".repeat(70 * 1024)
+    );
+    for (method, url) in [
+        (reqwest::Method::PUT, &line),
+        (reqwest::Method::POST, &checkout),
+    ] {
+        let send = |content_type: &'static str, body: String| {
+            app.client
+                .request(method.clone(), url.as_str())
+                .bearer_auth(&alice)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+        };
+        let response = send("application/json", "{\"quantity\": ".into())
+            .await
+            .expect("request");
+        assert_error(response, StatusCode::BAD_REQUEST, "invalid_json").await;
+        let response = send("text/plain", "{\"quantity\": 1}".into())
+            .await
+            .expect("request");
+        assert_error(
+            response,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        )
+        .await;
+        let response = send("application/json", huge.clone())
+            .await
+            .expect("request");
+        assert_error(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    }
+    let (_, body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(body["items"][0]["quantity"], 1, "the cart is as it was");
+    assert_eq!(app.available("tee").await, 5, "no order was placed");
+    app.stop().await;
+}
+
+/// An RFC 3339 time in UTC, as API.md wants every time: `...Z`.
+fn assert_utc_rfc3339(what: &str, value: &Value) {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{what} `{text}` is not RFC 3339: {e}"));
+    assert!(parsed.offset().is_utc(), "{what} `{text}` is not UTC");
+    assert!(text.ends_with('Z'), "{what} `{text}` does not end in Z");
+}
+
+#[actix_web::test]
+async fn every_time_is_rfc3339_in_utc() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    assert_utc_rfc3339("checkout expiresAt", &checkout["expiresAt"]);
+    let id = checkout["orderId"].as_str().expect("id");
+    app.decide(&checkout, "success").await;
+    let order = app.wait_for_status(&alice, id, "processing").await;
+    for field in ["createdAt", "updatedAt", "expiresAt"] {
+        assert_utc_rfc3339(field, &order[field]);
+    }
+    let history = order["history"].as_array().expect("history");
+    assert_eq!(history.len(), 2, "{order}");
+    for entry in history {
+        assert_utc_rfc3339("history[].at", &entry["at"]);
+    }
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn the_order_list_defaults_to_20_a_page_and_takes_up_to_100() {
+    let app = spawn_app().await;
+    app.put_product("tee", 100, "EUR", 100).await;
+    let alice = app.token("alice", false);
+    for _ in 0..21 {
+        let cart = app.create_cart(&alice).await;
+        app.set_item(&alice, &cart, "tee", 1).await;
+        app.place_order(&alice, &cart).await;
+    }
+    let page = |query: &str| {
+        let request = app
+            .client
+            .get(app.url(&format!("/api/orders{query}")))
+            .bearer_auth(&alice);
+        async move { json_of(request.send().await.expect("request")).await }
+    };
+    let (status, default) = page("").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(default["orders"].as_array().map(Vec::len), Some(20));
+    assert!(
+        default["nextCursor"].is_string(),
+        "{}",
+        default["nextCursor"]
+    );
+    let (status, most) = page("?limit=100").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(most["orders"].as_array().map(Vec::len), Some(21));
+    assert_eq!(most["nextCursor"], Value::Null);
+    let (status, body) = page("?limit=101").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["details"][0]["field"], "limit");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_second_address_line_is_kept_and_read_back() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    let mut shipping = shipping();
+    shipping["line2"] = json!("Apartment 4B");
+    let response = app
+        .client
+        .post(app.url("/api/orders"))
+        .bearer_auth(&alice)
+        .json(&json!({"cartId": cart, "shippingDetails": shipping, "paymentMethod": "card"}))
+        .send()
+        .await
+        .expect("request");
+    let (status, checkout) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK, "{checkout}");
+    let order = app
+        .order(&alice, checkout["orderId"].as_str().expect("id"))
+        .await;
+    assert_eq!(order["shippingDetails"]["line2"], "Apartment 4B");
+    assert_eq!(order["shippingDetails"]["line1"], "1 Main St");
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_idempotency_key_is_1_to_255_characters() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    for bad in [String::new(), "k".repeat(256)] {
+        let body = assert_error(
+            app.checkout(&alice, &cart, Some(&bad)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(body["details"][0]["field"], "Idempotency-Key", "{body}");
+    }
+    assert_eq!(app.available("tee").await, 5, "nothing placed");
+    let longest = "k".repeat(255);
+    let (status, first) = json_of(app.checkout(&alice, &cart, Some(&longest)).await).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let replay = app.checkout(&alice, &cart, Some(&longest)).await;
+    assert_eq!(
+        replay
+            .headers()
+            .get("idempotent-replayed")
+            .and_then(|v| v.to_str().ok()),
+        Some("true"),
+        "the 255-character key was stored"
+    );
+    app.stop().await;
+}
+
+/// What a recording gateway was sent on `POST /payments`.
+#[derive(Debug, Clone)]
+struct PaymentCall {
+    idempotency_key: Option<String>,
+    body: Value,
+}
+
+/// A gateway speaking API.md's protocol that records every `POST /payments`; answers its
+/// base URL and the calls.
+async fn recording_gateway() -> (String, Arc<Mutex<Vec<PaymentCall>>>) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let recorded = calls.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = HttpServer::new(move || {
+        let recorded = recorded.clone();
+        App::new().route(
+            "/payments",
+            web::post().to(move |req: HttpRequest, body: web::Json<Value>| {
+                let recorded = recorded.clone();
+                async move {
+                    let call = PaymentCall {
+                        idempotency_key: req
+                            .headers()
+                            .get("Idempotency-Key")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string),
+                        body: body.into_inner(),
+                    };
+                    recorded.lock().expect("lock").push(call);
+                    HttpResponse::Created().json(json!({
+                        "paymentId": "pay_recorded",
+                        "paymentUrl": "https://gateway.test/pay/pay_recorded",
+                        "token": "tok_recorded",
+                    }))
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .listen(listener)
+    .expect("gateway listens")
+    .run();
+    actix_web::rt::spawn(server);
+    (format!("http://127.0.0.1:{port}"), calls)
+}
+
+#[actix_web::test]
+async fn an_http_gateway_is_asked_with_the_order_id_as_key_and_the_storefront_return_url() {
+    let (gateway, calls) = recording_gateway().await;
+    let app = spawn_app_with(|raw| {
+        raw.gateway = Some(gateway);
+        raw.storefront_url = Some("https://shop.example/store".into());
+    })
+    .await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    let order_id = checkout["orderId"].as_str().expect("id");
+    assert_eq!(
+        checkout["paymentUrl"],
+        "https://gateway.test/pay/pay_recorded"
+    );
+    assert_eq!(checkout["paymentToken"], "tok_recorded");
+    let calls = calls.lock().expect("lock").clone();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].idempotency_key.as_deref(), Some(order_id));
+    assert_eq!(
+        calls[0].body,
+        json!({
+            "orderId": order_id,
+            "amount": 3998,
+            "currency": "EUR",
+            "callbackUrl": format!("{}/webhook/payment-status", app.address),
+            "returnUrl": format!("https://shop.example/store/orders/{order_id}"),
+        })
+    );
     app.stop().await;
 }

@@ -321,3 +321,42 @@ async fn what_is_read_right_after_a_paid_webhook_shows_its_effects() {
     assert_eq!(app.available("mug").await, 60);
     app.stop().await;
 }
+
+/// The value of an unlabelled counter in a Prometheus scrape (0 before its first increment).
+async fn counter(app: &crate::helpers::TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+}
+
+#[actix_web::test]
+async fn an_amount_mismatch_is_counted_in_metrics() {
+    const MISMATCHES: &str = "kassa_webhook_amount_mismatch_total";
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 1).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    let id = checkout["orderId"].as_str().expect("id");
+    let before = counter(&app, MISMATCHES).await;
+    let cheap = body(id, "Success", 1, "EUR");
+    let response = app
+        .send_webhook("msg_counted", app.now(), &cheap, WEBHOOK_SECRET)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.wait_for_status(&alice, id, "refund_pending").await;
+    let after = counter(&app, MISMATCHES).await;
+    assert!(
+        after >= before + 1.0,
+        "{MISMATCHES} went from {before} to {after}"
+    );
+    app.stop().await;
+}
