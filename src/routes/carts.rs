@@ -241,7 +241,8 @@ pub async fn delete_item(
 ) -> Result<HttpResponse, AppError> {
     let (id, sku) = path.into_inner();
     let id = parse_cart_id(&id)?;
-    // An impossible sku is a line that was not there: the cart as it is.
+    // An impossible sku is a line that was not there: the cart as it is, unless locked (as
+    // removing any absent line answers).
     let cart = match Sku::parse(&sku) {
         Ok(sku) => {
             state
@@ -249,7 +250,13 @@ pub async fn delete_item(
                 .ask(&id, RemoveLine { user: user.id, sku })
                 .await??
         }
-        Err(_) => state.carts.ask(&id, GetCart { user: user.id }).await??,
+        Err(_) => {
+            let cart = state.carts.ask(&id, GetCart { user: user.id }).await??;
+            if let Some(order_id) = cart.locked_by {
+                return Err(CartError::Locked { order_id }.into());
+            }
+            cart
+        }
     };
     Ok(HttpResponse::Ok().json(CartResponse::from(cart)))
 }

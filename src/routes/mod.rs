@@ -1,6 +1,7 @@
 //! The HTTP surface of API.md: routing, the JSON body policy (64 KiB, application/json), the
 //! OpenAPI document generated from the handlers, and per-route metrics. Handlers live in the
-//! submodules and never touch the store directly, only actors.
+//! submodules and reach the store through actors, never directly, but for the idempotency
+//! records and the order list, and those only through `store_call`.
 
 pub mod carts;
 pub mod catalog;

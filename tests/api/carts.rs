@@ -251,6 +251,9 @@ async fn an_impossible_cart_id_or_sku_in_the_path_is_not_found() {
         .await
         .expect("request");
     assert_error(response, StatusCode::NOT_FOUND, "cart_not_found").await;
+    app.place_order(&alice, &cart).await;
+    let locked = delete(&cart, "bad%20sku").await.expect("request");
+    assert_error(locked, StatusCode::CONFLICT, "cart_locked").await;
     app.stop().await;
 }
 
