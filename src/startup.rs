@@ -108,6 +108,13 @@ impl Application {
             .with_max_live(max_live)
         };
         let (gateway, sandbox) = build_gateway(&config, clock.clone())?;
+        let emails = crate::mail::Emails::from_config(&config)?;
+        let mailer = Arc::new(Mailer::start(MailerServices {
+            store: store.clone(),
+            clock: clock.clone(),
+            transport: Arc::new(emails),
+            settings: MailerSettings::default(),
+        }));
         let orders = {
             let services = Arc::new(OrderServices {
                 store: store.clone(),
@@ -124,6 +131,7 @@ impl Application {
                     reconcile_every: time::Duration::seconds(20),
                 },
                 actors: settings.clone(),
+                mail: Some(mailer.handoff(clock.clone())),
             });
             Registry::new(pool.clone(), ORDER_ASK_TIMEOUT, move |m| {
                 OrderActor::new(m, services.clone())
@@ -136,13 +144,6 @@ impl Application {
             Authenticator::new(&config.jwt, clock.clone()).context("KASSA_JWT_PUBLIC_KEY_FILE")?,
         ));
         let port = listener.local_addr()?.port();
-        let emails = crate::mail::Emails::from_config(&config)?;
-        let mailer = Arc::new(Mailer::start(MailerServices {
-            store: store.clone(),
-            clock: clock.clone(),
-            transport: Arc::new(emails),
-            settings: MailerSettings::default(),
-        }));
         let state = web::Data::new(AppState {
             config: Arc::new(config),
             store,

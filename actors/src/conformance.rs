@@ -28,6 +28,7 @@ pub async fn run_all(store: &dyn Store) {
     stale_idempotency_claims_can_be_reclaimed(store).await;
     concurrent_idempotency_claims_have_one_winner(store).await;
     outbox_enqueue_keeps_the_first_email(store).await;
+    outbox_claimed_enqueue_is_not_due_until_its_claim_ends(store).await;
     outbox_keeps_one_email_per_order_and_kind(store).await;
     outbox_replace_is_a_compare_and_set(store).await;
     outbox_due_emails_are_oldest_first_and_due(store).await;
@@ -947,6 +948,52 @@ pub async fn outbox_enqueue_keeps_the_first_email(store: &dyn Store) {
     store.enqueue_email(&second).await.expect("enqueue");
     assert_eq!(store.outbox_depth().await.expect("depth"), depth);
     assert!(due_among(store, at(0), 1000, &[id]).await.is_empty());
+}
+
+pub async fn outbox_claimed_enqueue_is_not_due_until_its_claim_ends(store: &dyn Store) {
+    let [id] = order_ids(1)[..] else {
+        unreachable!()
+    };
+    let depth = store.outbox_depth().await.expect("depth");
+    let queued = email(id, "Your order", at(-100), at(-100));
+    assert!(
+        store
+            .enqueue_claimed_email(&queued, at(120))
+            .await
+            .expect("enqueue"),
+        "the first claimed enqueue puts the email there"
+    );
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth + 1);
+    assert!(
+        due_among(store, at(0), 1000, &[id]).await.is_empty(),
+        "claimed: not due before the claim ends"
+    );
+    let claimed = OutboxEmail {
+        next_attempt_at: at(120),
+        ..queued.clone()
+    };
+    assert_eq!(
+        due_among(store, at(121), 1000, &[id]).await,
+        vec![claimed.clone()]
+    );
+    assert!(
+        !store
+            .enqueue_claimed_email(&queued, at(500))
+            .await
+            .expect("enqueue"),
+        "a second enqueue for the same order and kind changes nothing"
+    );
+    assert_eq!(
+        due_among(store, at(121), 1000, &[id]).await,
+        vec![claimed.clone()]
+    );
+    let sent = OutboxEmail {
+        sent_at: Some(at(1)),
+        attempts: 1,
+        ..claimed
+    };
+    store.update_email(&sent).await.expect("update");
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth);
 }
 
 pub async fn outbox_due_emails_are_oldest_first_and_due(store: &dyn Store) {

@@ -13,7 +13,7 @@ use rand::RngExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use time::{Duration, OffsetDateTime};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 /// How long a mailer holds an email it claimed; longer than any send can take, so another
@@ -114,6 +114,55 @@ pub struct Nudge;
 #[rtype(result = "()")]
 pub struct Flush;
 
+/// An email this replica queued already claimed, with its order, to be sent right away
+/// (instead of waiting for the next read of the outbox and claiming it there).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HandOver {
+    email: OutboxEmail,
+    order: OrderRecord,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// How an order hands its freshly queued email to this replica's mailer. The outbox entry is
+/// written claimed by this replica (`claim_until`), so no other mailer sends it while this
+/// one does; if this process dies first, the claim lapses and any replica's next read of
+/// the outbox sends it. At most `HANDOFF_SLOTS` emails are handed over at once: beyond that
+/// (the mail system is slow) an order queues its email unclaimed, for the outbox reads.
+#[derive(Clone)]
+pub struct Handoff {
+    addr: Addr<MailerActor>,
+    slots: Arc<Semaphore>,
+    clock: SharedClock,
+}
+
+/// Handed-over emails being sent at most at once.
+const HANDOFF_SLOTS: usize = 256;
+
+/// Room to hand one email over, held until its outcome is recorded.
+pub struct HandoffSlot(OwnedSemaphorePermit);
+
+impl Handoff {
+    /// Room to hand one email over, if the mailer has any.
+    pub fn slot(&self) -> Option<HandoffSlot> {
+        self.slots.clone().try_acquire_owned().ok().map(HandoffSlot)
+    }
+
+    /// Until when an email queued now for a hand-over is claimed.
+    pub fn claim_until(&self) -> OffsetDateTime {
+        self.clock.now() + CLAIM_LEASE
+    }
+
+    /// Sends `email` (queued claimed by this replica) now.
+    pub fn give(&self, email: OutboxEmail, order: OrderRecord, slot: HandoffSlot) {
+        self.addr.do_send(HandOver {
+            email,
+            order,
+            _slot: slot.0,
+        });
+    }
+}
+
 /// What the sends share: the services, and the emails that were sent but could not be
 /// recorded as sent (the store failed), so the next round records them instead of sending
 /// them again.
@@ -127,6 +176,8 @@ pub struct MailerActor {
     shared: Option<Arc<Shared>>,
     closing: Arc<AtomicBool>,
     draining: bool,
+    /// Handed-over emails being sent.
+    handed: usize,
     /// A nudge arrived while draining: drain again right after.
     again: bool,
     flushed: Vec<oneshot::Sender<()>>,
@@ -143,6 +194,7 @@ impl MailerActor {
             })),
             closing: Arc::new(AtomicBool::new(false)),
             draining: false,
+            handed: 0,
             again: false,
             flushed: Vec::new(),
             gauges_at: None,
@@ -176,12 +228,19 @@ impl MailerActor {
                 .map(|more, act, ctx| {
                     act.draining = false;
                     if act.closing.load(Ordering::Relaxed) {
-                        act.release();
+                        act.release_if_idle();
                     } else if more || act.again {
                         act.drain(ctx, false);
                     }
                 }),
         );
+    }
+
+    /// Releases the store and transport once nothing is being sent (closing).
+    fn release_if_idle(&mut self) {
+        if !self.draining && self.handed == 0 {
+            self.release();
+        }
     }
 
     fn release(&mut self) {
@@ -213,12 +272,47 @@ impl Handler<Nudge> for MailerActor {
     }
 }
 
+impl Handler<HandOver> for MailerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: HandOver, ctx: &mut Context<Self>) {
+        // Closing: the email stays claimed until its lease ends, then the next start (or
+        // another replica) sends it.
+        let Some(shared) = self
+            .shared
+            .clone()
+            .filter(|_| !self.closing.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        self.handed += 1;
+        ctx.spawn(
+            async move {
+                let HandOver {
+                    email,
+                    order,
+                    _slot,
+                } = msg;
+                let outcome = send(&shared.services, &email, &order).await;
+                record_outcome(&shared, email, outcome).await;
+            }
+            .into_actor(self)
+            .map(|(), act, _| {
+                act.handed -= 1;
+                if act.closing.load(Ordering::Relaxed) {
+                    act.release_if_idle();
+                }
+            }),
+        );
+    }
+}
+
 impl Handler<Flush> for MailerActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
         self.closing.store(true, Ordering::Relaxed);
-        if !self.draining {
+        if !self.draining && self.handed == 0 {
             self.release();
             return Box::pin(async {});
         }
@@ -248,6 +342,15 @@ impl Mailer {
         Self {
             addr,
             arbiter: std::sync::Mutex::new(Some(arbiter)),
+        }
+    }
+
+    /// What orders use to hand their freshly queued emails straight to this mailer.
+    pub fn handoff(&self, clock: SharedClock) -> Handoff {
+        Handoff {
+            addr: self.addr.clone(),
+            slots: Arc::new(Semaphore::new(HANDOFF_SLOTS)),
+            clock,
         }
     }
 
@@ -332,7 +435,8 @@ fn joined(result: Option<Result<bool, tokio::task::JoinError>>) -> bool {
     }
 }
 
-/// Sends one email and records the outcome. Answers whether the outcome reached the store.
+/// Sends one email found due in the outbox and records the outcome. Answers whether the
+/// outcome reached the store.
 async fn deliver(shared: Arc<Shared>, mut email: OutboxEmail) -> bool {
     let services = &shared.services;
     let (order_id, kind) = (email.order_id, email.kind.as_str());
@@ -358,12 +462,7 @@ async fn deliver(shared: Arc<Shared>, mut email: OutboxEmail) -> bool {
         }
     }
     let outcome = match services.store.load_order(order_id).await {
-        Ok(Some(order)) => {
-            let started = std::time::Instant::now();
-            let outcome = services.transport.send(&email, &order).await;
-            metrics::histogram!("kassa_smtp_send_seconds").record(started.elapsed().as_secs_f64());
-            outcome
-        }
+        Ok(Some(order)) => send(services, &email, &order).await,
         Ok(None) => Err(SendError::Permanent(
             "the email's order is not in the store".into(),
         )),
@@ -372,6 +471,29 @@ async fn deliver(shared: Arc<Shared>, mut email: OutboxEmail) -> bool {
             return false;
         }
     };
+    record_outcome(&shared, email, outcome).await
+}
+
+async fn send(
+    services: &MailerServices,
+    email: &OutboxEmail,
+    order: &OrderRecord,
+) -> Result<(), SendError> {
+    let started = std::time::Instant::now();
+    let outcome = services.transport.send(email, order).await;
+    metrics::histogram!("kassa_smtp_send_seconds").record(started.elapsed().as_secs_f64());
+    outcome
+}
+
+/// Records a send's outcome: sent, or the next attempt after a backoff. Answers whether it
+/// reached the store.
+async fn record_outcome(
+    shared: &Shared,
+    mut email: OutboxEmail,
+    outcome: Result<(), SendError>,
+) -> bool {
+    let services = &shared.services;
+    let (order_id, kind) = (email.order_id, email.kind.as_str());
     let now = services.clock.now();
     email.attempts = email.attempts.saturating_add(1);
     match outcome {
@@ -379,7 +501,7 @@ async fn deliver(shared: Arc<Shared>, mut email: OutboxEmail) -> bool {
             email.sent_at = Some(now);
             metrics::counter!("kassa_emails_sent_total", "email" => kind).increment(1);
             tracing::info!(%order_id, email = kind, attempts = email.attempts, "email sent");
-            record_sent(&shared, &email).await
+            record_sent(shared, &email).await
         }
         Err(e) => {
             let settings = &services.settings;
@@ -632,6 +754,98 @@ mod tests {
             poll_every: std::time::Duration::from_millis(20),
             ..MailerSettings::default()
         }
+    }
+
+    /// Queues `order`'s confirmation claimed for a hand-over, as an order does; answers the
+    /// email as queued.
+    async fn queue_claimed(fx: &Fixture, handoff: &Handoff, order: &OrderRecord) -> OutboxEmail {
+        use crate::clock::Clock;
+        let now = fx.clock.now();
+        assert_eq!(
+            fx.store.write_order(order, 0).await.expect("write"),
+            WriteOutcome::Applied
+        );
+        let email = OutboxEmail {
+            order_id: order.id,
+            kind: EmailKind::Confirmation,
+            to: order.email.clone(),
+            created_at: now,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+            sent_at: None,
+        };
+        let until = handoff.claim_until();
+        assert!(
+            fx.store
+                .enqueue_claimed_email(&email, until)
+                .await
+                .expect("enqueue")
+        );
+        OutboxEmail {
+            next_attempt_at: until,
+            ..email
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_handed_over_email_is_sent_at_once_without_reading_the_outbox() {
+        use crate::clock::Clock;
+        let fx = Fixture::new(FakeTransport::default());
+        // The outbox is read only at start-up: what is sent later was handed over.
+        let mailer = fx.start(MailerSettings {
+            poll_every: std::time::Duration::from_secs(3600),
+            ..MailerSettings::default()
+        });
+        let handoff = mailer.handoff(Arc::new(fx.clock.clone()));
+        let order = order(fx.clock.now());
+        let email = queue_claimed(&fx, &handoff, &order).await;
+        // Claimed: no mailer reading the outbox would take it before the lease ends.
+        assert!(
+            fx.store
+                .due_emails(fx.clock.now() + Duration::seconds(60), 10)
+                .await
+                .expect("outbox")
+                .is_empty()
+        );
+        // A second queueing of the same email (an effect run again) is refused.
+        assert!(
+            !fx.store
+                .enqueue_claimed_email(&email, handoff.claim_until())
+                .await
+                .expect("enqueue")
+        );
+        let slot = handoff.slot().expect("a free slot");
+        handoff.give(email, order.clone(), slot);
+        fx.eventually("the handed-over email is sent", |fx| {
+            fx.transport.sent() == vec![(order.id, EmailKind::Confirmation)]
+        })
+        .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while fx.store.outbox_depth().await.expect("depth") > 0 {
+            assert!(std::time::Instant::now() < deadline, "never marked sent");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(mailer.flush(std::time::Duration::from_secs(5)).await);
+    }
+
+    #[actix_rt::test]
+    async fn a_claimed_email_whose_mailer_is_gone_is_sent_once_its_lease_ends() {
+        use crate::clock::Clock;
+        let fx = Fixture::new(FakeTransport::default());
+        let mailer = fx.start(quick());
+        let handoff = mailer.handoff(Arc::new(fx.clock.clone()));
+        let order = order(fx.clock.now());
+        // Queued claimed, never handed over (the process died in between).
+        queue_claimed(&fx, &handoff, &order).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(fx.transport.sent().is_empty(), "sent while still claimed");
+        fx.clock.advance(CLAIM_LEASE + Duration::seconds(1));
+        fx.eventually("the email is sent after the lease", |fx| {
+            fx.transport.sent() == vec![(order.id, EmailKind::Confirmation)]
+        })
+        .await;
+        assert!(mailer.flush(std::time::Duration::from_secs(5)).await);
     }
 
     #[actix_rt::test]

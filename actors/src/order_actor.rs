@@ -10,6 +10,7 @@ use crate::cart::{BeginCheckout, CartActor, CartError, EndCheckout};
 use crate::clock::SharedClock;
 use crate::domain::{CartId, Currency, MAX_TOTAL, OrderId, Sku, UserId};
 use crate::gateway::{PaymentRequest, PaymentState, SharedGateway};
+use crate::mailer::Handoff;
 use crate::order::{Decision, OrderEvent, OrderStatus, decide};
 use crate::product::{Commit, CommitOutcome, ProductActor, Release, Reserve, ReserveOutcome};
 use crate::registry::{AskError, Evict, KeyedActor, Membership, PassivateIfIdle, Registry};
@@ -55,6 +56,9 @@ pub struct OrderServices {
     pub carts: Registry<CartActor>,
     pub settings: OrderSettings,
     pub actors: ActorSettings,
+    /// This replica's mailer, to hand a queued email straight to (None: the outbox reads
+    /// send it).
+    pub mail: Option<Handoff>,
 }
 
 type Services = Arc<OrderServices>;
@@ -928,7 +932,28 @@ async fn queue_email(svc: &OrderServices, order: &OrderRecord, kind: EmailKind) 
         last_error: None,
         sent_at: None,
     };
-    match svc.store.enqueue_email(&email).await {
+    // Queued claimed by this replica and handed to its mailer: sent now, without the
+    // mailer reading the outbox, claiming the email and loading the order again.
+    let handoff = svc
+        .mail
+        .as_ref()
+        .and_then(|mail| mail.slot().map(|slot| (mail, slot)));
+    let queued = match handoff {
+        Some((mail, slot)) => {
+            let claimed_until = mail.claim_until();
+            let queued = svc.store.enqueue_claimed_email(&email, claimed_until).await;
+            if let Ok(true) = queued {
+                let claimed = OutboxEmail {
+                    next_attempt_at: claimed_until,
+                    ..email
+                };
+                mail.give(claimed, order.clone(), slot);
+            }
+            queued.map(|_| ())
+        }
+        None => svc.store.enqueue_email(&email).await,
+    };
+    match queued {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(order_id = %order.id, error = %e, kind = kind.as_str(), "could not queue an email");

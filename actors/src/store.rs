@@ -368,6 +368,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Puts the email in the outbox unless one for the same order and kind is already there.
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()>;
+    /// Puts `email` in the outbox already claimed by the caller until `claimed_until` (not
+    /// due before then) and answers true, unless one for the same order and kind is there
+    /// (then nothing changes and it answers false). A store that cannot tell queues it as
+    /// `enqueue_email` does, due as `email` says, and answers false: the caller then leaves
+    /// the sending to whichever mailer reads it from the outbox.
+    async fn enqueue_claimed_email(
+        &self,
+        email: &OutboxEmail,
+        claimed_until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let _ = claimed_until;
+        self.enqueue_email(email).await.map(|()| false)
+    }
     /// Replaces an outbox entry (attempts, next attempt, sent).
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()>;
     /// Replaces an outbox entry only if it is still exactly `expected`. A mailer claims an
@@ -576,6 +589,24 @@ mod memory {
                 .entry((email.order_id, email.kind))
                 .or_insert_with(|| email.clone());
             Ok(())
+        }
+
+        async fn enqueue_claimed_email(
+            &self,
+            email: &OutboxEmail,
+            claimed_until: OffsetDateTime,
+        ) -> StoreResult<bool> {
+            let mut state = self.lock();
+            let key = (email.order_id, email.kind);
+            if state.outbox.contains_key(&key) {
+                return Ok(false);
+            }
+            let claimed = OutboxEmail {
+                next_attempt_at: claimed_until,
+                ..email.clone()
+            };
+            state.outbox.insert(key, claimed);
+            Ok(true)
         }
 
         async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {

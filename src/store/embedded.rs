@@ -151,6 +151,26 @@ impl EmbeddedStore {
         }
     }
 
+    /// Puts `email` in the outbox unless one for its order and kind is there; answers whether
+    /// it did.
+    async fn insert_email(&self, email: OutboxEmail) -> StoreResult<bool> {
+        let encoded = encode(&email)?;
+        self.write(move |txn| {
+            let key = (email.order_id.0.as_u128(), email.kind.code());
+            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+            if outbox.get(key).map_err(db_err)?.is_some() {
+                return Ok(false);
+            }
+            let mut unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+            outbox.insert(key, encoded.as_slice()).map_err(db_err)?;
+            if email.sent_at.is_none() {
+                unsent.insert(key, ()).map_err(db_err)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
     /// Runs `f` in the next group-commit transaction and answers once that transaction
     /// committed durably. `f` must check its conditions by reading before it writes anything:
     /// a failed job aborts its whole batch, and every job in it is answered with an error.
@@ -502,20 +522,17 @@ impl Store for EmbeddedStore {
     }
 
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
-        let email = email.clone();
-        self.write(move |txn| {
-            let key = (email.order_id.0.as_u128(), email.kind.code());
-            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-            if outbox.get(key).map_err(db_err)?.is_some() {
-                return Ok(());
-            }
-            let encoded = encode(&email)?;
-            let mut unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
-            outbox.insert(key, encoded.as_slice()).map_err(db_err)?;
-            if email.sent_at.is_none() {
-                unsent.insert(key, ()).map_err(db_err)?;
-            }
-            Ok(())
+        self.insert_email(email.clone()).await.map(|_| ())
+    }
+
+    async fn enqueue_claimed_email(
+        &self,
+        email: &OutboxEmail,
+        claimed_until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.insert_email(OutboxEmail {
+            next_attempt_at: claimed_until,
+            ..email.clone()
         })
         .await
     }

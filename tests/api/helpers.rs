@@ -156,6 +156,38 @@ async fn start_on(
 }
 
 impl TestApp {
+    /// The dev mail (`.eml` files) once exactly `count` messages are there and the outbox
+    /// has none left unsent (each is recorded as sent); names and contents. Waits up to 5 s.
+    pub async fn sent_mail(&self, count: usize) -> Vec<(String, String)> {
+        let dir = self.data_dir.join("mail");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let mut mail: Vec<(String, String)> = std::fs::read_dir(&dir)
+                .map(|entries| {
+                    entries
+                        .map(|e| e.expect("mail dir entry").path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                        .map(|p| {
+                            let name = p.file_name().expect("name").to_string_lossy().into();
+                            (name, std::fs::read_to_string(&p).expect("an .eml file"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            mail.sort();
+            let unsent = self.state().store.outbox_depth().await.expect("outbox");
+            if mail.len() == count && unsent == 0 {
+                return mail;
+            }
+            assert!(
+                mail.len() <= count && std::time::Instant::now() < deadline,
+                "expected {count} sent emails and none unsent, found {} files and {unsent} unsent",
+                mail.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

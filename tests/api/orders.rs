@@ -67,7 +67,7 @@ async fn checkout_reserves_stock_locks_the_cart_and_answers_the_payment() {
 }
 
 #[actix_web::test]
-async fn a_paid_order_sells_the_stock_empties_the_cart_and_queues_the_confirmation() {
+async fn a_paid_order_sells_the_stock_empties_the_cart_and_sends_the_confirmation() {
     let app = spawn_app().await;
     app.put_product("tee", 1999, "EUR", 5).await;
     let (alice, cart) = app.cart_with("alice", "tee", 2).await;
@@ -93,19 +93,10 @@ async fn a_paid_order_sells_the_stock_empties_the_cart_and_queues_the_confirmati
     assert_eq!(cart_body["items"], json!([]));
     assert_eq!(cart_body["locked"], false);
 
-    let emails = app
-        .state()
-        .store
-        .due_emails(
-            time::OffsetDateTime::now_utc() + time::Duration::days(1),
-            10,
-        )
-        .await
-        .expect("outbox");
-    assert_eq!(emails.len(), 1);
-    assert_eq!(emails[0].to, "alice@example.com");
-    assert_eq!(emails[0].order_id.to_string(), order_id);
-    assert_eq!(emails[0].kind, kassa_actors::store::EmailKind::Confirmation);
+    // The confirmation is sent and recorded as sent.
+    let mail = app.sent_mail(1).await;
+    assert_eq!(mail[0].0, format!("{order_id}.confirmation.eml"));
+    assert!(mail[0].1.contains("To: alice@example.com"), "{}", mail[0].1);
     app.stop().await;
 }
 

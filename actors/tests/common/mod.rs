@@ -433,6 +433,13 @@ impl Store for ControlledStore {
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
         self.inner.enqueue_email(email).await
     }
+    async fn enqueue_claimed_email(
+        &self,
+        email: &OutboxEmail,
+        claimed_until: time::OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.inner.enqueue_claimed_email(email, claimed_until).await
+    }
 
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
         self.inner.update_email(email).await

@@ -64,6 +64,42 @@ pub struct ScyllaStore {
 }
 
 impl ScyllaStore {
+    /// Puts `email` in the outbox unless one for its order and kind is there; answers whether
+    /// it did.
+    async fn insert_email(&self, email: &OutboxEmail) -> StoreResult<bool> {
+        let unsent = email.sent_at.is_none();
+        if unsent {
+            self.unsent(email, true).await?;
+        }
+        let inserted = self
+            .lwt(
+                "outbox",
+                &self.st.insert_outbox,
+                (
+                    email.order_id.0,
+                    i32::from(email.kind.code()),
+                    encode(email)?,
+                ),
+            )
+            .await?;
+        if !inserted.applied && unsent {
+            // The first email stays; if it was sent already, our index entry must go.
+            let key = format!("{}/{}", email.order_id, email.kind.as_str());
+            let first: OutboxEmail = match inserted.text("body") {
+                Some(body) => decode(body, "outbox email", &key)?,
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "outbox email {key} has no body"
+                    )));
+                }
+            };
+            if first.sent_at.is_some() {
+                self.unsent(email, false).await?;
+            }
+        }
+        Ok(inserted.applied)
+    }
+
     /// Connects, checks that the keyspace holds the schema this build needs (`kassa migrate`
     /// makes it so), and prepares every statement.
     pub async fn open(target: ScyllaTarget<'_>) -> anyhow::Result<Self> {
@@ -728,37 +764,19 @@ impl Store for ScyllaStore {
     }
 
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
-        let unsent = email.sent_at.is_none();
-        if unsent {
-            self.unsent(email, true).await?;
-        }
-        let inserted = self
-            .lwt(
-                "outbox",
-                &self.st.insert_outbox,
-                (
-                    email.order_id.0,
-                    i32::from(email.kind.code()),
-                    encode(email)?,
-                ),
-            )
-            .await?;
-        if !inserted.applied && unsent {
-            // The first email stays; if it was sent already, our index entry must go.
-            let key = format!("{}/{}", email.order_id, email.kind.as_str());
-            let first: OutboxEmail = match inserted.text("body") {
-                Some(body) => decode(body, "outbox email", &key)?,
-                None => {
-                    return Err(StoreError::Corrupt(format!(
-                        "outbox email {key} has no body"
-                    )));
-                }
-            };
-            if first.sent_at.is_some() {
-                self.unsent(email, false).await?;
-            }
-        }
-        Ok(())
+        self.insert_email(email).await.map(|_| ())
+    }
+
+    async fn enqueue_claimed_email(
+        &self,
+        email: &OutboxEmail,
+        claimed_until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.insert_email(&OutboxEmail {
+            next_attempt_at: claimed_until,
+            ..email.clone()
+        })
+        .await
     }
 
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
