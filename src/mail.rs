@@ -213,7 +213,7 @@ impl EmailBackend {
                     }
                 })
             }
-            Self::Files(dir) => write_eml(dir, file_name, &message.formatted())
+            Self::Files(dir) => write_eml(dir, file_name, message.formatted())
                 .await
                 .map_err(|e| SendError::Transient(format!("{}: {e}", dir.display()))),
             Self::Memory(sent) => {
@@ -233,12 +233,18 @@ impl EmailBackend {
     }
 }
 
-/// Writes the file whole or not at all (a reader never sees half a message).
-async fn write_eml(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(dir).await?;
-    let tmp = dir.join(format!(".{name}.tmp"));
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, dir.join(name)).await
+/// Writes the file whole or not at all (a reader never sees half a message). One trip to
+/// the blocking pool for the three file operations.
+async fn write_eml(dir: &Path, name: &str, bytes: Vec<u8>) -> std::io::Result<()> {
+    let (dir, name) = (dir.to_path_buf(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, dir.join(name))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// An email's words, ready to wrap in MIME.

@@ -143,12 +143,18 @@ pub async fn payment_status(
     let webhook_id = verify(&state, &req, &body).inspect_err(|_| {
         metrics::counter!("kassa_webhooks_total", "outcome" => "bad_signature").increment(1);
     })?;
-    let json: serde_json::Value = serde_json::from_slice(&body)
+    // Checked as JSON first (a scan that builds nothing), then read into the payload: a body
+    // that is not JSON is `invalid_json` even where a field before its flaw has a wrong type.
+    serde_json::from_slice::<serde::de::IgnoredAny>(&body)
         .map_err(|e| AppError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
     let payload: PaymentStatusBody =
-        serde_json::from_value(json).map_err(|e| AppError::BadRequest {
-            code: "invalid_payload",
-            message: format!("the webhook payload is not a payment status: {e}"),
+        serde_json::from_slice(&body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => AppError::BadRequest {
+                code: "invalid_payload",
+                message: format!("the webhook payload is not a payment status: {e}"),
+            },
+            // Skipped strings are not checked for UTF-8 by the scan above.
+            _ => AppError::InvalidJson(format!("the body is not valid JSON: {e}")),
         })?;
     let order_id = OrderId(payload.order_id);
     let notice = PaymentNotice {
