@@ -10,6 +10,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// jemalloc: glibc malloc was ~14% of the server's CPU under load (arena locks, free-list
+/// consolidation across the actor and HTTP threads); see BENCHMARKS.md for the A/B.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "kassa",
