@@ -687,16 +687,7 @@ mod tests {
             WriteOutcome::Applied
         );
         store
-            .enqueue_email(&OutboxEmail {
-                order_id: order.id,
-                kind: EmailKind::Confirmation,
-                to: order.email.clone(),
-                created_at: now,
-                attempts: 0,
-                next_attempt_at: now,
-                last_error: None,
-                sent_at: None,
-            })
+            .enqueue_email(&OutboxEmail::new(&order, EmailKind::Confirmation, now))
             .await
             .expect("enqueue");
         order.id
@@ -760,21 +751,11 @@ mod tests {
     /// email as queued.
     async fn queue_claimed(fx: &Fixture, handoff: &Handoff, order: &OrderRecord) -> OutboxEmail {
         use crate::clock::Clock;
-        let now = fx.clock.now();
         assert_eq!(
             fx.store.write_order(order, 0).await.expect("write"),
             WriteOutcome::Applied
         );
-        let email = OutboxEmail {
-            order_id: order.id,
-            kind: EmailKind::Confirmation,
-            to: order.email.clone(),
-            created_at: now,
-            attempts: 0,
-            next_attempt_at: now,
-            last_error: None,
-            sent_at: None,
-        };
+        let email = OutboxEmail::new(order, EmailKind::Confirmation, fx.clock.now());
         let until = handoff.claim_until();
         assert!(
             fx.store

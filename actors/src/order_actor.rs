@@ -921,17 +921,7 @@ async fn commit_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
 }
 
 async fn queue_email(svc: &OrderServices, order: &OrderRecord, kind: EmailKind) -> bool {
-    let now = svc.clock.now();
-    let email = OutboxEmail {
-        order_id: order.id,
-        kind,
-        to: order.email.clone(),
-        created_at: now,
-        attempts: 0,
-        next_attempt_at: now,
-        last_error: None,
-        sent_at: None,
-    };
+    let email = OutboxEmail::new(order, kind, svc.clock.now());
     // Queued claimed by this replica and handed to its mailer: sent now, without the
     // mailer reading the outbox, claiming the email and loading the order again.
     let handoff = svc

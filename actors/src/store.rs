@@ -310,6 +310,22 @@ pub struct OutboxEmail {
     pub sent_at: Option<OffsetDateTime>,
 }
 
+impl OutboxEmail {
+    /// A new `kind` email for `order`, to its address, unsent and due at `now`.
+    pub fn new(order: &OrderRecord, kind: EmailKind, now: OffsetDateTime) -> Self {
+        Self {
+            order_id: order.id,
+            kind,
+            to: order.email.clone(),
+            created_at: now,
+            attempts: 0,
+            next_attempt_at: now,
+            last_error: None,
+            sent_at: None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Whether other processes write to the same data (replicas over one cluster). When
