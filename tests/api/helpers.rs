@@ -156,6 +156,18 @@ async fn start_on(
 }
 
 impl TestApp {
+    /// The text of `GET /metrics`.
+    pub async fn scrape(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("body")
+    }
+
     /// The dev mail (`.eml` files) once exactly `count` messages are there and the outbox
     /// has none left unsent (each is recorded as sent); names and contents. Waits up to 5 s.
     pub async fn sent_mail(&self, count: usize) -> Vec<(String, String)> {

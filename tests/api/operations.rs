@@ -302,15 +302,7 @@ async fn a_request_id_is_echoed_or_generated() {
 async fn metrics_carry_help_text() {
     let app = spawn_app().await;
     app.get_product("x").await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("body");
+    let text = app.scrape().await;
     assert!(
         text.contains("# HELP kassa_http_requests_total"),
         "no HELP line in:\n{text}"

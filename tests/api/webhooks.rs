@@ -324,15 +324,7 @@ async fn what_is_read_right_after_a_paid_webhook_shows_its_effects() {
 
 /// The value of an unlabelled counter in a Prometheus scrape (0 before its first increment).
 async fn counter(app: &crate::helpers::TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("body");
+    let text = app.scrape().await;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .map_or(0.0, |value| value.trim().parse().expect("a number"))
