@@ -82,9 +82,9 @@ pub struct SentEmail {
 pub enum EmailBackend {
     /// An SMTP server, connections pooled.
     Smtp(SmtpBackend),
-    /// One `<order id>.<kind>.eml` file per email in this directory (development); a resend
+    /// One `<order id>.<kind>.eml` file per email in a directory (development); a resend
     /// replaces its file.
-    Files(PathBuf),
+    Files(MailDir),
     /// Kept in memory (unit tests).
     Memory(Arc<Mutex<Vec<SentEmail>>>),
 }
@@ -112,7 +112,7 @@ impl EmailBackend {
                 dir,
                 "emails are written to files (KASSA_SMTP_URL=file://...)"
             );
-            return Ok(Self::Files(PathBuf::from(dir)));
+            return Ok(Self::Files(MailDir::new(PathBuf::from(dir))?));
         }
         let credentials = match (&config.smtp_user, &config.smtp_password) {
             (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
@@ -213,9 +213,10 @@ impl EmailBackend {
                     }
                 })
             }
-            Self::Files(dir) => write_eml(dir, file_name, message.formatted())
+            Self::Files(dir) => dir
+                .write(file_name, message.formatted())
                 .await
-                .map_err(|e| SendError::Transient(format!("{}: {e}", dir.display()))),
+                .map_err(|e| SendError::Transient(format!("{}: {e}", dir.path().display()))),
             Self::Memory(sent) => {
                 let to = message
                     .envelope()
@@ -233,18 +234,61 @@ impl EmailBackend {
     }
 }
 
-/// Writes the file whole or not at all (a reader never sees half a message). One trip to
-/// the blocking pool for the three file operations.
-async fn write_eml(dir: &Path, name: &str, bytes: Vec<u8>) -> std::io::Result<()> {
-    let (dir, name) = (dir.to_path_buf(), name.to_string());
-    tokio::task::spawn_blocking(move || {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, dir.join(name))
-    })
-    .await
-    .map_err(std::io::Error::other)?
+/// The dev-mail directory and the one thread that writes into it. Files created from many
+/// blocking-pool threads at once contend for the directory's lock: in a webhook storm that
+/// spinning (and ext4's inode allocation under it) took half of Kassa's CPU. One thread
+/// writing them in turn has no contention and wakes once per burst.
+pub struct MailDir {
+    dir: PathBuf,
+    writes: std::sync::mpsc::Sender<EmlWrite>,
+}
+
+struct EmlWrite {
+    name: String,
+    bytes: Vec<u8>,
+    done: tokio::sync::oneshot::Sender<std::io::Result<()>>,
+}
+
+impl MailDir {
+    /// Starts the writer thread; it ends when the `MailDir` is dropped and its queue is done.
+    pub fn new(dir: PathBuf) -> std::io::Result<Self> {
+        let (writes, queue) = std::sync::mpsc::channel::<EmlWrite>();
+        let target = dir.clone();
+        std::thread::Builder::new()
+            .name("kassa-dev-mail".into())
+            .spawn(move || {
+                for write in queue {
+                    let written = write_eml(&target, &write.name, &write.bytes);
+                    // The sender may have stopped waiting; the file is written all the same.
+                    let _ = write.done.send(written);
+                }
+            })?;
+        Ok(Self { dir, writes })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    async fn write(&self, name: &str, bytes: Vec<u8>) -> std::io::Result<()> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let write = EmlWrite {
+            name: name.to_string(),
+            bytes,
+            done,
+        };
+        let stopped = || std::io::Error::other("the dev-mail writer thread stopped");
+        self.writes.send(write).map_err(|_| stopped())?;
+        written.await.map_err(|_| stopped())?
+    }
+}
+
+/// Writes the file whole or not at all (a reader never sees half a message).
+fn write_eml(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// An email's words, ready to wrap in MIME.
@@ -647,7 +691,7 @@ mod tests {
     async fn dev_mail_is_one_file_per_email_and_a_resend_replaces_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let emails = Emails::new(
-            EmailBackend::Files(dir.path().join("mail")),
+            EmailBackend::Files(MailDir::new(dir.path().join("mail")).expect("thread")),
             "orders@shop.example",
         )
         .expect("emails");
