@@ -385,13 +385,15 @@ impl CartActor {
         let Some(cart) = &self.cart else {
             return Self::answer(());
         };
-        let held_by_this = cart.locked_by == Some(msg.order_id);
-        let held_by_other = !held_by_this && self.live_lock(cart).is_some();
         let mut next = cart.clone();
-        if held_by_this {
+        if cart.locked_by == Some(msg.order_id) {
             next = Self::without_lock(next);
         }
-        if msg.paid && !held_by_other && next.last_paid_order != Some(msg.order_id) {
+        // A paid order empties the cart even while a newer checkout of it holds the lock (a
+        // late payment for an expired order): what it bought is bought, and when the newer
+        // order fails or expires the cart unlocks empty, not with the lines already paid for.
+        // Once per order, so a rerun does not empty lines the shopper added since.
+        if msg.paid && next.last_paid_order != Some(msg.order_id) {
             next.lines.clear();
             next.last_paid_order = Some(msg.order_id);
         }

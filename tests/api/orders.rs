@@ -667,6 +667,35 @@ async fn late_payment_after_expiry_with_stock_left_re_reserves_and_processes() {
 }
 
 #[actix_web::test]
+async fn a_late_payment_empties_the_cart_even_while_a_newer_checkout_holds_it() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+    let first = app.place_order(&alice, &cart).await;
+    let first_id = first["orderId"].as_str().expect("id");
+    app.expire_pending_orders().await;
+    app.wait_for_status(&alice, first_id, "expired").await;
+    // Alice checks the same cart out again; then the first payment goes through after all.
+    let second = app.place_order(&alice, &cart).await;
+    let second_id = second["orderId"].as_str().expect("id");
+    assert_ne!(first_id, second_id);
+    app.decide(&first, "success").await;
+    app.wait_for_status(&alice, first_id, "processing").await;
+    assert_eq!(app.available("tee").await, 1, "both orders hold their 2 units");
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(cart_body["items"], json!([]), "what was paid for left the cart");
+    assert_eq!(cart_body["locked"], true, "the newer checkout still holds it");
+    // The newer order is declined: the cart unlocks empty, not with the lines already bought.
+    app.decide(&second, "failure").await;
+    app.wait_for_status(&alice, second_id, "failed").await;
+    let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
+    assert_eq!(cart_body["locked"], false);
+    assert_eq!(cart_body["items"], json!([]));
+    assert_eq!(app.available("tee").await, 3);
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn late_payment_after_expiry_without_stock_left_is_refunded() {
     let app = spawn_app().await;
     app.put_product("tee", 1999, "EUR", 2).await;
