@@ -750,9 +750,23 @@ async fn transition(
         }
     }
     record(&mut next);
+    let next = write_next(svc, order, next).await?;
+    metrics::counter!("kassa_order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
+        .increment(1);
+    tracing::info!(order_id = %next.id, %from, %to, ?event, "order transition");
+    Ok((dispatch_effects(svc, next).await, Some(to)))
+}
+
+/// Writes `next` as the version after `order`'s. On a conflict answers the stored order (or
+/// `order` if it cannot be read) with the error.
+async fn write_next(
+    svc: &Services,
+    order: OrderRecord,
+    mut next: OrderRecord,
+) -> Result<OrderRecord, (OrderRecord, OrderError)> {
     next.version = order.version + 1;
     match svc.store.write_order(&next, order.version).await {
-        Ok(WriteOutcome::Applied) => {}
+        Ok(WriteOutcome::Applied) => Ok(next),
         Ok(WriteOutcome::Conflict) => {
             metrics::counter!("kassa_store_conflicts_total", "entity" => "order").increment(1);
             let reloaded = svc
@@ -762,17 +776,13 @@ async fn transition(
                 .ok()
                 .flatten()
                 .unwrap_or(order);
-            return Err((reloaded, ActorError::Contended.into()));
+            Err((reloaded, ActorError::Contended.into()))
         }
         Err(e) => {
             tracing::error!(order_id = %order.id, error = %e, "order write failed");
-            return Err((order, ActorError::Unavailable.into()));
+            Err((order, ActorError::Unavailable.into()))
         }
     }
-    metrics::counter!("kassa_order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
-        .increment(1);
-    tracing::info!(order_id = %next.id, %from, %to, ?event, "order transition");
-    Ok((dispatch_effects(svc, next).await, Some(to)))
 }
 
 /// Starts the order's pending effects and answers once each has been handed to its actor
@@ -1027,13 +1037,22 @@ async fn notice(
     } else {
         OrderEvent::PaymentFailed
     };
+    let status = order.status;
+    if let Decision::Stay = decide(status, event) {
+        // Nothing moves, but the id is remembered: a redelivery is then a duplicate, not
+        // logged and counted (a mismatch, say) a second time.
+        let mut next = order.clone();
+        remember_webhook(&mut next, msg.webhook_id);
+        metrics::counter!("kassa_webhooks_total", "outcome" => "unchanged").increment(1);
+        return match write_next(svc, order, next).await {
+            Ok(order) => (order.into(), Ok(NoticeOutcome::Unchanged(status))),
+            Err((order, e)) => (order.into(), Err(e)),
+        };
+    }
     let webhook_id = msg.webhook_id.clone();
     let settled = msg.succeeded.then(|| msg.payment_id.clone());
-    let status = order.status;
     match transition(svc, order, event, move |next| {
-        next.seen_webhooks.push(webhook_id);
-        let excess = next.seen_webhooks.len().saturating_sub(REMEMBERED_WEBHOOKS);
-        next.seen_webhooks.drain(..excess);
+        remember_webhook(next, webhook_id);
         if settled.is_some() {
             next.settled_payment_id = settled;
         }
@@ -1050,6 +1069,13 @@ async fn notice(
         }
         Err((order, e)) => (order.into(), Err(e)),
     }
+}
+
+/// Adds a webhook id to the order's most recent ones.
+fn remember_webhook(order: &mut OrderRecord, webhook_id: String) {
+    order.seen_webhooks.push(webhook_id);
+    let excess = order.seen_webhooks.len().saturating_sub(REMEMBERED_WEBHOOKS);
+    order.seen_webhooks.drain(..excess);
 }
 
 async fn tick(svc: &Services, order: OrderRecord, query_gateway: bool) -> Settled {
