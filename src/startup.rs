@@ -36,6 +36,8 @@ const ORDER_ASK_TIMEOUT: Duration = Duration::from_secs(45);
 const PASSIVATION_TICK: Duration = Duration::from_secs(30);
 /// How often the store's active orders are re-scanned and woken.
 const ACTIVE_ORDER_RESCAN: Duration = Duration::from_secs(15);
+/// How often expired idempotency keys are deleted.
+const IDEMPOTENCY_PURGE: Duration = Duration::from_secs(10 * 60);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: u64 = 30;
 /// How long shutdown waits for emails being sent to be recorded (the rest go out at the next
@@ -231,9 +233,17 @@ impl Application {
         let ticker = actix_web::rt::spawn(async move {
             let mut passivation = tokio::time::interval(PASSIVATION_TICK);
             let mut rescan = tokio::time::interval(ACTIVE_ORDER_RESCAN);
+            let mut purge = tokio::time::interval(IDEMPOTENCY_PURGE);
             rescan.tick().await;
             loop {
                 tokio::select! {
+                    _ = purge.tick() => {
+                        match ticker_state.purge_idempotency_keys().await {
+                            Ok(0) => {}
+                            Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
+                            Err(e) => tracing::warn!(error = %e, "idempotency key purge failed"),
+                        }
+                    }
                     _ = passivation.tick() => {
                         ticker_state.passivate_idle_actors();
                         ticker_state.metrics.run_upkeep();

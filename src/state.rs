@@ -44,6 +44,21 @@ impl AppState {
         self.orders.broadcast(OrderTick);
     }
 
+    /// Deletes idempotency keys past their 24 h, a batch at a time (the embedded store keeps
+    /// them until then; Cassandra expires them itself). Answers how many went.
+    pub async fn purge_idempotency_keys(&self) -> anyhow::Result<usize> {
+        const BATCH: usize = 1_000;
+        let cutoff = self.clock.now() - crate::routes::orders::IDEMPOTENCY_TTL;
+        let mut purged = 0;
+        loop {
+            let batch = self.store.purge_idempotency(cutoff, BATCH).await?;
+            purged += batch;
+            if batch < BATCH {
+                return Ok(purged);
+            }
+        }
+    }
+
     /// Wakes every order the store lists as active (start-up: expiries and unfinished steps
     /// that were due while the process was down).
     pub async fn resume_active_orders(&self) -> anyhow::Result<usize> {

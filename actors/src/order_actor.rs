@@ -1074,7 +1074,10 @@ async fn notice(
 /// Adds a webhook id to the order's most recent ones.
 fn remember_webhook(order: &mut OrderRecord, webhook_id: String) {
     order.seen_webhooks.push(webhook_id);
-    let excess = order.seen_webhooks.len().saturating_sub(REMEMBERED_WEBHOOKS);
+    let excess = order
+        .seen_webhooks
+        .len()
+        .saturating_sub(REMEMBERED_WEBHOOKS);
     order.seen_webhooks.drain(..excess);
 }
 

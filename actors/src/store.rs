@@ -381,6 +381,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Forgets a claim whose request failed, so the key may be retried.
     async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()>;
+    /// Deletes up to `limit` keys claimed before `created_before` (they have expired);
+    /// answers how many. Stores whose rows expire by themselves (a TTL) delete none.
+    async fn purge_idempotency(
+        &self,
+        _created_before: OffsetDateTime,
+        _limit: usize,
+    ) -> StoreResult<usize> {
+        Ok(0)
+    }
 
     /// Puts the email in the outbox unless one for the same order and kind is already there.
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()>;
@@ -597,6 +606,25 @@ mod memory {
                 .idempotency
                 .remove(&(user.clone(), key.to_string()));
             Ok(())
+        }
+
+        async fn purge_idempotency(
+            &self,
+            created_before: OffsetDateTime,
+            limit: usize,
+        ) -> StoreResult<usize> {
+            let mut inner = self.lock();
+            let doomed: Vec<_> = inner
+                .idempotency
+                .iter()
+                .filter(|(_, (_, at, _))| *at < created_before)
+                .map(|(key, _)| key.clone())
+                .take(limit)
+                .collect();
+            for key in &doomed {
+                inner.idempotency.remove(key);
+            }
+            Ok(doomed.len())
         }
 
         async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// Idempotency records live this long.
-const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
+pub(crate) const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
 /// A claim still in progress after this long is presumed dead (its process crashed).
 const IDEMPOTENCY_STALE: time::Duration = time::Duration::minutes(2);
 const MAX_PAGE: i64 = 100;

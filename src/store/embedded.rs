@@ -40,6 +40,10 @@ const USER_ORDERS: TableDefinition<(&str, u128), ()> = TableDefinition::new("use
 const ACTIVE_ORDERS: TableDefinition<u128, ()> = TableDefinition::new("active_orders");
 /// (user, key) -> JSON `IdempotencyRow`.
 const IDEMPOTENCY: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+/// (unix seconds of `created_at`, user, key) for every row of `idempotency`, oldest first:
+/// what the purge deletes without reading the whole table.
+const IDEMPOTENCY_BY_AGE: TableDefinition<(i64, &str, &str), ()> =
+    TableDefinition::new("idempotency_by_age");
 /// order uuid -> JSON `OutboxEmail`.
 const OUTBOX: TableDefinition<(u128, u8), &[u8]> = TableDefinition::new("outbox");
 /// (order uuid, email kind) -> (), present iff the outbox entry is unsent.
@@ -103,6 +107,7 @@ impl EmbeddedStore {
         txn.open_table(IDEMPOTENCY).map_err(db_err)?;
         txn.open_table(OUTBOX).map_err(db_err)?;
         txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+        index_idempotency_keys(&txn)?;
         txn.commit().map_err(db_err)?;
 
         let db = Arc::new(db);
@@ -457,6 +462,7 @@ impl Store for EmbeddedStore {
                 )?),
                 None => None,
             };
+            let mut by_age = txn.open_table(IDEMPOTENCY_BY_AGE).map_err(db_err)?;
             if let Some(row) = existing {
                 let expired = lapsed(row.created_at, ttl, now);
                 let stale = row.response.is_none() && lapsed(row.created_at, stale_after, now);
@@ -469,6 +475,9 @@ impl Store for EmbeddedStore {
                         IdempotencyClaim::InProgress
                     });
                 }
+                by_age
+                    .remove((row.created_at.unix_timestamp(), k.0, k.1))
+                    .map_err(db_err)?;
             }
             let row = IdempotencyRow {
                 fingerprint,
@@ -476,6 +485,9 @@ impl Store for EmbeddedStore {
                 response: None,
             };
             table.insert(k, encode(&row)?.as_slice()).map_err(db_err)?;
+            by_age
+                .insert((now.unix_timestamp(), k.0, k.1), ())
+                .map_err(db_err)?;
             Ok(IdempotencyClaim::Claimed)
         })
         .await
@@ -513,10 +525,54 @@ impl Store for EmbeddedStore {
         let (user, key) = (user.0.clone(), key.to_owned());
         self.write(move |txn| {
             let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
-            table
-                .remove((user.as_str(), key.as_str()))
-                .map_err(db_err)?;
+            let k = (user.as_str(), key.as_str());
+            let removed = match table.remove(k).map_err(db_err)? {
+                Some(stored) => Some(decode::<IdempotencyRow>(
+                    stored.value(),
+                    "idempotency key",
+                    &format!("{user}/{key}"),
+                )?),
+                None => None,
+            };
+            if let Some(row) = removed {
+                txn.open_table(IDEMPOTENCY_BY_AGE)
+                    .map_err(db_err)?
+                    .remove((row.created_at.unix_timestamp(), k.0, k.1))
+                    .map_err(db_err)?;
+            }
             Ok(())
+        })
+        .await
+    }
+
+    async fn purge_idempotency(
+        &self,
+        created_before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let cutoff = created_before.unix_timestamp();
+        self.write(move |txn| {
+            let mut by_age = txn.open_table(IDEMPOTENCY_BY_AGE).map_err(db_err)?;
+            let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+            let doomed = by_age
+                .range(..(cutoff, "", ""))
+                .map_err(db_err)?
+                .take(limit)
+                .map(|entry| {
+                    let (key, _) = entry.map_err(db_err)?;
+                    let (at, user, key) = key.value();
+                    Ok((at, user.to_owned(), key.to_owned()))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            for (at, user, key) in &doomed {
+                by_age
+                    .remove((*at, user.as_str(), key.as_str()))
+                    .map_err(db_err)?;
+                table
+                    .remove((user.as_str(), key.as_str()))
+                    .map_err(db_err)?;
+            }
+            Ok(doomed.len())
         })
         .await
     }
@@ -628,6 +684,26 @@ struct IdempotencyRow {
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     response: Option<StoredResponse>,
+}
+
+/// Fills `idempotency_by_age` for a database written before it existed (once: afterwards
+/// every claim keeps it up to date).
+fn index_idempotency_keys(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut by_age = txn.open_table(IDEMPOTENCY_BY_AGE).map_err(db_err)?;
+    let table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+    if !by_age.is_empty().map_err(db_err)? || table.is_empty().map_err(db_err)? {
+        return Ok(());
+    }
+    for entry in table.iter().map_err(db_err)? {
+        let (key, value) = entry.map_err(db_err)?;
+        let (user, key) = key.value();
+        let row: IdempotencyRow =
+            decode(value.value(), "idempotency key", &format!("{user}/{key}"))?;
+        by_age
+            .insert((row.created_at.unix_timestamp(), user, key), ())
+            .map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Whether `age` has passed since `since` at `now` (never, if the sum overflows).
@@ -807,6 +883,105 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = EmbeddedStore::open(dir.path()).expect("open");
         kassa_actors::conformance::run_all(&store).await;
+        store.close();
+    }
+
+    /// Rows in the idempotency table and in its by-age index.
+    fn idempotency_rows(store: &EmbeddedStore) -> (u64, u64) {
+        let txn = store.db.begin_read().expect("read");
+        let rows = txn
+            .open_table(IDEMPOTENCY)
+            .expect("table")
+            .len()
+            .expect("len");
+        let index = txn.open_table(IDEMPOTENCY_BY_AGE).expect("index");
+        (rows, index.len().expect("len"))
+    }
+
+    #[tokio::test]
+    async fn expired_idempotency_keys_are_purged_and_the_rest_kept() {
+        use kassa_actors::domain::UserId;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let user = UserId("alice".into());
+        let t0 = time::macros::datetime!(2026-11-01 12:00 UTC);
+        let claim = |key: &'static str, now: OffsetDateTime| {
+            let user = &user;
+            let store = &store;
+            async move {
+                store
+                    .claim_idempotency(IdempotencyRequest {
+                        user,
+                        key,
+                        fingerprint: "body",
+                        now,
+                        ttl: time::Duration::hours(24),
+                        stale_after: time::Duration::minutes(2),
+                    })
+                    .await
+                    .expect("claim")
+            }
+        };
+        let hour = time::Duration::hours(1);
+        assert_eq!(claim("old", t0).await, IdempotencyClaim::Claimed);
+        assert_eq!(claim("released", t0).await, IdempotencyClaim::Claimed);
+        store
+            .release_idempotency(&user, "released")
+            .await
+            .expect("release");
+        // Claimed at t0, stale by t0 + 1 h and claimed again: its index entry moves with it.
+        assert_eq!(claim("again", t0).await, IdempotencyClaim::Claimed);
+        assert_eq!(claim("again", t0 + hour).await, IdempotencyClaim::Claimed);
+        assert_eq!(
+            claim("recent", t0 + 20 * hour).await,
+            IdempotencyClaim::Claimed
+        );
+        let done = StoredResponse {
+            status: 200,
+            body: "{}".into(),
+        };
+        store
+            .complete_idempotency(&user, "recent", &done)
+            .await
+            .expect("complete");
+        assert_eq!(idempotency_rows(&store), (3, 3));
+
+        // At t0 + 25 h 30 min everything claimed before t0 + 1 h 30 min has expired.
+        let cutoff = t0 + 90 * time::Duration::minutes(1);
+        assert_eq!(
+            store.purge_idempotency(cutoff, 1000).await.expect("purge"),
+            2
+        );
+        assert_eq!(idempotency_rows(&store), (1, 1));
+        assert_eq!(
+            store.purge_idempotency(cutoff, 1000).await.expect("purge"),
+            0
+        );
+        assert_eq!(
+            claim("recent", t0 + 21 * hour).await,
+            IdempotencyClaim::Completed(done),
+            "the key inside its 24 h is kept"
+        );
+        // The index of a database written before it existed is built at open.
+        store
+            .write(|txn| {
+                txn.open_table(IDEMPOTENCY_BY_AGE)
+                    .map_err(db_err)?
+                    .retain(|_, _| false)
+                    .map_err(db_err)
+            })
+            .await
+            .expect("drop the index");
+        assert_eq!(idempotency_rows(&store), (1, 0));
+        store.close();
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        assert_eq!(idempotency_rows(&store), (1, 1));
+        let later = t0 + 45 * hour;
+        assert_eq!(
+            store.purge_idempotency(later, 1000).await.expect("purge"),
+            1
+        );
+        assert_eq!(idempotency_rows(&store), (0, 0));
         store.close();
     }
 

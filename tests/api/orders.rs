@@ -681,10 +681,21 @@ async fn a_late_payment_empties_the_cart_even_while_a_newer_checkout_holds_it() 
     assert_ne!(first_id, second_id);
     app.decide(&first, "success").await;
     app.wait_for_status(&alice, first_id, "processing").await;
-    assert_eq!(app.available("tee").await, 1, "both orders hold their 2 units");
+    assert_eq!(
+        app.available("tee").await,
+        1,
+        "both orders hold their 2 units"
+    );
     let (_, cart_body) = json_of(app.get_cart(&alice, &cart).await).await;
-    assert_eq!(cart_body["items"], json!([]), "what was paid for left the cart");
-    assert_eq!(cart_body["locked"], true, "the newer checkout still holds it");
+    assert_eq!(
+        cart_body["items"],
+        json!([]),
+        "what was paid for left the cart"
+    );
+    assert_eq!(
+        cart_body["locked"], true,
+        "the newer checkout still holds it"
+    );
     // The newer order is declined: the cart unlocks empty, not with the lines already bought.
     app.decide(&second, "failure").await;
     app.wait_for_status(&alice, second_id, "failed").await;
