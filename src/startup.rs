@@ -36,6 +36,8 @@ const ORDER_ASK_TIMEOUT: Duration = Duration::from_secs(45);
 const PASSIVATION_TICK: Duration = Duration::from_secs(30);
 /// How often the store's active orders are re-scanned and woken.
 const ACTIVE_ORDER_RESCAN: Duration = Duration::from_secs(15);
+/// The built-in sandbox's payments, in the data directory.
+const SANDBOX_JOURNAL: &str = "sandbox-payments.jsonl";
 /// How often expired idempotency keys are deleted.
 const IDEMPOTENCY_PURGE: Duration = Duration::from_secs(10 * 60);
 /// How long shutdown waits for requests in flight.
@@ -316,7 +318,7 @@ fn build_gateway(
 ) -> anyhow::Result<(SharedGateway, Option<SandboxGateway>)> {
     match &config.gateway {
         GatewaySpec::Sandbox => {
-            let sandbox = SandboxGateway::new(
+            let sandbox = SandboxGateway::with_journal(
                 SandboxSettings {
                     webhook_secret: config.webhook_secret.clone(),
                     public_base_url: join_url(&config.public_url, "/sandbox"),
@@ -324,7 +326,8 @@ fn build_gateway(
                     retry_max: Duration::from_secs(60),
                 },
                 clock,
-            );
+                &config.data_dir.join(SANDBOX_JOURNAL),
+            )?;
             Ok((Arc::new(sandbox.clone()), Some(sandbox)))
         }
         GatewaySpec::Http(url) => Ok((Arc::new(HttpGateway::new(url.clone())), None)),

@@ -1,5 +1,6 @@
-//! The built-in sandbox payment gateway: payments live in memory, a hosted page lets the
-//! shopper pay or decline, and each decision is delivered to `callbackUrl` as a Standard
+//! The built-in sandbox payment gateway: payments live in memory (and, in Kassa, in a
+//! journal in the data directory, so a restart keeps them), a hosted page lets the shopper
+//! pay or decline, and each decision is delivered to `callbackUrl` as a Standard
 //! Webhooks-signed event, retried with capped backoff until a 2xx, however long that takes
 //! (only the process stopping ends it). No money ever moves.
 
@@ -27,9 +28,12 @@ use standardwebhooks::{
 };
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use uuid::Uuid;
+
+mod journal;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -72,15 +76,48 @@ struct Inner {
     signer: Webhook,
     client: reqwest::Client,
     ledger: Mutex<Ledger>,
+    /// Where every change is appended (`None`: memory only).
+    journal: Option<journal::Journal>,
+}
+
+/// One journal line: a payment as it stands, and the webhook of its decision while that is
+/// not yet delivered.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Recorded {
+    payment: Payment,
+    undelivered: Option<WebhookEvent>,
+}
+
+impl Inner {
+    fn record(&self, payment: &Payment, undelivered: Option<&WebhookEvent>) {
+        if let Some(journal) = &self.journal {
+            journal.record(&RecordedRef {
+                payment,
+                undelivered,
+            });
+        }
+    }
+}
+
+/// [`Recorded`], borrowed for writing.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RecordedRef<'a> {
+    payment: &'a Payment,
+    undelivered: Option<&'a WebhookEvent>,
 }
 
 #[derive(Default)]
 struct Ledger {
     payments: HashMap<String, Payment>,
     by_order: HashMap<OrderId, String>,
+    /// Decisions whose webhook is still being delivered, by payment id (journalled only).
+    undelivered: HashMap<String, WebhookEvent>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Payment {
     id: String,
     url: String,
@@ -90,8 +127,31 @@ struct Payment {
     currency: Currency,
     callback_url: String,
     return_url: String,
+    #[serde(with = "state_serde")]
     state: PaymentState,
     refund_id: Option<String>,
+}
+
+/// A payment's state in the journal, by its protocol name.
+mod state_serde {
+    use kassa_actors::gateway::PaymentState;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(state: &PaymentState, out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(super::state_name(*state))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<PaymentState, D::Error> {
+        match <&str>::deserialize(input)? {
+            "pending" => Ok(PaymentState::Pending),
+            "succeeded" => Ok(PaymentState::Succeeded),
+            "failed" => Ok(PaymentState::Failed),
+            other => Err(serde::de::Error::unknown_variant(
+                other,
+                &["pending", "succeeded", "failed"],
+            )),
+        }
+    }
 }
 
 impl Payment {
@@ -176,6 +236,8 @@ impl From<SandboxError> for AppError {
 }
 
 /// One signed event on its way to `callbackUrl`; every attempt carries the same `id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct WebhookEvent {
     id: String,
     payment_id: String,
@@ -188,6 +250,55 @@ impl SandboxGateway {
     /// If `settings.webhook_secret` is not base64 (`Config` and [`bind_standalone`] check it
     /// first) or no TLS back end can be initialised; both only at start-up.
     pub fn new(settings: SandboxSettings, clock: SharedClock) -> Self {
+        Self::build(settings, clock, Ledger::default(), None)
+    }
+
+    /// A sandbox whose payments are kept in the journal at `path` as well: the payments it
+    /// holds are read back, and the webhooks of decisions not yet delivered are delivered
+    /// again (their receiver treats a second delivery as the duplicate it is). Must be
+    /// called inside a tokio runtime.
+    pub fn with_journal(
+        settings: SandboxSettings,
+        clock: SharedClock,
+        path: &Path,
+    ) -> anyhow::Result<Self> {
+        let (journal, entries) = journal::Journal::open(path, |r: &Recorded| r.payment.id.clone())
+            .with_context(|| format!("the sandbox's payment journal {}", path.display()))?;
+        let mut ledger = Ledger::default();
+        let mut undelivered = Vec::new();
+        for Recorded {
+            payment,
+            undelivered: event,
+        } in entries
+        {
+            if let Some(event) = event {
+                undelivered.push(event.clone());
+                ledger.undelivered.insert(payment.id.clone(), event);
+            }
+            ledger.by_order.insert(payment.order_id, payment.id.clone());
+            ledger.payments.insert(payment.id.clone(), payment);
+        }
+        if !ledger.payments.is_empty() {
+            tracing::info!(
+                payments = ledger.payments.len(),
+                undelivered = undelivered.len(),
+                path = %path.display(),
+                "sandbox payments read back"
+            );
+        }
+        let sandbox = Self::build(settings, clock, ledger, Some(journal));
+        for event in undelivered {
+            tokio::spawn(deliver(sandbox.inner.clone(), event));
+        }
+        Ok(sandbox)
+    }
+
+    fn build(
+        settings: SandboxSettings,
+        clock: SharedClock,
+        ledger: Ledger,
+        journal: Option<journal::Journal>,
+    ) -> Self {
         let signer = Webhook::new(&settings.webhook_secret)
             .expect("the webhook secret is whsec_<base64>; configuration checks it");
         let client = reqwest::Client::builder()
@@ -202,7 +313,8 @@ impl SandboxGateway {
                 clock,
                 signer,
                 client,
-                ledger: Mutex::new(Ledger::default()),
+                ledger: Mutex::new(ledger),
+                journal,
             }),
         }
     }
@@ -241,6 +353,7 @@ impl SandboxGateway {
             state: PaymentState::Pending,
             refund_id: None,
         };
+        self.inner.record(&payment, None);
         ledger.by_order.insert(request.order_id, id.clone());
         ledger.payments.insert(id, payment.clone());
         Ok(payment)
@@ -264,10 +377,15 @@ impl SandboxGateway {
         if payment.state != PaymentState::Succeeded {
             return Err(SandboxError::NotRefundable(payment.state));
         }
-        let refund_id = payment
-            .refund_id
-            .get_or_insert_with(|| format!("re_{}", Uuid::new_v4().simple()));
-        Ok(refund_id.clone())
+        if let Some(refund_id) = &payment.refund_id {
+            return Ok(refund_id.clone());
+        }
+        let refund_id = format!("re_{}", Uuid::new_v4().simple());
+        payment.refund_id = Some(refund_id.clone());
+        let payment = payment.clone();
+        self.inner
+            .record(&payment, ledger.undelivered.get(payment_id));
+        Ok(refund_id)
     }
 
     /// Records the shopper's decision and starts delivering its webhook. Deciding again the
@@ -282,7 +400,13 @@ impl SandboxGateway {
             match payment.state {
                 PaymentState::Pending => {
                     payment.state = outcome.state();
-                    (payment.clone(), Some(webhook_event(payment)))
+                    let event = webhook_event(payment);
+                    self.inner.record(payment, Some(&event));
+                    let payment = payment.clone();
+                    if self.inner.journal.is_some() {
+                        ledger.undelivered.insert(payment.id.clone(), event.clone());
+                    }
+                    (payment, Some(event))
                 }
                 state if state == outcome.state() => (payment.clone(), None),
                 state => return Err(SandboxError::AlreadyDecided(state)),
@@ -379,6 +503,13 @@ async fn deliver(inner: Arc<Inner>, event: WebhookEvent) {
                 metrics::counter!("kassa_sandbox_webhook_attempts_total", "outcome" => "delivered")
                     .increment(1);
                 tracing::debug!(webhook_id = %event.id, attempt, "sandbox webhook delivered");
+                if inner.journal.is_some() {
+                    let mut ledger = inner.ledger.lock().unwrap_or_else(|e| e.into_inner());
+                    ledger.undelivered.remove(&event.payment_id);
+                    if let Some(payment) = ledger.payments.get(&event.payment_id) {
+                        inner.record(payment, None);
+                    }
+                }
                 return;
             }
             Attempt::Rejected(status) => ("rejected", format!("the receiver answered {status}")),
@@ -836,6 +967,118 @@ mod tests {
         let page = render_payment_page(&payment);
         assert!(!page.contains("<script>"));
         assert!(page.contains("This payment has failed."));
+    }
+
+    /// Answers 200 to every request on `listener`, sending each request's head and body.
+    async fn receiver(
+        listener: tokio::net::TcpListener,
+        requests: tokio::sync::mpsc::UnboundedSender<String>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let requests = requests.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                // The whole request: head, then as many body bytes as content-length says.
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&seen).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= length {
+                            let _ = requests.send(text.clone());
+                            let _ = socket
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn journalled_payments_come_back_and_an_undelivered_webhook_is_delivered_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let journal = dir.path().join("sandbox-payments.jsonl");
+        // A port with nothing listening yet: the first delivery attempt is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let settings = SandboxSettings {
+            // No second attempt within the test: only a restart delivers it.
+            retry_initial: Duration::from_secs(3600),
+            ..SandboxSettings::new("whsec_c2VjcmV0", "http://sandbox.test/base/")
+        };
+        let clock: SharedClock = Arc::new(ManualClock::starting_now());
+        let order_id = OrderId::new();
+        let (paid, pending) = {
+            let first = SandboxGateway::with_journal(settings.clone(), clock.clone(), &journal)
+                .expect("journal");
+            let mut paid = request(order_id, 1999);
+            paid.callback_url = format!("http://127.0.0.1:{port}/webhook");
+            let paid = first.open(paid).expect("opens");
+            first.decide(&paid.id, Outcome::Success).expect("decides");
+            let refund = first.refund_payment(&paid.id).expect("refunds");
+            let pending = first.open(request(OrderId::new(), 500)).expect("opens");
+            assert_eq!(
+                first.payment(&paid.id).expect("known").refund_id,
+                Some(refund)
+            );
+            (paid, pending)
+        };
+        // Give the journal thread a moment: it writes what was queued.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("rebind");
+        let (tx, mut requests) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(receiver(listener, tx));
+        let second = SandboxGateway::with_journal(settings.clone(), clock.clone(), &journal)
+            .expect("journal");
+        let back = second
+            .payment(&paid.id)
+            .expect("the paid payment came back");
+        assert_eq!(back.state, PaymentState::Succeeded);
+        assert!(back.refund_id.is_some());
+        assert_eq!(back.order_id, order_id);
+        let still = second.payment(&pending.id).expect("the pending one too");
+        assert_eq!(still.state, PaymentState::Pending);
+        assert_eq!(still.token, pending.token);
+        let delivered = tokio::time::timeout(Duration::from_secs(10), requests.recv())
+            .await
+            .expect("the undelivered webhook is delivered after the restart")
+            .expect("a request");
+        assert!(delivered.contains(&order_id.to_string()), "{delivered}");
+        assert!(delivered.contains("Success"), "{delivered}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(second);
+
+        // Delivered now: a third start has nothing left to deliver.
+        let third = SandboxGateway::with_journal(settings, clock, &journal).expect("journal");
+        assert!(third.ledger().undelivered.is_empty());
+        assert_eq!(third.ledger().payments.len(), 2);
     }
 
     #[test]

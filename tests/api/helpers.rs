@@ -91,6 +91,7 @@ pub async fn spawn_app_on_store(wrap: impl FnOnce(SharedStore) -> SharedStore) -
         ManualClock::starting_now(),
         |_| {},
         Some(wrap(Arc::new(store))),
+        0,
     )
     .await;
     app._tmp = Some(tmp);
@@ -103,18 +104,20 @@ pub async fn start(
     clock: ManualClock,
     tweak: impl FnOnce(&mut RawConfig),
 ) -> TestApp {
-    start_on(data_dir, clock, tweak, None).await
+    start_on(data_dir, clock, tweak, None, 0).await
 }
 
-/// Starts Kassa on `data_dir`, over `store` when given, else over the configured one.
+/// Starts Kassa on `data_dir`, over `store` when given, else over the configured one, on
+/// `port` (0: any free one).
 async fn start_on(
     data_dir: PathBuf,
     clock: ManualClock,
     tweak: impl FnOnce(&mut RawConfig),
     store: Option<SharedStore>,
+    port: u16,
 ) -> TestApp {
     kassa::telemetry::init_logging("warn", kassa::config::LogFormat::Text);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let config = test_config(&data_dir, |raw| {
         raw.public_url = Some(format!("http://127.0.0.1:{port}"));
@@ -323,6 +326,24 @@ impl TestApp {
             .expect("server task")
             .expect("clean shutdown");
         (self.data_dir, self.clock, self._tmp.take())
+    }
+
+    /// Stops Kassa and starts it again on the same data dir, clock and port (so the URLs it
+    /// handed out still lead to it).
+    pub async fn restart(self) -> TestApp {
+        let port = self.port();
+        let (data_dir, clock, tmp) = self.stop().await;
+        let mut app = start_on(data_dir, clock, |_| {}, None, port).await;
+        app._tmp = tmp;
+        app
+    }
+
+    pub fn port(&self) -> u16 {
+        self.address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the address ends with its port")
     }
 }
 

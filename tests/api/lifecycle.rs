@@ -63,3 +63,31 @@ async fn actors_that_were_used_recently_are_not_passivated() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_pending_payment_at_the_built_in_sandbox_survives_a_restart() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let (alice, cart) = app.cart_with("alice", "tee", 2).await;
+    let checkout = app.place_order(&alice, &cart).await;
+    let id = checkout["orderId"].as_str().expect("id").to_string();
+
+    let app = app.restart().await;
+    let page = app
+        .client
+        .get(checkout["paymentUrl"].as_str().expect("paymentUrl"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "the payment page still opens"
+    );
+    let html = page.text().await.expect("body");
+    assert!(html.contains("39.98"), "it shows the amount: {html}");
+    app.decide(&checkout, "success").await;
+    app.wait_for_status(&alice, &id, "processing").await;
+    assert_eq!(app.available("tee").await, 3);
+    app.stop().await;
+}
