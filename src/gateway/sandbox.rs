@@ -87,7 +87,13 @@ struct Inner {
 struct Recorded {
     payment: Payment,
     undelivered: Option<WebhookEvent>,
+    /// When the line was written, unix seconds.
+    #[serde(default)]
+    at: i64,
 }
+
+/// How long a settled payment is kept after its last change (a late refund still finds it).
+const SETTLED_RETENTION: time::Duration = time::Duration::days(30);
 
 impl Inner {
     fn record(&self, payment: &Payment, undelivered: Option<&WebhookEvent>) {
@@ -95,6 +101,7 @@ impl Inner {
             journal.record(&RecordedRef {
                 payment,
                 undelivered,
+                at: self.clock.now().unix_timestamp(),
             });
         }
     }
@@ -106,6 +113,7 @@ impl Inner {
 struct RecordedRef<'a> {
     payment: &'a Payment,
     undelivered: Option<&'a WebhookEvent>,
+    at: i64,
 }
 
 #[derive(Default)]
@@ -262,13 +270,21 @@ impl SandboxGateway {
         clock: SharedClock,
         path: &Path,
     ) -> anyhow::Result<Self> {
-        let (journal, entries) = journal::Journal::open(path, |r: &Recorded| r.payment.id.clone())
-            .with_context(|| format!("the sandbox's payment journal {}", path.display()))?;
+        let forget_before = (clock.now() - SETTLED_RETENTION).unix_timestamp();
+        let keep = |r: &Recorded| {
+            r.payment.state == PaymentState::Pending
+                || r.undelivered.is_some()
+                || r.at >= forget_before
+        };
+        let (journal, entries) =
+            journal::Journal::open(path, |r: &Recorded| r.payment.id.clone(), keep)
+                .with_context(|| format!("the sandbox's payment journal {}", path.display()))?;
         let mut ledger = Ledger::default();
         let mut undelivered = Vec::new();
         for Recorded {
             payment,
             undelivered: event,
+            ..
         } in entries
         {
             if let Some(event) = event {
@@ -1030,7 +1046,8 @@ mod tests {
             retry_initial: Duration::from_secs(3600),
             ..SandboxSettings::new("whsec_c2VjcmV0", "http://sandbox.test/base/")
         };
-        let clock: SharedClock = Arc::new(ManualClock::starting_now());
+        let manual = ManualClock::starting_now();
+        let clock: SharedClock = Arc::new(manual.clone());
         let order_id = OrderId::new();
         let (paid, pending) = {
             let first = SandboxGateway::with_journal(settings.clone(), clock.clone(), &journal)
@@ -1076,9 +1093,17 @@ mod tests {
         drop(second);
 
         // Delivered now: a third start has nothing left to deliver.
-        let third = SandboxGateway::with_journal(settings, clock, &journal).expect("journal");
+        let third = SandboxGateway::with_journal(settings.clone(), clock.clone(), &journal)
+            .expect("journal");
         assert!(third.ledger().undelivered.is_empty());
         assert_eq!(third.ledger().payments.len(), 2);
+        drop(third);
+
+        // A month later the settled payment is forgotten; the pending one is kept.
+        manual.advance(time::Duration::days(31));
+        let fourth = SandboxGateway::with_journal(settings, clock, &journal).expect("journal");
+        assert!(fourth.payment(&paid.id).is_err());
+        assert!(fourth.payment(&pending.id).is_ok());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! One JSON line per change, the payment as it then stands, appended by one thread. Without
 //! fsync: a process that crashes loses nothing the kernel already has (a machine that
 //! crashes may lose the last lines, which a sandbox can afford). At start the journal is
-//! read, a torn last line skipped, and rewritten with one line per payment.
+//! read, a torn last line skipped, and rewritten with one line per payment it still keeps.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -20,16 +20,19 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    /// Reads what `path` holds (the last line of each key wins), rewrites it compacted and
-    /// starts appending to it. Answers the journal and the entries, oldest first.
+    /// Reads what `path` holds (the last line of each key wins), drops the entries `keep`
+    /// refuses, rewrites it compacted and starts appending to it. Answers the journal and
+    /// the entries, oldest first.
     pub(super) fn open<E>(
         path: &Path,
         key: impl Fn(&E) -> String,
+        keep: impl Fn(&E) -> bool,
     ) -> std::io::Result<(Self, Vec<E>)>
     where
         E: serde::Serialize + serde::de::DeserializeOwned,
     {
-        let entries = read(path, key)?;
+        let mut entries = read(path, key)?;
+        entries.retain(|e| keep(e));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -140,11 +143,12 @@ mod tests {
     }
 
     #[test]
-    fn the_last_line_of_each_key_wins_a_torn_line_is_skipped_and_the_file_is_compacted() {
+    fn the_last_line_of_each_key_wins_a_torn_line_is_skipped_and_what_is_kept_is_compacted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("j.jsonl");
         {
-            let (journal, entries) = Journal::open(&path, |e: &Entry| e.id.clone()).expect("open");
+            let (journal, entries) =
+                Journal::open(&path, |e: &Entry| e.id.clone(), |_| true).expect("open");
             assert!(entries.is_empty());
             journal.record(&entry("a", 1));
             journal.record(&entry("b", 1));
@@ -165,12 +169,21 @@ mod tests {
         file.write_all(br#"{"id":"b","sta"#).expect("torn line");
         drop(file);
 
-        let (_journal, entries) = Journal::open(&path, |e: &Entry| e.id.clone()).expect("reopen");
+        let (journal, entries) =
+            Journal::open(&path, |e: &Entry| e.id.clone(), |_| true).expect("reopen");
         assert_eq!(entries, vec![entry("a", 2), entry("b", 1)]);
         let compacted = std::fs::read_to_string(&path).expect("read");
         assert_eq!(
             compacted,
             "{\"id\":\"a\",\"state\":2}\n{\"id\":\"b\",\"state\":1}\n"
         );
+        drop(journal);
+
+        // What `keep` refuses is gone from the answer and from the file.
+        let (_journal, entries) =
+            Journal::open(&path, |e: &Entry| e.id.clone(), |e| e.state > 1).expect("reopen");
+        assert_eq!(entries, vec![entry("a", 2)]);
+        let compacted = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(compacted, "{\"id\":\"a\",\"state\":2}\n");
     }
 }
