@@ -124,7 +124,7 @@ fn cart_not_found() -> AppError {
 #[utoipa::path(
     post, path = "/api/carts", tag = "carts",
     responses(
-        (status = 201, body = CartResponse),
+        (status = 201, body = CartResponse, description = "The new, empty cart"),
         (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -142,7 +142,7 @@ pub async fn create_cart(user: User, state: web::Data<AppState>) -> Result<HttpR
     get, path = "/api/carts/{cartId}", tag = "carts",
     params(("cartId" = Uuid, Path, description = "Not a UUID: not found")),
     responses(
-        (status = 200, body = CartResponse),
+        (status = 200, body = CartResponse, description = "The cart, priced"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "cart_not_found"),
         (status = 503, body = ErrorBody),
@@ -167,7 +167,7 @@ pub async fn get_cart(
     ),
     request_body = CartItemBody,
     responses(
-        (status = 200, body = CartResponse),
+        (status = 200, body = CartResponse, description = "The cart with the line set (0 removes it)"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "cart_not_found or product_not_found"),
         (status = 409, body = ErrorBody, description = "cart_locked"),

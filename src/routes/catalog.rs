@@ -79,7 +79,7 @@ fn parse_stock(raw: i64) -> Result<i64, InvalidValue> {
     params(("sku" = String, Path, description = "1..64 chars of [A-Za-z0-9._-]")),
     request_body = ProductBody,
     responses(
-        (status = 200, body = ProductResponse),
+        (status = 200, body = ProductResponse, description = "The product as GET shows it"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
@@ -153,7 +153,7 @@ pub async fn delete_product(
     get, path = "/api/products/{sku}", tag = "catalog",
     params(("sku" = String, Path, description = "1..64 chars of [A-Za-z0-9._-]; any other is not found")),
     responses(
-        (status = 200, body = ProductResponse),
+        (status = 200, body = ProductResponse, description = "The product; `available` = on hand - reserved"),
         (status = 404, body = ErrorBody, description = "product_not_found"),
         (status = 503, body = ErrorBody),
     )

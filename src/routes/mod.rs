@@ -41,7 +41,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct ApiDoc;
 
 /// The headers that come with some errors: `Retry-After` on every 503, `WWW-Authenticate`
-/// on the 401 of a route that takes a bearer token (not on a webhook's `invalid_signature`).
+/// on the 401 of a route that takes a bearer token (not on a webhook's `invalid_signature`);
+/// and what an error status means where the route does not describe it itself.
 struct ErrorHeaders;
 
 impl Modify for ErrorHeaders {
@@ -78,6 +79,9 @@ impl Modify for ErrorHeaders {
                     let RefOr::T(response) = response else {
                         continue;
                     };
+                    if response.description.is_empty() {
+                        response.description = common_description(status, bearer).into();
+                    }
                     match status.as_str() {
                         "503" => {
                             response
@@ -94,6 +98,26 @@ impl Modify for ErrorHeaders {
                 }
             }
         }
+    }
+}
+
+/// What an error status means wherever a route does not say more.
+fn common_description(status: &str, bearer: bool) -> &'static str {
+    match status {
+        "400" => "invalid_json: the body is not JSON",
+        "401" if bearer => {
+            "unauthorized: no bearer token; invalid_token: expired, wrongly signed or of another algorithm"
+        }
+        "401" => "invalid_signature",
+        "403" => "forbidden: the token has no `admin` role",
+        "413" => "payload_too_large: the body is over 64 KiB",
+        "415" => "unsupported_media_type: the body is not `application/json`",
+        "422" => "validation_failed: `details` names the fields",
+        "502" => {
+            "gateway_unavailable: the payment gateway failed; the order failed, its stock is released and the cart unlocked"
+        }
+        "503" => "overloaded or store_unavailable: retry after `Retry-After` seconds",
+        _ => "",
     }
 }
 

@@ -330,9 +330,9 @@ fn stored(response: &StoredResponse, replayed: bool) -> HttpResponse {
     request_body = CheckoutBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "1..255 chars; the same key and body within 24 h replays the first response")),
     responses(
-        (status = 200, body = CheckoutResponse),
+        (status = 200, body = CheckoutResponse, description = "The order, pending payment, and where to pay; also the replay of an earlier answer under the same `Idempotency-Key`, and the pending order of a cart checked out again"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "cart_not_found, also for someone else's cart"),
         (status = 409, body = ErrorBody, description = "cart_conflict (details list every offending line), cart_locked, idempotency_key_in_use"),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, body = ErrorBody, description = "validation_failed, cart_empty, idempotency_key_reused"),
@@ -511,7 +511,7 @@ fn parse_order_id(raw: &str) -> Result<OrderId, AppError> {
     get, path = "/api/orders/{orderId}", tag = "orders",
     params(("orderId" = Uuid, Path, description = "Not a UUID: not found")),
     responses(
-        (status = 200, body = OrderResponse),
+        (status = 200, body = OrderResponse, description = "The order with its history"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "order_not_found, also for someone else's order"),
         (status = 503, body = ErrorBody),
@@ -549,7 +549,7 @@ pub struct ListQuery {
     get, path = "/api/orders", tag = "orders",
     params(ListQuery),
     responses(
-        (status = 200, body = OrderListResponse),
+        (status = 200, body = OrderListResponse, description = "The caller's orders, newest first; `nextCursor` is null on the last page"),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 503, body = ErrorBody),
     ),

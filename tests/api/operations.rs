@@ -183,6 +183,14 @@ async fn openapi_lists_the_contracts_status_codes_for_every_operation() {
                 "{method} {path} does not document {code}"
             );
         }
+        for (code, response) in responses {
+            assert!(
+                response["description"]
+                    .as_str()
+                    .is_some_and(|d| !d.trim().is_empty()),
+                "{method} {path}: {code} has no description"
+            );
+        }
     }
     app.stop().await;
 }
