@@ -89,6 +89,13 @@ impl Store for Counted {
     async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()> {
         self.inner.release_idempotency(user, key).await
     }
+    async fn purge_idempotency(
+        &self,
+        created_before: time::OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        self.inner.purge_idempotency(created_before, limit).await
+    }
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
         self.inner.enqueue_email(email).await
     }

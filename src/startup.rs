@@ -235,17 +235,9 @@ impl Application {
         let ticker = actix_web::rt::spawn(async move {
             let mut passivation = tokio::time::interval(PASSIVATION_TICK);
             let mut rescan = tokio::time::interval(ACTIVE_ORDER_RESCAN);
-            let mut purge = tokio::time::interval(IDEMPOTENCY_PURGE);
             rescan.tick().await;
             loop {
                 tokio::select! {
-                    _ = purge.tick() => {
-                        match ticker_state.purge_idempotency_keys().await {
-                            Ok(0) => {}
-                            Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
-                            Err(e) => tracing::warn!(error = %e, "idempotency key purge failed"),
-                        }
-                    }
                     _ = passivation.tick() => {
                         ticker_state.passivate_idle_actors();
                         ticker_state.metrics.run_upkeep();
@@ -260,12 +252,28 @@ impl Application {
                 }
             }
         });
+        // Apart from the ticker: a first purge of a large backlog must not delay passivation.
+        let purge_state = state.clone();
+        let purger = actix_web::rt::spawn(async move {
+            let mut purge = tokio::time::interval(IDEMPOTENCY_PURGE);
+            purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                purge.tick().await;
+                match purge_state.purge_idempotency_keys().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "expired idempotency keys deleted"),
+                    Err(e) => tracing::warn!(error = %e, "idempotency key purge failed"),
+                }
+            }
+        });
         let signals = actix_web::rt::spawn(stop_on_signal(state.clone(), server.handle()));
         let served = server.await;
         signals.abort();
         tracing::info!("HTTP server stopped; stopping actors");
         ticker.abort();
         let _ = ticker.await;
+        purger.abort();
+        let _ = purger.await;
         if !state.mailer.flush(MAIL_FLUSH_GRACE).await {
             tracing::warn!(
                 "emails were still being sent at shutdown; they go out at the next start"

@@ -77,13 +77,15 @@ pub struct BeginCheckout {
     pub locked_until: OffsetDateTime,
 }
 
-/// Settles the cart after `order_id`: paid empties it, otherwise its lines stay; either way
-/// the order's lock goes. Idempotent; a lock held by another order is left alone.
+/// Settles the cart after `order_id`: paid, what the order bought leaves the cart,
+/// otherwise its lines stay; either way the order's lock goes. Idempotent; a lock held by
+/// another order is left alone.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), CartError>")]
 pub struct EndCheckout {
     pub order_id: OrderId,
-    pub paid: bool,
+    /// The units the order bought (sku, quantity), when it was paid.
+    pub paid: Option<Vec<(Sku, u32)>>,
 }
 
 pub struct CartActor {
@@ -389,12 +391,20 @@ impl CartActor {
         if cart.locked_by == Some(msg.order_id) {
             next = Self::without_lock(next);
         }
-        // A paid order empties the cart even while a newer checkout of it holds the lock (a
-        // late payment for an expired order): what it bought is bought, and when the newer
-        // order fails or expires the cart unlocks empty, not with the lines already paid for.
-        // Once per order, so a rerun does not empty lines the shopper added since.
-        if msg.paid && next.last_paid_order != Some(msg.order_id) {
-            next.lines.clear();
+        // What a paid order bought leaves the cart: all of it when the order held the lock
+        // (the lines could not change), and for a late payment only those units, whatever
+        // the shopper added since, also while a newer checkout holds the lock (when that
+        // one fails, the cart unlocks without what was already paid for). Once per order,
+        // so a rerun does not take away lines the shopper added since.
+        if let Some(bought) = &msg.paid
+            && next.last_paid_order != Some(msg.order_id)
+        {
+            for (sku, quantity) in bought {
+                if let Some(line) = next.lines.iter_mut().find(|l| &l.sku == sku) {
+                    line.quantity = line.quantity.saturating_sub(*quantity);
+                }
+            }
+            next.lines.retain(|l| l.quantity > 0);
             next.last_paid_order = Some(msg.order_id);
         }
         if &next == cart {

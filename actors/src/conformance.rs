@@ -25,6 +25,7 @@ pub async fn run_all(store: &dyn Store) {
     idempotency_claims_replay_and_mismatch(store).await;
     idempotency_release_allows_a_new_claim(store).await;
     idempotency_keys_expire_after_ttl(store).await;
+    idempotency_purge_keeps_keys_inside_their_lifetime(store).await;
     stale_idempotency_claims_can_be_reclaimed(store).await;
     concurrent_idempotency_claims_have_one_winner(store).await;
     outbox_enqueue_keeps_the_first_email(store).await;
@@ -690,6 +691,46 @@ pub async fn idempotency_release_allows_a_new_claim(store: &dyn Store) {
         .release_idempotency(&user, "key-never-claimed")
         .await
         .expect("releasing an unknown key is a no-op");
+}
+
+/// A purge deletes expired keys only (a store with a TTL may delete none: either way a key
+/// inside its 24 h still replays, and an expired one can be claimed afresh).
+pub async fn idempotency_purge_keeps_keys_inside_their_lifetime(store: &dyn Store) {
+    let user = fresh_user("idem-purge");
+    let day = Duration::hours(24).whole_seconds();
+    let claim = |key, secs| idempotency_request(&user, key, "fp", at(secs));
+    for (key, secs) in [("old", 0), ("recent", day / 2)] {
+        assert_eq!(
+            store
+                .claim_idempotency(claim(key, secs))
+                .await
+                .expect("claim"),
+            IdempotencyClaim::Claimed
+        );
+        store
+            .complete_idempotency(&user, key, &response(key))
+            .await
+            .expect("complete");
+    }
+    // At `day + 60`, what was claimed before `at(60)` has expired.
+    const BATCH: usize = 2;
+    while store.purge_idempotency(at(60), BATCH).await.expect("purge") == BATCH {}
+    assert_eq!(
+        store
+            .claim_idempotency(claim("recent", day + 60))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Completed(response("recent")),
+        "a key inside its 24 h survives the purge"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("old", day + 60))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed,
+        "an expired key is gone"
+    );
 }
 
 pub async fn idempotency_keys_expire_after_ttl(store: &dyn Store) {

@@ -496,7 +496,7 @@ async fn place(svc: &Services, id: OrderId, msg: PlaceOrder) -> Result<OrderReco
                 &msg.cart_id,
                 EndCheckout {
                     order_id: id,
-                    paid: false,
+                    paid: None,
                 },
             )
             .await;
@@ -859,7 +859,13 @@ async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect: Effect) ->
         Effect::UnlockCart | Effect::EmptyCart => {
             let end = EndCheckout {
                 order_id: order.id,
-                paid: effect == Effect::EmptyCart,
+                paid: (effect == Effect::EmptyCart).then(|| {
+                    order
+                        .lines
+                        .iter()
+                        .map(|l| (l.sku.clone(), l.quantity))
+                        .collect()
+                }),
             };
             matches!(svc.carts.ask(&order.cart_id, end).await, Ok(Ok(())))
         }
@@ -1041,13 +1047,19 @@ async fn notice(
     if let Decision::Stay = decide(status, event) {
         // Nothing moves, but the id is remembered: a redelivery is then a duplicate, not
         // logged and counted (a mismatch, say) a second time.
+        // If that write fails the event is still answered 200 (it changes nothing); a
+        // redelivery is then counted again, nothing worse.
         let mut next = order.clone();
         remember_webhook(&mut next, msg.webhook_id);
         metrics::counter!("kassa_webhooks_total", "outcome" => "unchanged").increment(1);
-        return match write_next(svc, order, next).await {
-            Ok(order) => (order.into(), Ok(NoticeOutcome::Unchanged(status))),
-            Err((order, e)) => (order.into(), Err(e)),
+        let order = match write_next(svc, order, next).await {
+            Ok(order) => order,
+            Err((order, e)) => {
+                tracing::warn!(order_id = %order.id, error = %e, "could not remember a webhook that changed nothing");
+                order
+            }
         };
+        return (order.into(), Ok(NoticeOutcome::Unchanged(status)));
     }
     let webhook_id = msg.webhook_id.clone();
     let settled = msg.succeeded.then(|| msg.payment_id.clone());
@@ -1063,10 +1075,8 @@ async fn notice(
             metrics::counter!("kassa_webhooks_total", "outcome" => "applied").increment(1);
             (settled, Ok(NoticeOutcome::Moved(to)))
         }
-        Ok((settled, None)) => {
-            metrics::counter!("kassa_webhooks_total", "outcome" => "unchanged").increment(1);
-            (settled, Ok(NoticeOutcome::Unchanged(status)))
-        }
+        // Not reached: `decide` answered `Move` above, and it is a pure function.
+        Ok((settled, None)) => (settled, Ok(NoticeOutcome::Unchanged(status))),
         Err((order, e)) => (order.into(), Err(e)),
     }
 }

@@ -381,15 +381,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Forgets a claim whose request failed, so the key may be retried.
     async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()>;
-    /// Deletes up to `limit` keys claimed before `created_before` (they have expired);
-    /// answers how many. Stores whose rows expire by themselves (a TTL) delete none.
+    /// Deletes keys claimed before `created_before` (they have expired), going through at
+    /// most `limit` of them; answers how many it went through (fewer than `limit`: done).
+    /// A store whose rows expire by themselves (a TTL) answers 0.
     async fn purge_idempotency(
         &self,
-        _created_before: OffsetDateTime,
-        _limit: usize,
-    ) -> StoreResult<usize> {
-        Ok(0)
-    }
+        created_before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize>;
 
     /// Puts the email in the outbox unless one for the same order and kind is already there.
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()>;

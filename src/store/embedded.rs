@@ -568,9 +568,16 @@ impl Store for EmbeddedStore {
                 by_age
                     .remove((*at, user.as_str(), key.as_str()))
                     .map_err(db_err)?;
-                table
-                    .remove((user.as_str(), key.as_str()))
-                    .map_err(db_err)?;
+                // Only the row this entry indexes: one claimed again since has its own.
+                let k = (user.as_str(), key.as_str());
+                let indexed = match table.get(k).map_err(db_err)? {
+                    Some(stored) => serde_json::from_slice::<IdempotencyRow>(stored.value())
+                        .map_or(true, |row| row.created_at.unix_timestamp() == *at),
+                    None => false,
+                };
+                if indexed {
+                    table.remove(k).map_err(db_err)?;
+                }
             }
             Ok(doomed.len())
         })
@@ -697,11 +704,16 @@ fn index_idempotency_keys(txn: &WriteTransaction) -> Result<(), StoreError> {
     for entry in table.iter().map_err(db_err)? {
         let (key, value) = entry.map_err(db_err)?;
         let (user, key) = key.value();
-        let row: IdempotencyRow =
-            decode(value.value(), "idempotency key", &format!("{user}/{key}"))?;
-        by_age
-            .insert((row.created_at.unix_timestamp(), user, key), ())
-            .map_err(db_err)?;
+        // A row that cannot be read is indexed as the oldest: the next purge removes it.
+        let name = format!("{user}/{key}");
+        let at = match decode::<IdempotencyRow>(value.value(), "idempotency key", &name) {
+            Ok(row) => row.created_at.unix_timestamp(),
+            Err(e) => {
+                tracing::warn!(error = %e, "an idempotency key cannot be read; it will be purged");
+                i64::MIN
+            }
+        };
+        by_age.insert((at, user, key), ()).map_err(db_err)?;
     }
     Ok(())
 }
@@ -946,11 +958,25 @@ mod tests {
             .expect("complete");
         assert_eq!(idempotency_rows(&store), (3, 3));
 
-        // At t0 + 25 h 30 min everything claimed before t0 + 1 h 30 min has expired.
+        // An index entry left by an older binary for a row claimed again since.
+        store
+            .write(move |txn| {
+                txn.open_table(IDEMPOTENCY_BY_AGE)
+                    .map_err(db_err)?
+                    .insert((t0.unix_timestamp() - 1, "alice", "recent"), ())
+                    .map_err(db_err)?;
+                Ok(())
+            })
+            .await
+            .expect("stale entry");
+        assert_eq!(idempotency_rows(&store), (3, 4));
+
+        // At t0 + 25 h 30 min everything claimed before t0 + 1 h 30 min has expired; the
+        // stale entry goes, the row it named (claimed at t0 + 20 h) stays.
         let cutoff = t0 + 90 * time::Duration::minutes(1);
         assert_eq!(
             store.purge_idempotency(cutoff, 1000).await.expect("purge"),
-            2
+            3
         );
         assert_eq!(idempotency_rows(&store), (1, 1));
         assert_eq!(

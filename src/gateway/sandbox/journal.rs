@@ -2,27 +2,29 @@
 //! pages still open, its status answers still reconcile, and a decision whose webhook was
 //! not yet delivered is delivered after the restart.
 //!
-//! One JSON line per change, the payment as it then stands, appended by one thread. Without
-//! fsync: a process that crashes loses nothing the kernel already has (a machine that
-//! crashes may lose the last lines, which a sandbox can afford). At start the journal is
-//! read, a torn last line skipped, and rewritten with one line per payment it still keeps.
+//! One JSON line per change, the payment as it then stands, written before the change is
+//! answered. Without fsync: a process that crashes loses nothing (the kernel has the line);
+//! a machine that crashes may lose the last lines, which a sandbox can afford. At start the
+//! journal is read, a torn last line skipped, and rewritten with one line per payment it
+//! still keeps.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::Mutex;
 
-/// Appends lines to the journal from its own thread.
+/// Appends lines to the journal file.
 pub(super) struct Journal {
-    lines: mpsc::Sender<Vec<u8>>,
+    file: Mutex<File>,
     path: PathBuf,
 }
 
 impl Journal {
     /// Reads what `path` holds (the last line of each key wins), drops the entries `keep`
-    /// refuses, rewrites it compacted and starts appending to it. Answers the journal and
-    /// the entries, oldest first.
+    /// refuses, rewrites it compacted and opens it for appending. Answers the journal and
+    /// the entries, oldest first. A line that cannot be read anywhere but at the end (where
+    /// a crash may have torn it) stops the start: rewriting would lose it.
     pub(super) fn open<E>(
         path: &Path,
         key: impl Fn(&E) -> String,
@@ -47,31 +49,29 @@ impl Journal {
         }
         std::fs::rename(&tmp, path)?;
         let file = OpenOptions::new().append(true).open(path)?;
-        let (lines, queue) = mpsc::channel::<Vec<u8>>();
-        let shown = path.display().to_string();
-        std::thread::Builder::new()
-            .name("kassa-sandbox-log".into())
-            .spawn(move || append(file, &queue, &shown))?;
         Ok((
             Self {
-                lines,
+                file: Mutex::new(file),
                 path: path.to_path_buf(),
             },
             entries,
         ))
     }
 
-    /// Queues `entry` as the journal's next line.
+    /// Appends `entry` as one line (one `write`, so lines never interleave).
     pub(super) fn record(&self, entry: &impl serde::Serialize) {
-        match serde_json::to_vec(entry) {
-            Ok(mut line) => {
+        let written = serde_json::to_vec(entry)
+            .map_err(std::io::Error::other)
+            .and_then(|mut line| {
                 line.push(b'\n');
-                // Only fails once the thread is gone (it never stops while we hold `lines`).
-                let _ = self.lines.send(line);
-            }
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot encode a sandbox journal entry");
-            }
+                self.file
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write_all(&line)
+            });
+        if let Err(e) = written {
+            metrics::counter!("kassa_sandbox_journal_failures_total").increment(1);
+            tracing::error!(path = %self.path.display(), error = %e, "cannot append to the sandbox's payment journal");
         }
     }
 }
@@ -88,16 +88,22 @@ where
     };
     let mut entries: Vec<E> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let mut unreadable: Option<(usize, serde_json::Error)> = None;
     for (number, line) in BufReader::new(file).split(b'\n').enumerate() {
         let line = line?;
         if line.is_empty() {
             continue;
         }
+        if let Some((at, e)) = unreadable.take() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line {at} cannot be read ({e}); fix or remove it and start again"),
+            ));
+        }
         let entry: E = match serde_json::from_slice(&line) {
             Ok(entry) => entry,
             Err(e) => {
-                // A torn line from a crash mid-write (only ever the last one).
-                tracing::warn!(path = %path.display(), line = number + 1, error = %e, "skipping an unreadable sandbox journal line");
+                unreadable = Some((number + 1, e));
                 continue;
             }
         };
@@ -109,20 +115,11 @@ where
             }
         }
     }
-    Ok(entries)
-}
-
-/// The journal thread: writes whatever is queued in one `write`, until every sender is gone.
-fn append(mut file: File, queue: &mpsc::Receiver<Vec<u8>>, shown: &str) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = first;
-        while let Ok(more) = queue.try_recv() {
-            batch.extend_from_slice(&more);
-        }
-        if let Err(e) = file.write_all(&batch) {
-            tracing::error!(path = shown, error = %e, "cannot append to the sandbox journal");
-        }
+    if let Some((at, e)) = unreadable {
+        // The last line, torn by a crash in the middle of its write.
+        tracing::warn!(path = %path.display(), line = at, error = %e, "skipping the torn last line of the sandbox's payment journal");
     }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -142,6 +139,10 @@ mod tests {
         }
     }
 
+    fn open(path: &Path, keep: impl Fn(&Entry) -> bool) -> std::io::Result<Vec<Entry>> {
+        Journal::open(path, |e: &Entry| e.id.clone(), keep).map(|(_, entries)| entries)
+    }
+
     #[test]
     fn the_last_line_of_each_key_wins_a_torn_line_is_skipped_and_what_is_kept_is_compacted() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -154,36 +155,34 @@ mod tests {
             journal.record(&entry("b", 1));
             journal.record(&entry("a", 2));
         }
-        // The thread writes what was queued before it ends; wait for the three lines.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::fs::read_to_string(&path)
-            .expect("read")
-            .lines()
-            .count()
-            < 3
-        {
-            assert!(std::time::Instant::now() < deadline, "lines never written");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
         let mut file = OpenOptions::new().append(true).open(&path).expect("file");
         file.write_all(br#"{"id":"b","sta"#).expect("torn line");
         drop(file);
 
-        let (journal, entries) =
-            Journal::open(&path, |e: &Entry| e.id.clone(), |_| true).expect("reopen");
+        let entries = open(&path, |_| true).expect("reopen");
         assert_eq!(entries, vec![entry("a", 2), entry("b", 1)]);
         let compacted = std::fs::read_to_string(&path).expect("read");
         assert_eq!(
             compacted,
             "{\"id\":\"a\",\"state\":2}\n{\"id\":\"b\",\"state\":1}\n"
         );
-        drop(journal);
 
         // What `keep` refuses is gone from the answer and from the file.
-        let (_journal, entries) =
-            Journal::open(&path, |e: &Entry| e.id.clone(), |e| e.state > 1).expect("reopen");
+        let entries = open(&path, |e| e.state > 1).expect("reopen");
         assert_eq!(entries, vec![entry("a", 2)]);
         let compacted = std::fs::read_to_string(&path).expect("read");
         assert_eq!(compacted, "{\"id\":\"a\",\"state\":2}\n");
+    }
+
+    #[test]
+    fn an_unreadable_line_before_the_last_stops_the_start_and_the_file_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("j.jsonl");
+        let text = "{\"id\":\"a\",\"state\":1}\nnot json\n{\"id\":\"b\",\"state\":1}\n";
+        std::fs::write(&path, text).expect("write");
+        let err = open(&path, |_| true).expect_err("refused");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), text);
     }
 }

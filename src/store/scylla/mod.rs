@@ -763,6 +763,15 @@ impl Store for ScyllaStore {
         Ok(())
     }
 
+    async fn purge_idempotency(
+        &self,
+        _created_before: time::OffsetDateTime,
+        _limit: usize,
+    ) -> StoreResult<usize> {
+        // The rows' TTL deletes them (twice their lifetime after they were written).
+        Ok(0)
+    }
+
     async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
         self.insert_email(email).await.map(|_| ())
     }
