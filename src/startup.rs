@@ -51,6 +51,8 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     pool: Arc<ActorPool>,
+    /// The built-in sandbox, whose journal is written out at shutdown.
+    sandbox: Option<SandboxGateway>,
 }
 
 impl Application {
@@ -169,6 +171,7 @@ impl Application {
             tracing::info!(orders = resumed, "resumed active orders");
         }
         let server_state = state.clone();
+        let mounted = sandbox.clone();
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(server_state.clone())
@@ -193,6 +196,7 @@ impl Application {
             server,
             state,
             pool,
+            sandbox: mounted,
         })
     }
 
@@ -229,6 +233,7 @@ impl Application {
             server,
             state,
             pool,
+            sandbox,
             ..
         } = self;
         let ticker_state = state.clone();
@@ -269,6 +274,8 @@ impl Application {
         let signals = actix_web::rt::spawn(stop_on_signal(state.clone(), server.handle()));
         let served = server.await;
         signals.abort();
+        // Awaited: the aborted task holds the state (and with it the store) until dropped.
+        let _ = signals.await;
         tracing::info!("HTTP server stopped; stopping actors");
         ticker.abort();
         let _ = ticker.await;
@@ -284,6 +291,9 @@ impl Application {
         tokio::task::spawn_blocking(move || {
             mailer.shutdown();
             pool.shutdown();
+            if let Some(sandbox) = sandbox {
+                sandbox.close_journal();
+            }
         })
         .await?;
         tracing::info!("actors stopped; store closed");

@@ -98,13 +98,35 @@ struct Recorded<'a> {
 const RETENTION: time::Duration = time::Duration::days(30);
 
 impl Inner {
+    /// Journals the payment as it now stands (queued: see [`journal`]).
     fn record(&self, payment: &Payment, undelivered: Option<&WebhookEvent>) {
         if let Some(journal) = &self.journal {
-            journal.record(&Recorded {
-                payment: Cow::Borrowed(payment),
-                undelivered: undelivered.map(Cow::Borrowed),
-                at: self.clock.now().unix_timestamp(),
-            });
+            journal.record(&self.line(payment, undelivered));
+        }
+    }
+
+    /// Journals a decision (or a refund); its receipt is waited for, outside the ledger's
+    /// lock, before the change is answered.
+    fn record_decision(
+        &self,
+        payment: &Payment,
+        undelivered: Option<&WebhookEvent>,
+    ) -> journal::Receipt {
+        match &self.journal {
+            Some(journal) => journal.record_with_receipt(&self.line(payment, undelivered)),
+            None => journal::Receipt::none(),
+        }
+    }
+
+    fn line<'a>(
+        &self,
+        payment: &'a Payment,
+        undelivered: Option<&'a WebhookEvent>,
+    ) -> Recorded<'a> {
+        Recorded {
+            payment: Cow::Borrowed(payment),
+            undelivered: undelivered.map(Cow::Borrowed),
+            at: self.clock.now().unix_timestamp(),
         }
     }
 }
@@ -326,6 +348,13 @@ impl SandboxGateway {
         }
     }
 
+    /// Writes out what the journal has queued and stops it (shutdown).
+    pub fn close_journal(&self) {
+        if let Some(journal) = &self.inner.journal {
+            journal.close();
+        }
+    }
+
     fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.inner.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -375,30 +404,35 @@ impl SandboxGateway {
     }
 
     /// Refunds a succeeded payment; a repeated refund answers the first refund's id.
-    fn refund_payment(&self, payment_id: &str) -> Result<String, SandboxError> {
-        let mut ledger = self.ledger();
-        let payment = ledger
-            .payments
-            .get_mut(payment_id)
-            .ok_or_else(|| SandboxError::UnknownPayment(payment_id.to_string()))?;
-        if payment.state != PaymentState::Succeeded {
-            return Err(SandboxError::NotRefundable(payment.state));
-        }
-        if let Some(refund_id) = &payment.refund_id {
-            return Ok(refund_id.clone());
-        }
-        let refund_id = format!("re_{}", Uuid::new_v4().simple());
-        payment.refund_id = Some(refund_id.clone());
-        let payment = payment.clone();
-        self.inner
-            .record(&payment, ledger.undelivered.get(payment_id));
+    async fn refund_payment(&self, payment_id: &str) -> Result<String, SandboxError> {
+        let (refund_id, receipt) = {
+            let mut ledger = self.ledger();
+            let payment = ledger
+                .payments
+                .get_mut(payment_id)
+                .ok_or_else(|| SandboxError::UnknownPayment(payment_id.to_string()))?;
+            if payment.state != PaymentState::Succeeded {
+                return Err(SandboxError::NotRefundable(payment.state));
+            }
+            if let Some(refund_id) = &payment.refund_id {
+                return Ok(refund_id.clone());
+            }
+            let refund_id = format!("re_{}", Uuid::new_v4().simple());
+            payment.refund_id = Some(refund_id.clone());
+            let payment = payment.clone();
+            let receipt = self
+                .inner
+                .record_decision(&payment, ledger.undelivered.get(payment_id));
+            (refund_id, receipt)
+        };
+        receipt.wait().await;
         Ok(refund_id)
     }
 
     /// Records the shopper's decision and starts delivering its webhook. Deciding again the
     /// same way changes nothing; deciding the other way is refused.
-    fn decide(&self, payment_id: &str, outcome: Outcome) -> Result<Payment, SandboxError> {
-        let (payment, event) = {
+    async fn decide(&self, payment_id: &str, outcome: Outcome) -> Result<Payment, SandboxError> {
+        let (payment, event, receipt) = {
             let mut ledger = self.ledger();
             let payment = ledger
                 .payments
@@ -408,17 +442,21 @@ impl SandboxGateway {
                 PaymentState::Pending => {
                     payment.state = outcome.state();
                     let event = webhook_event(payment);
-                    self.inner.record(payment, Some(&event));
+                    let receipt = self.inner.record_decision(payment, Some(&event));
                     let payment = payment.clone();
                     if self.inner.journal.is_some() {
                         ledger.undelivered.insert(payment.id.clone(), event.clone());
                     }
-                    (payment, Some(event))
+                    (payment, Some(event), receipt)
                 }
-                state if state == outcome.state() => (payment.clone(), None),
+                state if state == outcome.state() => {
+                    (payment.clone(), None, journal::Receipt::none())
+                }
                 state => return Err(SandboxError::AlreadyDecided(state)),
             }
         };
+        // Answered (and delivered) once the decision is in the journal.
+        receipt.wait().await;
         if let Some(event) = event {
             tracing::info!(payment_id, webhook_id = %event.id, outcome = ?outcome, "sandbox payment decided");
             tokio::spawn(deliver(self.inner.clone(), event));
@@ -434,7 +472,7 @@ impl Gateway for SandboxGateway {
     }
 
     async fn refund(&self, payment_id: &str) -> Result<String, GatewayError> {
-        Ok(self.refund_payment(payment_id)?)
+        Ok(self.refund_payment(payment_id).await?)
     }
 
     async fn status(&self, payment_id: &str) -> Result<PaymentStatus, GatewayError> {
@@ -735,7 +773,7 @@ async fn refund_payment(
     gateway: web::Data<SandboxGateway>,
     payment_id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
-    let refund_id = gateway.refund_payment(&payment_id)?;
+    let refund_id = gateway.refund_payment(&payment_id).await?;
     Ok(HttpResponse::Created().json(RefundBody { refund_id }))
 }
 
@@ -759,7 +797,7 @@ async fn decide_by_json(
     payment_id: web::Path<String>,
     body: web::Json<DecisionBody>,
 ) -> Result<HttpResponse, AppError> {
-    let payment = gateway.decide(&payment_id, body.outcome)?;
+    let payment = gateway.decide(&payment_id, body.outcome).await?;
     Ok(HttpResponse::Ok().json(PaymentBody::from(&payment)))
 }
 
@@ -768,7 +806,7 @@ async fn decide_by_form(
     payment_id: web::Path<String>,
     form: web::Form<DecisionBody>,
 ) -> Result<HttpResponse, AppError> {
-    let payment = gateway.decide(&payment_id, form.outcome)?;
+    let payment = gateway.decide(&payment_id, form.outcome).await?;
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, payment.return_url))
         .finish())
@@ -1016,16 +1054,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn only_succeeded_payments_can_be_refunded() {
+    #[tokio::test]
+    async fn only_succeeded_payments_can_be_refunded() {
         let gateway = gateway();
         let payment = gateway.open(request(OrderId::new(), 100)).expect("opens");
         assert_eq!(
-            gateway.refund_payment(&payment.id),
+            gateway.refund_payment(&payment.id).await,
             Err(SandboxError::NotRefundable(PaymentState::Pending))
         );
         assert_eq!(
-            gateway.refund_payment("pay_missing"),
+            gateway.refund_payment("pay_missing").await,
             Err(SandboxError::UnknownPayment("pay_missing".into()))
         );
     }

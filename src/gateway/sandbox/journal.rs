@@ -2,21 +2,29 @@
 //! pages still open, its status answers still reconcile, and a decision whose webhook was
 //! not yet delivered is delivered after the restart.
 //!
-//! One JSON line per change, the payment as it then stands, written before the change is
-//! answered. Without fsync: a process that crashes loses nothing (the kernel has the line);
-//! a machine that crashes may lose the last lines, which a sandbox can afford. At start the
-//! journal is read, a torn last line skipped, and rewritten with one line per payment it
-//! still keeps.
+//! One JSON line per change, the payment as it then stands, appended by one thread so that
+//! opening a payment (every checkout) costs a channel send, not a write under the sandbox's
+//! lock. A decision waits until its line is written (and with it every line before it), so
+//! a process that crashes loses at most payments opened in the last moment, never a
+//! decision; shutdown writes everything queued. Without fsync: a machine that crashes may
+//! lose the last lines, which a sandbox can afford. At start the journal is read, a torn
+//! last line skipped, and rewritten with one line per payment it still keeps.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
 
-/// Appends lines to the journal file.
+/// A line for the journal thread, and who to tell once it is written.
+type Line = (Vec<u8>, Option<tokio::sync::oneshot::Sender<()>>);
+
+/// Appends lines to the journal file from its own thread.
 pub(super) struct Journal {
-    file: Mutex<File>,
+    /// `None` once closed.
+    lines: Mutex<Option<mpsc::Sender<Line>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     path: PathBuf,
 }
 
@@ -49,29 +57,105 @@ impl Journal {
         }
         std::fs::rename(&tmp, path)?;
         let file = OpenOptions::new().append(true).open(path)?;
+        let (lines, queue) = mpsc::channel::<Line>();
+        let shown = path.display().to_string();
+        let thread = std::thread::Builder::new()
+            .name("kassa-sandbox-log".into())
+            .spawn(move || append(file, &queue, &shown))?;
         Ok((
             Self {
-                file: Mutex::new(file),
+                lines: Mutex::new(Some(lines)),
+                thread: Mutex::new(Some(thread)),
                 path: path.to_path_buf(),
             },
             entries,
         ))
     }
 
-    /// Appends `entry` as one line (one `write`, so lines never interleave).
+    /// Queues `entry` as the next line.
     pub(super) fn record(&self, entry: &impl serde::Serialize) {
-        let written = serde_json::to_vec(entry)
-            .map_err(std::io::Error::other)
-            .and_then(|mut line| {
-                line.push(b'\n');
-                self.file
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .write_all(&line)
-            });
-        if let Err(e) = written {
+        self.send(entry, None);
+    }
+
+    /// Queues `entry`; the receipt tells when it (and every line before it) is written.
+    pub(super) fn record_with_receipt(&self, entry: &impl serde::Serialize) -> Receipt {
+        let (done, written) = tokio::sync::oneshot::channel();
+        Receipt(self.send(entry, Some(done)).then_some(written))
+    }
+
+    fn send(
+        &self,
+        entry: &impl serde::Serialize,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot encode a sandbox journal entry");
+                return false;
+            }
+        };
+        line.push(b'\n');
+        let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        match lines.as_ref().map(|l| l.send((line, done))) {
+            Some(Ok(())) => true,
+            _ => {
+                tracing::error!(path = %self.path.display(), "the sandbox journal is closed; a change is not recorded");
+                false
+            }
+        }
+    }
+
+    /// Writes what is queued and stops the thread; later changes are not recorded.
+    pub(super) fn close(&self) {
+        drop(self.lines.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Tells when a queued line is written.
+#[must_use = "wait() for the line to be written"]
+pub(super) struct Receipt(Option<tokio::sync::oneshot::Receiver<()>>);
+
+impl Receipt {
+    /// A receipt for nothing (no journal).
+    pub(super) fn none() -> Self {
+        Self(None)
+    }
+
+    /// Resolves once the line is written (at once if it could not be queued).
+    pub(super) async fn wait(self) {
+        if let Some(written) = self.0 {
+            // Fails only if the thread ended without writing it, which it reports itself.
+            let _ = written.await;
+        }
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The journal thread: writes whatever is queued in one `write`, then tells who waits;
+/// returns once every sender is gone and the queue is empty.
+fn append(mut file: File, queue: &mpsc::Receiver<Line>, shown: &str) {
+    while let Ok(first) = queue.recv() {
+        let (mut batch, first_done) = first;
+        let mut waiting: Vec<tokio::sync::oneshot::Sender<()>> = first_done.into_iter().collect();
+        while let Ok((more, done)) = queue.try_recv() {
+            batch.extend_from_slice(&more);
+            waiting.extend(done);
+        }
+        if let Err(e) = file.write_all(&batch) {
             metrics::counter!("kassa_sandbox_journal_failures_total").increment(1);
-            tracing::error!(path = %self.path.display(), error = %e, "cannot append to the sandbox's payment journal");
+            tracing::error!(path = shown, error = %e, "cannot append to the sandbox's payment journal");
+        }
+        for done in waiting {
+            let _ = done.send(());
         }
     }
 }
