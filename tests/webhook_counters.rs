@@ -6,17 +6,9 @@
 #[path = "api/helpers.rs"]
 mod helpers;
 
-use helpers::{WEBHOOK_SECRET, spawn_app};
+use helpers::{WEBHOOK_SECRET, sample, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
-
-/// A sample's value in a Prometheus scrape (0 before its first increment).
-fn sample(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().expect("a number"))
-}
 
 #[actix_web::test]
 async fn a_redelivered_event_that_changed_nothing_is_counted_once() {

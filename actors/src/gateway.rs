@@ -26,7 +26,9 @@ pub struct PaymentSession {
     pub token: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// As the gateway protocol names it: `pending`, `succeeded`, `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PaymentState {
     Pending,
     Succeeded,

@@ -57,27 +57,9 @@ struct CreatedRefund {
 struct PaymentBody {
     payment_id: String,
     order_id: OrderId,
-    status: WireState,
+    status: PaymentState,
     amount: i64,
     currency: Currency,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum WireState {
-    Pending,
-    Succeeded,
-    Failed,
-}
-
-impl From<WireState> for PaymentState {
-    fn from(state: WireState) -> Self {
-        match state {
-            WireState::Pending => Self::Pending,
-            WireState::Succeeded => Self::Succeeded,
-            WireState::Failed => Self::Failed,
-        }
-    }
 }
 
 /// Why one attempt failed: worth another try, or final.
@@ -254,7 +236,7 @@ impl Gateway for HttpGateway {
         Ok(PaymentStatus {
             payment_id: payment.payment_id,
             order_id: payment.order_id,
-            state: payment.status.into(),
+            state: payment.status,
             amount: payment.amount,
             currency: payment.currency,
         })

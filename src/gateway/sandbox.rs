@@ -150,31 +150,8 @@ struct Payment {
     currency: Currency,
     callback_url: String,
     return_url: String,
-    #[serde(with = "state_serde")]
     state: PaymentState,
     refund_id: Option<String>,
-}
-
-/// A payment's state in the journal, by its protocol name.
-mod state_serde {
-    use kassa_actors::gateway::PaymentState;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(state: &PaymentState, out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(super::state_name(*state))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<PaymentState, D::Error> {
-        match <&str>::deserialize(input)? {
-            "pending" => Ok(PaymentState::Pending),
-            "succeeded" => Ok(PaymentState::Succeeded),
-            "failed" => Ok(PaymentState::Failed),
-            other => Err(serde::de::Error::unknown_variant(
-                other,
-                &["pending", "succeeded", "failed"],
-            )),
-        }
-    }
 }
 
 impl Payment {

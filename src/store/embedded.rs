@@ -455,11 +455,7 @@ impl Store for EmbeddedStore {
             let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
             let k = (user.as_str(), key.as_str());
             let existing = match table.get(k).map_err(db_err)? {
-                Some(stored) => Some(decode::<IdempotencyRow>(
-                    stored.value(),
-                    "idempotency key",
-                    &format!("{user}/{key}"),
-                )?),
+                Some(stored) => Some(IdempotencyRow::decode(stored.value(), k)?),
                 None => None,
             };
             let mut by_age = txn.open_table(IDEMPOTENCY_BY_AGE).map_err(db_err)?;
@@ -504,11 +500,7 @@ impl Store for EmbeddedStore {
             let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
             let k = (user.as_str(), key.as_str());
             let existing = match table.get(k).map_err(db_err)? {
-                Some(stored) => Some(decode::<IdempotencyRow>(
-                    stored.value(),
-                    "idempotency key",
-                    &format!("{user}/{key}"),
-                )?),
+                Some(stored) => Some(IdempotencyRow::decode(stored.value(), k)?),
                 None => None,
             };
             // A claim that was released (or expired and was removed) stays forgotten.
@@ -527,11 +519,7 @@ impl Store for EmbeddedStore {
             let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
             let k = (user.as_str(), key.as_str());
             let removed = match table.remove(k).map_err(db_err)? {
-                Some(stored) => Some(decode::<IdempotencyRow>(
-                    stored.value(),
-                    "idempotency key",
-                    &format!("{user}/{key}"),
-                )?),
+                Some(stored) => Some(IdempotencyRow::decode(stored.value(), k)?),
                 None => None,
             };
             if let Some(row) = removed {
@@ -571,7 +559,7 @@ impl Store for EmbeddedStore {
                 // Only the row this entry indexes: one claimed again since has its own.
                 let k = (user.as_str(), key.as_str());
                 let indexed = match table.get(k).map_err(db_err)? {
-                    Some(stored) => serde_json::from_slice::<IdempotencyRow>(stored.value())
+                    Some(stored) => IdempotencyRow::decode(stored.value(), k)
                         .map_or(true, |row| row.created_at.unix_timestamp() == *at),
                     None => false,
                 };
@@ -693,6 +681,13 @@ struct IdempotencyRow {
     response: Option<StoredResponse>,
 }
 
+impl IdempotencyRow {
+    /// The stored row of `(user, key)`.
+    fn decode(bytes: &[u8], (user, key): (&str, &str)) -> StoreResult<Self> {
+        decode(bytes, "idempotency key", &format!("{user}/{key}"))
+    }
+}
+
 /// Fills `idempotency_by_age` for a database written before it existed (once: afterwards
 /// every claim keeps it up to date).
 fn index_idempotency_keys(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -705,8 +700,7 @@ fn index_idempotency_keys(txn: &WriteTransaction) -> Result<(), StoreError> {
         let (key, value) = entry.map_err(db_err)?;
         let (user, key) = key.value();
         // A row that cannot be read is indexed as the oldest: the next purge removes it.
-        let name = format!("{user}/{key}");
-        let at = match decode::<IdempotencyRow>(value.value(), "idempotency key", &name) {
+        let at = match IdempotencyRow::decode(value.value(), (user, key)) {
             Ok(row) => row.created_at.unix_timestamp(),
             Err(e) => {
                 tracing::warn!(error = %e, "an idempotency key cannot be read; it will be purged");

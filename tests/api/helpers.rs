@@ -347,6 +347,15 @@ impl TestApp {
     }
 }
 
+/// The value of one series (`name` or `name{labels}`, exactly as exposed) in a Prometheus
+/// scrape; 0 before its first increment.
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+}
+
 /// Status and JSON body of a response.
 pub async fn json_of(response: Response) -> (StatusCode, Value) {
     let status = response.status();

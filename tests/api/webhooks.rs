@@ -322,12 +322,9 @@ async fn what_is_read_right_after_a_paid_webhook_shows_its_effects() {
     app.stop().await;
 }
 
-/// The value of an unlabelled counter in a Prometheus scrape (0 before its first increment).
+/// The value of an unlabelled counter, scraped now.
 async fn counter(app: &crate::helpers::TestApp, name: &str) -> f64 {
-    let text = app.scrape().await;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+    crate::helpers::sample(&app.scrape().await, name)
 }
 
 #[actix_web::test]
