@@ -100,6 +100,17 @@ async fn open_payment(client: &reqwest::Client, base: &str, callback_url: &str) 
     response.json().await.expect("json")
 }
 
+/// The shopper pays at the payment's page (the scripted JSON way).
+async fn pay(client: &reqwest::Client, payment: &Value) {
+    let decided = client
+        .post(payment["paymentUrl"].as_str().expect("paymentUrl"))
+        .json(&json!({"outcome": "success"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(decided.status(), StatusCode::OK);
+}
+
 /// Waits (at most 20 s) until `seen` reaches `count`.
 async fn wait_for_deliveries(seen: &AtomicUsize, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -119,23 +130,8 @@ async fn the_sandbox_redelivers_a_webhook_past_any_attempt_budget_until_it_gets_
     let base = fast_retrying_sandbox();
     let client = reqwest::Client::new();
     let payment = open_payment(&client, &base, &callback_url).await;
-    let decided = client
-        .post(payment["paymentUrl"].as_str().expect("paymentUrl"))
-        .json(&json!({"outcome": "success"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(decided.status(), StatusCode::OK);
-
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while seen.load(Ordering::SeqCst) <= REFUSALS {
-        assert!(
-            Instant::now() < deadline,
-            "delivery stopped after {} attempts",
-            seen.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    pay(&client, &payment).await;
+    wait_for_deliveries(&seen, REFUSALS + 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         seen.load(Ordering::SeqCst),
@@ -181,13 +177,7 @@ async fn journalled_payments_come_back_and_an_undelivered_webhook_is_delivered_a
     let (first, server) = serve_sandbox(journalled);
     let paid = open_payment(&client, &first, &callback_url).await;
     let paid_id = paid["paymentId"].as_str().expect("id").to_string();
-    let decided = client
-        .post(paid["paymentUrl"].as_str().expect("paymentUrl"))
-        .json(&json!({"outcome": "success"}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(decided.status(), StatusCode::OK);
+    pay(&client, &paid).await;
     let refund = client
         .post(format!("{first}/payments/{paid_id}/refunds"))
         .send()
