@@ -157,15 +157,7 @@ async fn a_real_prometheus_scrapes_the_checkout_counters_the_run_produced() {
     .await;
 
     // promtool lints what /metrics serves.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("body");
+    let metrics = app.scrape().await;
     let mut promtool = Command::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
