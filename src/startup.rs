@@ -8,7 +8,7 @@ use crate::gateway::http::HttpGateway;
 use crate::gateway::sandbox::{SandboxGateway, SandboxSettings};
 use crate::routes;
 use crate::state::AppState;
-use crate::store::embedded::EmbeddedStore;
+use crate::store::embedded::{CloseWaiter, EmbeddedStore};
 use crate::store::scylla::{ScyllaStore, ScyllaTarget};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware, web};
@@ -42,6 +42,8 @@ const SANDBOX_JOURNAL: &str = "sandbox-payments.jsonl";
 const IDEMPOTENCY_PURGE: Duration = Duration::from_secs(10 * 60);
 /// How long shutdown waits for requests in flight.
 const SHUTDOWN_GRACE: u64 = 30;
+/// How long shutdown waits for the last holder of the embedded store to let go of it.
+const STORE_CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// How long shutdown waits for emails being sent to be recorded (the rest go out at the next
 /// start, from the outbox).
 const MAIL_FLUSH_GRACE: Duration = Duration::from_secs(10);
@@ -53,6 +55,8 @@ pub struct Application {
     pool: Arc<ActorPool>,
     /// The built-in sandbox, whose journal is written out at shutdown.
     sandbox: Option<SandboxGateway>,
+    /// Tells when the embedded store's file is closed (shutdown waits for it).
+    store_closed: Option<CloseWaiter>,
 }
 
 impl Application {
@@ -83,8 +87,10 @@ impl Application {
         clock: SharedClock,
         settings: ActorSettings,
     ) -> anyhow::Result<Self> {
-        let store = open_store(&config).await?;
-        Self::build_on_store(listener, config, store, clock, settings).await
+        let (store, closed) = open_store(&config).await?;
+        let mut app = Self::build_on_store(listener, config, store, clock, settings).await?;
+        app.store_closed = closed;
+        Ok(app)
     }
 
     /// Builds on a store opened by the caller (tests wrap a store to make it fail or stall).
@@ -197,6 +203,7 @@ impl Application {
             state,
             pool,
             sandbox: mounted,
+            store_closed: None,
         })
     }
 
@@ -234,6 +241,7 @@ impl Application {
             state,
             pool,
             sandbox,
+            store_closed,
             ..
         } = self;
         let ticker_state = state.clone();
@@ -294,6 +302,12 @@ impl Application {
             if let Some(sandbox) = sandbox {
                 sandbox.close_journal();
             }
+            // The HTTP workers' threads may still be dropping their copies of the state.
+            if let Some(closed) = store_closed
+                && !closed.wait(STORE_CLOSE_GRACE)
+            {
+                tracing::warn!("the store was still in use {STORE_CLOSE_GRACE:?} after shutdown");
+            }
         })
         .await?;
         tracing::info!("actors stopped; store closed");
@@ -301,13 +315,15 @@ impl Application {
     }
 }
 
-async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
+/// The configured store and, for the embedded one, what tells when its file is closed.
+async fn open_store(config: &Config) -> anyhow::Result<(SharedStore, Option<CloseWaiter>)> {
     match &config.store {
         StoreSpec::Embedded(dir) => {
             let store = EmbeddedStore::open(dir)
                 .with_context(|| format!("KASSA_STORE=embedded:{}", dir.display()))?;
             tracing::info!(dir = %dir.display(), "embedded store open");
-            Ok(Arc::new(store))
+            let closed = store.close_waiter();
+            Ok((Arc::new(store), closed))
         }
         StoreSpec::Scylla { hosts, keyspace } => {
             // Checks the keyspace's schema version too: `kassa migrate` must have run.
@@ -319,7 +335,7 @@ async fn open_store(config: &Config) -> anyhow::Result<SharedStore> {
             let store = ScyllaStore::open(target)
                 .await
                 .with_context(|| format!("KASSA_STORE=scylla://{}/{keyspace}", hosts.join(",")))?;
-            Ok(Arc::new(store))
+            Ok((Arc::new(store), None))
         }
     }
 }

@@ -58,14 +58,44 @@ const STORE_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Jobs waiting for the writer thread; a full queue makes writers wait (backpressure).
 const QUEUE_CAPACITY: usize = 8192;
 
+/// The open database file. Its fields drop in order: the file is closed (and its lock
+/// released) before `_closed` tells the `CloseWaiter`.
+struct Db {
+    file: Database,
+    _closed: std::sync::mpsc::Sender<()>,
+}
+
+impl std::ops::Deref for Db {
+    type Target = Database;
+
+    fn deref(&self) -> &Database {
+        &self.file
+    }
+}
+
+/// Waits for an `EmbeddedStore`'s file to be closed: the store dropped by whoever held it
+/// last, its writer done and every read finished.
+pub struct CloseWaiter(std::sync::mpsc::Receiver<()>);
+
+impl CloseWaiter {
+    /// Blocks until the file is closed or `limit` has passed; answers whether it closed.
+    pub fn wait(self, limit: std::time::Duration) -> bool {
+        matches!(
+            self.0.recv_timeout(limit),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        )
+    }
+}
+
 /// A durable `Store` in one redb file, with group commit.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
     path: PathBuf,
     /// `None` once shut down.
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
     writer: Option<JoinHandle<()>>,
     commits: Arc<AtomicU64>,
+    close_waiter: std::sync::Mutex<Option<CloseWaiter>>,
 }
 
 impl EmbeddedStore {
@@ -110,14 +140,18 @@ impl EmbeddedStore {
         index_idempotency_keys(&txn)?;
         txn.commit().map_err(db_err)?;
 
-        let db = Arc::new(db);
+        let (closed, close_waiter) = std::sync::mpsc::channel();
+        let db = Arc::new(Db {
+            file: db,
+            _closed: closed,
+        });
         let commits = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = {
             let (db, commits) = (Arc::clone(&db), Arc::clone(&commits));
             std::thread::Builder::new()
                 .name("kassa-store-writer".into())
-                .spawn(move || run_writer(&db, rx, &commits))
+                .spawn(move || run_writer(&db.file, rx, &commits))
                 .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?
         };
         tracing::info!(path = %path.display(), "embedded store open");
@@ -127,7 +161,18 @@ impl EmbeddedStore {
             jobs: Some(tx),
             writer: Some(writer),
             commits,
+            close_waiter: std::sync::Mutex::new(Some(CloseWaiter(close_waiter))),
         })
+    }
+
+    /// What tells when the file is closed (`None` after the first call): shutdown waits on it
+    /// so that the next open of the same directory (a restart in the same process) finds the
+    /// file free, whichever thread drops the store last.
+    pub fn close_waiter(&self) -> Option<CloseWaiter> {
+        self.close_waiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// The database file.

@@ -25,6 +25,28 @@ async fn products_and_carts_survive_a_restart_on_the_same_data_dir() {
 }
 
 #[actix_web::test]
+async fn a_stop_returns_once_the_last_holder_of_the_store_let_go_of_it() {
+    // As an HTTP worker thread still dropping its copy of the state after the server
+    // stopped: the store is closed on that thread, later. The stop must wait for it, or
+    // the restart below finds the file still open.
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 7).await;
+    let held = app.state().store.clone();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+    });
+    let (data_dir, clock, tmp) = app.stop().await;
+    let app = start(data_dir, clock, |_| {}).await;
+    let (status, body) = json_of(app.get_product("tee").await).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["available"], 7);
+    holder.join().expect("holder thread");
+    app.stop().await;
+    drop(tmp);
+}
+
+#[actix_web::test]
 async fn idle_actors_passivate_and_come_back_with_their_state() {
     let app = spawn_app().await;
     app.put_product("tee", 1999, "EUR", 7).await;
