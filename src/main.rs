@@ -60,6 +60,10 @@ enum Command {
         /// `whsec_<base64>` key that signs the webhooks it delivers.
         #[arg(long, env = "KASSA_WEBHOOK_SECRET")]
         webhook_secret: String,
+        /// Keep its payments in this file (JSON lines), so that a restart keeps payment pages
+        /// working and delivers webhooks not yet delivered; in memory only when not given.
+        #[arg(long)]
+        journal: Option<PathBuf>,
     },
 }
 
@@ -68,9 +72,10 @@ fn main() -> ExitCode {
     if let Command::SandboxGateway {
         listen,
         webhook_secret,
+        journal,
     } = &command
     {
-        return exit(sandbox_gateway(listen, webhook_secret));
+        return exit(sandbox_gateway(listen, webhook_secret, journal.as_deref()));
     }
     let config = match Config::load() {
         Ok(config) => config,
@@ -109,11 +114,16 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn sandbox_gateway(listen: &str, webhook_secret: &str) -> anyhow::Result<()> {
+fn sandbox_gateway(
+    listen: &str,
+    webhook_secret: &str,
+    journal: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     telemetry::init_logging("info", kassa::config::LogFormat::Text);
     actix_web::rt::System::new().block_on(kassa::gateway::sandbox::serve_standalone(
         listen,
         webhook_secret,
+        journal,
     ))
 }
 

@@ -166,7 +166,8 @@ struct Sandbox {
 impl Sandbox {
     async fn start() -> Self {
         let clock: SharedClock = Arc::new(SystemClock);
-        let sandbox = bind_standalone("127.0.0.1:0", WEBHOOK_SECRET, clock).expect("sandbox binds");
+        let sandbox =
+            bind_standalone("127.0.0.1:0", WEBHOOK_SECRET, clock, None).expect("sandbox binds");
         let base_url = sandbox.base_url();
         assert_eq!(base_url, format!("http://127.0.0.1:{}", sandbox.port()));
         let handle = sandbox.handle();
@@ -693,12 +694,14 @@ async fn a_gateway_on_a_closed_port_is_unavailable_within_seconds() {
 
 // ---- the `kassa sandbox-gateway` process ----
 
-#[tokio::test]
-async fn the_standalone_process_announces_its_address_and_stops_on_sigterm() {
+/// `kassa sandbox-gateway` on a free port with `extra` arguments; the process and the
+/// address it announced.
+async fn start_sandbox_process(extra: &[&str]) -> (tokio::process::Child, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kassa"))
         .args(["sandbox-gateway", "--listen", "127.0.0.1:0"])
         .args(["--webhook-secret", WEBHOOK_SECRET])
+        .args(extra)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
@@ -715,14 +718,11 @@ async fn the_standalone_process_announces_its_address_and_stops_on_sigterm() {
     })
     .await
     .expect("announced in time");
+    (child, announced)
+}
 
-    let unknown = http_client()
-        .get(format!("{announced}/payments/pay_unknown"))
-        .send()
-        .await
-        .expect("the announced address answers");
-    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
-
+/// Sends SIGTERM and asserts a clean exit in time.
+async fn stop_sandbox_process(mut child: tokio::process::Child) {
     let pid = child.id().expect("still running").to_string();
     let signalled = tokio::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -735,4 +735,46 @@ async fn the_standalone_process_announces_its_address_and_stops_on_sigterm() {
         .expect("stops in time")
         .expect("exit status");
     assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn the_standalone_process_announces_its_address_and_stops_on_sigterm() {
+    let (child, announced) = start_sandbox_process(&[]).await;
+    let unknown = http_client()
+        .get(format!("{announced}/payments/pay_unknown"))
+        .send()
+        .await
+        .expect("the announced address answers");
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    stop_sandbox_process(child).await;
+}
+
+#[tokio::test]
+async fn the_standalone_process_keeps_its_payments_in_a_journal_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = dir.path().join("payments.jsonl");
+    let journal = journal.to_str().expect("utf-8 path");
+    let (child, announced) = start_sandbox_process(&["--journal", journal]).await;
+    let gateway = HttpGateway::new(Url::parse(&announced).expect("url"));
+    let session = gateway
+        .initiate(PaymentRequest {
+            order_id: OrderId::new(),
+            amount: 1999,
+            currency: Currency::EUR,
+            callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
+            return_url: "http://shop.test/orders/1".into(),
+        })
+        .await
+        .expect("payment opened");
+    stop_sandbox_process(child).await;
+
+    let (child, announced) = start_sandbox_process(&["--journal", journal]).await;
+    let gateway = HttpGateway::new(Url::parse(&announced).expect("url"));
+    let status = gateway
+        .status(&session.payment_id)
+        .await
+        .expect("the payment is known after the restart");
+    assert_eq!(status.state, PaymentState::Pending);
+    assert_eq!(status.amount, 1999);
+    stop_sandbox_process(child).await;
 }

@@ -872,6 +872,7 @@ fn escape_html(raw: &str) -> String {
 pub struct StandaloneSandbox {
     address: SocketAddr,
     server: Server,
+    gateway: SandboxGateway,
 }
 
 impl StandaloneSandbox {
@@ -889,41 +890,58 @@ impl StandaloneSandbox {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT or `handle().stop()`.
+    /// Serves until SIGTERM/SIGINT or `handle().stop()`, then writes out what its journal
+    /// (if it has one) still has queued.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        Ok(self.server.await?)
+        let served = self.server.await;
+        let gateway = self.gateway;
+        tokio::task::spawn_blocking(move || gateway.close_journal()).await?;
+        Ok(served?)
     }
 }
 
 /// Binds the standalone sandbox (port 0 picks a free port); `paymentUrl`s use the bound
-/// address. Serving starts with [`StandaloneSandbox::run_until_stopped`].
+/// address. Its payments are kept in `journal` when given (as the built-in sandbox's are),
+/// else in memory only. Serving starts with [`StandaloneSandbox::run_until_stopped`]. Must be
+/// called inside a tokio runtime.
 pub fn bind_standalone(
     listen: &str,
     webhook_secret: &str,
     clock: SharedClock,
+    journal: Option<&Path>,
 ) -> anyhow::Result<StandaloneSandbox> {
     check_webhook_secret(webhook_secret)?;
     let listener =
         TcpListener::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
     let address = listener.local_addr()?;
-    let gateway = SandboxGateway::new(
-        SandboxSettings::new(webhook_secret, format!("http://{address}")),
-        clock,
-    );
+    let settings = SandboxSettings::new(webhook_secret, format!("http://{address}"));
+    let gateway = match journal {
+        Some(path) => SandboxGateway::with_journal(settings, clock, path)?,
+        None => SandboxGateway::new(settings, clock),
+    };
+    let served = gateway.clone();
     let server = HttpServer::new(move || {
         App::new()
-            .configure(|cfg| configure(cfg, gateway.clone()))
+            .configure(|cfg| configure(cfg, served.clone()))
             .default_service(web::to(crate::routes::not_found))
     })
     .listen(listener)?
     .run();
-    Ok(StandaloneSandbox { address, server })
+    Ok(StandaloneSandbox {
+        address,
+        server,
+        gateway,
+    })
 }
 
 /// Runs the sandbox alone until SIGTERM/SIGINT, announcing `listening on http://ADDR` on
 /// stdout so a parent process started with `--listen 127.0.0.1:0` can find the port.
-pub async fn serve_standalone(listen: &str, webhook_secret: &str) -> anyhow::Result<()> {
-    let sandbox = bind_standalone(listen, webhook_secret, Arc::new(SystemClock))?;
+pub async fn serve_standalone(
+    listen: &str,
+    webhook_secret: &str,
+    journal: Option<&Path>,
+) -> anyhow::Result<()> {
+    let sandbox = bind_standalone(listen, webhook_secret, Arc::new(SystemClock), journal)?;
     let base_url = sandbox.base_url();
     tracing::info!(address = %base_url, "sandbox gateway listening");
     println!("listening on {base_url}");
