@@ -105,9 +105,9 @@ impl Inner {
         }
     }
 
-    /// Journals a decision (or a refund); its receipt is waited for, outside the ledger's
-    /// lock, before the change is answered.
-    fn record_decision(
+    /// Journals a change answered only once it is written (a payment opened, a decision, a
+    /// refund); its receipt is waited for outside the ledger's lock.
+    fn record_answered(
         &self,
         payment: &Payment,
         undelivered: Option<&WebhookEvent>,
@@ -336,8 +336,20 @@ impl SandboxGateway {
         self.inner.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Opens the order's payment, or returns the one it already has.
-    fn open(&self, request: PaymentRequest) -> Result<Payment, SandboxError> {
+    /// Opens the order's payment, or returns the one it already has; answered once the new
+    /// payment's line is in the journal (an order is written only after its payment opened,
+    /// so a crash cannot leave an order whose payment the sandbox does not know).
+    async fn open(&self, request: PaymentRequest) -> Result<Payment, SandboxError> {
+        let (payment, receipt) = self.open_queued(request)?;
+        receipt.wait().await;
+        Ok(payment)
+    }
+
+    /// `open`, the journal line queued; its receipt tells when it is written.
+    fn open_queued(
+        &self,
+        request: PaymentRequest,
+    ) -> Result<(Payment, journal::Receipt), SandboxError> {
         if request.amount < 0 {
             return Err(SandboxError::NegativeAmount);
         }
@@ -350,7 +362,7 @@ impl SandboxGateway {
             if existing.amount != request.amount || existing.currency != request.currency {
                 return Err(SandboxError::OrderReused(request.order_id));
             }
-            return Ok(existing.clone());
+            return Ok((existing.clone(), journal::Receipt::none()));
         }
         let id = format!("pay_{}", Uuid::new_v4().simple());
         let base = self.inner.settings.public_base_url.trim_end_matches('/');
@@ -366,10 +378,10 @@ impl SandboxGateway {
             state: PaymentState::Pending,
             refund_id: None,
         };
-        self.inner.record(&payment, None);
+        let receipt = self.inner.record_answered(&payment, None);
         ledger.by_order.insert(request.order_id, id.clone());
         ledger.payments.insert(id, payment.clone());
-        Ok(payment)
+        Ok((payment, receipt))
     }
 
     fn payment(&self, payment_id: &str) -> Result<Payment, SandboxError> {
@@ -399,7 +411,7 @@ impl SandboxGateway {
             let payment = payment.clone();
             let receipt = self
                 .inner
-                .record_decision(&payment, ledger.undelivered.get(payment_id));
+                .record_answered(&payment, ledger.undelivered.get(payment_id));
             (refund_id, receipt)
         };
         receipt.wait().await;
@@ -419,7 +431,7 @@ impl SandboxGateway {
                 PaymentState::Pending => {
                     payment.state = outcome.state();
                     let event = webhook_event(payment);
-                    let receipt = self.inner.record_decision(payment, Some(&event));
+                    let receipt = self.inner.record_answered(payment, Some(&event));
                     let payment = payment.clone();
                     if self.inner.journal.is_some() {
                         ledger.undelivered.insert(payment.id.clone(), event.clone());
@@ -445,7 +457,7 @@ impl SandboxGateway {
 #[async_trait]
 impl Gateway for SandboxGateway {
     async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
-        Ok(self.open(request)?.session())
+        Ok(self.open(request).await?.session())
     }
 
     async fn refund(&self, payment_id: &str) -> Result<String, GatewayError> {
@@ -720,13 +732,15 @@ async fn create_payment(
     if !bad_urls.is_empty() {
         return Err(AppError::Validation(bad_urls));
     }
-    let payment = gateway.open(PaymentRequest {
-        order_id: body.order_id,
-        amount: body.amount,
-        currency: body.currency,
-        callback_url: body.callback_url,
-        return_url: body.return_url,
-    })?;
+    let payment = gateway
+        .open(PaymentRequest {
+            order_id: body.order_id,
+            amount: body.amount,
+            currency: body.currency,
+            callback_url: body.callback_url,
+            return_url: body.return_url,
+        })
+        .await?;
     Ok(HttpResponse::Created().json(SessionBody {
         payment_id: payment.id,
         payment_url: payment.url,
@@ -963,6 +977,11 @@ mod tests {
     use super::*;
     use kassa_actors::clock::ManualClock;
 
+    /// Opens a payment without waiting for a journal (these gateways have none).
+    fn open(gateway: &SandboxGateway, request: PaymentRequest) -> Result<Payment, SandboxError> {
+        gateway.open_queued(request).map(|(payment, _)| payment)
+    }
+
     fn gateway() -> SandboxGateway {
         SandboxGateway::new(
             SandboxSettings::new("whsec_c2VjcmV0", "http://sandbox.test/base/"),
@@ -1002,7 +1021,7 @@ mod tests {
         let gateway = gateway();
         let mut req = request(OrderId::new(), 100);
         req.return_url = r#"http://shop.test/"><script>alert(1)</script>"#.into();
-        let mut payment = gateway.open(req).expect("opens");
+        let mut payment = open(&gateway, req).expect("opens");
         payment.state = PaymentState::Failed;
         let page = render_payment_page(&payment);
         assert!(!page.contains("<script>"));
@@ -1022,7 +1041,7 @@ mod tests {
 
     #[test]
     fn payment_urls_hang_off_the_public_base_url() {
-        let payment = gateway().open(request(OrderId::new(), 100)).expect("opens");
+        let payment = open(&gateway(), request(OrderId::new(), 100)).expect("opens");
         assert_eq!(
             payment.url,
             format!("http://sandbox.test/base/pay/{}", payment.id)
@@ -1034,9 +1053,9 @@ mod tests {
     fn one_order_cannot_open_payments_for_two_amounts() {
         let gateway = gateway();
         let order_id = OrderId::new();
-        gateway.open(request(order_id, 100)).expect("opens");
+        open(&gateway, request(order_id, 100)).expect("opens");
         assert_eq!(
-            gateway.open(request(order_id, 200)).map(|p| p.id),
+            open(&gateway, request(order_id, 200)).map(|p| p.id),
             Err(SandboxError::OrderReused(order_id))
         );
     }
@@ -1044,7 +1063,7 @@ mod tests {
     #[test]
     fn negative_amounts_are_refused() {
         assert_eq!(
-            gateway().open(request(OrderId::new(), -1)).map(|p| p.id),
+            open(&gateway(), request(OrderId::new(), -1)).map(|p| p.id),
             Err(SandboxError::NegativeAmount)
         );
     }
@@ -1052,7 +1071,7 @@ mod tests {
     #[tokio::test]
     async fn only_succeeded_payments_can_be_refunded() {
         let gateway = gateway();
-        let payment = gateway.open(request(OrderId::new(), 100)).expect("opens");
+        let payment = open(&gateway, request(OrderId::new(), 100)).expect("opens");
         assert_eq!(
             gateway.refund_payment(&payment.id).await,
             Err(SandboxError::NotRefundable(PaymentState::Pending))
