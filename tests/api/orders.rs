@@ -2,7 +2,7 @@
 //! webhooks back to the app: the contract of POST /api/orders, GET /api/orders[/{id}],
 //! idempotency, the cart lock, expiry and the no-oversell guarantees.
 
-use crate::helpers::{assert_error, json_of, shipping, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, assert_error, json_of, shipping, spawn_app, spawn_app_with};
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -239,6 +239,55 @@ async fn checkout_lists_every_offending_line_and_reserves_nothing() {
     app.stop().await;
 }
 
+/// A token for alice with `email` as its claim (or none).
+fn token_with_email(app: &TestApp, email: Option<&str>) -> String {
+    use kassa::auth::{TokenRequest, mint};
+    let clock: kassa_actors::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
+    mint(
+        &app.config.jwt,
+        &clock,
+        TokenRequest {
+            sub: "alice",
+            email,
+            admin: false,
+            ttl: std::time::Duration::from_secs(3600),
+            private_key_pem: None,
+        },
+    )
+    .expect("mint")
+}
+
+#[actix_web::test]
+async fn a_token_email_that_is_no_address_gives_way_to_the_shipping_email() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 5).await;
+    let token = token_with_email(&app, Some("a@b..com"));
+    let cart = app.create_cart(&token).await;
+    app.set_item(&token, &cart, "tee", 1).await;
+    let mut shipping = shipping();
+    shipping["email"] = json!("alice@shop.example");
+    let response = app
+        .client
+        .post(app.url("/api/orders"))
+        .bearer_auth(&token)
+        .json(&json!({"cartId": cart, "shippingDetails": shipping, "paymentMethod": "card"}))
+        .send()
+        .await
+        .expect("request");
+    let (status, checkout) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK, "{checkout}");
+    app.decide(&checkout, "success").await;
+    let order_id = checkout["orderId"].as_str().expect("id");
+    app.wait_for_status(&token, order_id, "processing").await;
+    let mail = app.sent_mail(1).await;
+    assert!(
+        mail[0].1.contains("To: alice@shop.example"),
+        "{}",
+        mail[0].1
+    );
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn bad_checkout_requests_are_4xx() {
     let app = spawn_app().await;
@@ -305,22 +354,7 @@ async fn bad_checkout_requests_are_4xx() {
     assert_eq!(fields, ["cartId", "shippingDetails.postalCode"]);
 
     // Neither a token email nor a shipping email: nowhere to send the confirmation.
-    let anonymous = {
-        use kassa::auth::{TokenRequest, mint};
-        let clock: kassa_actors::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
-        mint(
-            &app.config.jwt,
-            &clock,
-            TokenRequest {
-                sub: "alice",
-                email: None,
-                admin: false,
-                ttl: std::time::Duration::from_secs(3600),
-                private_key_pem: None,
-            },
-        )
-        .expect("mint")
-    };
+    let anonymous = token_with_email(&app, None);
     let err = assert_error(
         post(anonymous.clone(), ok_body(&cart)).await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -328,6 +362,18 @@ async fn bad_checkout_requests_are_4xx() {
     )
     .await;
     assert_eq!(err["details"][0]["field"], "shippingDetails.email");
+    // Nor a shipping email the mailer could never address.
+    for bad in ["x@y.com,evil@z.com", "a@y.com>", "a@b..com"] {
+        let mut body = ok_body(&cart);
+        body["shippingDetails"]["email"] = json!(bad);
+        let err = assert_error(
+            post(anonymous.clone(), body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(err["details"][0]["field"], "shippingDetails.email", "{bad}");
+    }
     let mut with_email = ok_body(&cart);
     with_email["shippingDetails"]["email"] = json!("alice@shop.example");
     assert_eq!(post(anonymous, with_email).await.status(), StatusCode::OK);
