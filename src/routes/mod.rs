@@ -270,6 +270,12 @@ pub async fn observe(
         .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_string);
     let method = req.method().to_string();
+    // HEAD is GET without the body (RFC 9110 9.3.2): routed as GET, and the HTTP layer, which
+    // still knows the request was HEAD, sends the headers only.
+    let mut req = req;
+    if req.method() == actix_web::http::Method::HEAD {
+        req.head_mut().method = actix_web::http::Method::GET;
+    }
     let span = tracing::info_span!("request", request_id = %request_id, %method, path = req.path());
     let mut response = next.call(req).instrument(span.clone()).await?;
     // Asked after routing, the template comes from the matched resource; asked before, it

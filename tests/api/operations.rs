@@ -527,3 +527,29 @@ async fn a_wrong_method_anywhere_is_405_in_the_error_shape_naming_the_allowed_on
     }
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn head_answers_as_get_does_without_the_body() {
+    let app = spawn_app().await;
+    app.put_product("tee", 1999, "EUR", 7).await;
+    for (path, expected) in [
+        ("/healthz", StatusCode::OK),
+        ("/api/products/tee", StatusCode::OK),
+        ("/api/products/nope", StatusCode::NOT_FOUND),
+    ] {
+        let get = app.client.get(app.url(path)).send().await.expect("GET");
+        let head = app.client.head(app.url(path)).send().await.expect("HEAD");
+        assert_eq!(get.status(), expected, "GET {path}");
+        assert_eq!(head.status(), expected, "HEAD {path}");
+        for header in ["content-type", "content-length"] {
+            assert_eq!(
+                head.headers().get(header),
+                get.headers().get(header),
+                "{header} of HEAD {path}"
+            );
+        }
+        assert!(get.headers().get("content-length").is_some(), "GET {path}");
+        assert!(head.bytes().await.expect("body").is_empty(), "HEAD {path}");
+    }
+    app.stop().await;
+}
