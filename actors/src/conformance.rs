@@ -79,7 +79,8 @@ fn order_ids(count: usize) -> Vec<OrderId> {
     ids
 }
 
-fn order(id: OrderId, owner: &UserId, status: OrderStatus, version: u64) -> OrderRecord {
+/// A one-line order as the cases store it (the actors' tests store it too).
+pub fn order(id: OrderId, owner: &UserId, status: OrderStatus, version: u64) -> OrderRecord {
     OrderRecord {
         id,
         owner: owner.clone(),

@@ -39,8 +39,13 @@ pub struct ActorSettings {
     /// How long an actor must have been idle before the cap may stop it.
     pub evict_after: Duration,
     pub mailbox_capacity: usize,
-    /// An unsettled reservation is dropped this long after it expired (its order was lost).
+    /// An unsettled reservation is dropped this long after it expired, whatever its order.
     pub orphan_grace: Duration,
+    /// An unsettled reservation whose order is not stored this long after it expired is
+    /// dropped then: the checkout that made it stopped (a crash) before writing its order.
+    /// Longer than a checkout takes from reserving to writing its order (the gateway's
+    /// attempts included: under a minute).
+    pub lost_order_grace: Duration,
     /// How long a committed reservation is remembered, so a replayed commit is recognised.
     pub committed_retention: Duration,
     pub max_conflict_retries: u32,
@@ -54,6 +59,7 @@ impl Default for ActorSettings {
             evict_after: Duration::seconds(1),
             mailbox_capacity: 4096,
             orphan_grace: Duration::hours(1),
+            lost_order_grace: Duration::minutes(2),
             committed_retention: Duration::days(7),
             max_conflict_retries: 5,
         }

@@ -21,6 +21,8 @@ use tokio::sync::oneshot;
 const RETRY_BACKOFF_BASE: Duration = Duration::from_millis(4);
 /// No conflict retry waits longer than this.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// Most orders one passivation tick looks up for suspected lost reservations.
+const MAX_LOST_CHECKS: usize = 64;
 
 /// What the catalog shows for a SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +115,12 @@ enum Command {
     Reserve(Reserve),
     Commit(Commit),
     Release(Release),
-    /// Drops reservations nobody settled long after they expired (an order lost in a crash)
-    /// and committed markers past their retention.
-    Sweep,
+    /// Drops reservations nobody settled long after they expired, those of `lost` orders
+    /// (found not stored) soon after they expired, and committed markers past their
+    /// retention.
+    Sweep {
+        lost: Vec<OrderId>,
+    },
 }
 
 #[derive(Debug)]
@@ -318,13 +323,15 @@ fn decide(
                 Ok(Reply::Release(ReleaseOutcome::Released))
             }
         },
-        Command::Sweep => {
+        Command::Sweep { lost } => {
             let stale: Vec<OrderId> = stock
                 .reservations
                 .values()
                 .filter(|r| {
                     let deadline = if r.committed {
                         r.expires_at
+                    } else if lost.contains(&r.order_id) {
+                        r.expires_at + settings.lost_order_grace
                     } else {
                         r.expires_at + settings.orphan_grace
                     };
@@ -360,6 +367,10 @@ pub struct ProductActor {
     /// from this view of the state before the write instead.
     durable_view: Option<ProductView>,
     last_active: OffsetDateTime,
+    /// Whether the orders of suspected lost reservations are being looked up.
+    checking_lost: bool,
+    /// Orders of reservations found stored by such a look-up (not looked up again).
+    orders_found: BTreeSet<OrderId>,
 }
 
 impl KeyedActor for ProductActor {
@@ -386,6 +397,8 @@ impl ProductActor {
             refreshed: 0,
             durable_view: None,
             last_active,
+            checking_lost: false,
+            orders_found: BTreeSet::new(),
         }
     }
 
@@ -581,6 +594,57 @@ impl ProductActor {
         }
     }
 
+    /// Unsettled reservations expired more than `lost_order_grace` ago and not yet past
+    /// `orphan_grace`: their orders are looked up, and those not stored are swept.
+    fn suspected_lost(&self, now: OffsetDateTime) -> Vec<OrderId> {
+        self.stock
+            .reservations
+            .values()
+            .filter(|r| {
+                !r.committed
+                    && !self.orders_found.contains(&r.order_id)
+                    && r.expires_at + self.settings.lost_order_grace <= now
+                    && now < r.expires_at + self.settings.orphan_grace
+            })
+            .map(|r| r.order_id)
+            .take(MAX_LOST_CHECKS)
+            .collect()
+    }
+
+    /// Looks up the orders of `suspects` in the store and sweeps the reservations of those
+    /// not stored. A failed look-up counts as stored (the hour's grace still applies).
+    fn check_lost_orders(&mut self, suspects: Vec<OrderId>, ctx: &mut Context<Self>) {
+        self.checking_lost = true;
+        let store = self.store.clone();
+        let lookups = async move {
+            let (mut lost, mut found) = (Vec::new(), Vec::new());
+            for id in suspects {
+                match store.load_order(id).await {
+                    Ok(None) => lost.push(id),
+                    Ok(Some(_)) => found.push(id),
+                    Err(_) => {}
+                }
+            }
+            (lost, found)
+        };
+        ctx.spawn(lookups.into_actor(self).map(|(lost, found), act, ctx| {
+            act.checking_lost = false;
+            act.orders_found.extend(found);
+            if lost.is_empty() {
+                return;
+            }
+            tracing::warn!(sku = %act.sku(), orders = lost.len(), "reservations of checkouts that never wrote their order are released");
+            let (reply, _) = oneshot::channel();
+            act.queue.push(Queued {
+                command: Command::Sweep { lost },
+                reply,
+                attempts: 0,
+                since: act.refreshed,
+            });
+            act.flush(ctx);
+        }));
+    }
+
     fn has_stale_reservations(&self, now: OffsetDateTime) -> bool {
         self.stock.reservations.values().any(|r| {
             let deadline = if r.committed {
@@ -662,10 +726,18 @@ impl Handler<PassivateIfIdle> for ProductActor {
 
     fn handle(&mut self, _: PassivateIfIdle, ctx: &mut Context<Self>) {
         let now = self.clock.now();
+        let suspects = self.suspected_lost(now);
+        if !suspects.is_empty() && !self.checking_lost {
+            self.check_lost_orders(suspects, ctx);
+        }
+        if self.checking_lost {
+            // Stays live until the look-ups answer (stopping would drop them).
+            return;
+        }
         if self.has_stale_reservations(now) {
             let (reply, _) = oneshot::channel();
             self.queue.push(Queued {
-                command: Command::Sweep,
+                command: Command::Sweep { lost: Vec::new() },
                 reply,
                 attempts: 0,
                 since: self.refreshed,

@@ -662,6 +662,73 @@ async fn an_actor_whose_state_cannot_be_loaded_answers_unavailable_never_a_domai
 
 // ---------------------------------------------------------------- sweeping and passivation
 
+/// Stores a pending order with id `id` (as its checkout would have).
+async fn store_pending_order(h: &Harness, id: OrderId) {
+    let order = kassa_actors::conformance::order(
+        id,
+        &kassa_actors::domain::UserId("alice".into()),
+        kassa_actors::order::OrderStatus::PendingPayment,
+        1,
+    );
+    assert_eq!(
+        h.memory.write_order(&order, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+}
+
+/// The stored product once `done` holds of it (polled; the sweep's write is asynchronous).
+async fn stored_once(
+    h: &Harness,
+    s: &kassa_actors::domain::Sku,
+    what: &str,
+    done: impl Fn(&kassa_actors::store::ProductSnapshot) -> bool,
+) -> kassa_actors::store::ProductSnapshot {
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    loop {
+        let snapshot = h.stored_product(s).await;
+        if done(&snapshot) {
+            return snapshot;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(StdDuration::from_millis(2)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn a_reservation_whose_checkout_never_wrote_its_order_is_released_soon_after_it_expired() {
+    let h = Harness::new();
+    let s = sku("tee-m");
+    h.upsert(&s, 10).await;
+    let lost = OrderId::new();
+    let pending = OrderId::new();
+    assert_eq!(reserve(&h, &s, lost, 3).await, ReserveOutcome::Reserved);
+    assert_eq!(reserve(&h, &s, pending, 2).await, ReserveOutcome::Reserved);
+    store_pending_order(&h, pending).await;
+    let expires_at = reservation_of(&h.stored_product(&s).await, lost)
+        .expect("stored")
+        .expires_at;
+
+    // Within the short grace nothing is looked up or dropped.
+    h.clock
+        .advance(expires_at - h.now() + h.settings.lost_order_grace - Duration::seconds(1));
+    h.products.broadcast(PassivateIfIdle);
+    wait_until("the idle actor passivated", || !h.products.is_live(&s)).await;
+    assert_eq!(h.stored_product(&s).await.reservations.len(), 2);
+
+    // Past it, the next tick finds no order for `lost` and releases its units; the
+    // reservation of the order that is stored waits for its order (or the hour's grace).
+    h.clock.advance(Duration::seconds(1));
+    assert_eq!(get(&h, &s).await.map(|v| v.available), Some(5));
+    h.products.broadcast(PassivateIfIdle);
+    let stored = stored_once(&h, &s, "the lost order's reservation is released", |p| {
+        reservation_of(p, lost).is_none()
+    })
+    .await;
+    assert!(reservation_of(&stored, pending).is_some());
+    assert_eq!(stored.row.on_hand, 10, "releasing sells nothing");
+    assert_eq!(get(&h, &s).await.map(|v| v.available), Some(8));
+}
+
 #[actix_rt::test]
 async fn orphaned_reservations_are_swept_only_after_expiry_plus_grace() {
     let h = Harness::new();
@@ -669,21 +736,28 @@ async fn orphaned_reservations_are_swept_only_after_expiry_plus_grace() {
     h.upsert(&s, 10).await;
     let orphan = OrderId::new();
     assert_eq!(reserve(&h, &s, orphan, 3).await, ReserveOutcome::Reserved);
+    // Its order is stored (but never settles it): only the hour's grace applies.
+    store_pending_order(&h, orphan).await;
     let expires_at = reservation_of(&h.stored_product(&s).await, orphan)
         .expect("stored")
         .expires_at;
 
     // Just inside the grace period the order may still settle it: the idle actor passivates,
     // and the reservation stays in the store.
+    // (The first tick looks its order up; a later one passivates.)
     h.clock
         .advance(expires_at - h.now() + h.settings.orphan_grace - Duration::seconds(1));
-    h.products.broadcast(PassivateIfIdle);
-    wait_until("the idle actor passivated", || !h.products.is_live(&s)).await;
+    wait_until("the idle actor passivated", || {
+        h.products.broadcast(PassivateIfIdle);
+        !h.products.is_live(&s)
+    })
+    .await;
     assert!(reservation_of(&h.stored_product(&s).await, orphan).is_some());
 
     // Reactivated (with the orphan loaded from the store) by a new reservation.
     let fresh = OrderId::new();
     assert_eq!(reserve(&h, &s, fresh, 1).await, ReserveOutcome::Reserved);
+    store_pending_order(&h, fresh).await;
     assert_eq!(get(&h, &s).await.map(|v| v.available), Some(6));
 
     // Past expiry plus grace, the next passivation tick sweeps the orphan, durably.
