@@ -130,6 +130,10 @@ pub struct Config {
     pub smtp_password: Option<String>,
     pub mail_from: String,
     pub reservation_ttl: Duration,
+    /// How long a SIGTERM leaves Kassa serving while `/readyz` answers 503, so that load
+    /// balancers stop sending before the listener closes (0 in development, 5 s in
+    /// production by default).
+    pub shutdown_delay: Duration,
     /// Live actors of each kind (products, carts, orders) kept at most, give or take; the
     /// oldest idle ones are stopped beyond it. Bounds memory whatever the catalog size.
     pub max_live_actors: usize,
@@ -155,6 +159,7 @@ impl std::fmt::Debug for Config {
             .field("gateway", &self.gateway)
             .field("mail_from", &self.mail_from)
             .field("reservation_ttl", &self.reservation_ttl)
+            .field("shutdown_delay", &self.shutdown_delay)
             .field("max_live_actors", &self.max_live_actors)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
@@ -203,6 +208,8 @@ pub struct RawConfig {
     #[serde(deserialize_with = "stringish")]
     pub reservation_ttl: Option<String>,
     #[serde(deserialize_with = "stringish")]
+    pub shutdown_delay: Option<String>,
+    #[serde(deserialize_with = "stringish")]
     pub max_live_actors: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub scylla_replication: Option<String>,
@@ -250,6 +257,11 @@ struct DevSecrets {
 }
 
 const DEV_SECRETS_FILE: &str = "dev-secrets.json";
+/// The longest reservation: stock held longer than a week is surely a mistake.
+const MAX_RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest drain before stopping: the pod's grace period (45 s in the chart) must
+/// cover it and the requests in flight.
+const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(60);
 
 impl RawConfig {
     /// `file` if it exists, then the `KASSA_*` variables among `vars`, which win.
@@ -282,6 +294,17 @@ impl RawConfig {
             problem: e.to_string(),
         })
     }
+}
+
+/// The file `KASSA_CONFIG` names, which must be one (unlike `kassa.toml`, which is read only
+/// when present): a path with a typo must not start Kassa on defaults.
+fn named_config_file(path: &Path) -> Result<PathBuf, ConfigError> {
+    let problem = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => return Ok(path.to_path_buf()),
+        Ok(_) => format!("{} is not a file", path.display()),
+        Err(e) => format!("cannot read {}: {e}", path.display()),
+    };
+    Err(ConfigError::new("config", problem))
 }
 
 /// The keys of `file` (none when it does not exist), each written either as in the table of
@@ -347,8 +370,11 @@ fn kassa_key(name: &OsStr) -> Option<String> {
 impl Config {
     /// `kassa.toml` (or the file named by `KASSA_CONFIG`), then the `KASSA_*` environment.
     pub fn load() -> Result<Self, ConfigError> {
-        let file = std::env::var_os("KASSA_CONFIG").unwrap_or_else(|| "kassa.toml".into());
-        Self::from_raw(RawConfig::read(Path::new(&file), std::env::vars_os())?)
+        let file = match std::env::var_os("KASSA_CONFIG") {
+            Some(named) => named_config_file(Path::new(&named))?,
+            None => PathBuf::from("kassa.toml"),
+        };
+        Self::from_raw(RawConfig::read(&file, std::env::vars_os())?)
     }
 
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
@@ -489,11 +515,26 @@ impl Config {
             None => Duration::from_secs(15 * 60),
             Some(s) => humantime::parse_duration(&s)
                 .ok()
-                .filter(|d| !d.is_zero())
+                .filter(|d| !d.is_zero() && *d <= MAX_RESERVATION_TTL)
                 .ok_or_else(|| {
                     ConfigError::new(
                         "reservation_ttl",
-                        format!("expected a positive duration such as `15m` or `90s`, got `{s}`"),
+                        format!(
+                            "expected a positive duration up to 7d such as `15m` or `90s`, got `{s}`"
+                        ),
+                    )
+                })?,
+        };
+        let shutdown_delay = match non_empty(raw.shutdown_delay) {
+            None if env == Environment::Production => Duration::from_secs(5),
+            None => Duration::ZERO,
+            Some(s) => humantime::parse_duration(&s)
+                .ok()
+                .filter(|d| *d <= MAX_SHUTDOWN_DELAY)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "shutdown_delay",
+                        format!("expected a duration up to 60s such as `5s` or `0s`, got `{s}`"),
                     )
                 })?,
         };
@@ -561,6 +602,7 @@ impl Config {
             smtp_password,
             mail_from,
             reservation_ttl,
+            shutdown_delay,
             max_live_actors,
             scylla,
             log,
@@ -874,13 +916,58 @@ mod tests {
     }
 
     #[test]
+    fn the_shutdown_delay_defaults_to_none_in_development_and_5s_in_production() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let dev = raw(&[("data_dir", data)]).expect("dev");
+        assert_eq!(dev.shutdown_delay, Duration::ZERO);
+        let secrets = [
+            ("data_dir", data),
+            ("env", "production"),
+            ("jwt_secret", "0123456789abcdef0123456789abcdef"),
+            (
+                "webhook_secret",
+                "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
+        ];
+        let prod = raw(&secrets).expect("production");
+        assert_eq!(prod.shutdown_delay, Duration::from_secs(5));
+        let set = raw(&[("data_dir", data), ("shutdown_delay", "2s")]).expect("set");
+        assert_eq!(set.shutdown_delay, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_config_file_named_by_kassa_config_must_exist() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("kassa.toml");
+        for (path, says) in [
+            (dir.path().join("missing.toml"), "cannot read"),
+            (dir.path().to_path_buf(), "is not a file"),
+        ] {
+            let err = named_config_file(&path).expect_err("refused");
+            assert_eq!(err.key, "KASSA_CONFIG");
+            assert!(err.problem.contains(says), "{err}");
+        }
+        std::fs::write(&file, "").expect("write");
+        assert_eq!(named_config_file(&file).expect("a file"), file);
+    }
+
+    #[test]
     fn an_invalid_value_names_its_key() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().to_str().expect("utf8");
         let err = raw(&[("data_dir", data), ("listen", "nonsense")]).expect_err("bad listen");
         assert_eq!(err.key, "KASSA_LISTEN");
-        let err = raw(&[("data_dir", data), ("reservation_ttl", "soon")]).expect_err("bad ttl");
-        assert_eq!(err.key, "KASSA_RESERVATION_TTL");
+        for bad in ["soon", "0s", "8d", "3000000d"] {
+            let err = raw(&[("data_dir", data), ("reservation_ttl", bad)]).expect_err(bad);
+            assert_eq!(err.key, "KASSA_RESERVATION_TTL");
+        }
+        let week = raw(&[("data_dir", data), ("reservation_ttl", "7d")]).expect("a week");
+        assert_eq!(week.reservation_ttl, MAX_RESERVATION_TTL);
+        for bad in ["soon", "-1s", "61s"] {
+            let err = raw(&[("data_dir", data), ("shutdown_delay", bad)]).expect_err(bad);
+            assert_eq!(err.key, "KASSA_SHUTDOWN_DELAY");
+        }
         for bad in ["0", "-5", "lots"] {
             let err = raw(&[("data_dir", data), ("max_live_actors", bad)]).expect_err("bad cap");
             assert_eq!(err.key, "KASSA_MAX_LIVE_ACTORS");

@@ -75,7 +75,7 @@ impl Application {
         settings: ActorSettings,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+            .with_context(|| format!("KASSA_LISTEN: cannot listen on {}", config.listen))?;
         Self::build_on(listener, config, clock, settings).await
     }
 
@@ -87,6 +87,13 @@ impl Application {
         clock: SharedClock,
         settings: ActorSettings,
     ) -> anyhow::Result<Self> {
+        // The data dir is checked first: nothing else is opened if it cannot be used.
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "KASSA_DATA_DIR={}: cannot create it",
+                config.data_dir.display()
+            )
+        })?;
         let (store, closed) = open_store(&config).await?;
         let mut app = Self::build_on_store(listener, config, store, clock, settings).await?;
         app.store_closed = closed;
@@ -361,7 +368,8 @@ fn build_gateway(
                 },
                 clock,
                 &config.data_dir.join(SANDBOX_JOURNAL),
-            )?;
+            )
+            .with_context(|| format!("KASSA_DATA_DIR={}", config.data_dir.display()))?;
             Ok((Arc::new(sandbox.clone()), Some(sandbox)))
         }
         GatewaySpec::Http(url) => Ok((Arc::new(HttpGateway::new(url.clone())), None)),
@@ -383,20 +391,45 @@ fn build_gateway(
 
 /// Waits for SIGTERM or SIGINT, then shuts down gracefully.
 async fn stop_on_signal(state: web::Data<AppState>, server: ServerHandle) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    let mut sigterm = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        Ok(sigterm) => Some(sigterm),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            None
         }
     };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    let terminated = tokio::select! {
+        _ = recv_or_never(&mut sigterm) => true,
+        _ = tokio::signal::ctrl_c() => false,
+    };
+    let delay = state.config.shutdown_delay;
+    if terminated && !delay.is_zero() {
+        // Not ready from now on, but still serving: load balancers see /readyz fail and stop
+        // sending before the listener closes. A second signal stops at once.
+        state
+            .shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(delay = ?delay, "SIGTERM received: not ready, serving on before stopping");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = recv_or_never(&mut sigterm) => tracing::info!("second SIGTERM: stopping now"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping now"),
+        }
+    } else if terminated {
+        tracing::info!("SIGTERM received");
+    } else {
+        tracing::info!("SIGINT received");
     }
     Application::begin_shutdown(&state, &server).await;
+}
+
+/// The next signal of `signal`, or never when it could not be listened for.
+async fn recv_or_never(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }

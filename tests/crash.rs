@@ -291,3 +291,66 @@ async fn kassa_token_prints_a_token_the_running_server_accepts() {
     let (status, cart) = send(client.post(format!("{base}/api/carts")).bearer_auth(token)).await;
     assert_eq!(status, StatusCode::CREATED, "{cart}");
 }
+
+#[tokio::test]
+async fn sigterm_leaves_it_serving_but_not_ready_for_the_shutdown_delay_then_it_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Process(
+        kassa_on_dev_secrets(dir.path())
+            .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+            .env("KASSA_PUBLIC_URL", &base)
+            .env("KASSA_SHUTDOWN_DELAY", "2s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kassa"),
+    );
+    let client = reqwest::Client::new();
+    wait_ready(&client, &base).await;
+
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    // Within the delay: not ready, and every other request still served, on new connections.
+    let deadline = signalled + Duration::from_secs(1);
+    let mut not_ready = false;
+    while Instant::now() < deadline {
+        let fresh = reqwest::Client::new();
+        let ready = fresh.get(format!("{base}/readyz")).send().await;
+        let health = fresh.get(format!("{base}/healthz")).send().await;
+        let ready = ready.expect("still accepting during the delay").status();
+        assert_eq!(
+            health.expect("still serving during the delay").status(),
+            StatusCode::OK
+        );
+        not_ready |= ready == StatusCode::SERVICE_UNAVAILABLE;
+        assert!(
+            ready == StatusCode::OK || ready == StatusCode::SERVICE_UNAVAILABLE,
+            "{ready}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(not_ready, "/readyz never answered 503 after SIGTERM");
+    // Then it stops, cleanly, soon after the delay.
+    let exit = loop {
+        if let Some(exit) = server.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "still running long after the delay"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "stopped before its delay: {:?}",
+        signalled.elapsed()
+    );
+}

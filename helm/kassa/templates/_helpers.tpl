@@ -55,6 +55,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.config.mailFrom | quote }}
 - name: KASSA_RESERVATION_TTL
   value: {{ .Values.config.reservationTtl | quote }}
+- name: KASSA_SHUTDOWN_DELAY
+  value: {{ .Values.config.shutdownDelay | quote }}
 - name: KASSA_MAX_LIVE_ACTORS
   value: {{ .Values.config.maxLiveActors | quote }}
 - name: KASSA_LOG
