@@ -44,6 +44,9 @@ pub fn metrics_handle() -> PrometheusHandle {
                         );
                     }
                     describe_metrics();
+                    process_collector().describe();
+                    metrics::gauge!("kassa_build_info", "version" => env!("CARGO_PKG_VERSION"))
+                        .set(1.0);
                     handle
                 }
                 Err(e) => {
@@ -55,9 +58,19 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The process's own figures (`process_*`), read afresh at every scrape.
+pub fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
 /// Help text and units for every metric Kassa records (shown by /metrics as `# HELP`).
 pub fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "kassa_build_info",
+        "1, labelled with the running version (a deploy shows as a change of label)."
+    );
     describe_counter!(
         "kassa_http_requests_total",
         "HTTP requests by method, route template and status class."

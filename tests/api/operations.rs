@@ -53,6 +53,22 @@ async fn metrics_are_prometheus_text_counting_requests_by_route() {
                 && l.contains("status=\"4xx\"")),
         "no request counter for the product route in:\n{text}"
     );
+    // The process's own figures and the running version, for restarts, leaks and deploys.
+    use crate::helpers::sample;
+    assert!(
+        sample(&text, "process_resident_memory_bytes") > 1e6,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "process_start_time_seconds") > 1.7e9,
+        "{text}"
+    );
+    assert!(sample(&text, "process_open_fds") > 0.0, "{text}");
+    let version = format!(
+        "kassa_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &version), 1.0, "{text}");
     app.stop().await;
 }
 
