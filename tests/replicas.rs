@@ -44,11 +44,13 @@ impl Replica {
         let address = format!("http://127.0.0.1:{port}");
         let log = dir.path().join("kassa.log");
         let out = std::fs::File::create(&log).expect("log file");
+        let no_config = dir.path().join("empty.toml");
+        std::fs::write(&no_config, "").expect("empty config");
         let child = Command::new(env!("CARGO_BIN_EXE_kassa"))
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KASSA_CONFIG", dir.path().join("none.toml"))
+            .env("KASSA_CONFIG", &no_config)
             .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
             .env("KASSA_PUBLIC_URL", &address)
             .env(

@@ -81,6 +81,9 @@ impl Target {
         // Absolute: the child runs in the data dir.
         let binary = std::fs::canonicalize(settings.binary)
             .with_context(|| format!("no Kassa binary at {}", settings.binary.display()))?;
+        // An empty config file: neither a `kassa.toml` nor a KASSA_CONFIG of the caller's is read.
+        let no_config = data.path().join("empty.toml");
+        std::fs::write(&no_config, "").context("writing empty.toml")?;
         let mut command = Command::new(&binary);
         command
             .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
@@ -91,7 +94,7 @@ impl Target {
             .env("KASSA_WEBHOOK_SECRET", &webhook_secret)
             .env("KASSA_RESERVATION_TTL", settings.reservation_ttl)
             .env("KASSA_LOG", settings.log)
-            .env("KASSA_CONFIG", data.path().join("none.toml"))
+            .env("KASSA_CONFIG", &no_config)
             .current_dir(data.path())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("kassa.log")?)
