@@ -231,17 +231,24 @@ fn kassa_on_dev_secrets(data_dir: &Path) -> Command {
     command
 }
 
+/// `kassa serve` on dev secrets in `data_dir`, listening on `port`, its output discarded.
+fn serving_on_dev_secrets(data_dir: &Path, port: u16) -> Command {
+    let mut command = kassa_on_dev_secrets(data_dir);
+    command
+        .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KASSA_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
 #[tokio::test]
 async fn kassa_token_prints_a_token_the_running_server_accepts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let _server = Process(
-        kassa_on_dev_secrets(dir.path())
-            .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KASSA_PUBLIC_URL", &base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        serving_on_dev_secrets(dir.path(), port)
             .spawn()
             .expect("spawn kassa"),
     );
@@ -298,12 +305,8 @@ async fn sigterm_leaves_it_serving_but_not_ready_for_the_shutdown_delay_then_it_
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = Process(
-        kassa_on_dev_secrets(dir.path())
-            .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KASSA_PUBLIC_URL", &base)
+        serving_on_dev_secrets(dir.path(), port)
             .env("KASSA_SHUTDOWN_DELAY", "2s")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("spawn kassa"),
     );

@@ -383,6 +383,24 @@ pub fn shipping() -> Value {
 }
 
 impl TestApp {
+    /// Checks `cart` out with `shipping` as the shipping details; the status and body.
+    pub async fn checkout_shipped(
+        &self,
+        token: &str,
+        cart: &str,
+        shipping: Value,
+    ) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url("/api/orders"))
+            .bearer_auth(token)
+            .json(&json!({"cartId": cart, "shippingDetails": shipping, "paymentMethod": "card"}))
+            .send()
+            .await
+            .expect("request");
+        json_of(response).await
+    }
+
     pub async fn checkout(&self, token: &str, cart: &str, key: Option<&str>) -> Response {
         let mut request = self
             .client

@@ -266,15 +266,7 @@ async fn a_token_email_that_is_no_address_gives_way_to_the_shipping_email() {
     app.set_item(&token, &cart, "tee", 1).await;
     let mut shipping = shipping();
     shipping["email"] = json!("alice@shop.example");
-    let response = app
-        .client
-        .post(app.url("/api/orders"))
-        .bearer_auth(&token)
-        .json(&json!({"cartId": cart, "shippingDetails": shipping, "paymentMethod": "card"}))
-        .send()
-        .await
-        .expect("request");
-    let (status, checkout) = json_of(response).await;
+    let (status, checkout) = app.checkout_shipped(&token, &cart, shipping).await;
     assert_eq!(status, StatusCode::OK, "{checkout}");
     app.decide(&checkout, "success").await;
     let order_id = checkout["orderId"].as_str().expect("id");
@@ -999,15 +991,7 @@ async fn a_second_address_line_is_kept_and_read_back() {
     let (alice, cart) = app.cart_with("alice", "tee", 1).await;
     let mut shipping = shipping();
     shipping["line2"] = json!("Apartment 4B");
-    let response = app
-        .client
-        .post(app.url("/api/orders"))
-        .bearer_auth(&alice)
-        .json(&json!({"cartId": cart, "shippingDetails": shipping, "paymentMethod": "card"}))
-        .send()
-        .await
-        .expect("request");
-    let (status, checkout) = json_of(response).await;
+    let (status, checkout) = app.checkout_shipped(&alice, &cart, shipping).await;
     assert_eq!(status, StatusCode::OK, "{checkout}");
     let order = app
         .order(&alice, checkout["orderId"].as_str().expect("id"))
