@@ -1,0 +1,277 @@
+//! `MemoryStore`: the `Store` in a mutex, for unit tests of the actors. Not durable, by
+//! design; never used by the service.
+
+use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+/// In-memory `Store` for unit tests of the actors. Not durable, by design.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    products: HashMap<Sku, (ProductRow, BTreeMap<OrderId, Reservation>)>,
+    carts: HashMap<CartId, CartRecord>,
+    orders: BTreeMap<OrderId, OrderRecord>,
+    idempotency: HashMap<(UserId, String), (String, OffsetDateTime, Option<StoredResponse>)>,
+    outbox: BTreeMap<(OrderId, EmailKind), OutboxEmail>,
+    product_writes: u64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many product writes were applied (group-commit tests count them).
+    pub fn product_writes(&self) -> u64 {
+        self.lock().product_writes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
+        Ok(self
+            .lock()
+            .products
+            .get(sku)
+            .map(|(row, res)| ProductSnapshot {
+                row: row.clone(),
+                reservations: res.values().cloned().collect(),
+            }))
+    }
+
+    async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
+        let mut inner = self.lock();
+        let current = inner.products.get(&write.sku).map_or(0, |(r, _)| r.version);
+        if current != write.expected_version {
+            return Ok(WriteOutcome::Conflict);
+        }
+        inner.product_writes += 1;
+        let entry = inner
+            .products
+            .entry(write.sku.clone())
+            .or_insert_with(|| (write.row.clone(), BTreeMap::new()));
+        entry.0 = write.row;
+        for id in write.remove_reservations {
+            entry.1.remove(&id);
+        }
+        for r in write.put_reservations {
+            entry.1.insert(r.order_id, r);
+        }
+        Ok(WriteOutcome::Applied)
+    }
+
+    async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>> {
+        Ok(self.lock().carts.get(&id).cloned())
+    }
+
+    async fn write_cart(
+        &self,
+        cart: &CartRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome> {
+        let mut inner = self.lock();
+        let current = inner.carts.get(&cart.id).map_or(0, |c| c.version);
+        if current != expected_version {
+            return Ok(WriteOutcome::Conflict);
+        }
+        inner.carts.insert(cart.id, cart.clone());
+        Ok(WriteOutcome::Applied)
+    }
+
+    async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
+        Ok(self.lock().orders.get(&id).cloned())
+    }
+
+    async fn write_order(
+        &self,
+        order: &OrderRecord,
+        expected_version: u64,
+    ) -> StoreResult<WriteOutcome> {
+        let mut inner = self.lock();
+        let current = inner.orders.get(&order.id).map_or(0, |o| o.version);
+        if current != expected_version {
+            return Ok(WriteOutcome::Conflict);
+        }
+        inner.orders.insert(order.id, order.clone());
+        Ok(WriteOutcome::Applied)
+    }
+
+    async fn list_orders(
+        &self,
+        user: &UserId,
+        before: Option<OrderId>,
+        limit: usize,
+    ) -> StoreResult<Vec<OrderRecord>> {
+        let inner = self.lock();
+        Ok(inner
+            .orders
+            .values()
+            .rev()
+            .filter(|o| &o.owner == user && before.is_none_or(|b| o.id < b))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn active_orders(&self) -> StoreResult<Vec<OrderId>> {
+        let inner = self.lock();
+        Ok(inner
+            .orders
+            .values()
+            .filter(|o| o.is_active())
+            .map(|o| o.id)
+            .collect())
+    }
+
+    async fn claim_idempotency(
+        &self,
+        request: IdempotencyRequest<'_>,
+    ) -> StoreResult<IdempotencyClaim> {
+        let mut inner = self.lock();
+        let key = (request.user.clone(), request.key.to_string());
+        if let Some((fingerprint, at, response)) = inner.idempotency.get(&key) {
+            let expired = *at + request.ttl <= request.now;
+            let stale = response.is_none() && *at + request.stale_after <= request.now;
+            if !expired && !stale {
+                return Ok(if fingerprint != request.fingerprint {
+                    IdempotencyClaim::Mismatch
+                } else if let Some(response) = response {
+                    IdempotencyClaim::Completed(response.clone())
+                } else {
+                    IdempotencyClaim::InProgress
+                });
+            }
+        }
+        inner
+            .idempotency
+            .insert(key, (request.fingerprint.to_string(), request.now, None));
+        Ok(IdempotencyClaim::Claimed)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        user: &UserId,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        let mut inner = self.lock();
+        if let Some(entry) = inner.idempotency.get_mut(&(user.clone(), key.to_string())) {
+            entry.2 = Some(response.clone());
+        }
+        Ok(())
+    }
+
+    async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()> {
+        self.lock()
+            .idempotency
+            .remove(&(user.clone(), key.to_string()));
+        Ok(())
+    }
+
+    async fn purge_idempotency(
+        &self,
+        created_before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let mut inner = self.lock();
+        let doomed: Vec<_> = inner
+            .idempotency
+            .iter()
+            .filter(|(_, (_, at, _))| *at < created_before)
+            .map(|(key, _)| key.clone())
+            .take(limit)
+            .collect();
+        for key in &doomed {
+            inner.idempotency.remove(key);
+        }
+        Ok(doomed.len())
+    }
+
+    async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        self.lock()
+            .outbox
+            .entry((email.order_id, email.kind))
+            .or_insert_with(|| email.clone());
+        Ok(())
+    }
+
+    async fn enqueue_claimed_email(
+        &self,
+        email: &OutboxEmail,
+        claimed_until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut state = self.lock();
+        let key = (email.order_id, email.kind);
+        if state.outbox.contains_key(&key) {
+            return Ok(false);
+        }
+        let claimed = OutboxEmail {
+            next_attempt_at: claimed_until,
+            ..email.clone()
+        };
+        state.outbox.insert(key, claimed);
+        Ok(true)
+    }
+
+    async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
+        self.lock()
+            .outbox
+            .insert((email.order_id, email.kind), email.clone());
+        Ok(())
+    }
+
+    async fn replace_email(
+        &self,
+        expected: &OutboxEmail,
+        next: &OutboxEmail,
+    ) -> StoreResult<WriteOutcome> {
+        let mut inner = self.lock();
+        let key = (expected.order_id, expected.kind);
+        if inner.outbox.get(&key) != Some(expected) {
+            return Ok(WriteOutcome::Conflict);
+        }
+        inner.outbox.insert(key, next.clone());
+        Ok(WriteOutcome::Applied)
+    }
+
+    async fn due_emails(
+        &self,
+        now: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxEmail>> {
+        let inner = self.lock();
+        let mut due: Vec<OutboxEmail> = inner
+            .outbox
+            .values()
+            .filter(|e| e.sent_at.is_none() && e.next_attempt_at <= now)
+            .cloned()
+            .collect();
+        due.sort_by_key(|e| (e.created_at, e.order_id, e.kind));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn outbox_depth(&self) -> StoreResult<u64> {
+        let inner = self.lock();
+        Ok(inner
+            .outbox
+            .values()
+            .filter(|e| e.sent_at.is_none())
+            .count() as u64)
+    }
+
+}
