@@ -24,8 +24,8 @@ use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use kassa_actors::product::{ProductActor, Reserve, ReserveOutcome, UpsertProduct};
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::{
-    CartRecord, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail, ProductSnapshot,
-    ProductWrite, SharedStore, Store, StoreResult, StoredResponse, WriteOutcome,
+    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail,
+    ProductSnapshot, ProductWrite, SharedStore, Store, StoreResult, StoredResponse, WriteOutcome,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -121,6 +121,23 @@ impl Store for Counted {
     }
     async fn outbox_depth(&self) -> StoreResult<u64> {
         self.inner.outbox_depth().await
+    }
+
+    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
+        self.inner.put_session(session).await
+    }
+    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        self.inner.load_session(id).await
+    }
+    async fn purge_sessions(
+        &self,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        self.inner.purge_sessions(expired_before, limit).await
+    }
+    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
+        self.inner.list_products(after, limit).await
     }
 }
 

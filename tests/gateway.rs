@@ -187,6 +187,7 @@ fn payment_request(order_id: OrderId, receiver: &Receiver) -> PaymentRequest {
         currency: Currency::EUR,
         callback_url: receiver.callback_url.clone(),
         return_url: format!("http://shop.test/orders/{order_id}"),
+        display: Default::default(),
     }
 }
 
@@ -603,6 +604,7 @@ fn stub_request(order_id: OrderId) -> PaymentRequest {
         currency: Currency::EUR,
         callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
         return_url: "http://shop.test/orders/1".into(),
+        display: Default::default(),
     }
 }
 
@@ -763,6 +765,7 @@ async fn the_standalone_process_keeps_its_payments_in_a_journal_across_a_restart
             currency: Currency::EUR,
             callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
             return_url: "http://shop.test/orders/1".into(),
+            display: Default::default(),
         })
         .await
         .expect("payment opened");

@@ -163,6 +163,7 @@ fn payment_request(amount: i64) -> PaymentRequest {
         currency: Currency::EUR,
         callback_url: "http://127.0.0.1:1/webhook/payment-status".into(),
         return_url: format!("{STOREFRONT}/orders/"),
+        display: Default::default(),
     }
 }
 

@@ -7,9 +7,9 @@
 use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use crate::order::OrderStatus;
 use crate::store::{
-    CartLine, CartRecord, Effect, EmailKind, IdempotencyClaim, IdempotencyRequest, OrderLine,
-    OrderRecord, OutboxEmail, PaymentRef, ProductRow, ProductWrite, Reservation, ShippingDetails,
-    StatusChange, Store, StoredResponse, WriteOutcome,
+    CartLine, CartRecord, CheckoutSession, Effect, EmailKind, IdempotencyClaim, IdempotencyRequest,
+    OrderLine, OrderRecord, OutboxEmail, PaymentRef, ProductRow, ProductWrite, Reservation,
+    ShippingDetails, StatusChange, Store, StoredResponse, WriteOutcome,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -33,6 +33,8 @@ pub async fn run_all(store: &dyn Store) {
     outbox_keeps_one_email_per_order_and_kind(store).await;
     outbox_replace_is_a_compare_and_set(store).await;
     outbox_due_emails_are_oldest_first_and_due(store).await;
+    checkout_sessions_are_stored_and_purged_after_expiry(store).await;
+    products_are_listed_in_sku_order_without_deleted_ones(store).await;
 }
 
 fn sku(s: &str) -> Sku {
@@ -1109,6 +1111,96 @@ pub async fn outbox_due_emails_are_oldest_first_and_due(store: &dyn Store) {
     }
     assert_eq!(store.outbox_depth().await.expect("depth"), depth);
     assert!(due_among(store, at(1000), 1000, &ids).await.is_empty());
+}
+
+pub async fn checkout_sessions_are_stored_and_purged_after_expiry(store: &dyn Store) {
+    let session = |id: &str, expires_at| CheckoutSession {
+        id: id.to_string(),
+        cart_id: CartId::new(),
+        user: fresh_user("session"),
+        email: Some("alice@example.com".into()),
+        review_cart_url: Some("https://shop.test/cart".into()),
+        cancel_url: None,
+        created_at: at(0),
+        expires_at,
+    };
+    let tag = OrderId::new().0.simple().to_string();
+    let live = session(&format!("cs_live_{tag}"), at(7200));
+    let gone = session(&format!("cs_gone_{tag}"), at(60));
+    store.put_session(&live).await.expect("put");
+    store.put_session(&gone).await.expect("put");
+    assert_eq!(
+        store.load_session(&live.id).await.expect("load"),
+        Some(live.clone()),
+        "a session reads back as stored"
+    );
+    assert_eq!(
+        store
+            .load_session(&format!("cs_missing_{tag}"))
+            .await
+            .expect("load"),
+        None
+    );
+    // A store with a TTL has nothing to purge; one without must purge only expired sessions.
+    let mut purged = 0;
+    loop {
+        let batch = store.purge_sessions(at(3600), 1).await.expect("purge");
+        purged += batch;
+        if batch < 1 {
+            break;
+        }
+    }
+    if purged > 0 {
+        assert_eq!(store.load_session(&gone.id).await.expect("load"), None);
+    }
+    assert_eq!(
+        store.load_session(&live.id).await.expect("load"),
+        Some(live),
+        "a live session is never purged"
+    );
+}
+
+pub async fn products_are_listed_in_sku_order_without_deleted_ones(store: &dyn Store) {
+    let tag = &OrderId::new().0.simple().to_string()[..12];
+    let prefix = format!("list-{tag}");
+    for (suffix, listed) in [("-d", true), ("-a", true), ("-c", false), ("-b", true)] {
+        let mut row = row(5, 1);
+        if !listed {
+            row.info = None;
+        }
+        let write = ProductWrite {
+            sku: sku(&format!("{prefix}{suffix}")),
+            expected_version: 0,
+            row,
+            put_reservations: vec![],
+            remove_reservations: vec![],
+        };
+        assert_eq!(
+            store.write_product(write).await.expect("write"),
+            WriteOutcome::Applied
+        );
+    }
+    let start = sku(&prefix);
+    let first = store.list_products(Some(&start), 2).await.expect("list");
+    assert_eq!(
+        first,
+        vec![sku(&format!("{prefix}-a")), sku(&format!("{prefix}-b"))],
+        "the first page, in sku order"
+    );
+    let next = store.list_products(first.last(), 2).await.expect("list");
+    assert_eq!(
+        next.first(),
+        Some(&sku(&format!("{prefix}-d"))),
+        "the next page skips the deleted product"
+    );
+    let all = store.list_products(None, 100_000).await.expect("list");
+    let ours: Vec<_> = all
+        .iter()
+        .filter(|s| s.as_str().starts_with(&prefix))
+        .cloned()
+        .collect();
+    assert_eq!(ours.len(), 3);
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "ascending, no repeats");
 }
 
 #[cfg(test)]

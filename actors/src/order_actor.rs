@@ -603,6 +603,7 @@ async fn place(svc: &Services, id: OrderId, msg: PlaceOrder) -> Result<OrderReco
         currency,
         callback_url: svc.settings.callback_url.clone(),
         return_url: format!("{}{id}", svc.settings.return_url_base),
+        display: Default::default(),
     };
     let started = std::time::Instant::now();
     let session = match svc.gateway.initiate(request).await {

@@ -200,6 +200,15 @@ pub(super) fn describe(error: &dyn std::error::Error) -> String {
 
 #[async_trait]
 impl Gateway for HttpGateway {
+    async fn cancel(
+        &self,
+        payment_id: &str,
+    ) -> Result<kassa_actors::gateway::CancelOutcome, GatewayError> {
+        Err(GatewayError::Refused(format!(
+            "cancelling payment {payment_id} is not supported yet"
+        )))
+    }
+
     async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
         let body = CreatePayment {
             order_id: request.order_id,

@@ -456,6 +456,15 @@ impl SandboxGateway {
 
 #[async_trait]
 impl Gateway for SandboxGateway {
+    async fn cancel(
+        &self,
+        payment_id: &str,
+    ) -> Result<kassa_actors::gateway::CancelOutcome, GatewayError> {
+        Err(GatewayError::Refused(format!(
+            "cancelling payment {payment_id} is not supported yet"
+        )))
+    }
+
     async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
         Ok(self.open(request).await?.session())
     }
@@ -739,6 +748,7 @@ async fn create_payment(
             currency: body.currency,
             callback_url: body.callback_url,
             return_url: body.return_url,
+            display: Default::default(),
         })
         .await?;
     Ok(HttpResponse::Created().json(SessionBody {
@@ -996,6 +1006,7 @@ mod tests {
             currency: Currency::EUR,
             callback_url: "http://127.0.0.1:9/webhook".into(),
             return_url: "http://shop.test/orders/1".into(),
+            display: Default::default(),
         }
     }
 

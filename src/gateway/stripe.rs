@@ -378,6 +378,15 @@ fn stripe_error(status: StatusCode, body: &[u8]) -> (Option<String>, String) {
 
 #[async_trait]
 impl Gateway for StripeGateway {
+    async fn cancel(
+        &self,
+        payment_id: &str,
+    ) -> Result<kassa_actors::gateway::CancelOutcome, GatewayError> {
+        Err(GatewayError::Refused(format!(
+            "cancelling payment {payment_id} is not supported yet"
+        )))
+    }
+
     async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
         let order_id = request.order_id.to_string();
         let amount = request.amount.to_string();

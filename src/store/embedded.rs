@@ -6,9 +6,9 @@
 use async_trait::async_trait;
 use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
 use kassa_actors::store::{
-    CartRecord, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail, ProductRow,
-    ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult, StoredResponse,
-    WriteOutcome,
+    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail,
+    ProductRow, ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult,
+    StoredResponse, WriteOutcome,
 };
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -48,6 +48,9 @@ const IDEMPOTENCY_BY_AGE: TableDefinition<(i64, &str, &str), ()> =
 const OUTBOX: TableDefinition<(u128, u8), &[u8]> = TableDefinition::new("outbox");
 /// (order uuid, email kind) -> (), present iff the outbox entry is unsent.
 const OUTBOX_UNSENT: TableDefinition<(u128, u8), ()> = TableDefinition::new("outbox_unsent");
+
+/// session id -> JSON `CheckoutSession`.
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkout_sessions");
 
 const FILE_NAME: &str = "kassa.redb";
 /// Most jobs one transaction carries; bounds the latency of the first job in a batch.
@@ -137,6 +140,7 @@ impl EmbeddedStore {
         txn.open_table(IDEMPOTENCY).map_err(db_err)?;
         txn.open_table(OUTBOX).map_err(db_err)?;
         txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+        txn.open_table(SESSIONS).map_err(db_err)?;
         index_idempotency_keys(&txn)?;
         txn.commit().map_err(db_err)?;
 
@@ -711,6 +715,99 @@ impl Store for EmbeddedStore {
         self.read(|txn| {
             let unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
             unsent.len().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
+        let encoded = encode(session)?;
+        let id = session.id.clone();
+        self.write(move |txn| {
+            let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+            sessions
+                .insert(id.as_str(), encoded.as_slice())
+                .map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        let id = id.to_string();
+        self.read(move |txn| {
+            let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+            let Some(stored) = sessions.get(id.as_str()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            decode(stored.value(), "checkout session", &id).map(Some)
+        })
+        .await
+    }
+
+    async fn purge_sessions(
+        &self,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        // Sessions live an hour, so the table stays small: a scan finds the expired ones.
+        let doomed: Vec<String> = self
+            .read(move |txn| {
+                let sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+                let mut doomed = Vec::new();
+                for entry in sessions.iter().map_err(db_err)? {
+                    let (id, body) = entry.map_err(db_err)?;
+                    let expired = serde_json::from_slice::<CheckoutSession>(body.value())
+                        .map_or(true, |s| s.expires_at < expired_before);
+                    if expired {
+                        doomed.push(id.value().to_string());
+                        if doomed.len() == limit {
+                            break;
+                        }
+                    }
+                }
+                Ok(doomed)
+            })
+            .await?;
+        let count = doomed.len();
+        if count > 0 {
+            self.write(move |txn| {
+                let mut sessions = txn.open_table(SESSIONS).map_err(db_err)?;
+                for id in &doomed {
+                    sessions.remove(id.as_str()).map_err(db_err)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(count)
+    }
+
+    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
+        let after = after.cloned();
+        self.read(move |txn| {
+            let products = txn.open_table(PRODUCTS).map_err(db_err)?;
+            let range = match &after {
+                Some(after) => products.range::<&str>((
+                    std::ops::Bound::Excluded(after.as_str()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => products.range::<&str>(..),
+            }
+            .map_err(db_err)?;
+            let mut skus = Vec::with_capacity(limit);
+            for entry in range {
+                if skus.len() == limit {
+                    break;
+                }
+                let (sku, body) = entry.map_err(db_err)?;
+                let row: ProductRow = decode(body.value(), "product", sku.value())?;
+                if row.info.is_some() {
+                    let sku = Sku::parse(sku.value())
+                        .map_err(|e| StoreError::Corrupt(format!("product key: {e}")))?;
+                    skus.push(sku);
+                }
+            }
+            Ok(skus)
         })
         .await
     }

@@ -6,8 +6,9 @@ use crate::helpers::{TestApp, assert_error, spawn_app_on_store};
 use async_trait::async_trait;
 use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
 use kassa_actors::store::{
-    CartRecord, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail, ProductSnapshot,
-    ProductWrite, SharedStore, Store, StoreError, StoreResult, StoredResponse, WriteOutcome,
+    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail,
+    ProductSnapshot, ProductWrite, SharedStore, Store, StoreError, StoreResult, StoredResponse,
+    WriteOutcome,
 };
 use reqwest::StatusCode;
 use std::sync::Arc;
@@ -123,6 +124,23 @@ impl Store for FaultyStore {
     }
     async fn outbox_depth(&self) -> StoreResult<u64> {
         self.inner.outbox_depth().await
+    }
+
+    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
+        self.inner.put_session(session).await
+    }
+    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        self.inner.load_session(id).await
+    }
+    async fn purge_sessions(
+        &self,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        self.inner.purge_sessions(expired_before, limit).await
+    }
+    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
+        self.inner.list_products(after, limit).await
     }
 }
 

@@ -18,6 +18,7 @@ struct Inner {
     orders: BTreeMap<OrderId, OrderRecord>,
     idempotency: HashMap<(UserId, String), (String, OffsetDateTime, Option<StoredResponse>)>,
     outbox: BTreeMap<(OrderId, EmailKind), OutboxEmail>,
+    sessions: HashMap<String, CheckoutSession>,
     product_writes: u64,
 }
 
@@ -248,11 +249,7 @@ impl Store for MemoryStore {
         Ok(WriteOutcome::Applied)
     }
 
-    async fn due_emails(
-        &self,
-        now: OffsetDateTime,
-        limit: usize,
-    ) -> StoreResult<Vec<OutboxEmail>> {
+    async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>> {
         let inner = self.lock();
         let mut due: Vec<OutboxEmail> = inner
             .outbox
@@ -274,4 +271,46 @@ impl Store for MemoryStore {
             .count() as u64)
     }
 
+    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
+        self.lock()
+            .sessions
+            .insert(session.id.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        Ok(self.lock().sessions.get(id).cloned())
+    }
+
+    async fn purge_sessions(
+        &self,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        let mut inner = self.lock();
+        let doomed: Vec<String> = inner
+            .sessions
+            .values()
+            .filter(|s| s.expires_at < expired_before)
+            .map(|s| s.id.clone())
+            .take(limit)
+            .collect();
+        for id in &doomed {
+            inner.sessions.remove(id);
+        }
+        Ok(doomed.len())
+    }
+
+    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
+        let inner = self.lock();
+        let mut skus: Vec<Sku> = inner
+            .products
+            .iter()
+            .filter(|(sku, (row, _))| row.info.is_some() && after.is_none_or(|a| *sku > a))
+            .map(|(sku, _)| sku.clone())
+            .collect();
+        skus.sort();
+        skus.truncate(limit);
+        Ok(skus)
+    }
 }

@@ -419,9 +419,46 @@ pub trait Store: Send + Sync + 'static {
     async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>>;
     /// How many emails are unsent (the outbox depth gauge).
     async fn outbox_depth(&self) -> StoreResult<u64>;
+
+    /// Stores a checkout session (a new one; sessions are never changed).
+    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()>;
+    /// The session, if stored and not yet purged (the caller checks `expires_at`).
+    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>>;
+    /// Deletes sessions that expired before `expired_before`, at most `limit` of them;
+    /// answers how many went (fewer than `limit`: done). A store whose rows expire by
+    /// themselves (a TTL) answers 0.
+    async fn purge_sessions(
+        &self,
+        expired_before: OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize>;
+
+    /// SKUs in the catalog (products not deleted), ascending, strictly after `after` when
+    /// given, at most `limit`.
+    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>>;
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+/// A hosted checkout session (API.md, "Shopper pages"): the checkout page acts for `user` on
+/// `cart_id` without the user's token until `expires_at`. Its id is the only secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutSession {
+    /// At least 128 random bits, URL-safe.
+    pub id: String,
+    pub cart_id: CartId,
+    pub user: UserId,
+    /// The token's email claim, offered in the form.
+    pub email: Option<String>,
+    /// The storefront's cart page ("Back to cart", "Review cart").
+    pub review_cart_url: Option<String>,
+    /// Where a shopper who cancels at the payment page goes (else the checkout page).
+    pub cancel_url: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
 
 pub use memory::MemoryStore;
 

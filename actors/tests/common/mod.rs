@@ -12,9 +12,9 @@ use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use kassa_actors::product::{ProductActor, ProductView, Reserve, UpsertProduct};
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::{
-    CartRecord, IdempotencyClaim, IdempotencyRequest, MemoryStore, OrderRecord, OutboxEmail,
-    ProductSnapshot, ProductWrite, SharedStore, Store, StoreError, StoreResult, StoredResponse,
-    WriteOutcome,
+    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, MemoryStore, OrderRecord,
+    OutboxEmail, ProductSnapshot, ProductWrite, SharedStore, Store, StoreError, StoreResult,
+    StoredResponse, WriteOutcome,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -471,5 +471,22 @@ impl Store for ControlledStore {
 
     async fn outbox_depth(&self) -> StoreResult<u64> {
         self.inner.outbox_depth().await
+    }
+
+    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
+        self.inner.put_session(session).await
+    }
+    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        self.inner.load_session(id).await
+    }
+    async fn purge_sessions(
+        &self,
+        expired_before: time::OffsetDateTime,
+        limit: usize,
+    ) -> StoreResult<usize> {
+        self.inner.purge_sessions(expired_before, limit).await
+    }
+    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
+        self.inner.list_products(after, limit).await
     }
 }

@@ -379,6 +379,35 @@ type StockRow = (
 
 #[async_trait]
 impl Store for ScyllaStore {
+    async fn put_session(&self, session: &kassa_actors::store::CheckoutSession) -> StoreResult<()> {
+        Err(unavailable(
+            "put_session",
+            format!("not implemented yet ({})", session.id),
+        ))
+    }
+
+    async fn load_session(
+        &self,
+        id: &str,
+    ) -> StoreResult<Option<kassa_actors::store::CheckoutSession>> {
+        Err(unavailable(
+            "load_session",
+            format!("not implemented yet ({id})"),
+        ))
+    }
+
+    async fn purge_sessions(
+        &self,
+        _expired_before: OffsetDateTime,
+        _limit: usize,
+    ) -> StoreResult<usize> {
+        Ok(0)
+    }
+
+    async fn list_products(&self, _after: Option<&Sku>, _limit: usize) -> StoreResult<Vec<Sku>> {
+        Err(unavailable("list_products", "not implemented yet"))
+    }
+
     fn is_shared(&self) -> bool {
         true
     }
