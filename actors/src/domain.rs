@@ -139,6 +139,41 @@ pub fn line_total(unit_price: i64, quantity: u32) -> Option<i64> {
     unit_price.checked_mul(i64::from(quantity))
 }
 
+/// `1999` EUR -> `19.99 EUR`: minor units in major units with the currency's ISO 4217
+/// exponent (2 where it has none), then the code. For emails and logs.
+pub fn format_money(amount: i64, currency: Currency) -> String {
+    format!("{} {}", major_units(amount, currency), currency.code())
+}
+
+/// `1999` EUR -> `€19.99`, as a shopper reads a price: the currency's sign before the amount,
+/// or the amount and the code where the sign is letters (`19.99 CHF`).
+pub fn display_money(amount: i64, currency: Currency) -> String {
+    let symbol = currency.symbol().to_string();
+    let major = major_units(amount.saturating_abs(), currency);
+    let sign = if amount < 0 { "-" } else { "" };
+    if symbol.chars().any(char::is_alphabetic) || symbol == "¤" {
+        format!("{sign}{major} {}", currency.code())
+    } else {
+        format!("{sign}{symbol}{major}")
+    }
+}
+
+/// `1999` -> `19.99` with the currency's exponent.
+fn major_units(amount: i64, currency: Currency) -> String {
+    let exponent = u32::from(currency.exponent().unwrap_or(2));
+    let sign = if amount < 0 { "-" } else { "" };
+    let abs = amount.unsigned_abs();
+    match 10u64.checked_pow(exponent) {
+        Some(scale) if exponent > 0 => format!(
+            "{sign}{}.{:0width$}",
+            abs / scale,
+            abs % scale,
+            width = exponent as usize
+        ),
+        _ => format!("{sign}{abs}"),
+    }
+}
+
 /// A product name: 1..=200 characters after trimming.
 pub fn parse_product_name(raw: &str) -> Result<String, InvalidValue> {
     let name = raw.trim();
@@ -246,6 +281,25 @@ mod tests {
         assert_eq!(parse_product_name(" Tee ").as_deref(), Ok("Tee"));
         assert!(parse_price(-1).is_err());
         assert_eq!(parse_price(0), Ok(0));
+    }
+
+    #[test]
+    fn money_is_formatted_with_the_currency_exponent() {
+        assert_eq!(format_money(1999, Currency::EUR), "19.99 EUR");
+        assert_eq!(format_money(5, Currency::EUR), "0.05 EUR");
+        assert_eq!(format_money(0, Currency::USD), "0.00 USD");
+        assert_eq!(format_money(1999, Currency::JPY), "1999 JPY");
+        assert_eq!(format_money(12345, Currency::BHD), "12.345 BHD");
+        assert_eq!(format_money(-1999, Currency::EUR), "-19.99 EUR");
+    }
+
+    #[test]
+    fn shoppers_see_the_currency_sign() {
+        assert_eq!(display_money(1999, Currency::EUR), "€19.99");
+        assert_eq!(display_money(2499, Currency::USD), "$24.99");
+        assert_eq!(display_money(1999, Currency::JPY), "¥1999");
+        assert_eq!(display_money(-500, Currency::GBP), "-£5.00");
+        assert_eq!(display_money(1000, Currency::SEK), "10.00 SEK");
     }
 
     #[test]

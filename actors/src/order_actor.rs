@@ -8,7 +8,7 @@
 
 use crate::cart::{BeginCheckout, CartActor, CartError, EndCheckout};
 use crate::clock::SharedClock;
-use crate::domain::{CartId, Currency, MAX_TOTAL, OrderId, Sku, UserId};
+use crate::domain::{CartId, MAX_TOTAL, OrderId, Sku, UserId};
 use crate::gateway::{PaymentRequest, PaymentState, SharedGateway};
 use crate::mailer::Handoff;
 use crate::order::{Decision, OrderEvent, OrderStatus, decide};
@@ -1126,35 +1126,4 @@ async fn tick(svc: &Services, order: OrderRecord, query_gateway: bool) -> Settle
         };
     }
     order.into()
-}
-
-/// `1999` EUR -> `19.99 EUR`, using the currency's minor-unit exponent.
-pub fn format_money(amount: i64, currency: Currency) -> String {
-    let exponent = u32::from(currency.exponent().unwrap_or(2));
-    let sign = if amount < 0 { "-" } else { "" };
-    let abs = amount.unsigned_abs();
-    if exponent == 0 {
-        return format!("{sign}{abs} {}", currency.code());
-    }
-    let scale = 10u64.pow(exponent);
-    format!(
-        "{sign}{}.{:0width$} {}",
-        abs / scale,
-        abs % scale,
-        currency.code(),
-        width = exponent as usize
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn money_is_formatted_with_the_currency_exponent() {
-        assert_eq!(format_money(1999, Currency::EUR), "19.99 EUR");
-        assert_eq!(format_money(5, Currency::EUR), "0.05 EUR");
-        assert_eq!(format_money(1999, Currency::JPY), "1999 JPY");
-        assert_eq!(format_money(12345, Currency::BHD), "12.345 BHD");
-    }
 }

@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use base64::Engine as _;
 use kassa_actors::clock::{SharedClock, SystemClock};
-use kassa_actors::domain::{Currency, OrderId};
+use kassa_actors::domain::{Currency, OrderId, format_money};
 use kassa_actors::gateway::{
     Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentState, PaymentStatus,
 };
@@ -814,7 +814,7 @@ async fn decide_by_form(
 }
 
 fn render_payment_page(payment: &Payment) -> String {
-    let amount = escape_html(&format_amount(payment.amount, payment.currency));
+    let amount = escape_html(&format_money(payment.amount, payment.currency));
     let order_id = escape_html(&payment.order_id.to_string());
     let actions = match payment.state {
         PaymentState::Pending => concat!(
@@ -856,23 +856,6 @@ button {{ font-size: 1.1rem; padding: .5rem 1.5rem; }}
 </html>
 "#
     )
-}
-
-/// `1999` EUR -> `19.99 EUR`, with the currency's ISO 4217 exponent (2 when it has none).
-fn format_amount(minor: i64, currency: Currency) -> String {
-    let code = currency.code();
-    let exponent = u32::from(currency.exponent().unwrap_or(2));
-    let sign = if minor < 0 { "-" } else { "" };
-    let minor = minor.unsigned_abs();
-    match 10u64.checked_pow(exponent) {
-        Some(scale) if exponent > 0 => format!(
-            "{sign}{}.{:0width$} {code}",
-            minor / scale,
-            minor % scale,
-            width = exponent as usize
-        ),
-        _ => format!("{sign}{minor} {code}"),
-    }
 }
 
 fn escape_html(raw: &str) -> String {
@@ -1008,15 +991,6 @@ mod tests {
             return_url: "http://shop.test/orders/1".into(),
             display: Default::default(),
         }
-    }
-
-    #[test]
-    fn amounts_are_shown_in_major_units_with_the_currency_exponent() {
-        assert_eq!(format_amount(1999, Currency::EUR), "19.99 EUR");
-        assert_eq!(format_amount(5, Currency::EUR), "0.05 EUR");
-        assert_eq!(format_amount(0, Currency::USD), "0.00 USD");
-        assert_eq!(format_amount(1999, Currency::JPY), "1999 JPY");
-        assert_eq!(format_amount(1234, Currency::BHD), "1.234 BHD");
     }
 
     #[test]

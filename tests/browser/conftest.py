@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from artifacts import shots_dir
 from kassa_client import Kassa
 
 # Generous enough for a loaded 2-core machine, short enough that a broken page fails fast.
@@ -45,18 +46,6 @@ def required_file(name: str) -> Path:
     if not path.is_file():
         pytest.fail(f"{name}={path} does not exist: run scripts/browser.sh setup", pytrace=False)
     return path
-
-
-def shots_dir() -> Path:
-    root = os.environ.get("KASSA_BROWSER_SHOTS") or str(repo_root() / "target" / "browser-shots")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def repo_root() -> Path:
-    env = os.environ.get("KASSA_REPO_ROOT")
-    return Path(env) if env else Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")

@@ -80,17 +80,13 @@ def fill_field(page: Page, label: str, value: str) -> None:
         control.fill(value)
 
 
-def fill_shipping(page: Page, **overrides: str) -> dict[str, str]:
+def fill_shipping(page: Page, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Fills the shipping form with SHIPPING, OVERRIDES (by label) on top; returns what it typed."""
     values = dict(SHIPPING)
-    values.update({k.replace("_", " "): v for k, v in overrides.items()})
+    values.update(overrides or {})
     for label, value in values.items():
         fill_field(page, label, value)
     return values
-
-
-def fill_shipping_values(page: Page, values: dict[str, str]) -> None:
-    for label, value in values.items():
-        fill_field(page, label, value)
 
 
 def place_order_button(page: Page) -> Locator:
@@ -156,3 +152,39 @@ def buy(page: Page, base_url: str, *product_names: str) -> PaymentPage:
     start_checkout(page)
     fill_shipping(page)
     return place_order_expecting_payment(page)
+
+
+# --- every page of the sequence, for screenshots and accessibility checks ---
+
+CONFLICT_HEADING = "Items not available or prices changed"
+
+
+def walk_checkout_pages(page: Page, kassa, visit) -> None:
+    """Leads PAGE through the checkout page, the 409 page, the sandbox payment page and the
+    paid order page, calling VISIT(name, page) on each ("checkout", "conflict", "payment",
+    "order"). Changes the demo T-shirt's price and sells out the mug on the way (KASSA is the
+    module's own server)."""
+    open_shop(page, kassa.base_url)
+    add_to_cart(page, TEE[1])
+    add_to_cart(page, MUG[1])
+    start_checkout(page)
+    visit("checkout", page)
+
+    fill_shipping(page)
+    tee = kassa.product(TEE[0])
+    kassa.put_product(TEE[0], tee["name"], price=tee["price"] + 500, stock=tee["available"])
+    mug = kassa.product(MUG[0])
+    kassa.put_product(MUG[0], mug["name"], price=mug["price"], stock=0)
+    place_order(page)
+    expect(h1(page, CONFLICT_HEADING)).to_be_visible()
+    visit("conflict", page)
+
+    with page.expect_navigation():
+        page.get_by_role("button", name="Update cart and continue", exact=True).click()
+    expect(h1(page, "Checkout")).to_be_visible()
+    place_order_expecting_payment(page)
+    visit("payment", page)
+
+    pay(page)
+    expect_outcome(page, "Thank you! Your order is confirmed")
+    visit("order", page)
