@@ -1,0 +1,270 @@
+//! The effects of a transition (stock committed or released, cart emptied or unlocked,
+//! email queued, payment refunded or cancelled): each idempotent, keyed by the order id, run
+//! after the transition that asked for them is durable and recorded once done.
+
+use super::*;
+
+/// Releases the order's reservation on each SKU, all at once; answers whether every
+/// release was confirmed (one that failed is reclaimed by its product's sweep at expiry).
+pub(super) async fn release_skus<'a>(
+    svc: &OrderServices,
+    id: OrderId,
+    skus: impl IntoIterator<Item = &'a Sku>,
+) -> bool {
+    let released = join_all(skus.into_iter().map(|sku| async move {
+        let result = ask_release(svc, id, sku).await;
+        if let Err(e) = &result {
+            tracing::warn!(order_id = %id, %sku, error = %e, "release failed; the sweep will reclaim it");
+        }
+        result.is_ok()
+    }))
+    .await;
+    released.into_iter().all(|ok| ok)
+}
+
+pub(super) async fn ask_release(
+    svc: &OrderServices,
+    id: OrderId,
+    sku: &Sku,
+) -> Result<(), OrderError> {
+    svc.products.ask(sku, Release { order_id: id }).await??;
+    Ok(())
+}
+
+/// The rest of a transition: its effects, already dispatched, finishing and then recorded;
+/// resolves to the order as it then stands.
+pub(super) type Finishing = Pin<Box<dyn Future<Output = OrderRecord>>>;
+
+/// An order as a flow leaves it: durable as `order`, with its effects possibly still
+/// `finishing`. The actor answers first and lets them finish before its next message.
+pub(super) struct Settled {
+    pub(super) order: OrderRecord,
+    pub(super) finishing: Option<Finishing>,
+}
+
+impl From<OrderRecord> for Settled {
+    fn from(order: OrderRecord) -> Self {
+        Self {
+            order,
+            finishing: None,
+        }
+    }
+}
+
+impl Settled {
+    /// Waits for the effects, for a flow that does not hand the order back to the actor.
+    pub(super) async fn finished(self) -> OrderRecord {
+        match self.finishing {
+            Some(finishing) => finishing.await,
+            None => self.order,
+        }
+    }
+}
+
+/// Starts the order's pending effects and answers once each has been handed to its actor
+/// (or its write queued), so whatever a caller reads after the answer already sees them;
+/// the rest of the work is left `finishing`. The transition that asked for them is durable,
+/// so a crash before they finish only runs them again (each is idempotent).
+pub(super) async fn dispatch_effects(svc: &Services, order: OrderRecord) -> Settled {
+    if order.pending_effects.is_empty() {
+        return order.into();
+    }
+    let committed = order.clone();
+    let svc = Arc::clone(svc);
+    let mut finishing: Finishing = Box::pin(async move {
+        let done = run_effects(&svc, order).await;
+        record_effects(&svc, done).await
+    });
+    match futures_util::poll!(finishing.as_mut()) {
+        Poll::Ready(order) => order.into(),
+        Poll::Pending => Settled {
+            order: committed,
+            finishing: Some(finishing),
+        },
+    }
+}
+
+/// Carries out the order's pending effects, all at once (each talks to a different actor or
+/// the gateway, and each is idempotent). What failed stays pending for the next tick. A
+/// refund the gateway accepted moves the order on. Answers the order as it then stands,
+/// not yet written.
+pub(super) async fn run_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
+    let outcomes = join_all(
+        order
+            .pending_effects
+            .iter()
+            .map(|effect| run_effect(svc, &order, *effect)),
+    )
+    .await;
+    let mut next = order.clone();
+    next.pending_effects = Vec::new();
+    let mut refunded = false;
+    for (effect, done) in order.pending_effects.iter().zip(outcomes) {
+        if !done {
+            tracing::warn!(order_id = %order.id, ?effect, "effect not done yet; will retry");
+            next.pending_effects.push(*effect);
+        } else if *effect == Effect::RequestRefund {
+            refunded = true;
+        }
+    }
+    let now = svc.clock.now();
+    if refunded
+        && let Decision::Move { to, effects } = decide(next.status, OrderEvent::RefundAccepted)
+    {
+        next.status = to;
+        for effect in effects {
+            if !queue_after_refund(svc, &next, *effect).await {
+                next.pending_effects.push(*effect);
+            }
+        }
+        next.history.push(StatusChange {
+            status: to,
+            at: now,
+        });
+        metrics::counter!("kassa_order_transitions_total", "from" => order.status.as_str(), "to" => to.as_str())
+            .increment(1);
+    }
+    next.updated_at = now;
+    next
+}
+
+pub(super) async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect: Effect) -> bool {
+    match effect {
+        Effect::ReleaseStock => release_stock(svc, order).await,
+        Effect::CommitStock => commit_stock(svc, order).await,
+        Effect::UnlockCart | Effect::EmptyCart => {
+            let end = EndCheckout {
+                order_id: order.id,
+                paid: (effect == Effect::EmptyCart).then(|| {
+                    order
+                        .lines
+                        .iter()
+                        .map(|l| (l.sku.clone(), l.quantity))
+                        .collect()
+                }),
+            };
+            matches!(svc.carts.ask(&order.cart_id, end).await, Ok(Ok(())))
+        }
+        Effect::QueueEmail => queue_email(svc, order, EmailKind::Confirmation).await,
+        Effect::QueueRefundEmail => queue_email(svc, order, EmailKind::Refund).await,
+        Effect::RequestRefund => request_refund(svc, order).await,
+    }
+}
+
+/// Writes `order` (whose effects ran) as the next version; on a failed write, the stored
+/// record wins and its effects run again.
+pub(super) async fn record_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
+    let mut next = order.clone();
+    next.version = order.version + 1;
+    match svc.store.write_order(&next, order.version).await {
+        Ok(WriteOutcome::Applied) => next,
+        outcome => {
+            tracing::warn!(order_id = %order.id, ?outcome, "could not record finished effects; they will run again");
+            svc.store
+                .load_order(order.id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(order)
+        }
+    }
+}
+
+/// Effects of the refund's acceptance, run right away (only the refund email so far).
+pub(super) async fn queue_after_refund(
+    svc: &OrderServices,
+    order: &OrderRecord,
+    effect: Effect,
+) -> bool {
+    match effect {
+        Effect::QueueRefundEmail => queue_email(svc, order, EmailKind::Refund).await,
+        other => {
+            tracing::error!(order_id = %order.id, ?other, "unexpected effect after a refund");
+            true
+        }
+    }
+}
+
+pub(super) async fn release_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
+    release_skus(svc, order.id, order.lines.iter().map(|l| &l.sku)).await
+}
+
+pub(super) async fn commit_stock(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let committed = join_all(order.lines.iter().map(|line| async move {
+        let answer = svc
+            .products
+            .ask(&line.sku, Commit { order_id: order.id })
+            .await;
+        match answer {
+            Ok(Ok(CommitOutcome::Committed | CommitOutcome::AlreadyCommitted)) => true,
+            Ok(Ok(CommitOutcome::NotReserved)) => {
+                metrics::counter!("kassa_commit_without_reservation_total").increment(1);
+                tracing::error!(order_id = %order.id, sku = %line.sku, "paid order had no reservation to commit");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "commit failed");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(order_id = %order.id, sku = %line.sku, error = %e, "commit failed");
+                false
+            }
+        }
+    }))
+    .await;
+    committed.into_iter().all(|ok| ok)
+}
+
+pub(super) async fn queue_email(svc: &OrderServices, order: &OrderRecord, kind: EmailKind) -> bool {
+    let email = OutboxEmail::new(order, kind, svc.clock.now());
+    // Queued claimed by this replica and handed to its mailer: sent now, without the
+    // mailer reading the outbox, claiming the email and loading the order again.
+    let handoff = svc
+        .mail
+        .as_ref()
+        .and_then(|mail| mail.slot().map(|slot| (mail, slot)));
+    let queued = match handoff {
+        Some((mail, slot)) => {
+            let claimed_until = mail.claim_until();
+            let queued = svc.store.enqueue_claimed_email(&email, claimed_until).await;
+            if let Ok(true) = queued {
+                let claimed = OutboxEmail {
+                    next_attempt_at: claimed_until,
+                    ..email
+                };
+                mail.give(claimed, order.clone(), slot);
+            }
+            queued.map(|_| ())
+        }
+        None => svc.store.enqueue_email(&email).await,
+    };
+    match queued {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(order_id = %order.id, error = %e, kind = kind.as_str(), "could not queue an email");
+            false
+        }
+    }
+}
+
+pub(super) async fn request_refund(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let payment_id = order
+        .settled_payment_id
+        .clone()
+        .or_else(|| order.payment.as_ref().map(|p| p.payment_id.clone()));
+    let Some(payment_id) = payment_id else {
+        tracing::error!(order_id = %order.id, "refund requested without a payment id");
+        return false;
+    };
+    match svc.gateway.refund(&payment_id).await {
+        Ok(refund_id) => {
+            tracing::info!(order_id = %order.id, %payment_id, %refund_id, "refund accepted");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(order_id = %order.id, %payment_id, error = %e, "refund failed; will retry");
+            false
+        }
+    }
+}
