@@ -176,6 +176,7 @@ class KassaProcess:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return "(no log)"
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # the log's colours
         return "\n".join(text.splitlines()[-lines:])
 
 

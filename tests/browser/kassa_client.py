@@ -9,7 +9,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,8 +22,8 @@ class ApiError(AssertionError):
 class Kassa:
     base_url: str
     data_dir: Path
-    admin_token: str
-    log_tail: Callable[[int], str]
+    admin_token: str = field(repr=False)
+    log_tail: Callable[[int], str] = field(repr=False)
 
     def url(self, path: str) -> str:
         return self.base_url + path
