@@ -7,6 +7,7 @@ pub mod error;
 pub mod gateway;
 pub mod mail;
 pub mod routes;
+pub mod shopper;
 pub mod startup;
 pub mod state;
 pub mod store;

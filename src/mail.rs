@@ -64,11 +64,6 @@ pub fn message_id(order_id: OrderId, kind: EmailKind) -> String {
     format!("<{order_id}.{}@kassa>", kind.as_str())
 }
 
-/// The first 8 hex digits of the order id, as shoppers see it in subjects.
-pub fn short_id(order_id: OrderId) -> String {
-    order_id.0.simple().to_string()[..8].to_string()
-}
-
 /// A message the memory back end kept.
 #[derive(Debug, Clone)]
 pub struct SentEmail {
@@ -303,7 +298,7 @@ pub struct RenderedEmail {
 #[derive(Serialize)]
 struct EmailView<'a> {
     order_id: String,
-    short_id: String,
+    order_number: String,
     lines: Vec<LineView<'a>>,
     total: String,
     currency: &'static str,
@@ -334,7 +329,7 @@ impl<'a> EmailView<'a> {
         let money = |amount: i64| format_money(amount, order.currency);
         Self {
             order_id: order.id.to_string(),
-            short_id: short_id(order.id),
+            order_number: order.id.number(),
             lines: order
                 .lines
                 .iter()
@@ -393,7 +388,7 @@ impl Templates {
                 .get_template(&format!("{}.{ext}", kind.as_str()))?
                 .render(view.clone())
         };
-        let short = short_id(order.id);
+        let short = order.id.number();
         Ok(RenderedEmail {
             subject: match kind {
                 EmailKind::Confirmation => format!("Your order {short} is confirmed"),
@@ -538,7 +533,15 @@ mod tests {
             .expect("templates")
             .render(EmailKind::Confirmation, &order)
             .expect("render");
-        assert_eq!(email.subject, "Your order 0195f3a4 is confirmed");
+        assert_eq!(
+            email.subject,
+            format!(
+                "Your order {} is confirmed",
+                OrderId::parse("0195f3a4-1b2c-7d3e-8f40-123456789abc")
+                    .expect("uuid")
+                    .number()
+            )
+        );
         for part in [&email.text, &email.html] {
             assert!(
                 part.contains("0195f3a4-1b2c-7d3e-8f40-123456789abc"),
@@ -619,7 +622,15 @@ mod tests {
             .expect("templates")
             .render(EmailKind::Refund, &order())
             .expect("render");
-        assert_eq!(email.subject, "Your order 0195f3a4 has been refunded");
+        assert_eq!(
+            email.subject,
+            format!(
+                "Your order {} has been refunded",
+                OrderId::parse("0195f3a4-1b2c-7d3e-8f40-123456789abc")
+                    .expect("uuid")
+                    .number()
+            )
+        );
         assert!(email.text.contains("refunded your payment"));
         assert!(email.text.contains("Total: 48.48 EUR"));
         assert!(email.html.contains("0195f3a4-1b2c-7d3e-8f40-123456789abc"));
@@ -642,7 +653,10 @@ mod tests {
             "{raw}"
         );
         assert!(raw.contains("To: alice@example.com\r\n"), "{raw}");
-        assert!(raw.contains("Subject: Your order 0195f3a4 is confirmed\r\n"));
+        assert!(raw.contains(&format!(
+            "Subject: Your order {} is confirmed\r\n",
+            OrderId::parse("0195f3a4-1b2c-7d3e-8f40-123456789abc").expect("uuid").number()
+        )));
         assert!(
             raw.contains(
                 "Message-ID: <0195f3a4-1b2c-7d3e-8f40-123456789abc.confirmation@kassa>\r\n"

@@ -7,6 +7,7 @@ use crate::config::{Config, GatewaySpec, StoreSpec};
 use crate::gateway::http::HttpGateway;
 use crate::gateway::sandbox::{SandboxGateway, SandboxSettings};
 use crate::routes;
+use crate::shopper::links::OrderLinks;
 use crate::state::AppState;
 use crate::store::embedded::{CloseWaiter, EmbeddedStore};
 use crate::store::scylla::{ScyllaStore, ScyllaTarget};
@@ -145,7 +146,7 @@ impl Application {
                     reservation_ttl: time::Duration::try_from(config.reservation_ttl)
                         .context("KASSA_RESERVATION_TTL")?,
                     callback_url: join_url(&config.public_url, "/webhook/payment-status"),
-                    return_url_base: join_url(&config.storefront_url, "/orders/"),
+                    shop_name: "Kassa".into(),
                     reconcile_window: time::Duration::minutes(1),
                     reconcile_every: time::Duration::seconds(20),
                 },
@@ -163,7 +164,13 @@ impl Application {
             Authenticator::new(&config.jwt, clock.clone()).context("KASSA_JWT_PUBLIC_KEY_FILE")?,
         ));
         let port = listener.local_addr()?.port();
+        let links = OrderLinks::new(
+            &webhook_key,
+            config.public_url.as_str(),
+            config.storefront_url.as_str(),
+        );
         let state = web::Data::new(AppState {
+            links,
             config: Arc::new(config),
             store,
             clock,

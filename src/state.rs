@@ -2,6 +2,7 @@
 //! Built once by `startup`; handlers reach actors only through the registries.
 
 use crate::config::Config;
+use crate::shopper::links::OrderLinks;
 use kassa_actors::cart::CartActor;
 use kassa_actors::clock::SharedClock;
 use kassa_actors::gateway::SharedGateway;
@@ -14,6 +15,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 
 pub struct AppState {
+    /// The shopper's order page, cancel and checkout links.
+    pub links: OrderLinks,
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub clock: SharedClock,

@@ -5,9 +5,9 @@
 //! enqueues emails marks them sent before it returns (`due_emails` is global).
 
 use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
-use crate::order::OrderStatus;
+use crate::order::{Effect, OrderStatus};
 use crate::store::{
-    CartLine, CartRecord, CheckoutSession, Effect, EmailKind, IdempotencyClaim, IdempotencyRequest,
+    CartLine, CartRecord, CheckoutSession, EmailKind, IdempotencyClaim, IdempotencyRequest,
     OrderLine, OrderRecord, OutboxEmail, PaymentRef, ProductRow, ProductWrite, Reservation,
     ShippingDetails, StatusChange, Store, StoredResponse, WriteOutcome,
 };

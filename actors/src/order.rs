@@ -2,9 +2,31 @@
 //! effects). It only decides; the OrderActor persists the decision with its effects and then
 //! carries them out. Every cell, the illegal ones included, has a test below.
 
-use crate::store::Effect;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// A step that follows a transition, recorded with it and cleared once done, so a crash in
+/// between is re-driven (every step is idempotent, keyed by the order id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// Give the order's reserved units back on every SKU.
+    ReleaseStock,
+    /// Turn the order's reservations into permanent stock decrements.
+    CommitStock,
+    /// Unlock the cart, keeping its lines.
+    UnlockCart,
+    /// Empty and unlock the cart (the order was paid).
+    EmptyCart,
+    /// Put the confirmation email in the outbox.
+    QueueEmail,
+    /// Put the refund email in the outbox.
+    QueueRefundEmail,
+    /// Ask the gateway to refund the settled payment.
+    RequestRefund,
+    /// Ask the gateway to cancel the open payment (so it can no longer be paid).
+    CancelPayment,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,16 +37,18 @@ pub enum OrderStatus {
     Expired,
     RefundPending,
     Refunded,
+    Cancelled,
 }
 
 impl OrderStatus {
-    pub const ALL: [OrderStatus; 6] = [
+    pub const ALL: [OrderStatus; 7] = [
         OrderStatus::PendingPayment,
         OrderStatus::Processing,
         OrderStatus::Failed,
         OrderStatus::Expired,
         OrderStatus::RefundPending,
         OrderStatus::Refunded,
+        OrderStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +59,7 @@ impl OrderStatus {
             Self::Expired => "expired",
             Self::RefundPending => "refund_pending",
             Self::Refunded => "refunded",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -63,6 +88,8 @@ pub enum OrderEvent {
     ReservationExpired,
     /// The gateway accepted the refund of the settled payment.
     RefundAccepted,
+    /// The shopper (or an admin) cancelled the unpaid order.
+    CancelRequested,
 }
 
 /// What the table says to do.
@@ -86,6 +113,11 @@ const REFUND_UNPAID: &[Effect] = &[
 const REFUND: &[Effect] = &[Effect::RequestRefund];
 const REFUND_RELEASING: &[Effect] = &[Effect::ReleaseStock, Effect::RequestRefund];
 const REFUNDED: &[Effect] = &[Effect::QueueRefundEmail];
+const CANCELLED: &[Effect] = &[
+    Effect::CancelPayment,
+    Effect::ReleaseStock,
+    Effect::UnlockCart,
+];
 
 /// The transition table.
 pub fn decide(status: OrderStatus, event: OrderEvent) -> Decision {
@@ -112,40 +144,44 @@ pub fn decide(status: OrderStatus, event: OrderEvent) -> Decision {
         (S::PendingPayment, E::GatewayUnavailable) => to(S::Failed, RELEASED),
         (S::PendingPayment, E::ReservationExpired) => to(S::Expired, RELEASED),
         (S::PendingPayment, E::RefundAccepted) => Stay,
+        (S::PendingPayment, E::CancelRequested) => to(S::Cancelled, CANCELLED),
 
         (
-            S::Failed | S::Expired,
+            S::Failed | S::Expired | S::Cancelled,
             E::PaymentSucceeded {
                 amount_matches: true,
                 stock_held: true,
             },
         ) => to(S::Processing, PAID),
         (
-            S::Failed | S::Expired,
+            S::Failed | S::Expired | S::Cancelled,
             E::PaymentSucceeded {
                 amount_matches: true,
                 stock_held: false,
             },
         ) => to(S::RefundPending, REFUND),
         (
-            S::Failed | S::Expired,
+            S::Failed | S::Expired | S::Cancelled,
             E::PaymentSucceeded {
                 amount_matches: false,
                 stock_held: true,
             },
         ) => to(S::RefundPending, REFUND_RELEASING),
         (
-            S::Failed | S::Expired,
+            S::Failed | S::Expired | S::Cancelled,
             E::PaymentSucceeded {
                 amount_matches: false,
                 stock_held: false,
             },
         ) => to(S::RefundPending, REFUND),
         (
-            S::Failed | S::Expired,
-            E::PaymentFailed | E::GatewayUnavailable | E::ReservationExpired,
+            S::Failed | S::Expired | S::Cancelled,
+            E::PaymentFailed
+            | E::GatewayUnavailable
+            | E::ReservationExpired
+            | E::RefundAccepted
+            | E::CancelRequested,
         ) => Stay,
-        (S::Failed | S::Expired, E::RefundAccepted) => Stay,
 
         (S::Processing, _) => Stay,
         (S::RefundPending, E::RefundAccepted) => to(S::Refunded, REFUNDED),
@@ -167,7 +203,7 @@ mod tests {
         }
     }
 
-    const EVENTS: [OrderEvent; 8] = [
+    const EVENTS: [OrderEvent; 9] = [
         paid(true, true),
         paid(true, false),
         paid(false, true),
@@ -176,6 +212,7 @@ mod tests {
         OrderEvent::GatewayUnavailable,
         OrderEvent::ReservationExpired,
         OrderEvent::RefundAccepted,
+        OrderEvent::CancelRequested,
     ];
 
     fn moves(to: OrderStatus, effects: &'static [Effect]) -> Decision {
@@ -184,7 +221,7 @@ mod tests {
 
     /// The whole table, written out: one row per status, one column per event (in `EVENTS`
     /// order). Any change to `decide` must change this too.
-    fn expected(status: OrderStatus) -> [Decision; 8] {
+    fn expected(status: OrderStatus) -> [Decision; 9] {
         let stay = || Decision::Stay;
         match status {
             PendingPayment => [
@@ -196,8 +233,9 @@ mod tests {
                 moves(Failed, &[ReleaseStock, UnlockCart]),
                 moves(Expired, &[ReleaseStock, UnlockCart]),
                 stay(),
+                moves(Cancelled, &[CancelPayment, ReleaseStock, UnlockCart]),
             ],
-            Failed | Expired => [
+            Failed | Expired | Cancelled => [
                 moves(Processing, &[CommitStock, EmptyCart, QueueEmail]),
                 moves(RefundPending, &[RequestRefund]),
                 moves(RefundPending, &[ReleaseStock, RequestRefund]),
@@ -206,8 +244,10 @@ mod tests {
                 stay(),
                 stay(),
                 stay(),
+                stay(),
             ],
             Processing => [
+                stay(),
                 stay(),
                 stay(),
                 stay(),
@@ -226,8 +266,10 @@ mod tests {
                 stay(),
                 stay(),
                 moves(Refunded, &[QueueRefundEmail]),
+                stay(),
             ],
             Refunded => [
+                stay(),
                 stay(),
                 stay(),
                 stay(),
@@ -291,7 +333,8 @@ mod tests {
                 "failed",
                 "expired",
                 "refund_pending",
-                "refunded"
+                "refunded",
+                "cancelled"
             ]
         );
         for s in OrderStatus::ALL {

@@ -47,6 +47,18 @@ pub struct UpsertProduct {
     pub stock: i64,
 }
 
+/// Changes only the given fields of a product in the catalog (a price edit leaves the stock
+/// as it is). Answers the product as it then is, or `None` when the SKU is not in the catalog.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "Result<Option<ProductView>, ActorError>")]
+pub struct UpdateProduct {
+    pub name: Option<String>,
+    pub price: Option<i64>,
+    pub currency: Option<crate::domain::Currency>,
+    /// Sets the on-hand units.
+    pub stock: Option<i64>,
+}
+
 /// Takes the SKU out of the catalog; live reservations still settle. Answers whether it was
 /// in the catalog.
 #[derive(Debug, Clone, Message)]
@@ -111,6 +123,7 @@ pub enum ReleaseOutcome {
 #[derive(Debug, Clone)]
 enum Command {
     Upsert(UpsertProduct),
+    Update(UpdateProduct),
     Delete,
     Reserve(Reserve),
     Commit(Commit),
@@ -126,6 +139,7 @@ enum Command {
 #[derive(Debug)]
 enum Reply {
     View(ProductView),
+    Updated(Option<ProductView>),
     Deleted(bool),
     Reserve(ReserveOutcome),
     Commit(CommitOutcome),
@@ -250,6 +264,28 @@ fn decide(
                 .view(sku)
                 .map(Reply::View)
                 .ok_or(ActorError::Unavailable)
+        }
+        Command::Update(u) => {
+            let Some(row) = stock.row.as_mut() else {
+                return Ok(Reply::Updated(None));
+            };
+            let Some(info) = row.info.as_mut() else {
+                return Ok(Reply::Updated(None));
+            };
+            if let Some(name) = u.name.clone() {
+                info.name = name;
+            }
+            if let Some(price) = u.price {
+                info.price = price;
+            }
+            if let Some(currency) = u.currency {
+                info.currency = currency;
+            }
+            if let Some(on_hand) = u.stock {
+                row.on_hand = on_hand;
+            }
+            changes.row_changed = true;
+            Ok(Reply::Updated(stock.view(sku)))
         }
         Command::Delete => {
             let listed = stock.row.as_ref().is_some_and(|r| r.info.is_some());
@@ -716,6 +752,7 @@ macro_rules! queued_handler {
 }
 
 queued_handler!(UpsertProduct, ProductView, View, Command::Upsert);
+queued_handler!(UpdateProduct, Option<ProductView>, Updated, Command::Update);
 queued_handler!(DeleteProduct, bool, Deleted, |_| Command::Delete);
 queued_handler!(Reserve, ReserveOutcome, Reserve, Command::Reserve);
 queued_handler!(Commit, CommitOutcome, Commit, Command::Commit);

@@ -4,15 +4,19 @@
 use crate::auth::Admin;
 use crate::error::{AppError, ErrorBody};
 use crate::routes::fields::Fields;
+use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
+use base64::Engine as _;
+use futures_util::future::join_all;
 use kassa_actors::domain::{self, InvalidValue, ProductInfo, Sku};
-use kassa_actors::product::{DeleteProduct, GetProduct, ProductView, UpsertProduct};
-use serde::Serialize;
+use kassa_actors::product::{DeleteProduct, GetProduct, ProductView, UpdateProduct, UpsertProduct};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The most units one SKU can hold.
 const MAX_STOCK: i64 = 1_000_000_000;
+const MAX_PAGE: i64 = 100;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -173,4 +177,165 @@ pub async fn get_product(
 
 pub fn product_not_found(sku: &Sku) -> AppError {
     AppError::not_found("product_not_found", format!("no product with sku `{sku}`"))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductListResponse {
+    pub products: Vec<ProductResponse>,
+    /// Pass as `?cursor=` for the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// `?limit=&cursor=`, both optional; `limit` read as text so a bad one is a 422 naming it.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProductListQuery {
+    /// Products per page: 1..=100, default 20.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<String>,
+    /// The previous page's `nextCursor`.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/api/products", tag = "catalog",
+    params(ProductListQuery),
+    responses(
+        (status = 200, body = ProductListResponse, description = "The catalog in sku order; `nextCursor` is null on the last page"),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn list_products(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, AppError> {
+    let query = web::Query::<ProductListQuery>::from_query(req.query_string())
+        .map_err(|e| AppError::invalid("query", e.to_string()))?
+        .into_inner();
+    let limit = match query.limit.as_deref() {
+        None => 20,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| AppError::invalid("limit", "must be an integer from 1 to 100"))?,
+    };
+    let after = match query.cursor.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(
+            decode_cursor(raw)
+                .ok_or_else(|| AppError::invalid("cursor", "is not a cursor from this API"))?,
+        ),
+    };
+    let limit = usize::try_from(limit).unwrap_or(20);
+    let (products, next) = catalog_page(&state, after.as_ref(), limit).await?;
+    Ok(HttpResponse::Ok().json(ProductListResponse {
+        products: products.into_iter().map(ProductResponse::from).collect(),
+        next_cursor: next.as_ref().map(encode_cursor),
+    }))
+}
+
+/// Up to `limit` products of the catalog after `after`, as their actors see them now, and
+/// the sku to continue after when there are more.
+pub async fn catalog_page(
+    state: &AppState,
+    after: Option<&Sku>,
+    limit: usize,
+) -> Result<(Vec<ProductView>, Option<Sku>), AppError> {
+    let mut skus = store_call(state.store.list_products(after, limit + 1)).await?;
+    let more = skus.len() > limit;
+    skus.truncate(limit);
+    let views = join_all(skus.iter().map(|sku| state.products.ask(sku, GetProduct))).await;
+    let mut products = Vec::with_capacity(views.len());
+    for view in views {
+        // A product deleted since the listing is simply left out.
+        if let Some(view) = view?? {
+            products.push(view);
+        }
+    }
+    let next = more.then(|| skus.last().cloned()).flatten();
+    Ok((products, next))
+}
+
+fn encode_cursor(sku: &Sku) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sku.as_str())
+}
+
+fn decode_cursor(raw: &str) -> Option<Sku> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw)
+        .ok()?;
+    Sku::parse(std::str::from_utf8(&bytes).ok()?).ok()
+}
+
+/// Body of PATCH /api/admin/products/{sku}: any of the fields.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // documents the body for OpenAPI; the handler reads it field by field
+pub struct ProductPatchBody {
+    /// 1..200 characters.
+    pub name: Option<String>,
+    /// Minor units, 0..=10^12.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    pub price: Option<i64>,
+    /// ISO 4217 code such as "EUR".
+    pub currency: Option<String>,
+    /// Sets the on-hand units (>= 0); absent: the stock stays as it is.
+    pub stock: Option<i64>,
+}
+
+#[utoipa::path(
+    patch, path = "/api/admin/products/{sku}", tag = "catalog",
+    params(("sku" = String, Path, description = "1..64 chars of [A-Za-z0-9._-]; any other is not found")),
+    request_body = ProductPatchBody,
+    responses(
+        (status = 200, body = ProductResponse, description = "The product with only the given fields changed"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "product_not_found"),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn patch_product(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    sku: web::Path<String>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, AppError> {
+    let sku = existing_sku(&sku)?;
+    let present = |name: &str| body.get(name).is_some_and(|v| !v.is_null());
+    let mut fields = Fields::of(&body)?;
+    let update = UpdateProduct {
+        name: if present("name") {
+            fields.string("name", domain::parse_product_name)
+        } else {
+            None
+        },
+        price: if present("price") {
+            fields.integer("price", domain::parse_price)
+        } else {
+            None
+        },
+        currency: if present("currency") {
+            fields.string("currency", domain::parse_currency)
+        } else {
+            None
+        },
+        stock: if present("stock") {
+            fields.integer("stock", parse_stock)
+        } else {
+            None
+        },
+    };
+    fields.finish()?;
+    let view = state
+        .products
+        .ask(&sku, update)
+        .await??
+        .ok_or_else(|| product_not_found(&sku))?;
+    tracing::info!(%sku, "product updated");
+    Ok(HttpResponse::Ok().json(ProductResponse::from(view)))
 }

@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod fields;
 pub mod health;
 pub mod orders;
+pub mod sessions;
 pub mod stripe_webhook;
 pub mod webhook;
 
@@ -31,8 +32,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
     paths(
         health::healthz, health::readyz, health::metrics, health::openapi,
         catalog::put_product, catalog::delete_product, catalog::get_product,
+        catalog::list_products, catalog::patch_product,
         carts::create_cart, carts::get_cart, carts::put_item, carts::delete_item,
-        orders::checkout, orders::get_order, orders::list_orders,
+        orders::checkout, orders::get_order, orders::list_orders, orders::cancel_order,
+        sessions::create_checkout_session,
         webhook::payment_status, stripe_webhook::stripe_event,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::FieldError)),
@@ -174,6 +177,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(method_not_allowed("POST, GET")),
     )
     .service(
+        web::resource("/api/checkout-sessions")
+            .route(web::post().to(sessions::create_checkout_session))
+            .default_service(method_not_allowed("POST")),
+    )
+    .service(
+        web::resource("/api/products")
+            .route(web::get().to(catalog::list_products))
+            .default_service(method_not_allowed("GET")),
+    )
+    .service(
         web::resource("/api/carts")
             .route(web::post().to(carts::create_cart))
             .default_service(method_not_allowed("POST")),
@@ -200,6 +213,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .default_service(method_not_allowed("GET")),
     )
     .service(
+        web::resource("/api/orders/{orderId}/cancel")
+            .route(web::post().to(orders::cancel_order))
+            .default_service(method_not_allowed("POST")),
+    )
+    .service(
         web::resource("/api/orders/{orderId}")
             .route(web::get().to(orders::get_order))
             .default_service(method_not_allowed("GET")),
@@ -212,8 +230,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/api/admin/products/{sku}")
             .route(web::put().to(catalog::put_product))
+            .route(web::patch().to(catalog::patch_product))
             .route(web::delete().to(catalog::delete_product))
-            .default_service(method_not_allowed("PUT, DELETE")),
+            .default_service(method_not_allowed("PUT, PATCH, DELETE")),
     );
 }
 

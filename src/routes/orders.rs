@@ -10,9 +10,11 @@ use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
-use kassa_actors::domain::{InvalidValue, OrderId};
+use kassa_actors::domain::{InvalidValue, OrderId, UserId};
 use kassa_actors::order::OrderStatus;
-use kassa_actors::order_actor::{GetOrder, LineConflict, OrderError, PlaceOrder, Placed};
+use kassa_actors::order_actor::{
+    CancelOrder, GetOrder, LineConflict, OrderError, PlaceOrder, Placed,
+};
 use kassa_actors::store::{
     IdempotencyClaim, IdempotencyRequest, OrderRecord, ShippingDetails, StoredResponse,
 };
@@ -28,7 +30,7 @@ pub(crate) const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
 const IDEMPOTENCY_STALE: time::Duration = time::Duration::minutes(2);
 const MAX_PAGE: i64 = 100;
 
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutResponse {
     pub order_id: Uuid,
@@ -101,6 +103,8 @@ pub struct ShippingBody {
 #[serde(rename_all = "camelCase")]
 pub struct OrderResponse {
     pub order_id: Uuid,
+    /// Short and human-readable (`K-7F3QX-9D2MA`), for shoppers and support.
+    pub order_number: String,
     #[schema(schema_with = order_status_schema)]
     pub status: String,
     pub items: Vec<OrderItemResponse>,
@@ -127,6 +131,7 @@ impl From<OrderRecord> for OrderResponse {
     fn from(o: OrderRecord) -> Self {
         Self {
             order_id: o.id.0,
+            order_number: o.id.number(),
             status: o.status.as_str().to_string(),
             items: o
                 .lines
@@ -216,9 +221,28 @@ fn text(field: &'static str, max: usize) -> impl Fn(&str) -> Result<String, Inva
     }
 }
 
+/// A postal code as the world writes them: 1 to 12 letters and digits, with spaces or hyphens
+/// between (`10115`, `SW1A 1AA`, `12345-6789`).
+fn postal_code(raw: &str) -> Result<String, InvalidValue> {
+    let code = raw.trim();
+    let ok = (1..=12).contains(&code.chars().count())
+        && code.chars().any(|c| c.is_alphanumeric())
+        && code
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == ' ' || c == '-');
+    if ok {
+        Ok(code.to_string())
+    } else {
+        Err(InvalidValue::new(
+            "postalCode",
+            "must be 1 to 12 letters or digits (spaces and hyphens allowed)",
+        ))
+    }
+}
+
 /// An address the confirmation can be sent to: one mailbox (`local@domain.tld`) as the mailer
 /// parses it, so that no order is accepted whose email could never go out.
-fn email(raw: &str) -> Result<String, InvalidValue> {
+pub fn email(raw: &str) -> Result<String, InvalidValue> {
     let raw = raw.trim();
     let address = (raw.len() <= 254)
         .then(|| raw.parse::<lettre::Address>().ok())
@@ -258,7 +282,7 @@ fn parse_checkout(body: &Value, user: &User) -> Result<Checkout, AppError> {
         let line1 = f.string("line1", text("line1", 200));
         let line2 = f.optional_string("line2", text("line2", 200));
         let city = f.string("city", text("city", 100));
-        let postal_code = f.string("postalCode", text("postalCode", 20));
+        let postal_code = f.string("postalCode", postal_code);
         let country = f.string("country", text("country", 56));
         let email = f.optional_string("email", email);
         Some(ShippingDetails {
@@ -350,15 +374,47 @@ pub async fn checkout(
     req: HttpRequest,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, AppError> {
-    let Some(key) = idempotency_key(&req)? else {
-        let checkout = parse_checkout(&body, &user)?;
-        return place(&state, &user, checkout)
-            .await
-            .map(|o| HttpResponse::Ok().json(o));
+    let key = idempotency_key(&req)?;
+    let answer = run_checkout(&state, &user, None, &body, key).await?;
+    Ok(stored(&answer.response, answer.replayed))
+}
+
+/// A checkout's answer as `POST /api/orders` gives it (always a 200: errors are errors).
+pub struct CheckoutAnswer {
+    pub response: StoredResponse,
+    /// Replayed from the record of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+impl CheckoutAnswer {
+    /// The checkout response inside (for the hosted checkout page, which redirects to it).
+    pub fn body(&self) -> Result<CheckoutResponse, AppError> {
+        serde_json::from_str(&self.response.body).map_err(|e| AppError::Internal(e.into()))
+    }
+}
+
+/// The one checkout path, behind `POST /api/orders` and the hosted checkout page: the
+/// Idempotency-Key's claim (when given), the body's validation, the order placed by its
+/// actor, the answer recorded under the key. `session`: the checkout session placing it, if
+/// any (the payment page's cancel link goes back to it).
+pub async fn run_checkout(
+    state: &AppState,
+    user: &User,
+    session: Option<&str>,
+    body: &Value,
+    key: Option<String>,
+) -> Result<CheckoutAnswer, AppError> {
+    let Some(key) = key else {
+        let checkout = parse_checkout(body, user)?;
+        let response = place(state, user, checkout, session).await?;
+        return Ok(CheckoutAnswer {
+            response: record_of(&response)?,
+            replayed: false,
+        });
     };
     // The key is looked up before the body is validated: a key reused with another body is
     // `idempotency_key_reused` whatever that body holds.
-    let print = fingerprint(&body);
+    let print = fingerprint(body);
     let claim = store_call(state.store.claim_idempotency(IdempotencyRequest {
         user: &user.id,
         key: &key,
@@ -369,7 +425,12 @@ pub async fn checkout(
     }))
     .await?;
     match claim {
-        IdempotencyClaim::Completed(response) => return Ok(stored(&response, true)),
+        IdempotencyClaim::Completed(response) => {
+            return Ok(CheckoutAnswer {
+                response,
+                replayed: true,
+            });
+        }
         IdempotencyClaim::InProgress => {
             return Err(AppError::Conflict {
                 code: "idempotency_key_in_use",
@@ -385,22 +446,23 @@ pub async fn checkout(
         }
         IdempotencyClaim::Claimed => {}
     }
-    let outcome = match parse_checkout(&body, &user) {
-        Ok(checkout) => place(&state, &user, checkout).await,
+    let outcome = match parse_checkout(body, user) {
+        Ok(checkout) => place(state, user, checkout, session).await,
         Err(invalid) => Err(invalid),
     };
     match outcome {
         Ok(response) => {
-            let body =
-                serde_json::to_string(&response).map_err(|e| AppError::Internal(e.into()))?;
-            let record = StoredResponse { status: 200, body };
+            let record = record_of(&response)?;
             // The order stands either way; without the record a retry may place another.
             if let Err(e) =
                 store_call(state.store.complete_idempotency(&user.id, &key, &record)).await
             {
                 tracing::error!(error = %e, "could not store the idempotent response");
             }
-            Ok(stored(&record, false))
+            Ok(CheckoutAnswer {
+                response: record,
+                replayed: false,
+            })
         }
         Err(e) => {
             if let Err(release) = store_call(state.store.release_idempotency(&user.id, &key)).await
@@ -412,10 +474,16 @@ pub async fn checkout(
     }
 }
 
+fn record_of(response: &CheckoutResponse) -> Result<StoredResponse, AppError> {
+    let body = serde_json::to_string(response).map_err(|e| AppError::Internal(e.into()))?;
+    Ok(StoredResponse { status: 200, body })
+}
+
 async fn place(
     state: &AppState,
     user: &User,
     checkout: Checkout,
+    session: Option<&str>,
 ) -> Result<CheckoutResponse, AppError> {
     // Fresh, so nothing is stored under it: its actor starts without reading the store.
     let order_id = OrderId::new();
@@ -424,6 +492,8 @@ async fn place(
         cart_id: checkout.cart_id,
         shipping: checkout.shipping,
         email: checkout.email,
+        return_url: state.links.return_url(order_id),
+        cancel_url: Some(state.links.cancel_url(order_id, session)),
     };
     match state.orders.ask_new(&order_id, msg).await? {
         Ok(Placed::New(order)) => CheckoutResponse::of(&order).ok_or_else(|| {
@@ -458,7 +528,7 @@ async fn place(
     }
 }
 
-fn order_error(e: OrderError) -> AppError {
+pub fn order_error(e: OrderError) -> AppError {
     match e {
         OrderError::NotFound => AppError::not_found("order_not_found", "no such order"),
         OrderError::CartNotFound => AppError::not_found("cart_not_found", "no such cart"),
@@ -481,6 +551,11 @@ fn order_error(e: OrderError) -> AppError {
             code: "gateway_unavailable",
             message: "the payment gateway is unavailable; the order failed and nothing is held"
                 .into(),
+        },
+        OrderError::NotCancellable(status) => AppError::Conflict {
+            code: "order_not_cancellable",
+            message: format!("the order is {status}; only an unpaid order can be cancelled"),
+            details: None,
         },
         OrderError::Overloaded => AppError::Overloaded,
         OrderError::Actor(e) => e.into(),
@@ -507,7 +582,7 @@ fn conflict_line(c: LineConflict) -> ConflictLine {
 }
 
 /// An order id from the path: one that is not a UUID names no order (404).
-fn parse_order_id(raw: &str) -> Result<OrderId, AppError> {
+pub fn parse_order_id(raw: &str) -> Result<OrderId, AppError> {
     OrderId::parse(raw).map_err(|_| AppError::not_found("order_not_found", "no such order"))
 }
 
@@ -535,6 +610,44 @@ pub async fn get_order(
         .await?
         .map_err(order_error)?;
     Ok(HttpResponse::Ok().json(OrderResponse::from(order)))
+}
+
+#[utoipa::path(
+    post, path = "/api/orders/{orderId}/cancel", tag = "orders",
+    params(("orderId" = Uuid, Path, description = "Not a UUID: not found")),
+    responses(
+        (status = 200, body = OrderResponse, description = "The order, now `cancelled`: stock released, cart unlocked with its lines, the payment cancelled at the gateway; a cancelled order answers 200 again"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "order_not_found, also for someone else's order"),
+        (status = 409, body = ErrorBody, description = "order_not_cancellable: the order is no longer `pending_payment`"),
+        (status = 503, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn cancel_order(
+    user: User,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_order_id(&id)?;
+    let viewer = (!user.admin).then_some(user.id);
+    let order = cancel(&state, id, viewer).await?;
+    Ok(HttpResponse::Ok().json(OrderResponse::from(order)))
+}
+
+/// Cancels an unpaid order as `viewer` (`None`: an admin, or the holder of its status token).
+pub async fn cancel(
+    state: &AppState,
+    id: OrderId,
+    viewer: Option<UserId>,
+) -> Result<OrderRecord, AppError> {
+    let order = state
+        .orders
+        .ask(&id, CancelOrder { viewer })
+        .await?
+        .map_err(order_error)?;
+    tracing::info!(order_id = %id, "order cancelled");
+    Ok(order)
 }
 
 /// `?limit=&cursor=`, both optional. `limit` is read as text so that a bad one is a 422
@@ -638,6 +751,16 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(email(&long).is_err());
+    }
+
+    #[test]
+    fn postal_codes_of_the_world_are_accepted_and_symbols_refused() {
+        for good in ["10115", "SW1A 1AA", "12345-6789", "K1A 0B1", " 75001 "] {
+            assert!(postal_code(good).is_ok(), "{good:?} was refused");
+        }
+        for bad in ["", "  ", "12#45!", "-", "1234567890123", "<script>"] {
+            assert!(postal_code(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! reserved, and releases whatever it took when it stops short.
 
 use super::*;
+use crate::gateway::{DisplayLine, PaymentDisplay};
 
 pub(super) type Failed = (Option<OrderRecord>, Result<Placed, OrderError>);
 
@@ -149,8 +150,22 @@ pub(super) async fn place(
         amount: total,
         currency,
         callback_url: svc.settings.callback_url.clone(),
-        return_url: format!("{}{id}", svc.settings.return_url_base),
-        display: Default::default(),
+        return_url: msg.return_url.clone(),
+        display: PaymentDisplay {
+            shop_name: svc.settings.shop_name.clone(),
+            order_number: id.number(),
+            lines: order
+                .lines
+                .iter()
+                .map(|l| DisplayLine {
+                    name: l.name.clone(),
+                    quantity: l.quantity,
+                    amount: l.total().unwrap_or(MAX_TOTAL),
+                })
+                .collect(),
+            expires_at: Some(expires_at),
+            cancel_url: msg.cancel_url.clone(),
+        },
     };
     let started = std::time::Instant::now();
     let session = match svc.gateway.initiate(request).await {

@@ -3,6 +3,7 @@
 //! after the transition that asked for them is durable and recorded once done.
 
 use super::*;
+use crate::gateway::CancelOutcome;
 
 /// Releases the order's reservation on each SKU, all at once; answers whether every
 /// release was confirmed (one that failed is reclaimed by its product's sweep at expiry).
@@ -148,6 +149,7 @@ pub(super) async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect:
         Effect::QueueEmail => queue_email(svc, order, EmailKind::Confirmation).await,
         Effect::QueueRefundEmail => queue_email(svc, order, EmailKind::Refund).await,
         Effect::RequestRefund => request_refund(svc, order).await,
+        Effect::CancelPayment => cancel_payment(svc, order).await,
     }
 }
 
@@ -264,6 +266,28 @@ pub(super) async fn request_refund(svc: &OrderServices, order: &OrderRecord) -> 
         }
         Err(e) => {
             tracing::warn!(order_id = %order.id, %payment_id, error = %e, "refund failed; will retry");
+            false
+        }
+    }
+}
+
+/// Cancels the order's open payment at the gateway. A payment that already succeeded is left
+/// to its success webhook (a late success: stock taken again, or a refund).
+async fn cancel_payment(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let Some(payment) = &order.payment else {
+        return true;
+    };
+    match svc.gateway.cancel(&payment.payment_id).await {
+        Ok(CancelOutcome::Cancelled) => {
+            tracing::info!(order_id = %order.id, payment_id = %payment.payment_id, "payment cancelled");
+            true
+        }
+        Ok(CancelOutcome::AlreadySucceeded) => {
+            tracing::warn!(order_id = %order.id, payment_id = %payment.payment_id, "the payment succeeded before it could be cancelled; its webhook settles the order");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(order_id = %order.id, payment_id = %payment.payment_id, error = %e, "payment cancel failed; will retry");
             false
         }
     }

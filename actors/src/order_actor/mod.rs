@@ -11,12 +11,12 @@ use crate::clock::SharedClock;
 use crate::domain::{CartId, MAX_TOTAL, OrderId, Sku, UserId};
 use crate::gateway::{PaymentRequest, PaymentState, SharedGateway};
 use crate::mailer::Handoff;
-use crate::order::{Decision, OrderEvent, OrderStatus, decide};
+use crate::order::{Decision, Effect, OrderEvent, OrderStatus, decide};
 use crate::product::{Commit, CommitOutcome, ProductActor, Release, Reserve, ReserveOutcome};
 use crate::registry::{AskError, Evict, KeyedActor, Membership, PassivateIfIdle, Registry};
 use crate::store::{
-    Effect, EmailKind, OrderLine, OrderRecord, OutboxEmail, PaymentRef, SharedStore,
-    ShippingDetails, StatusChange, WriteOutcome,
+    EmailKind, OrderLine, OrderRecord, OutboxEmail, PaymentRef, SharedStore, ShippingDetails,
+    StatusChange, WriteOutcome,
 };
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
@@ -39,8 +39,8 @@ pub struct OrderSettings {
     pub reservation_ttl: Duration,
     /// Where the gateway posts webhooks.
     pub callback_url: String,
-    /// `returnUrl` is this followed by the order id.
-    pub return_url_base: String,
+    /// The shop's name, shown on the hosted payment page.
+    pub shop_name: String,
     /// Pending orders closer than this to expiry get their payment status queried.
     pub reconcile_window: Duration,
     /// At most one status query per order this often.
@@ -107,6 +107,9 @@ pub enum OrderError {
     /// The payment could not be initiated; the order is `failed`, stock and cart released.
     #[error("the payment gateway is unavailable")]
     GatewayUnavailable,
+    /// Only an unpaid (`pending_payment`) order can be cancelled.
+    #[error("the order is {0} and can no longer be cancelled")]
+    NotCancellable(OrderStatus),
     #[error("an actor did not answer in time")]
     Overloaded,
     #[error(transparent)]
@@ -139,6 +142,17 @@ pub struct PlaceOrder {
     pub shipping: ShippingDetails,
     /// Where the confirmation goes.
     pub email: String,
+    /// Where the gateway sends the shopper back after paying (the order page).
+    pub return_url: String,
+    /// Where the payment page's "cancel" link goes (it cancels the order).
+    pub cancel_url: Option<String>,
+}
+
+/// Cancels the order while it is unpaid, if `viewer` may see it (`None`: an admin).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<OrderRecord, OrderError>")]
+pub struct CancelOrder {
+    pub viewer: Option<UserId>,
 }
 
 /// The order, if `viewer` may see it (`None`: an admin, who sees every order).
@@ -402,6 +416,26 @@ impl Handler<PaymentNotice> for OrderActor {
     }
 }
 
+impl Handler<CancelOrder> for OrderActor {
+    type Result = AtomicResponse<Self, Result<OrderRecord, OrderError>>;
+
+    fn handle(&mut self, msg: CancelOrder, _: &mut Context<Self>) -> Self::Result {
+        let services = self.services.clone();
+        let current = self
+            .order
+            .clone()
+            .filter(|o| msg.viewer.as_ref().is_none_or(|v| v == &o.owner));
+        let unseen = current.is_none().then(|| self.order.clone()).flatten();
+        self.run(async move {
+            let Some(order) = current else {
+                return (unseen.map(Settled::from), Err(OrderError::NotFound));
+            };
+            let (settled, answer) = cancel(&services, order).await;
+            (Some(settled), answer)
+        })
+    }
+}
+
 impl Handler<OrderTick> for OrderActor {
     type Result = AtomicResponse<Self, ()>;
 
@@ -466,4 +500,4 @@ mod settlement;
 
 use checkout::place;
 use effects::{Finishing, Settled, dispatch_effects, release_skus};
-use settlement::{notice, tick, transition};
+use settlement::{cancel, notice, tick, transition};

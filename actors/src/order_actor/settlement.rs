@@ -108,7 +108,9 @@ pub(super) async fn notice(
         }
         let stock_held = match order.status {
             OrderStatus::PendingPayment => true,
-            OrderStatus::Failed | OrderStatus::Expired if amount_matches => {
+            OrderStatus::Failed | OrderStatus::Expired | OrderStatus::Cancelled
+                if amount_matches =>
+            {
                 reacquire(svc, &order).await
             }
             _ => false,
@@ -202,4 +204,26 @@ pub(super) async fn tick(svc: &Services, order: OrderRecord, query_gateway: bool
         };
     }
     order.into()
+}
+
+/// Cancels an unpaid order: stored `cancelled` with its effects (payment cancelled at the
+/// gateway, stock released, cart unlocked with its lines). A cancelled order answers as it
+/// is; any other status cannot be cancelled.
+pub(super) async fn cancel(
+    svc: &Services,
+    order: OrderRecord,
+) -> (Settled, Result<OrderRecord, OrderError>) {
+    match order.status {
+        OrderStatus::PendingPayment => {}
+        OrderStatus::Cancelled => return (order.clone().into(), Ok(order)),
+        other => return (order.into(), Err(OrderError::NotCancellable(other))),
+    }
+    match transition(svc, order, OrderEvent::CancelRequested, |_| {}).await {
+        Ok((settled, _)) => {
+            metrics::counter!("kassa_orders_cancelled_total").increment(1);
+            let answer = settled.order.clone();
+            (settled, Ok(answer))
+        }
+        Err((order, e)) => (order.into(), Err(e)),
+    }
 }

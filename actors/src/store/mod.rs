@@ -4,7 +4,7 @@
 //! Back ends live in the `kassa` crate (embedded, scylla); `MemoryStore` is for unit tests.
 
 use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId, line_total};
-use crate::order::OrderStatus;
+use crate::order::{Effect, OrderStatus};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -160,27 +160,6 @@ pub struct StatusChange {
     pub status: OrderStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
-}
-
-/// A step that follows a transition, recorded with it and cleared once done, so a crash in
-/// between is re-driven (every step is idempotent, keyed by the order id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Effect {
-    /// Give the order's reserved units back on every SKU.
-    ReleaseStock,
-    /// Turn the order's reservations into permanent stock decrements.
-    CommitStock,
-    /// Unlock the cart, keeping its lines.
-    UnlockCart,
-    /// Empty and unlock the cart (the order was paid).
-    EmptyCart,
-    /// Put the confirmation email in the outbox.
-    QueueEmail,
-    /// Put the refund email in the outbox.
-    QueueRefundEmail,
-    /// Ask the gateway to refund the settled payment.
-    RequestRefund,
 }
 
 /// The payment the gateway opened for the order.
