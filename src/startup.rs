@@ -3,10 +3,11 @@
 //! requests in flight, stop the actors and close the store. `main` only calls this.
 
 use crate::auth::Authenticator;
-use crate::config::{Config, GatewaySpec, StoreSpec};
+use crate::config::{Config, Environment, GatewaySpec, StoreSpec};
 use crate::gateway::http::HttpGateway;
 use crate::gateway::sandbox::{SandboxGateway, SandboxSettings};
 use crate::routes;
+use crate::shopper::Pages;
 use crate::shopper::links::OrderLinks;
 use crate::state::AppState;
 use crate::store::embedded::{CloseWaiter, EmbeddedStore};
@@ -169,8 +170,17 @@ impl Application {
             config.public_url.as_str(),
             config.storefront_url.as_str(),
         );
+        let demo = config.env == Environment::Development;
+        let home_url = if demo {
+            Some(links.shop_page())
+        } else {
+            (config.storefront_url != config.public_url)
+                .then(|| config.storefront_url.as_str().to_string())
+        };
+        let pages = Arc::new(Pages::new("Kassa", home_url).context("page templates")?);
         let state = web::Data::new(AppState {
             links,
+            pages,
             config: Arc::new(config),
             store,
             clock,
@@ -190,6 +200,16 @@ impl Application {
         if resumed > 0 {
             tracing::info!(orders = resumed, "resumed active orders");
         }
+        if demo {
+            match crate::shopper::demo::seed_catalog(&state).await {
+                Ok(0) => {}
+                Ok(created) => tracing::info!(
+                    products = created,
+                    "the catalog was empty: demo products created (development only)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not create the demo products"),
+            }
+        }
         let server_state = state.clone();
         let mounted = sandbox.clone();
         let server = HttpServer::new(move || {
@@ -197,7 +217,8 @@ impl Application {
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
                 .wrap(middleware::from_fn(routes::observe))
-                .configure(routes::configure);
+                .configure(routes::configure)
+                .configure(|cfg| crate::shopper::configure(cfg, demo));
             if let Some(sandbox) = sandbox.clone() {
                 app = app.service(
                     web::scope("/sandbox")

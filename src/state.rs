@@ -2,6 +2,7 @@
 //! Built once by `startup`; handlers reach actors only through the registries.
 
 use crate::config::Config;
+use crate::shopper::Pages;
 use crate::shopper::links::OrderLinks;
 use kassa_actors::cart::CartActor;
 use kassa_actors::clock::SharedClock;
@@ -17,6 +18,8 @@ use std::sync::Arc;
 pub struct AppState {
     /// The shopper's order page, cancel and checkout links.
     pub links: OrderLinks,
+    /// The shopper pages' templates.
+    pub pages: Arc<Pages>,
     pub config: Arc<Config>,
     pub store: SharedStore,
     pub clock: SharedClock,

@@ -9,7 +9,7 @@ use crate::routes::fields::Fields;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use kassa_actors::cart::{CartError, CreateCart, GetCart, RemoveLine, SetLine};
-use kassa_actors::domain::{CartId, Quantity, Sku};
+use kassa_actors::domain::{CartId, ProductInfo, Quantity, Sku, UserId};
 use kassa_actors::product::GetProduct;
 use kassa_actors::store::CartRecord;
 use serde::Serialize;
@@ -203,20 +203,28 @@ pub async fn put_item(
             .ask(&sku, GetProduct)
             .await??
             .ok_or_else(|| product_not_found(&sku))?;
-        state
-            .carts
-            .ask(
-                &id,
-                SetLine {
-                    user: user.id,
-                    sku,
-                    quantity,
-                    product: product.info,
-                },
-            )
-            .await??
+        set_line(&state, &user.id, id, sku, quantity, product.info).await?
     };
     Ok(HttpResponse::Ok().json(CartResponse::from(msg)))
+}
+
+/// Sets a line of `user`'s cart to `quantity` at the product's price `product` (the price the
+/// shopper sees now); the API, the checkout page's cart update and the demo shop share it.
+pub async fn set_line(
+    state: &AppState,
+    user: &UserId,
+    cart: CartId,
+    sku: Sku,
+    quantity: Quantity,
+    product: ProductInfo,
+) -> Result<CartRecord, AppError> {
+    let msg = SetLine {
+        user: user.clone(),
+        sku,
+        quantity,
+        product,
+    };
+    Ok(state.carts.ask(&cart, msg).await??)
 }
 
 #[utoipa::path(

@@ -69,6 +69,11 @@ impl OrderLinks {
         url
     }
 
+    /// The development demo shop.
+    pub fn shop_page(&self) -> String {
+        format!("{}/", self.public_url)
+    }
+
     /// The hosted checkout page of a session.
     pub fn checkout_page(&self, session: &str) -> String {
         format!("{}/checkout/{session}", self.public_url)

@@ -457,7 +457,8 @@ async fn openapi_describes_enums_required_fields_and_the_webhook_answer_as_serve
         "failed",
         "expired",
         "refund_pending",
-        "refunded"
+        "refunded",
+        "cancelled"
     ]);
     assert_eq!(
         schemas["OrderResponse"]["properties"]["status"]["enum"],
