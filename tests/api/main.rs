@@ -8,5 +8,6 @@ mod lifecycle;
 mod operations;
 mod orders;
 mod sandbox;
+mod shopper;
 mod store_faults;
 mod webhooks;
