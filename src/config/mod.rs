@@ -11,6 +11,7 @@ mod mail;
 mod raw;
 mod secrets;
 mod server;
+mod shop;
 mod store;
 
 pub use gateway::GatewaySpec;
@@ -53,6 +54,11 @@ pub struct Config {
     pub listen: String,
     pub public_url: Url,
     pub storefront_url: Url,
+    /// Browser origins allowed to call the API cross-origin, each `scheme://host[:port]` as
+    /// a browser sends it in `Origin` (lower-case, default port left out); none by default.
+    pub cors_origins: Vec<String>,
+    /// The shop's name as shoppers see it on the hosted pages ("Kassa" by default).
+    pub shop_name: String,
     pub store: StoreSpec,
     pub data_dir: PathBuf,
     pub jwt: JwtConfig,
@@ -92,6 +98,8 @@ impl std::fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("public_url", &self.public_url.as_str())
             .field("storefront_url", &self.storefront_url.as_str())
+            .field("cors_origins", &self.cors_origins)
+            .field("shop_name", &self.shop_name)
             .field("store", &self.store)
             .field("data_dir", &self.data_dir)
             .field("jwt", &self.jwt)
@@ -123,8 +131,10 @@ impl Config {
             listen,
             public_url,
             storefront_url,
+            cors_origins,
             shutdown_delay,
         } = server::server(&raw, env)?;
+        let shop_name = shop::shop_name(&raw)?;
         let data_dir =
             PathBuf::from(non_empty(raw.data_dir.as_deref()).unwrap_or_else(|| "./data".into()));
         let store = store::store(&raw)?;
@@ -156,6 +166,8 @@ impl Config {
             listen,
             public_url,
             storefront_url,
+            cors_origins,
+            shop_name,
             store,
             data_dir,
             jwt,

@@ -24,6 +24,10 @@ pub struct RawConfig {
     #[serde(deserialize_with = "stringish")]
     pub storefront_url: Option<String>,
     #[serde(deserialize_with = "stringish")]
+    pub cors_origins: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub shop_name: Option<String>,
+    #[serde(deserialize_with = "stringish")]
     pub store: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub data_dir: Option<String>,

@@ -1,6 +1,6 @@
 //! The HTTP side of the configuration: where Kassa listens, the URLs shoppers and gateways
-//! reach it at, and how long it drains before stopping. Only checks what is written: never
-//! binds a socket or resolves a host.
+//! reach it at, which browser origins may call it, and how long it drains before stopping.
+//! Only checks what is written: never binds a socket or resolves a host.
 
 use super::{ConfigError, Environment, RawConfig, non_empty, parse_url};
 use reqwest::Url;
@@ -14,6 +14,7 @@ pub(super) struct Server {
     pub(super) listen: String,
     pub(super) public_url: Url,
     pub(super) storefront_url: Url,
+    pub(super) cors_origins: Vec<String>,
     pub(super) shutdown_delay: Duration,
 }
 
@@ -29,6 +30,10 @@ pub(super) fn server(raw: &RawConfig, env: Environment) -> Result<Server, Config
     let storefront_url = match non_empty(raw.storefront_url.as_deref()) {
         Some(u) => parse_url("storefront_url", &u)?,
         None => public_url.clone(),
+    };
+    let cors_origins = match non_empty(raw.cors_origins.as_deref()) {
+        None => Vec::new(),
+        Some(list) => parse_cors_origins(&list)?,
     };
     let shutdown_delay = match non_empty(raw.shutdown_delay.as_deref()) {
         None if env == Environment::Production => Duration::from_secs(5),
@@ -47,8 +52,48 @@ pub(super) fn server(raw: &RawConfig, env: Environment) -> Result<Server, Config
         listen,
         public_url,
         storefront_url,
+        cors_origins,
         shutdown_delay,
     })
+}
+
+/// `https://shop.example.com, http://localhost:3000` -> each origin as a browser writes it in
+/// its `Origin` header (scheme and host lower-case, the default port left out), duplicates
+/// dropped. Anything but `http(s)://host[:port]` (a path, even `/`, a query, a
+/// fragment, credentials, `*`, an empty entry) is refused: a browser never sends it, so
+/// such an entry could only be a mistake that silently allows nothing.
+fn parse_cors_origins(list: &str) -> Result<Vec<String>, ConfigError> {
+    let mut origins: Vec<String> = Vec::new();
+    for written in list.split(',').map(str::trim) {
+        let origin = parse_cors_origin(written).ok_or_else(|| {
+            ConfigError::new(
+                "cors_origins",
+                format!(
+                    "expected comma-separated origins such as \
+                     `https://shop.example.com,http://localhost:3000` (scheme, host and \
+                     optional port; no path, query or trailing slash), got `{written}`"
+                ),
+            )
+        })?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
+}
+
+fn parse_cors_origin(written: &str) -> Option<String> {
+    let (scheme, authority) = written.split_once("://")?;
+    let authority_only = !authority.is_empty()
+        && !authority.contains(['/', '\\', '?', '#', '@'])
+        && !authority.chars().any(char::is_whitespace);
+    let web_scheme = matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https");
+    if !authority_only || !web_scheme {
+        return None;
+    }
+    let url = Url::parse(written).ok()?;
+    url.host()?;
+    Some(url.origin().ascii_serialization())
 }
 
 /// `host:port` as a client on this machine reaches it (`0.0.0.0` and `[::]` are loopback).
@@ -109,6 +154,60 @@ mod tests {
         for bad in ["soon", "-1s", "61s"] {
             let err = raw(&[("data_dir", data), ("shutdown_delay", bad)]).expect_err(bad);
             assert_eq!(err.key, "KASSA_SHUTDOWN_DELAY");
+        }
+    }
+
+    #[test]
+    fn cors_origins_default_to_none_and_are_kept_as_browsers_send_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let default = raw(&[("data_dir", data)]).expect("config");
+        assert!(default.cors_origins.is_empty());
+        let blank = raw(&[("data_dir", data), ("cors_origins", "  ")]).expect("config");
+        assert!(blank.cors_origins.is_empty());
+        let listed = raw(&[
+            ("data_dir", data),
+            (
+                "cors_origins",
+                "https://Shop.Example.com, http://localhost:3000,HTTPS://shop.example.com:443,\
+                 http://127.0.0.1:80,http://[::1]:8080",
+            ),
+        ])
+        .expect("config");
+        assert_eq!(
+            listed.cors_origins,
+            [
+                "https://shop.example.com",
+                "http://localhost:3000",
+                "http://127.0.0.1",
+                "http://[::1]:8080",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cors_origin_with_a_path_query_or_other_scheme_names_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        for bad in [
+            "https://shop.example.com/",
+            "https://shop.example.com/checkout",
+            "https://shop.example.com?x=1",
+            "https://shop.example.com?",
+            "https://shop.example.com#top",
+            "https://user@shop.example.com",
+            "https://shop.example.com:99999",
+            "https://",
+            "ftp://shop.example.com",
+            "shop.example.com",
+            "*",
+            "null",
+            "https://shop.example.com,,http://localhost:3000",
+            "https://shop.example.com,",
+            "https://shop example.com",
+        ] {
+            let err = raw(&[("data_dir", data), ("cors_origins", bad)]).expect_err(bad);
+            assert_eq!(err.key, "KASSA_CORS_ORIGINS", "{bad}");
         }
     }
 
