@@ -8,9 +8,14 @@
 //! retire it after it, all idempotent. A crash in between leaves an index entry too many
 //! (readers skip it), never a record that matters missing from its index.
 
+mod lwt;
 mod schema;
+mod statements;
 
 pub use schema::{Flavor, MIGRATIONS, MigrationReport, required_version};
+
+use lwt::Lwt;
+use statements::Statements;
 
 use crate::config::ScyllaOptions;
 use anyhow::Context as _;
@@ -31,7 +36,6 @@ use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -279,89 +283,6 @@ pub async fn connect(target: &ScyllaTarget<'_>) -> anyhow::Result<Session> {
 pub async fn migrate(target: ScyllaTarget<'_>) -> anyhow::Result<MigrationReport> {
     let session = connect(&target).await?;
     schema::migrate(&session, target.keyspace, &target.options.replication).await
-}
-
-/// The answer to a conditional statement.
-struct Lwt {
-    applied: bool,
-    /// When not applied: the stored values, by column name.
-    row: Vec<(String, Option<CqlValue>)>,
-}
-
-impl Lwt {
-    fn read(table: &'static str, result: QueryResult) -> StoreResult<Self> {
-        let rows = result.into_rows_result().map_err(|e| corrupt(table, e))?;
-        let names: Vec<String> = rows
-            .column_specs()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect();
-        let first = rows
-            .maybe_first_row::<Row>()
-            .map_err(|e| corrupt(table, e))?
-            .ok_or_else(|| StoreError::Corrupt(format!("{table}: an LWT answered no row")))?;
-        let row: Vec<(String, Option<CqlValue>)> = names.into_iter().zip(first.columns).collect();
-        let applied = match row.iter().find(|(name, _)| name == "[applied]") {
-            Some((_, Some(CqlValue::Boolean(applied)))) => *applied,
-            _ => {
-                return Err(StoreError::Corrupt(format!(
-                    "{table}: an LWT answered without an [applied] column"
-                )));
-            }
-        };
-        metrics::counter!(
-            "kassa_store_lwt_total",
-            "table" => table,
-            "outcome" => if applied { "applied" } else { "not_applied" }
-        )
-        .increment(1);
-        Ok(Self { applied, row })
-    }
-
-    fn outcome(&self) -> WriteOutcome {
-        if self.applied {
-            WriteOutcome::Applied
-        } else {
-            WriteOutcome::Conflict
-        }
-    }
-
-    fn get(&self, column: &str) -> Option<&CqlValue> {
-        self.row
-            .iter()
-            .find(|(name, _)| name == column)
-            .and_then(|(_, v)| v.as_ref())
-    }
-
-    fn text(&self, column: &str) -> Option<&str> {
-        match self.get(column) {
-            Some(CqlValue::Text(s) | CqlValue::Ascii(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn uuid(&self, column: &str) -> Option<Uuid> {
-        match self.get(column) {
-            Some(CqlValue::Uuid(u)) => Some(*u),
-            _ => None,
-        }
-    }
-
-    fn int(&self, column: &str) -> Option<i32> {
-        match self.get(column) {
-            Some(CqlValue::Int(i)) => Some(*i),
-            _ => None,
-        }
-    }
-
-    fn timestamp(&self, column: &str) -> Option<OffsetDateTime> {
-        match self.get(column) {
-            Some(CqlValue::Timestamp(ts)) => {
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.0) * 1_000_000).ok()
-            }
-            _ => None,
-        }
-    }
 }
 
 /// One stock partition row: the static columns, then the reservation (if any).
@@ -918,184 +839,6 @@ impl Store for ScyllaStore {
             .flatten()
             .map(|(n,)| u64::try_from(n).unwrap_or(0))
             .sum())
-    }
-}
-
-/// Every statement the store runs, prepared once at open.
-struct Statements {
-    ping: PreparedStatement,
-    select_stock: PreparedStatement,
-    update_stock: PreparedStatement,
-    put_reservation: PreparedStatement,
-    remove_reservation: PreparedStatement,
-    select_cart: PreparedStatement,
-    insert_cart: PreparedStatement,
-    update_cart: PreparedStatement,
-    select_order: PreparedStatement,
-    insert_order: PreparedStatement,
-    update_order: PreparedStatement,
-    list_user_orders: PreparedStatement,
-    list_user_orders_before: PreparedStatement,
-    insert_user_order: PreparedStatement,
-    insert_active: PreparedStatement,
-    delete_active: PreparedStatement,
-    select_active: PreparedStatement,
-    insert_idempotency: PreparedStatement,
-    take_over_idempotency: PreparedStatement,
-    idempotency_ttl: PreparedStatement,
-    complete_idempotency: PreparedStatement,
-    release_idempotency: PreparedStatement,
-    select_outbox: PreparedStatement,
-    insert_outbox: PreparedStatement,
-    update_outbox: PreparedStatement,
-    replace_outbox: PreparedStatement,
-    insert_unsent: PreparedStatement,
-    delete_unsent: PreparedStatement,
-    select_unsent: PreparedStatement,
-    count_unsent: PreparedStatement,
-}
-
-impl Statements {
-    /// Every table name is qualified with the keyspace: the session is bound to none.
-    async fn prepare(session: &Session, keyspace: &str) -> anyhow::Result<Self> {
-        let ks = format!("\"{keyspace}\"");
-        // Reads and plain index writes may be retried; conditional statements never are.
-        let idempotent = |mut s: PreparedStatement| {
-            s.set_is_idempotent(true);
-            s
-        };
-        let prepare = |cql: &str| {
-            let cql = cql.replace("{ks}", &ks);
-            async move {
-                session
-                    .prepare(cql.as_str())
-                    .await
-                    .with_context(|| format!("cannot prepare: {cql}"))
-            }
-        };
-        Ok(Self {
-            ping: idempotent(prepare("SELECT release_version FROM system.local").await?),
-            select_stock: idempotent(
-                prepare(
-                    "SELECT version, on_hand, name, price, currency, order_id, qty, expires_at, \
-                     committed FROM {ks}.stock WHERE sku = ?",
-                )
-                .await?,
-            ),
-            update_stock: prepare(
-                "UPDATE {ks}.stock SET version = ?, on_hand = ?, name = ?, price = ?, currency = ? \
-                 WHERE sku = ? IF version = ?",
-            )
-            .await?,
-            put_reservation: prepare(
-                "INSERT INTO {ks}.stock (sku, order_id, qty, expires_at, committed) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .await?,
-            remove_reservation: prepare("DELETE FROM {ks}.stock WHERE sku = ? AND order_id = ?").await?,
-            select_cart: idempotent(prepare("SELECT body FROM {ks}.carts WHERE id = ?").await?),
-            insert_cart: prepare(
-                "INSERT INTO {ks}.carts (id, owner, version, body) VALUES (?, ?, ?, ?) IF NOT EXISTS",
-            )
-            .await?,
-            update_cart: prepare(
-                "UPDATE {ks}.carts SET owner = ?, version = ?, body = ? WHERE id = ? IF version = ?",
-            )
-            .await?,
-            select_order: idempotent(prepare("SELECT body FROM {ks}.orders WHERE id = ?").await?),
-            insert_order: prepare(
-                "INSERT INTO {ks}.orders (id, owner, status, version, body) VALUES (?, ?, ?, ?, ?) \
-                 IF NOT EXISTS",
-            )
-            .await?,
-            update_order: prepare(
-                "UPDATE {ks}.orders SET owner = ?, status = ?, version = ?, body = ? \
-                 WHERE id = ? IF version = ?",
-            )
-            .await?,
-            list_user_orders: idempotent(
-                prepare("SELECT order_id FROM {ks}.user_orders WHERE owner = ? LIMIT ?").await?,
-            ),
-            list_user_orders_before: idempotent(
-                prepare(
-                    "SELECT order_id FROM {ks}.user_orders WHERE owner = ? AND order_id < ? LIMIT ?",
-                )
-                .await?,
-            ),
-            insert_user_order: idempotent(
-                prepare("INSERT INTO {ks}.user_orders (owner, order_id) VALUES (?, ?)").await?,
-            ),
-            insert_active: idempotent(
-                prepare(
-                    "INSERT INTO {ks}.active_orders (bucket, order_id) VALUES (?, ?) \
-                     USING TIMESTAMP ?",
-                )
-                .await?,
-            ),
-            delete_active: idempotent(
-                prepare(
-                    "DELETE FROM {ks}.active_orders USING TIMESTAMP ? \
-                     WHERE bucket = ? AND order_id = ?",
-                )
-                .await?,
-            ),
-            select_active: idempotent(
-                prepare("SELECT order_id FROM {ks}.active_orders WHERE bucket = ?").await?,
-            ),
-            insert_idempotency: prepare(
-                "INSERT INTO {ks}.idempotency_keys (user_id, key, claim, fingerprint, created_at) \
-                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
-            )
-            .await?,
-            take_over_idempotency: prepare(
-                "UPDATE {ks}.idempotency_keys USING TTL ? SET claim = ?, fingerprint = ?, \
-                 created_at = ?, response_status = null, response_body = null \
-                 WHERE user_id = ? AND key = ? IF claim = ?",
-            )
-            .await?,
-            idempotency_ttl: idempotent(
-                prepare("SELECT TTL(claim) FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ?")
-                    .await?,
-            ),
-            complete_idempotency: prepare(
-                "UPDATE {ks}.idempotency_keys USING TTL ? SET response_status = ?, \
-                 response_body = ? WHERE user_id = ? AND key = ? IF EXISTS",
-            )
-            .await?,
-            release_idempotency: prepare(
-                "DELETE FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ? IF EXISTS",
-            )
-            .await?,
-            select_outbox: idempotent(
-                prepare("SELECT body FROM {ks}.outbox WHERE order_id = ? AND kind = ?").await?,
-            ),
-            insert_outbox: prepare(
-                "INSERT INTO {ks}.outbox (order_id, kind, body) VALUES (?, ?, ?) IF NOT EXISTS",
-            )
-            .await?,
-            update_outbox: prepare(
-                "UPDATE {ks}.outbox SET body = ? WHERE order_id = ? AND kind = ? IF EXISTS",
-            )
-            .await?,
-            replace_outbox: prepare(
-                "UPDATE {ks}.outbox SET body = ? WHERE order_id = ? AND kind = ? IF body = ?",
-            )
-            .await?,
-            insert_unsent: idempotent(
-                prepare("INSERT INTO {ks}.outbox_unsent (bucket, order_id, kind) VALUES (?, ?, ?)")
-                    .await?,
-            ),
-            delete_unsent: idempotent(
-                prepare("DELETE FROM {ks}.outbox_unsent WHERE bucket = ? AND order_id = ? AND kind = ?")
-                    .await?,
-            ),
-            select_unsent: idempotent(
-                prepare("SELECT order_id, kind FROM {ks}.outbox_unsent WHERE bucket = ?").await?,
-            ),
-            count_unsent: idempotent(
-                prepare("SELECT COUNT(*) FROM {ks}.outbox_unsent WHERE bucket = ?").await?,
-            ),
-        })
     }
 }
 
