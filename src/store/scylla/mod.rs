@@ -8,6 +8,7 @@
 //! retire it after it, all idempotent. A crash in between leaves an index entry too many
 //! (readers skip it), never a record that matters missing from its index.
 
+mod catalog;
 mod lwt;
 mod schema;
 mod statements;
@@ -23,9 +24,9 @@ use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use kassa_actors::store::{
-    CartRecord, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail, ProductRow,
-    ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult, StoredResponse,
-    WriteOutcome,
+    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail,
+    ProductRow, ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult,
+    StoredResponse, WriteOutcome,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -52,6 +53,9 @@ const LOAD_CONCURRENCY: usize = 32;
 const CLAIM_ROUNDS: usize = 8;
 /// Cassandra's longest TTL (20 years).
 const MAX_TTL_SECONDS: i64 = 630_720_000;
+/// How long a checkout session's row outlives the session: the caller decides expiry with
+/// its own clock, so the row must not vanish first because the clocks disagree.
+const SESSION_TTL_MARGIN: time::Duration = time::Duration::hours(1);
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -65,6 +69,8 @@ pub struct ScyllaTarget<'a> {
 pub struct ScyllaStore {
     session: Session,
     st: Statements,
+    /// The catalog index entries this process wrote (catalog.rs).
+    known: catalog::KnownEntries,
 }
 
 impl ScyllaStore {
@@ -116,7 +122,11 @@ impl ScyllaStore {
             serial_consistency = ?target.options.serial_consistency,
             "scylla store open"
         );
-        Ok(Self { session, st })
+        Ok(Self {
+            session,
+            st,
+            known: catalog::KnownEntries::default(),
+        })
     }
 
     async fn run(
@@ -300,21 +310,19 @@ type StockRow = (
 
 #[async_trait]
 impl Store for ScyllaStore {
-    async fn put_session(&self, session: &kassa_actors::store::CheckoutSession) -> StoreResult<()> {
-        Err(unavailable(
-            "put_session",
-            format!("not implemented yet ({})", session.id),
-        ))
+    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
+        self.run(
+            "checkout_sessions",
+            &self.st.insert_session,
+            (&session.id, encode(session)?, session_ttl(session)),
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn load_session(
-        &self,
-        id: &str,
-    ) -> StoreResult<Option<kassa_actors::store::CheckoutSession>> {
-        Err(unavailable(
-            "load_session",
-            format!("not implemented yet ({id})"),
-        ))
+    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        self.load_body("checkout session", &self.st.select_session, (id,), id)
+            .await
     }
 
     async fn purge_sessions(
@@ -322,11 +330,12 @@ impl Store for ScyllaStore {
         _expired_before: OffsetDateTime,
         _limit: usize,
     ) -> StoreResult<usize> {
+        // The rows' TTL deletes them (an hour after the session expired).
         Ok(0)
     }
 
-    async fn list_products(&self, _after: Option<&Sku>, _limit: usize) -> StoreResult<Vec<Sku>> {
-        Err(unavailable("list_products", "not implemented yet"))
+    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
+        self.list_catalog(after, limit).await
     }
 
     fn is_shared(&self) -> bool {
@@ -384,6 +393,8 @@ impl Store for ScyllaStore {
     }
 
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
+        // Before the commit point: the catalog entry of a product that has a name.
+        let known = self.index_before_write(&write).await?;
         let sku = write.sku.as_str();
         let expected = match write.expected_version {
             0 => None,
@@ -425,8 +436,19 @@ impl Store for ScyllaStore {
         let result = self.session.batch(&batch, values).await;
         metrics::histogram!("kassa_store_request_seconds", "store" => "scylla", "op" => "stock")
             .record(started.elapsed().as_secs_f64());
-        let result = result.map_err(|e| unavailable("stock", e))?;
-        Ok(Lwt::read("stock", result)?.outcome())
+        let result = result.map_err(|e| unavailable("stock", e));
+        let outcome = match result.and_then(|r| Lwt::read("stock", r)) {
+            Ok(lwt) => lwt.outcome(),
+            Err(e) => {
+                // Applied or not, unknown: nothing about the entry is known any more.
+                self.index_after_write(&write, known, false).await?;
+                return Err(e);
+            }
+        };
+        // After it: retire the entry of a product that lost its name.
+        self.index_after_write(&write, known, outcome == WriteOutcome::Applied)
+            .await?;
+        Ok(outcome)
     }
 
     async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>> {
@@ -853,6 +875,17 @@ fn retention_ttl(ttl: time::Duration) -> i32 {
     let seconds = ttl
         .whole_seconds()
         .saturating_mul(2)
+        .clamp(1, MAX_TTL_SECONDS);
+    i32::try_from(seconds).unwrap_or(i32::MAX)
+}
+
+/// The server-side TTL of a checkout session's row: the session's lifetime by the caller's
+/// clock (it is stored when created) plus a margin.
+fn session_ttl(session: &CheckoutSession) -> i32 {
+    let lifetime = session.expires_at - session.created_at;
+    let seconds = lifetime
+        .saturating_add(SESSION_TTL_MARGIN)
+        .whole_seconds()
         .clamp(1, MAX_TTL_SECONDS);
     i32::try_from(seconds).unwrap_or(i32::MAX)
 }

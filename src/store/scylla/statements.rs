@@ -38,6 +38,13 @@ pub(super) struct Statements {
     pub(super) delete_unsent: PreparedStatement,
     pub(super) select_unsent: PreparedStatement,
     pub(super) count_unsent: PreparedStatement,
+    pub(super) insert_session: PreparedStatement,
+    pub(super) select_session: PreparedStatement,
+    pub(super) insert_catalog: PreparedStatement,
+    pub(super) delete_catalog: PreparedStatement,
+    pub(super) list_catalog: PreparedStatement,
+    pub(super) list_catalog_after: PreparedStatement,
+    pub(super) select_listing: PreparedStatement,
 }
 
 impl Statements {
@@ -179,6 +186,31 @@ impl Statements {
             ),
             count_unsent: idempotent(
                 prepare("SELECT COUNT(*) FROM {ks}.outbox_unsent WHERE bucket = ?").await?,
+            ),
+            insert_session: idempotent(
+                prepare("INSERT INTO {ks}.checkout_sessions (id, body) VALUES (?, ?) USING TTL ?")
+                    .await?,
+            ),
+            select_session: idempotent(
+                prepare("SELECT body FROM {ks}.checkout_sessions WHERE id = ?").await?,
+            ),
+            insert_catalog: idempotent(
+                prepare("INSERT INTO {ks}.catalog (bucket, sku) VALUES (?, ?) USING TIMESTAMP ?")
+                    .await?,
+            ),
+            delete_catalog: idempotent(
+                prepare("DELETE FROM {ks}.catalog USING TIMESTAMP ? WHERE bucket = ? AND sku = ?")
+                    .await?,
+            ),
+            list_catalog: idempotent(
+                prepare("SELECT sku FROM {ks}.catalog WHERE bucket = ? LIMIT ?").await?,
+            ),
+            list_catalog_after: idempotent(
+                prepare("SELECT sku FROM {ks}.catalog WHERE bucket = ? AND sku > ? LIMIT ?")
+                    .await?,
+            ),
+            select_listing: idempotent(
+                prepare("SELECT version, name FROM {ks}.stock WHERE sku = ? LIMIT 1").await?,
             ),
         })
     }
