@@ -40,7 +40,7 @@ impl KnownEntries {
         self.0.insert(sku.to_string(), (version, listed));
     }
 
-    fn forget(&self, sku: &str) {
+    pub(super) fn forget(&self, sku: &str) {
         self.0.remove(sku);
     }
 }

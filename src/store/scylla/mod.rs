@@ -440,8 +440,8 @@ impl Store for ScyllaStore {
         let outcome = match result.and_then(|r| Lwt::read("stock", r)) {
             Ok(lwt) => lwt.outcome(),
             Err(e) => {
-                // Applied or not, unknown: nothing about the entry is known any more.
-                self.index_after_write(&write, known, false).await?;
+                // Applied or not, unknown: so is the entry (a stale one is skipped).
+                self.known.forget(write.sku.as_str());
                 return Err(e);
             }
         };
