@@ -1,13 +1,16 @@
 //! The scylla store on a real Apache Cassandra 5 node (tests/support/cassandra.rs starts it):
-//! the shared conformance suite, the migrator, and the lightweight transactions that keep
-//! several writers (replicas) from overwriting each other.
+//! the shared conformance suite, the migrator, the lightweight transactions that keep
+//! several writers (replicas) from overwriting each other, and the catalog index and
+//! session TTLs the suite cannot see.
 
 #[path = "support/cassandra.rs"]
 mod cassandra;
 
 use kassa::store::scylla::{MIGRATIONS, ScyllaStore, ScyllaTarget, required_version};
-use kassa_actors::domain::{Currency, OrderId, ProductInfo, Sku};
-use kassa_actors::store::{ProductRow, ProductWrite, Reservation, Store, WriteOutcome};
+use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
+use kassa_actors::store::{
+    CheckoutSession, ProductRow, ProductWrite, Reservation, Store, WriteOutcome,
+};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,5 +223,225 @@ async fn racing_product_writes_from_two_replicas_apply_exactly_once() {
         "only the winner's reservation is stored: the last unit is held once"
     );
     drop((a, b));
+    cassandra::drop_keyspace(&keyspace).await;
+}
+
+fn write(sku: &Sku, expected_version: u64, row: ProductRow) -> ProductWrite {
+    ProductWrite {
+        sku: sku.clone(),
+        expected_version,
+        row,
+        put_reservations: vec![],
+        remove_reservations: vec![],
+    }
+}
+
+fn unnamed(version: u64) -> ProductRow {
+    ProductRow {
+        info: None,
+        ..product(version, 0)
+    }
+}
+
+/// Writes `write`, which must apply.
+async fn apply(store: &ScyllaStore, write: ProductWrite) {
+    let sku = write.sku.clone();
+    assert_eq!(
+        store.write_product(write).await.expect("write"),
+        WriteOutcome::Applied,
+        "{sku:?}"
+    );
+}
+
+/// The SKUs the catalog index holds, read directly.
+async fn catalog_entries(keyspace: &str) -> Vec<String> {
+    cassandra::session()
+        .await
+        .query_unpaged(
+            format!("SELECT sku FROM \"{keyspace}\".catalog WHERE bucket = 0"),
+            (),
+        )
+        .await
+        .expect("read catalog")
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(String,)>()
+        .expect("skus")
+        .map(|r| r.expect("sku").0)
+        .collect()
+}
+
+/// A product named on one replica, unnamed on another and named again on the first is
+/// listed: the first replica's memory of the entry it wrote is for an older version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_unnamed_on_another_replica_and_named_again_is_listed() {
+    let keyspace = cassandra::fresh_keyspace("relist");
+    cassandra::migrate(&keyspace).await;
+    let a = cassandra::open(&keyspace).await;
+    let b = cassandra::open(&keyspace).await;
+    let sku = Sku::parse("relist-tee").expect("sku");
+    apply(&a, write(&sku, 0, product(1, 5))).await;
+    apply(&b, write(&sku, 1, unnamed(2))).await;
+    assert_eq!(a.list_products(None, 10).await.expect("list"), vec![]);
+    assert!(catalog_entries(&keyspace).await.is_empty());
+    apply(&a, write(&sku, 2, product(3, 5))).await;
+    apply(&a, write(&sku, 3, product(4, 4))).await;
+    assert_eq!(
+        b.list_products(None, 10).await.expect("list"),
+        vec![sku.clone()]
+    );
+    drop((a, b));
+    cassandra::drop_keyspace(&keyspace).await;
+}
+
+/// What a crash can leave in the index (an entry whose product lost its name before the
+/// entry's delete, an entry whose product was never created) is never listed; the first
+/// kind is retired by the listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_entries_a_crash_left_behind_are_never_listed() {
+    let keyspace = cassandra::fresh_keyspace("crashed");
+    cassandra::migrate(&keyspace).await;
+    let store = cassandra::open(&keyspace).await;
+    let (kept, gone) = (
+        Sku::parse("kept").expect("sku"),
+        Sku::parse("gone").expect("sku"),
+    );
+    for sku in [&kept, &gone] {
+        apply(&store, write(sku, 0, product(1, 5))).await;
+    }
+    let session = cassandra::session().await;
+    for cql in [
+        // The LWT that unnamed `gone` applied; the process died before the entry's delete.
+        "UPDATE \"{ks}\".stock SET version = 2, name = null, price = null, currency = null \
+         WHERE sku = 'gone'",
+        // An entry written before a creating LWT that never applied.
+        "INSERT INTO \"{ks}\".catalog (bucket, sku) VALUES (0, 'never') USING TIMESTAMP 1",
+    ] {
+        session
+            .query_unpaged(cql.replace("{ks}", &keyspace), ())
+            .await
+            .expect(cql);
+    }
+    assert_eq!(
+        store.list_products(None, 10).await.expect("list"),
+        vec![kept.clone()]
+    );
+    assert_eq!(
+        catalog_entries(&keyspace).await,
+        vec!["kept".to_string(), "never".to_string()],
+        "the unnamed product's entry is retired; the uncreated one's is left (its creation \
+         may still be retried) and skipped"
+    );
+    drop(store);
+    cassandra::drop_keyspace(&keyspace).await;
+}
+
+/// Applying 0002 indexes the products named before the catalog index existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_indexes_products_named_before_the_catalog_existed() {
+    let keyspace = cassandra::fresh_keyspace("backfill");
+    cassandra::migrate(&keyspace).await;
+    let store = cassandra::open(&keyspace).await;
+    let (named, unnamed_sku) = (
+        Sku::parse("old-named").expect("sku"),
+        Sku::parse("old-unnamed").expect("sku"),
+    );
+    apply(&store, write(&named, 0, product(1, 5))).await;
+    apply(&store, write(&unnamed_sku, 0, unnamed(1))).await;
+    // Back to a keyspace at version 1 with those products: 0002 not applied, no index.
+    let session = cassandra::session().await;
+    for cql in [
+        "TRUNCATE \"{ks}\".catalog",
+        "DELETE FROM \"{ks}\".schema_migrations WHERE version = 2",
+    ] {
+        session
+            .query_unpaged(cql.replace("{ks}", &keyspace), ())
+            .await
+            .expect(cql);
+    }
+    assert!(catalog_entries(&keyspace).await.is_empty());
+    let hosts = cassandra::hosts();
+    let options = cassandra::options();
+    let report = kassa::store::scylla::migrate(ScyllaTarget {
+        hosts: &hosts,
+        keyspace: &keyspace,
+        options: &options,
+    })
+    .await
+    .expect("migrate");
+    assert_eq!(report.applied, vec!["0002_shopper".to_string()]);
+    assert_eq!(
+        catalog_entries(&keyspace).await,
+        vec!["old-named".to_string()]
+    );
+    assert_eq!(
+        store.list_products(None, 10).await.expect("list"),
+        vec![named]
+    );
+    drop(store);
+    cassandra::drop_keyspace(&keyspace).await;
+}
+
+/// A session's row lives as long as the session, by the caller's clock, plus an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_session_row_expires_an_hour_after_the_session() {
+    let keyspace = cassandra::fresh_keyspace("sessions");
+    cassandra::migrate(&keyspace).await;
+    let store = cassandra::open(&keyspace).await;
+    let created_at = time::OffsetDateTime::now_utc();
+    let session = CheckoutSession {
+        id: format!("cs_{}", uuid::Uuid::new_v4().simple()),
+        cart_id: CartId::new(),
+        user: UserId("alice".into()),
+        email: None,
+        review_cart_url: None,
+        cancel_url: None,
+        created_at,
+        expires_at: created_at + time::Duration::minutes(30),
+    };
+    store.put_session(&session).await.expect("put");
+    let (ttl,): (Option<i32>,) = cassandra::session()
+        .await
+        .query_unpaged(
+            format!("SELECT TTL(body) FROM \"{keyspace}\".checkout_sessions WHERE id = ?"),
+            (&session.id,),
+        )
+        .await
+        .expect("read ttl")
+        .into_rows_result()
+        .expect("rows")
+        .single_row()
+        .expect("one row");
+    let ttl = ttl.expect("the row has a TTL");
+    assert!((5300..=5400).contains(&ttl), "TTL {ttl}");
+    assert_eq!(
+        store.load_session(&session.id).await.expect("load"),
+        Some(session)
+    );
+    drop(store);
+    cassandra::drop_keyspace(&keyspace).await;
+}
+
+/// A named product's later writes (reservations, sales) on the replica that wrote its
+/// entry do not write the one-partition catalog again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_products_stock_writes_leave_the_catalog_alone() {
+    let keyspace = cassandra::fresh_keyspace("hot");
+    cassandra::migrate(&keyspace).await;
+    let store = cassandra::open(&keyspace).await;
+    let sku = Sku::parse("hot-tee").expect("sku");
+    apply(&store, write(&sku, 0, product(1, 5))).await;
+    // Emptied behind the store's back (TRUNCATE leaves no tombstone): only a new insert
+    // could bring the entry back.
+    cassandra::session()
+        .await
+        .query_unpaged(format!("TRUNCATE \"{keyspace}\".catalog"), ())
+        .await
+        .expect("truncate");
+    for version in 2..=4 {
+        apply(&store, write(&sku, version - 1, product(version, 5))).await;
+    }
+    assert!(catalog_entries(&keyspace).await.is_empty());
+    drop(store);
     cassandra::drop_keyspace(&keyspace).await;
 }

@@ -8,9 +8,15 @@
 //! retire it after it, all idempotent. A crash in between leaves an index entry too many
 //! (readers skip it), never a record that matters missing from its index.
 
+mod catalog;
+mod lwt;
 mod schema;
+mod statements;
 
 pub use schema::{Flavor, MIGRATIONS, MigrationReport, required_version};
+
+use lwt::Lwt;
+use statements::Statements;
 
 use crate::config::ScyllaOptions;
 use anyhow::Context as _;
@@ -18,9 +24,9 @@ use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use kassa_actors::store::{
-    CartRecord, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail, ProductRow,
-    ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult, StoredResponse,
-    WriteOutcome,
+    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail,
+    ProductRow, ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult,
+    StoredResponse, WriteOutcome,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -31,7 +37,6 @@ use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
-use scylla::value::{CqlValue, Row};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -48,6 +53,9 @@ const LOAD_CONCURRENCY: usize = 32;
 const CLAIM_ROUNDS: usize = 8;
 /// Cassandra's longest TTL (20 years).
 const MAX_TTL_SECONDS: i64 = 630_720_000;
+/// How long a checkout session's row outlives the session: the caller decides expiry with
+/// its own clock, so the row must not vanish first because the clocks disagree.
+const SESSION_TTL_MARGIN: time::Duration = time::Duration::hours(1);
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -61,6 +69,8 @@ pub struct ScyllaTarget<'a> {
 pub struct ScyllaStore {
     session: Session,
     st: Statements,
+    /// The catalog index entries this process wrote (catalog.rs).
+    known: catalog::KnownEntries,
 }
 
 impl ScyllaStore {
@@ -112,7 +122,11 @@ impl ScyllaStore {
             serial_consistency = ?target.options.serial_consistency,
             "scylla store open"
         );
-        Ok(Self { session, st })
+        Ok(Self {
+            session,
+            st,
+            known: catalog::KnownEntries::default(),
+        })
     }
 
     async fn run(
@@ -281,89 +295,6 @@ pub async fn migrate(target: ScyllaTarget<'_>) -> anyhow::Result<MigrationReport
     schema::migrate(&session, target.keyspace, &target.options.replication).await
 }
 
-/// The answer to a conditional statement.
-struct Lwt {
-    applied: bool,
-    /// When not applied: the stored values, by column name.
-    row: Vec<(String, Option<CqlValue>)>,
-}
-
-impl Lwt {
-    fn read(table: &'static str, result: QueryResult) -> StoreResult<Self> {
-        let rows = result.into_rows_result().map_err(|e| corrupt(table, e))?;
-        let names: Vec<String> = rows
-            .column_specs()
-            .iter()
-            .map(|c| c.name().to_string())
-            .collect();
-        let first = rows
-            .maybe_first_row::<Row>()
-            .map_err(|e| corrupt(table, e))?
-            .ok_or_else(|| StoreError::Corrupt(format!("{table}: an LWT answered no row")))?;
-        let row: Vec<(String, Option<CqlValue>)> = names.into_iter().zip(first.columns).collect();
-        let applied = match row.iter().find(|(name, _)| name == "[applied]") {
-            Some((_, Some(CqlValue::Boolean(applied)))) => *applied,
-            _ => {
-                return Err(StoreError::Corrupt(format!(
-                    "{table}: an LWT answered without an [applied] column"
-                )));
-            }
-        };
-        metrics::counter!(
-            "kassa_store_lwt_total",
-            "table" => table,
-            "outcome" => if applied { "applied" } else { "not_applied" }
-        )
-        .increment(1);
-        Ok(Self { applied, row })
-    }
-
-    fn outcome(&self) -> WriteOutcome {
-        if self.applied {
-            WriteOutcome::Applied
-        } else {
-            WriteOutcome::Conflict
-        }
-    }
-
-    fn get(&self, column: &str) -> Option<&CqlValue> {
-        self.row
-            .iter()
-            .find(|(name, _)| name == column)
-            .and_then(|(_, v)| v.as_ref())
-    }
-
-    fn text(&self, column: &str) -> Option<&str> {
-        match self.get(column) {
-            Some(CqlValue::Text(s) | CqlValue::Ascii(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    fn uuid(&self, column: &str) -> Option<Uuid> {
-        match self.get(column) {
-            Some(CqlValue::Uuid(u)) => Some(*u),
-            _ => None,
-        }
-    }
-
-    fn int(&self, column: &str) -> Option<i32> {
-        match self.get(column) {
-            Some(CqlValue::Int(i)) => Some(*i),
-            _ => None,
-        }
-    }
-
-    fn timestamp(&self, column: &str) -> Option<OffsetDateTime> {
-        match self.get(column) {
-            Some(CqlValue::Timestamp(ts)) => {
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts.0) * 1_000_000).ok()
-            }
-            _ => None,
-        }
-    }
-}
-
 /// One stock partition row: the static columns, then the reservation (if any).
 type StockRow = (
     Option<i64>,
@@ -379,21 +310,19 @@ type StockRow = (
 
 #[async_trait]
 impl Store for ScyllaStore {
-    async fn put_session(&self, session: &kassa_actors::store::CheckoutSession) -> StoreResult<()> {
-        Err(unavailable(
-            "put_session",
-            format!("not implemented yet ({})", session.id),
-        ))
+    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
+        self.run(
+            "checkout_sessions",
+            &self.st.insert_session,
+            (&session.id, encode(session)?, session_ttl(session)),
+        )
+        .await
+        .map(|_| ())
     }
 
-    async fn load_session(
-        &self,
-        id: &str,
-    ) -> StoreResult<Option<kassa_actors::store::CheckoutSession>> {
-        Err(unavailable(
-            "load_session",
-            format!("not implemented yet ({id})"),
-        ))
+    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        self.load_body("checkout session", &self.st.select_session, (id,), id)
+            .await
     }
 
     async fn purge_sessions(
@@ -401,11 +330,12 @@ impl Store for ScyllaStore {
         _expired_before: OffsetDateTime,
         _limit: usize,
     ) -> StoreResult<usize> {
+        // The rows' TTL deletes them (an hour after the session expired).
         Ok(0)
     }
 
-    async fn list_products(&self, _after: Option<&Sku>, _limit: usize) -> StoreResult<Vec<Sku>> {
-        Err(unavailable("list_products", "not implemented yet"))
+    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
+        self.list_catalog(after, limit).await
     }
 
     fn is_shared(&self) -> bool {
@@ -463,6 +393,8 @@ impl Store for ScyllaStore {
     }
 
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
+        // Before the commit point: the catalog entry of a product that has a name.
+        let known = self.index_before_write(&write).await?;
         let sku = write.sku.as_str();
         let expected = match write.expected_version {
             0 => None,
@@ -504,8 +436,19 @@ impl Store for ScyllaStore {
         let result = self.session.batch(&batch, values).await;
         metrics::histogram!("kassa_store_request_seconds", "store" => "scylla", "op" => "stock")
             .record(started.elapsed().as_secs_f64());
-        let result = result.map_err(|e| unavailable("stock", e))?;
-        Ok(Lwt::read("stock", result)?.outcome())
+        let result = result.map_err(|e| unavailable("stock", e));
+        let outcome = match result.and_then(|r| Lwt::read("stock", r)) {
+            Ok(lwt) => lwt.outcome(),
+            Err(e) => {
+                // Applied or not, unknown: so is the entry (a stale one is skipped).
+                self.known.forget(write.sku.as_str());
+                return Err(e);
+            }
+        };
+        // After it: retire the entry of a product that lost its name.
+        self.index_after_write(&write, known, outcome == WriteOutcome::Applied)
+            .await?;
+        Ok(outcome)
     }
 
     async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>> {
@@ -921,184 +864,6 @@ impl Store for ScyllaStore {
     }
 }
 
-/// Every statement the store runs, prepared once at open.
-struct Statements {
-    ping: PreparedStatement,
-    select_stock: PreparedStatement,
-    update_stock: PreparedStatement,
-    put_reservation: PreparedStatement,
-    remove_reservation: PreparedStatement,
-    select_cart: PreparedStatement,
-    insert_cart: PreparedStatement,
-    update_cart: PreparedStatement,
-    select_order: PreparedStatement,
-    insert_order: PreparedStatement,
-    update_order: PreparedStatement,
-    list_user_orders: PreparedStatement,
-    list_user_orders_before: PreparedStatement,
-    insert_user_order: PreparedStatement,
-    insert_active: PreparedStatement,
-    delete_active: PreparedStatement,
-    select_active: PreparedStatement,
-    insert_idempotency: PreparedStatement,
-    take_over_idempotency: PreparedStatement,
-    idempotency_ttl: PreparedStatement,
-    complete_idempotency: PreparedStatement,
-    release_idempotency: PreparedStatement,
-    select_outbox: PreparedStatement,
-    insert_outbox: PreparedStatement,
-    update_outbox: PreparedStatement,
-    replace_outbox: PreparedStatement,
-    insert_unsent: PreparedStatement,
-    delete_unsent: PreparedStatement,
-    select_unsent: PreparedStatement,
-    count_unsent: PreparedStatement,
-}
-
-impl Statements {
-    /// Every table name is qualified with the keyspace: the session is bound to none.
-    async fn prepare(session: &Session, keyspace: &str) -> anyhow::Result<Self> {
-        let ks = format!("\"{keyspace}\"");
-        // Reads and plain index writes may be retried; conditional statements never are.
-        let idempotent = |mut s: PreparedStatement| {
-            s.set_is_idempotent(true);
-            s
-        };
-        let prepare = |cql: &str| {
-            let cql = cql.replace("{ks}", &ks);
-            async move {
-                session
-                    .prepare(cql.as_str())
-                    .await
-                    .with_context(|| format!("cannot prepare: {cql}"))
-            }
-        };
-        Ok(Self {
-            ping: idempotent(prepare("SELECT release_version FROM system.local").await?),
-            select_stock: idempotent(
-                prepare(
-                    "SELECT version, on_hand, name, price, currency, order_id, qty, expires_at, \
-                     committed FROM {ks}.stock WHERE sku = ?",
-                )
-                .await?,
-            ),
-            update_stock: prepare(
-                "UPDATE {ks}.stock SET version = ?, on_hand = ?, name = ?, price = ?, currency = ? \
-                 WHERE sku = ? IF version = ?",
-            )
-            .await?,
-            put_reservation: prepare(
-                "INSERT INTO {ks}.stock (sku, order_id, qty, expires_at, committed) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .await?,
-            remove_reservation: prepare("DELETE FROM {ks}.stock WHERE sku = ? AND order_id = ?").await?,
-            select_cart: idempotent(prepare("SELECT body FROM {ks}.carts WHERE id = ?").await?),
-            insert_cart: prepare(
-                "INSERT INTO {ks}.carts (id, owner, version, body) VALUES (?, ?, ?, ?) IF NOT EXISTS",
-            )
-            .await?,
-            update_cart: prepare(
-                "UPDATE {ks}.carts SET owner = ?, version = ?, body = ? WHERE id = ? IF version = ?",
-            )
-            .await?,
-            select_order: idempotent(prepare("SELECT body FROM {ks}.orders WHERE id = ?").await?),
-            insert_order: prepare(
-                "INSERT INTO {ks}.orders (id, owner, status, version, body) VALUES (?, ?, ?, ?, ?) \
-                 IF NOT EXISTS",
-            )
-            .await?,
-            update_order: prepare(
-                "UPDATE {ks}.orders SET owner = ?, status = ?, version = ?, body = ? \
-                 WHERE id = ? IF version = ?",
-            )
-            .await?,
-            list_user_orders: idempotent(
-                prepare("SELECT order_id FROM {ks}.user_orders WHERE owner = ? LIMIT ?").await?,
-            ),
-            list_user_orders_before: idempotent(
-                prepare(
-                    "SELECT order_id FROM {ks}.user_orders WHERE owner = ? AND order_id < ? LIMIT ?",
-                )
-                .await?,
-            ),
-            insert_user_order: idempotent(
-                prepare("INSERT INTO {ks}.user_orders (owner, order_id) VALUES (?, ?)").await?,
-            ),
-            insert_active: idempotent(
-                prepare(
-                    "INSERT INTO {ks}.active_orders (bucket, order_id) VALUES (?, ?) \
-                     USING TIMESTAMP ?",
-                )
-                .await?,
-            ),
-            delete_active: idempotent(
-                prepare(
-                    "DELETE FROM {ks}.active_orders USING TIMESTAMP ? \
-                     WHERE bucket = ? AND order_id = ?",
-                )
-                .await?,
-            ),
-            select_active: idempotent(
-                prepare("SELECT order_id FROM {ks}.active_orders WHERE bucket = ?").await?,
-            ),
-            insert_idempotency: prepare(
-                "INSERT INTO {ks}.idempotency_keys (user_id, key, claim, fingerprint, created_at) \
-                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
-            )
-            .await?,
-            take_over_idempotency: prepare(
-                "UPDATE {ks}.idempotency_keys USING TTL ? SET claim = ?, fingerprint = ?, \
-                 created_at = ?, response_status = null, response_body = null \
-                 WHERE user_id = ? AND key = ? IF claim = ?",
-            )
-            .await?,
-            idempotency_ttl: idempotent(
-                prepare("SELECT TTL(claim) FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ?")
-                    .await?,
-            ),
-            complete_idempotency: prepare(
-                "UPDATE {ks}.idempotency_keys USING TTL ? SET response_status = ?, \
-                 response_body = ? WHERE user_id = ? AND key = ? IF EXISTS",
-            )
-            .await?,
-            release_idempotency: prepare(
-                "DELETE FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ? IF EXISTS",
-            )
-            .await?,
-            select_outbox: idempotent(
-                prepare("SELECT body FROM {ks}.outbox WHERE order_id = ? AND kind = ?").await?,
-            ),
-            insert_outbox: prepare(
-                "INSERT INTO {ks}.outbox (order_id, kind, body) VALUES (?, ?, ?) IF NOT EXISTS",
-            )
-            .await?,
-            update_outbox: prepare(
-                "UPDATE {ks}.outbox SET body = ? WHERE order_id = ? AND kind = ? IF EXISTS",
-            )
-            .await?,
-            replace_outbox: prepare(
-                "UPDATE {ks}.outbox SET body = ? WHERE order_id = ? AND kind = ? IF body = ?",
-            )
-            .await?,
-            insert_unsent: idempotent(
-                prepare("INSERT INTO {ks}.outbox_unsent (bucket, order_id, kind) VALUES (?, ?, ?)")
-                    .await?,
-            ),
-            delete_unsent: idempotent(
-                prepare("DELETE FROM {ks}.outbox_unsent WHERE bucket = ? AND order_id = ? AND kind = ?")
-                    .await?,
-            ),
-            select_unsent: idempotent(
-                prepare("SELECT order_id, kind FROM {ks}.outbox_unsent WHERE bucket = ?").await?,
-            ),
-            count_unsent: idempotent(
-                prepare("SELECT COUNT(*) FROM {ks}.outbox_unsent WHERE bucket = ?").await?,
-            ),
-        })
-    }
-}
-
 /// The index bucket of an id: stable across processes and releases (part of the schema).
 fn bucket(id: Uuid) -> i32 {
     (id.as_u128() % BUCKETS as u128) as i32
@@ -1110,6 +875,17 @@ fn retention_ttl(ttl: time::Duration) -> i32 {
     let seconds = ttl
         .whole_seconds()
         .saturating_mul(2)
+        .clamp(1, MAX_TTL_SECONDS);
+    i32::try_from(seconds).unwrap_or(i32::MAX)
+}
+
+/// The server-side TTL of a checkout session's row: the session's lifetime by the caller's
+/// clock (it is stored when created) plus a margin.
+fn session_ttl(session: &CheckoutSession) -> i32 {
+    let lifetime = session.expires_at - session.created_at;
+    let seconds = lifetime
+        .saturating_add(SESSION_TTL_MARGIN)
+        .whole_seconds()
         .clamp(1, MAX_TTL_SECONDS);
     i32::try_from(seconds).unwrap_or(i32::MAX)
 }

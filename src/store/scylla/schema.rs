@@ -3,8 +3,10 @@
 //! without tablets, which LWT needs) and records every applied file with its checksum.
 //! Never drops or rewrites anything, and refuses to run when an applied file has changed.
 
+use super::catalog::CATALOG_BUCKET;
 use crate::config::Replication;
 use anyhow::{Context as _, bail};
+use futures_util::TryStreamExt as _;
 use scylla::client::session::Session;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -18,11 +20,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. A new file in `cql/` must be listed here (a test checks).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_initial",
-    cql: include_str!("../../../cql/0001_initial.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_initial",
+        cql: include_str!("../../../cql/0001_initial.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_shopper",
+        cql: include_str!("../../../cql/0002_shopper.cql"),
+    },
+];
 
 /// The schema version this build needs.
 pub fn required_version() -> i32 {
@@ -96,6 +105,9 @@ pub async fn migrate(
                     )
                 })?;
         }
+        fill(session, migration)
+            .await
+            .with_context(|| format!("migration {} failed filling its tables", migration.name))?;
         session
             .execute_unpaged(
                 &record,
@@ -112,6 +124,48 @@ pub async fn migrate(
         applied,
         version: required_version(),
     })
+}
+
+/// Writes the data a migration's new tables need from the old ones, which CQL cannot. Runs
+/// after the file's statements and before the file is recorded, so a failure re-runs both.
+async fn fill(session: &Session, migration: &Migration) -> anyhow::Result<()> {
+    if migration.name == "0002_shopper" {
+        let indexed = index_named_products(session).await?;
+        tracing::info!(indexed, "catalog index filled from stock");
+    }
+    Ok(())
+}
+
+/// 0002's `catalog`: an entry for every product that has a name, at its version (the
+/// timestamp every catalog write carries, so a newer write by a running replica wins).
+/// Products an older build names while its replicas still run after this are indexed by
+/// the next write a newer build makes to them.
+async fn index_named_products(session: &Session) -> anyhow::Result<u64> {
+    let insert = session
+        .prepare("INSERT INTO catalog (bucket, sku) VALUES (?, ?) USING TIMESTAMP ?")
+        .await
+        .context("cannot prepare the catalog insert")?;
+    let insert = &insert;
+    session
+        .query_iter("SELECT DISTINCT sku, version, name FROM stock", ())
+        .await
+        .context("cannot read stock")?
+        .rows_stream::<(String, Option<i64>, Option<String>)>()
+        .context("stock")?
+        .map_err(anyhow::Error::from)
+        .map_ok(|(sku, version, name)| async move {
+            let (Some(version), Some(_)) = (version, name) else {
+                return Ok(0);
+            };
+            session
+                .execute_unpaged(insert, (CATALOG_BUCKET, &sku, version))
+                .await
+                .with_context(|| format!("cannot index {sku}"))?;
+            Ok::<u64, anyhow::Error>(1)
+        })
+        .try_buffer_unordered(32)
+        .try_fold(0, |total, one| async move { Ok(total + one) })
+        .await
 }
 
 /// Fails unless `keyspace` holds every migration this build knows, unchanged. Newer
