@@ -93,7 +93,9 @@ def submitted_form(page) -> dict:
     """What the browser would send for the checkout form: its action and fields (the one-time
     key among them), as "Place order" submits it."""
     return place_order_button(page).evaluate(
-        """b => ({action: b.form.action,
+        # (getAttribute: a field named "action", as the submit button is, hides form.action)
+        """b => ({action: new URL(b.getAttribute('formaction') || b.form.getAttribute('action') || '',
+                                 document.baseURI).href,
                   fields: Array.from(new FormData(b.form, b).entries())})"""
     )
 

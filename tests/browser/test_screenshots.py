@@ -18,7 +18,7 @@ def test_pages_at_phone_and_desktop_width(kassa, new_context):
     page = new_context(viewport={"width": 1280, "height": 800}).new_page()
     shots = shots_dir()
     docs = repo_root() / "docs"
-    docs.mkdir(exist_ok=True)
+    docs.mkdir(parents=True, exist_ok=True)
     overflows = []
 
     def shoot(name, page):
