@@ -147,7 +147,7 @@ impl Application {
                     reservation_ttl: time::Duration::try_from(config.reservation_ttl)
                         .context("KASSA_RESERVATION_TTL")?,
                     callback_url: join_url(&config.public_url, "/webhook/payment-status"),
-                    shop_name: "Kassa".into(),
+                    shop_name: config.shop_name.clone(),
                     reconcile_window: time::Duration::minutes(1),
                     reconcile_every: time::Duration::seconds(20),
                 },
@@ -177,7 +177,7 @@ impl Application {
             (config.storefront_url != config.public_url)
                 .then(|| config.storefront_url.as_str().to_string())
         };
-        let pages = Arc::new(Pages::new("Kassa", home_url).context("page templates")?);
+        let pages = Arc::new(Pages::new(&config.shop_name, home_url).context("page templates")?);
         let state = web::Data::new(AppState {
             links,
             pages,
@@ -210,12 +210,17 @@ impl Application {
                 Err(e) => tracing::warn!(error = %e, "could not create the demo products"),
             }
         }
+        let cors_origins = state.config.cors_origins.clone();
         let server_state = state.clone();
         let mounted = sandbox.clone();
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
+                .wrap(middleware::Condition::new(
+                    !cors_origins.is_empty(),
+                    routes::cors(&cors_origins),
+                ))
                 .wrap(middleware::from_fn(routes::observe))
                 .configure(routes::configure)
                 .configure(|cfg| crate::shopper::configure(cfg, demo));

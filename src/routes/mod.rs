@@ -236,6 +236,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// CORS for browser storefronts on `origins` (`KASSA_CORS_ORIGINS`): on `/api/*` only, the
+/// origin echoed for those origins, preflights answered, `Authorization` and
+/// `Idempotency-Key` allowed. A request from any other origin is served without CORS headers
+/// (the browser then keeps the answer from the page), never refused outright.
+pub fn cors(origins: &[String]) -> actix_cors::Cors {
+    let origins: Vec<String> = origins.to_vec();
+    actix_cors::Cors::default()
+        .allowed_origin_fn(move |origin, head| {
+            head.uri.path().starts_with("/api/")
+                && origin
+                    .to_str()
+                    .is_ok_and(|origin| origins.iter().any(|allowed| allowed == origin))
+        })
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static(REQUEST_ID),
+            actix_web::http::header::RETRY_AFTER,
+        ])
+        .block_on_origin_mismatch(false)
+        .max_age(3600)
+}
+
 /// A handler's own store call (idempotency records, order listing), bounded like an actor
 /// ask: a store that fails or does not answer in time is a 503 with `Retry-After`, never a
 /// 500 or a hang.

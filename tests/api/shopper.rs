@@ -781,3 +781,104 @@ async fn the_demo_shop_exists_in_development_only() {
     );
     prod.stop().await;
 }
+
+#[actix_web::test]
+async fn cors_answers_the_configured_origins_only() {
+    let app = spawn_app_with(|raw| {
+        raw.cors_origins = Some("https://shop.example,http://localhost:3000".into());
+    })
+    .await;
+    let preflight = |origin: &'static str, path: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type, idempotency-key",
+            )
+            .send()
+    };
+    let allowed = preflight("https://shop.example", "/api/orders")
+        .await
+        .expect("request");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let headers = allowed.headers();
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .expect("ascii")
+        .to_lowercase();
+    assert!(
+        allowed_headers.contains("authorization") && allowed_headers.contains("idempotency-key"),
+        "{allowed_headers}"
+    );
+
+    let refused = preflight("https://evil.example", "/api/orders")
+        .await
+        .expect("request");
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+
+    let token = app.token("alice", false);
+    let get = |origin: &'static str| {
+        app.client
+            .post(app.url("/api/carts"))
+            .bearer_auth(&token)
+            .header("Origin", origin)
+            .send()
+    };
+    let ok = get("http://localhost:3000").await.expect("request");
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://localhost:3000"
+    );
+    let other = get("https://evil.example").await.expect("request");
+    assert_eq!(
+        other.status(),
+        StatusCode::CREATED,
+        "served, without CORS headers"
+    );
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // Only the API: the pages and operations never answer other origins.
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .header("Origin", "https://shop.example")
+        .send()
+        .await
+        .expect("request");
+    assert!(
+        health
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    app.stop().await;
+
+    let closed = spawn_app().await;
+    let response = closed
+        .client
+        .get(closed.url("/api/products"))
+        .header("Origin", "https://shop.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none(),
+        "no origins by default"
+    );
+    closed.stop().await;
+}
