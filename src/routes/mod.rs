@@ -124,6 +124,9 @@ fn common_description(status: &str, bearer: bool) -> &'static str {
     }
 }
 
+/// The whole interface to a storefront's identity provider: the claims Kassa reads.
+const JWT_CLAIMS: &str = "A JWT issued by the storefront's identity provider, signed HS256 with `KASSA_JWT_SECRET` (raw UTF-8 bytes) or RS256/ES256 with the key in `KASSA_JWT_PUBLIC_KEY_FILE`. Claims: `sub` (required): the user id, owner of carts and orders; `exp` (required): expiry, unix seconds; `email` (optional): where confirmations go (else `shippingDetails.email`), and the checkout page's prefilled email; `roles` (optional array): `admin` unlocks the admin routes; `iss` / `aud`: required to equal `KASSA_JWT_ISSUER` / `KASSA_JWT_AUDIENCE` when those are set.";
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -131,6 +134,7 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         let mut scheme = Http::new(HttpAuthScheme::Bearer);
         scheme.bearer_format = Some("JWT".into());
+        scheme.description = Some(JWT_CLAIMS.into());
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
 }
