@@ -1,0 +1,285 @@
+//! The sandbox's payments and their rules: opening one per order, the shopper's decision,
+//! refunds. A change is journalled before it is answered. It knows nothing of HTTP: its
+//! refusals are `SandboxError`s, which `routes` maps to statuses.
+
+use super::delivery::{WebhookEvent, deliver, webhook_event};
+use super::{SandboxGateway, journal};
+use base64::Engine as _;
+use kassa_actors::domain::{Currency, OrderId};
+use kassa_actors::gateway::{
+    GatewayError, PaymentRequest, PaymentSession, PaymentState, PaymentStatus,
+};
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+#[derive(Default)]
+pub(super) struct Ledger {
+    pub(super) payments: HashMap<String, Payment>,
+    pub(super) by_order: HashMap<OrderId, String>,
+    /// Decisions whose webhook is still being delivered, by payment id (journalled only).
+    pub(super) undelivered: HashMap<String, WebhookEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Payment {
+    pub(super) id: String,
+    pub(super) url: String,
+    pub(super) token: String,
+    pub(super) order_id: OrderId,
+    pub(super) amount: i64,
+    pub(super) currency: Currency,
+    pub(super) callback_url: String,
+    pub(super) return_url: String,
+    pub(super) state: PaymentState,
+    pub(super) refund_id: Option<String>,
+}
+
+impl Payment {
+    pub(super) fn session(&self) -> PaymentSession {
+        PaymentSession {
+            payment_id: self.id.clone(),
+            payment_url: self.url.clone(),
+            token: self.token.clone(),
+        }
+    }
+
+    pub(super) fn status(&self) -> PaymentStatus {
+        PaymentStatus {
+            payment_id: self.id.clone(),
+            order_id: self.order_id,
+            state: self.state,
+            amount: self.amount,
+            currency: self.currency,
+        }
+    }
+}
+
+/// What the shopper decided on the payment page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Outcome {
+    Success,
+    Failure,
+}
+
+impl Outcome {
+    fn state(self) -> PaymentState {
+        match self {
+            Self::Success => PaymentState::Succeeded,
+            Self::Failure => PaymentState::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum SandboxError {
+    #[error("no payment with id `{0}`")]
+    UnknownPayment(String),
+    #[error("must not be negative")]
+    NegativeAmount,
+    #[error("order {0} already has a payment for a different amount or currency")]
+    OrderReused(OrderId),
+    #[error("only a succeeded payment can be refunded; this one is {}", state_name(*.0))]
+    NotRefundable(PaymentState),
+    #[error("the payment has already {}", state_name(*.0))]
+    AlreadyDecided(PaymentState),
+}
+
+impl From<SandboxError> for GatewayError {
+    fn from(e: SandboxError) -> Self {
+        Self::Refused(e.to_string())
+    }
+}
+
+/// As the gateway protocol names the state.
+pub(super) fn state_name(state: PaymentState) -> &'static str {
+    match state {
+        PaymentState::Pending => "pending",
+        PaymentState::Succeeded => "succeeded",
+        PaymentState::Failed => "failed",
+    }
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::rng().random();
+    format!(
+        "tok_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+impl SandboxGateway {
+    /// Opens the order's payment, or returns the one it already has; answered once the new
+    /// payment's line is in the journal (an order is written only after its payment opened,
+    /// so a crash cannot leave an order whose payment the sandbox does not know).
+    pub(super) async fn open(&self, request: PaymentRequest) -> Result<Payment, SandboxError> {
+        let (payment, receipt) = self.open_queued(request)?;
+        receipt.wait().await;
+        Ok(payment)
+    }
+
+    /// `open`, the journal line queued; its receipt tells when it is written.
+    pub(super) fn open_queued(
+        &self,
+        request: PaymentRequest,
+    ) -> Result<(Payment, journal::Receipt), SandboxError> {
+        if request.amount < 0 {
+            return Err(SandboxError::NegativeAmount);
+        }
+        let mut ledger = self.inner.ledger();
+        if let Some(existing) = ledger
+            .by_order
+            .get(&request.order_id)
+            .and_then(|id| ledger.payments.get(id))
+        {
+            if existing.amount != request.amount || existing.currency != request.currency {
+                return Err(SandboxError::OrderReused(request.order_id));
+            }
+            return Ok((existing.clone(), journal::Receipt::none()));
+        }
+        let id = format!("pay_{}", Uuid::new_v4().simple());
+        let base = self.inner.settings.public_base_url.trim_end_matches('/');
+        let payment = Payment {
+            url: format!("{base}/pay/{id}"),
+            id: id.clone(),
+            token: random_token(),
+            order_id: request.order_id,
+            amount: request.amount,
+            currency: request.currency,
+            callback_url: request.callback_url,
+            return_url: request.return_url,
+            state: PaymentState::Pending,
+            refund_id: None,
+        };
+        let receipt = self.inner.record_answered(&payment, None);
+        ledger.by_order.insert(request.order_id, id.clone());
+        ledger.payments.insert(id, payment.clone());
+        Ok((payment, receipt))
+    }
+
+    pub(super) fn payment(&self, payment_id: &str) -> Result<Payment, SandboxError> {
+        self.inner
+            .ledger()
+            .payments
+            .get(payment_id)
+            .cloned()
+            .ok_or_else(|| SandboxError::UnknownPayment(payment_id.to_string()))
+    }
+
+    /// Refunds a succeeded payment; a repeated refund answers the first refund's id.
+    pub(super) async fn refund_payment(&self, payment_id: &str) -> Result<String, SandboxError> {
+        let (refund_id, receipt) = {
+            let mut ledger = self.inner.ledger();
+            let payment = ledger
+                .payments
+                .get_mut(payment_id)
+                .ok_or_else(|| SandboxError::UnknownPayment(payment_id.to_string()))?;
+            if payment.state != PaymentState::Succeeded {
+                return Err(SandboxError::NotRefundable(payment.state));
+            }
+            if let Some(refund_id) = &payment.refund_id {
+                return Ok(refund_id.clone());
+            }
+            let refund_id = format!("re_{}", Uuid::new_v4().simple());
+            payment.refund_id = Some(refund_id.clone());
+            let payment = payment.clone();
+            let receipt = self
+                .inner
+                .record_answered(&payment, ledger.undelivered.get(payment_id));
+            (refund_id, receipt)
+        };
+        receipt.wait().await;
+        Ok(refund_id)
+    }
+
+    /// Records the shopper's decision and starts delivering its webhook. Deciding again the
+    /// same way changes nothing; deciding the other way is refused.
+    pub(super) async fn decide(
+        &self,
+        payment_id: &str,
+        outcome: Outcome,
+    ) -> Result<Payment, SandboxError> {
+        let (payment, event, receipt) = {
+            let mut ledger = self.inner.ledger();
+            let payment = ledger
+                .payments
+                .get_mut(payment_id)
+                .ok_or_else(|| SandboxError::UnknownPayment(payment_id.to_string()))?;
+            match payment.state {
+                PaymentState::Pending => {
+                    payment.state = outcome.state();
+                    let event = webhook_event(payment);
+                    let receipt = self.inner.record_answered(payment, Some(&event));
+                    let payment = payment.clone();
+                    if self.inner.journal.is_some() {
+                        ledger.undelivered.insert(payment.id.clone(), event.clone());
+                    }
+                    (payment, Some(event), receipt)
+                }
+                state if state == outcome.state() => {
+                    (payment.clone(), None, journal::Receipt::none())
+                }
+                state => return Err(SandboxError::AlreadyDecided(state)),
+            }
+        };
+        // Answered (and delivered) once the decision is in the journal.
+        receipt.wait().await;
+        if let Some(event) = event {
+            tracing::info!(payment_id, webhook_id = %event.id, outcome = ?outcome, "sandbox payment decided");
+            tokio::spawn(deliver(self.inner.clone(), event));
+        }
+        Ok(payment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::{gateway, open, request};
+    use super::*;
+
+    #[test]
+    fn payment_urls_hang_off_the_public_base_url() {
+        let payment = open(&gateway(), request(OrderId::new(), 100)).expect("opens");
+        assert_eq!(
+            payment.url,
+            format!("http://sandbox.test/base/pay/{}", payment.id)
+        );
+        assert!(payment.id.starts_with("pay_"));
+    }
+
+    #[test]
+    fn one_order_cannot_open_payments_for_two_amounts() {
+        let gateway = gateway();
+        let order_id = OrderId::new();
+        open(&gateway, request(order_id, 100)).expect("opens");
+        assert_eq!(
+            open(&gateway, request(order_id, 200)).map(|p| p.id),
+            Err(SandboxError::OrderReused(order_id))
+        );
+    }
+
+    #[test]
+    fn negative_amounts_are_refused() {
+        assert_eq!(
+            open(&gateway(), request(OrderId::new(), -1)).map(|p| p.id),
+            Err(SandboxError::NegativeAmount)
+        );
+    }
+
+    #[tokio::test]
+    async fn only_succeeded_payments_can_be_refunded() {
+        let gateway = gateway();
+        let payment = open(&gateway, request(OrderId::new(), 100)).expect("opens");
+        assert_eq!(
+            gateway.refund_payment(&payment.id).await,
+            Err(SandboxError::NotRefundable(PaymentState::Pending))
+        );
+        assert_eq!(
+            gateway.refund_payment("pay_missing").await,
+            Err(SandboxError::UnknownPayment("pay_missing".into()))
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! The sandbox over HTTP: API.md's "Payment gateway protocol" and the hosted payment page's
+//! decisions, in the `{"error","code"}` shape. The one place the sandbox meets the HTTP
+//! error type: handlers parse, call the ledger and map its `SandboxError`s, nothing more.
+
+use super::SandboxGateway;
+use super::ledger::{Outcome, Payment, SandboxError, state_name};
+use super::page::render_payment_page;
+use crate::error::{AppError, FieldError, json_error};
+use crate::routes::{MAX_BODY_BYTES, method_not_allowed};
+use actix_web::error::UrlencodedError;
+use actix_web::guard::{self, GuardContext};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use kassa_actors::domain::{Currency, OrderId};
+use kassa_actors::gateway::PaymentRequest;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+
+impl From<SandboxError> for AppError {
+    fn from(e: SandboxError) -> Self {
+        let message = e.to_string();
+        match e {
+            SandboxError::UnknownPayment(_) => AppError::not_found("payment_not_found", message),
+            SandboxError::NegativeAmount => AppError::invalid("amount", message),
+            SandboxError::OrderReused(_) => AppError::Unprocessable {
+                code: "idempotency_key_reused",
+                message,
+            },
+            SandboxError::NotRefundable(_) => AppError::Conflict {
+                code: "payment_not_refundable",
+                message,
+                details: None,
+            },
+            SandboxError::AlreadyDecided(_) => AppError::Conflict {
+                code: "payment_already_decided",
+                message,
+                details: None,
+            },
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreatePaymentBody {
+    order_id: OrderId,
+    amount: i64,
+    currency: Currency,
+    callback_url: String,
+    return_url: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionBody {
+    payment_id: String,
+    payment_url: String,
+    token: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RefundBody {
+    refund_id: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentBody {
+    payment_id: String,
+    order_id: OrderId,
+    status: &'static str,
+    amount: i64,
+    currency: &'static str,
+}
+
+impl From<&Payment> for PaymentBody {
+    fn from(payment: &Payment) -> Self {
+        Self {
+            payment_id: payment.id.clone(),
+            order_id: payment.order_id,
+            status: state_name(payment.state),
+            amount: payment.amount,
+            currency: payment.currency.code(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionBody {
+    outcome: Outcome,
+}
+
+/// Mounts the gateway protocol and the hosted payment page relative to the current scope.
+pub fn configure(cfg: &mut web::ServiceConfig, gateway: SandboxGateway) {
+    cfg.app_data(web::Data::new(gateway))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(MAX_BODY_BYTES)
+                .content_type_required(true)
+                .content_type(is_json_mime)
+                .error_handler(|err, _| json_error(err).into()),
+        )
+        .app_data(
+            web::FormConfig::default()
+                .limit(MAX_BODY_BYTES)
+                .error_handler(|err, _| form_error(err).into()),
+        )
+        .service(
+            web::resource("/payments")
+                .route(web::post().to(create_payment))
+                .default_service(method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/payments/{paymentId}")
+                .route(web::get().to(get_payment))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/payments/{paymentId}/refunds")
+                .route(web::post().to(refund_payment))
+                .default_service(method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/pay/{paymentId}")
+                .route(web::get().to(payment_page))
+                .route(
+                    web::post()
+                        .guard(guard::fn_guard(has_json_body))
+                        .to(decide_by_json),
+                )
+                .route(web::post().to(decide_by_form))
+                .default_service(method_not_allowed("GET, POST")),
+        );
+}
+
+fn is_json_mime(mime: mime::Mime) -> bool {
+    mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON)
+}
+
+fn has_json_body(ctx: &GuardContext<'_>) -> bool {
+    ctx.header::<header::ContentType>()
+        .is_some_and(|content_type| is_json_mime(content_type.0))
+}
+
+fn form_error(err: UrlencodedError) -> AppError {
+    match err {
+        UrlencodedError::Overflow { .. } => AppError::PayloadTooLarge,
+        UrlencodedError::ContentType => AppError::UnsupportedMediaType,
+        other => AppError::invalid("outcome", format!("expected success or failure: {other}")),
+    }
+}
+
+async fn create_payment(
+    gateway: web::Data<SandboxGateway>,
+    request: HttpRequest,
+    body: web::Json<CreatePaymentBody>,
+) -> Result<HttpResponse, AppError> {
+    let body = body.into_inner();
+    let key = request
+        .headers()
+        .get("Idempotency-Key")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| OrderId::parse(v).ok());
+    if key != Some(body.order_id) {
+        return Err(AppError::invalid(
+            "Idempotency-Key",
+            "the header is required and must equal the body's orderId",
+        ));
+    }
+    let bad_urls: Vec<_> = [
+        ("callbackUrl", &body.callback_url),
+        ("returnUrl", &body.return_url),
+    ]
+    .into_iter()
+    .filter(|(_, url)| !is_http_url(url))
+    .map(|(field, _)| FieldError {
+        field: field.into(),
+        message: "must be an absolute http(s) URL".into(),
+    })
+    .collect();
+    if !bad_urls.is_empty() {
+        return Err(AppError::Validation(bad_urls));
+    }
+    let payment = gateway
+        .open(PaymentRequest {
+            order_id: body.order_id,
+            amount: body.amount,
+            currency: body.currency,
+            callback_url: body.callback_url,
+            return_url: body.return_url,
+            display: Default::default(),
+        })
+        .await?;
+    Ok(HttpResponse::Created().json(SessionBody {
+        payment_id: payment.id,
+        payment_url: payment.url,
+        token: payment.token,
+    }))
+}
+
+fn is_http_url(raw: &str) -> bool {
+    Url::parse(raw).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+}
+
+async fn get_payment(
+    gateway: web::Data<SandboxGateway>,
+    payment_id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let payment = gateway.payment(&payment_id)?;
+    Ok(HttpResponse::Ok().json(PaymentBody::from(&payment)))
+}
+
+async fn refund_payment(
+    gateway: web::Data<SandboxGateway>,
+    payment_id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let refund_id = gateway.refund_payment(&payment_id).await?;
+    Ok(HttpResponse::Created().json(RefundBody { refund_id }))
+}
+
+async fn payment_page(
+    gateway: web::Data<SandboxGateway>,
+    payment_id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let payment = gateway.payment(&payment_id)?;
+    Ok(HttpResponse::Ok()
+        .content_type(mime::TEXT_HTML_UTF_8)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'unsafe-inline'",
+        ))
+        .body(render_payment_page(&payment)))
+}
+
+async fn decide_by_json(
+    gateway: web::Data<SandboxGateway>,
+    payment_id: web::Path<String>,
+    body: web::Json<DecisionBody>,
+) -> Result<HttpResponse, AppError> {
+    let payment = gateway.decide(&payment_id, body.outcome).await?;
+    Ok(HttpResponse::Ok().json(PaymentBody::from(&payment)))
+}
+
+async fn decide_by_form(
+    gateway: web::Data<SandboxGateway>,
+    payment_id: web::Path<String>,
+    form: web::Form<DecisionBody>,
+) -> Result<HttpResponse, AppError> {
+    let payment = gateway.decide(&payment_id, form.outcome).await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, payment.return_url))
+        .finish())
+}
