@@ -8,7 +8,7 @@ use kassa::gateway::http::HttpGateway;
 use kassa::gateway::sandbox::{SandboxGateway, SandboxSettings, bind_standalone, configure};
 use kassa_actors::clock::{ManualClock, SharedClock, SystemClock};
 use kassa_actors::domain::{Currency, OrderId};
-use kassa_actors::gateway::{Gateway, GatewayError, PaymentRequest, PaymentState};
+use kassa_actors::gateway::{CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentState};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -406,6 +406,125 @@ async fn a_decided_payment_cannot_be_decided_the_other_way_nor_refunded_unless_p
     receiver.assert_exactly(1).await;
 }
 
+async fn cancel_over_http(base_url: &str, payment_id: &str) -> reqwest::Response {
+    http_client()
+        .post(format!("{base_url}/payments/{payment_id}/cancel"))
+        .send()
+        .await
+        .expect("cancel sent")
+}
+
+#[actix_web::test]
+async fn a_cancelled_payment_is_failed_sends_no_webhook_and_can_no_longer_be_paid() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let order_id = OrderId::new();
+    let session = sandbox
+        .gateway
+        .initiate(payment_request(order_id, &receiver))
+        .await
+        .expect("initiated");
+
+    let outcome = sandbox.gateway.cancel(&session.payment_id).await;
+
+    assert_eq!(outcome, Ok(CancelOutcome::Cancelled));
+    let status = sandbox
+        .gateway
+        .status(&session.payment_id)
+        .await
+        .expect("status");
+    assert_eq!(status.state, PaymentState::Failed);
+    let again = cancel_over_http(&sandbox.base_url, &session.payment_id).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "cancelling again answers 200"
+    );
+    let shown: Value = again.json().await.expect("json");
+    assert_eq!(
+        shown,
+        json!({
+            "paymentId": session.payment_id,
+            "orderId": order_id.to_string(),
+            "status": "failed",
+            "amount": 1999,
+            "currency": "EUR",
+        })
+    );
+    for refused in [
+        decide_by_json(&session.payment_url, "success").await,
+        decide_by_form(&session.payment_url, "success").await,
+        decide_by_form(&session.payment_url, "failure").await,
+    ] {
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        let error: Value = refused.json().await.expect("json");
+        assert_eq!(error["code"], "payment_cancelled");
+        assert!(error["error"].is_string(), "{error}");
+    }
+    let page = http_client()
+        .get(&session.payment_url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("cancelled"), "{page}");
+    assert!(!page.contains(">Pay</button>") && !page.contains(">Decline</button>"));
+    assert_eq!(
+        sandbox.gateway.cancel(&session.payment_id).await,
+        Ok(CancelOutcome::Cancelled)
+    );
+    receiver.assert_exactly(0).await;
+    sandbox.handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn cancelling_a_paid_payment_answers_409_and_the_success_stands() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let session = sandbox
+        .gateway
+        .initiate(payment_request(OrderId::new(), &receiver))
+        .await
+        .expect("initiated");
+    assert_eq!(
+        decide_by_json(&session.payment_url, "success")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let refused = cancel_over_http(&sandbox.base_url, &session.payment_id).await;
+
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["code"], "payment_already_decided");
+    assert!(error["error"].is_string(), "{error}");
+    assert_eq!(
+        sandbox.gateway.cancel(&session.payment_id).await,
+        Ok(CancelOutcome::AlreadySucceeded)
+    );
+    let status = sandbox
+        .gateway
+        .status(&session.payment_id)
+        .await
+        .expect("status");
+    assert_eq!(status.state, PaymentState::Succeeded);
+    let deliveries = receiver.assert_exactly(1).await;
+    assert_eq!(deliveries[0].body["status"], "Success");
+
+    let unknown = cancel_over_http(&sandbox.base_url, "pay_unknown").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let error: Value = unknown.json().await.expect("json");
+    assert_eq!(error["code"], "payment_not_found");
+    assert!(matches!(
+        sandbox.gateway.cancel("pay_unknown").await,
+        Err(GatewayError::Refused(_))
+    ));
+    sandbox.handle.stop(false).await;
+}
+
 #[actix_web::test]
 async fn the_protocol_answers_in_the_contract_shapes() {
     let sandbox = Sandbox::start().await;
@@ -640,6 +759,44 @@ async fn a_gateway_that_keeps_failing_is_unavailable_after_three_attempts() {
 }
 
 #[actix_web::test]
+async fn a_cancel_is_retried_on_5xx_and_a_409_means_the_payment_had_succeeded() {
+    let failed = json!({"paymentId": "pay_1", "orderId": OrderId::new(), "status": "failed",
+                        "amount": 1999, "currency": "EUR"});
+    let (base, stub) = start_stub(vec![(503, json!({})), (200, failed)]).await;
+    assert_eq!(
+        HttpGateway::new(base).cancel("pay_1").await,
+        Ok(CancelOutcome::Cancelled)
+    );
+    let keys = stub.idempotency_keys.lock().expect("lock").clone();
+    assert_eq!(keys, vec!["cancel-pay_1".to_string(); 2]);
+
+    let conflict = json!({"error": "the payment has already succeeded",
+                          "code": "payment_already_decided"});
+    let (base, stub) = start_stub(vec![(409, conflict)]).await;
+    assert_eq!(
+        HttpGateway::new(base).cancel("pay_1").await,
+        Ok(CancelOutcome::AlreadySucceeded)
+    );
+    assert_eq!(stub.idempotency_keys.lock().expect("lock").len(), 1);
+
+    let (base, _stub) = start_stub(vec![(
+        404,
+        json!({"error": "no", "code": "payment_not_found"}),
+    )])
+    .await;
+    assert!(matches!(
+        HttpGateway::new(base).cancel("pay_1").await,
+        Err(GatewayError::Refused(_))
+    ));
+    let (base, stub) = start_stub(vec![(500, json!({}))]).await;
+    assert!(matches!(
+        HttpGateway::new(base).cancel("pay_1").await,
+        Err(GatewayError::Unavailable(_))
+    ));
+    assert_eq!(stub.idempotency_keys.lock().expect("lock").len(), 3);
+}
+
+#[actix_web::test]
 async fn a_refusal_is_not_retried() {
     let (base, stub) = start_stub(vec![(
         422,
@@ -752,23 +909,32 @@ async fn the_standalone_process_announces_its_address_and_stops_on_sigterm() {
 }
 
 #[tokio::test]
-async fn the_standalone_process_keeps_its_payments_in_a_journal_across_a_restart() {
+async fn the_standalone_process_keeps_its_payments_and_cancels_in_a_journal_across_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = dir.path().join("payments.jsonl");
     let journal = journal.to_str().expect("utf-8 path");
     let (child, announced) = start_sandbox_process(&["--journal", journal]).await;
     let gateway = HttpGateway::new(Url::parse(&announced).expect("url"));
+    let request = |order_id| PaymentRequest {
+        order_id,
+        amount: 1999,
+        currency: Currency::EUR,
+        callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
+        return_url: "http://shop.test/orders/1".into(),
+        display: Default::default(),
+    };
     let session = gateway
-        .initiate(PaymentRequest {
-            order_id: OrderId::new(),
-            amount: 1999,
-            currency: Currency::EUR,
-            callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
-            return_url: "http://shop.test/orders/1".into(),
-            display: Default::default(),
-        })
+        .initiate(request(OrderId::new()))
         .await
         .expect("payment opened");
+    let cancelled = gateway
+        .initiate(request(OrderId::new()))
+        .await
+        .expect("payment opened");
+    assert_eq!(
+        gateway.cancel(&cancelled.payment_id).await,
+        Ok(CancelOutcome::Cancelled)
+    );
     stop_sandbox_process(child).await;
 
     let (child, announced) = start_sandbox_process(&["--journal", journal]).await;
@@ -779,5 +945,16 @@ async fn the_standalone_process_keeps_its_payments_in_a_journal_across_a_restart
         .expect("the payment is known after the restart");
     assert_eq!(status.state, PaymentState::Pending);
     assert_eq!(status.amount, 1999);
+    let status = gateway
+        .status(&cancelled.payment_id)
+        .await
+        .expect("the cancelled payment is known after the restart");
+    assert_eq!(status.state, PaymentState::Failed);
+    let pay_url = format!("{announced}/pay/{}", cancelled.payment_id);
+    assert_eq!(
+        decide_by_json(&pay_url, "success").await.status(),
+        StatusCode::CONFLICT,
+        "still cancelled after the restart"
+    );
     stop_sandbox_process(child).await;
 }

@@ -1,6 +1,6 @@
 //! The sandbox's payments and their rules: opening one per order, the shopper's decision,
-//! refunds. A change is journalled before it is answered. It knows nothing of HTTP: its
-//! refusals are `SandboxError`s, which `routes` maps to statuses.
+//! the shop's cancel, refunds. A change is journalled before it is answered. It knows
+//! nothing of HTTP: its refusals are `SandboxError`s, which `routes` maps to statuses.
 
 use super::delivery::{WebhookEvent, deliver, webhook_event};
 use super::{SandboxGateway, journal};
@@ -35,6 +35,10 @@ pub(super) struct Payment {
     pub(super) return_url: String,
     pub(super) state: PaymentState,
     pub(super) refund_id: Option<String>,
+    /// Failed because the shop cancelled it, not because the shopper declined (lines
+    /// journalled before cancels existed read as not cancelled).
+    #[serde(default)]
+    pub(super) cancelled: bool,
 }
 
 impl Payment {
@@ -86,6 +90,8 @@ pub(super) enum SandboxError {
     NotRefundable(PaymentState),
     #[error("the payment has already {}", state_name(*.0))]
     AlreadyDecided(PaymentState),
+    #[error("the payment was cancelled by the shop and can no longer be paid")]
+    Cancelled,
 }
 
 impl From<SandboxError> for GatewayError {
@@ -153,6 +159,7 @@ impl SandboxGateway {
             return_url: request.return_url,
             state: PaymentState::Pending,
             refund_id: None,
+            cancelled: false,
         };
         let receipt = self.inner.record_answered(&payment, None);
         ledger.by_order.insert(request.order_id, id.clone());
@@ -208,6 +215,9 @@ impl SandboxGateway {
                 .payments
                 .get_mut(payment_id)
                 .ok_or_else(|| SandboxError::UnknownPayment(payment_id.to_string()))?;
+            if payment.cancelled {
+                return Err(SandboxError::Cancelled);
+            }
             match payment.state {
                 PaymentState::Pending => {
                     payment.state = outcome.state();
@@ -230,6 +240,39 @@ impl SandboxGateway {
         if let Some(event) = event {
             tracing::info!(payment_id, webhook_id = %event.id, outcome = ?outcome, "sandbox payment decided");
             tokio::spawn(deliver(self.inner.clone(), event));
+        }
+        Ok(payment)
+    }
+
+    /// The shop cancels the payment: a pending one fails and can no longer be paid, with no
+    /// webhook (the shop asked); a failed one stays as it is; a succeeded one is refused
+    /// (its webhook settles the order). Answered once the change is in the journal.
+    pub(super) async fn cancel_payment(&self, payment_id: &str) -> Result<Payment, SandboxError> {
+        let (payment, receipt) = {
+            let mut ledger = self.inner.ledger();
+            let payment = ledger
+                .payments
+                .get_mut(payment_id)
+                .ok_or_else(|| SandboxError::UnknownPayment(payment_id.to_string()))?;
+            match payment.state {
+                PaymentState::Pending => {
+                    payment.state = PaymentState::Failed;
+                    payment.cancelled = true;
+                    let payment = payment.clone();
+                    let receipt = self
+                        .inner
+                        .record_answered(&payment, ledger.undelivered.get(payment_id));
+                    (payment, receipt)
+                }
+                PaymentState::Failed => (payment.clone(), journal::Receipt::none()),
+                PaymentState::Succeeded => {
+                    return Err(SandboxError::AlreadyDecided(PaymentState::Succeeded));
+                }
+            }
+        };
+        receipt.wait().await;
+        if payment.cancelled {
+            tracing::info!(payment_id, "sandbox payment cancelled");
         }
         Ok(payment)
     }
@@ -281,5 +324,67 @@ mod tests {
             gateway.refund_payment("pay_missing").await,
             Err(SandboxError::UnknownPayment("pay_missing".into()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_payment_fails_and_can_no_longer_be_paid_nor_declined() {
+        let gateway = gateway();
+        let payment = open(&gateway, request(OrderId::new(), 100)).expect("opens");
+
+        let cancelled = gateway.cancel_payment(&payment.id).await.expect("cancels");
+
+        assert_eq!(cancelled.state, PaymentState::Failed);
+        assert!(cancelled.cancelled);
+        for outcome in [Outcome::Success, Outcome::Failure] {
+            assert_eq!(
+                gateway.decide(&payment.id, outcome).await.map(|p| p.id),
+                Err(SandboxError::Cancelled),
+                "{outcome:?}"
+            );
+        }
+        let again = gateway.cancel_payment(&payment.id).await.expect("again");
+        assert_eq!(again.state, PaymentState::Failed);
+        assert!(gateway.inner.ledger().undelivered.is_empty());
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_declined_payment_changes_nothing_and_a_paid_one_is_refused() {
+        let gateway = gateway();
+        let declined = open(&gateway, request(OrderId::new(), 100)).expect("opens");
+        gateway
+            .decide(&declined.id, Outcome::Failure)
+            .await
+            .expect("declined");
+        let after = gateway.cancel_payment(&declined.id).await.expect("cancel");
+        assert_eq!(
+            (after.state, after.cancelled),
+            (PaymentState::Failed, false)
+        );
+
+        let paid = open(&gateway, request(OrderId::new(), 100)).expect("opens");
+        gateway
+            .decide(&paid.id, Outcome::Success)
+            .await
+            .expect("paid");
+        assert_eq!(
+            gateway.cancel_payment(&paid.id).await.map(|p| p.id),
+            Err(SandboxError::AlreadyDecided(PaymentState::Succeeded))
+        );
+        assert_eq!(
+            gateway.cancel_payment("pay_missing").await.map(|p| p.id),
+            Err(SandboxError::UnknownPayment("pay_missing".into()))
+        );
+    }
+
+    #[test]
+    fn a_payment_journalled_before_cancels_existed_reads_as_not_cancelled() {
+        let line = serde_json::json!({
+            "id": "pay_1", "url": "http://sandbox.test/pay/pay_1", "token": "tok_1",
+            "orderId": OrderId::new(), "amount": 100, "currency": "EUR",
+            "callbackUrl": "http://shop.test/webhook", "returnUrl": "http://shop.test/orders/1",
+            "state": "pending", "refundId": null,
+        });
+        let payment: Payment = serde_json::from_value(line).expect("reads");
+        assert!(!payment.cancelled);
     }
 }

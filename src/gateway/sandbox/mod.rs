@@ -11,7 +11,10 @@
 use anyhow::Context as _;
 use async_trait::async_trait;
 use kassa_actors::clock::SharedClock;
-use kassa_actors::gateway::{Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentStatus};
+use kassa_actors::gateway::{
+    CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentState,
+    PaymentStatus,
+};
 use serde::{Deserialize, Serialize};
 use standardwebhooks::Webhook;
 use std::borrow::Cow;
@@ -27,7 +30,7 @@ mod routes;
 mod standalone;
 
 use delivery::{WebhookEvent, deliver};
-use ledger::{Ledger, Payment};
+use ledger::{Ledger, Payment, SandboxError};
 
 pub use routes::configure;
 pub use standalone::{StandaloneSandbox, bind_standalone, serve_standalone};
@@ -221,13 +224,14 @@ impl SandboxGateway {
 
 #[async_trait]
 impl Gateway for SandboxGateway {
-    async fn cancel(
-        &self,
-        payment_id: &str,
-    ) -> Result<kassa_actors::gateway::CancelOutcome, GatewayError> {
-        Err(GatewayError::Refused(format!(
-            "cancelling payment {payment_id} is not supported yet"
-        )))
+    async fn cancel(&self, payment_id: &str) -> Result<CancelOutcome, GatewayError> {
+        match self.cancel_payment(payment_id).await {
+            Ok(_) => Ok(CancelOutcome::Cancelled),
+            Err(SandboxError::AlreadyDecided(PaymentState::Succeeded)) => {
+                Ok(CancelOutcome::AlreadySucceeded)
+            }
+            Err(other) => Err(other.into()),
+        }
     }
 
     async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {

@@ -20,8 +20,12 @@ pub(super) fn render_payment_page(payment: &Payment) -> String {
         )
         .to_string(),
         decided => format!(
-            r#"<p>This payment has {}.</p><p><a href="{}">Back to the shop</a></p>"#,
-            state_name(decided),
+            r#"<p>This payment {}.</p><p><a href="{}">Back to the shop</a></p>"#,
+            if payment.cancelled {
+                "was cancelled and can no longer be paid".to_string()
+            } else {
+                format!("has {}", state_name(decided))
+            },
             escape_html(&payment.return_url),
         ),
     };

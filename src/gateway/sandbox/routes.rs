@@ -36,6 +36,11 @@ impl From<SandboxError> for AppError {
                 message,
                 details: None,
             },
+            SandboxError::Cancelled => AppError::Conflict {
+                code: "payment_cancelled",
+                message,
+                details: None,
+            },
         }
     }
 }
@@ -119,6 +124,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: SandboxGateway) {
         .service(
             web::resource("/payments/{paymentId}/refunds")
                 .route(web::post().to(refund_payment))
+                .default_service(method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/payments/{paymentId}/cancel")
+                .route(web::post().to(cancel_payment))
                 .default_service(method_not_allowed("POST")),
         )
         .service(
@@ -217,6 +227,14 @@ async fn refund_payment(
 ) -> Result<HttpResponse, AppError> {
     let refund_id = gateway.refund_payment(&payment_id).await?;
     Ok(HttpResponse::Created().json(RefundBody { refund_id }))
+}
+
+async fn cancel_payment(
+    gateway: web::Data<SandboxGateway>,
+    payment_id: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let payment = gateway.cancel_payment(&payment_id).await?;
+    Ok(HttpResponse::Ok().json(PaymentBody::from(&payment)))
 }
 
 async fn payment_page(
