@@ -8,7 +8,9 @@ use kassa::gateway::http::HttpGateway;
 use kassa::gateway::sandbox::{SandboxGateway, SandboxSettings, bind_standalone, configure};
 use kassa_actors::clock::{ManualClock, SharedClock, SystemClock};
 use kassa_actors::domain::{Currency, OrderId};
-use kassa_actors::gateway::{CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentState};
+use kassa_actors::gateway::{
+    CancelOutcome, DisplayLine, Gateway, GatewayError, PaymentDisplay, PaymentRequest, PaymentState,
+};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -585,6 +587,64 @@ async fn the_protocol_answers_in_the_contract_shapes() {
         .expect("sent");
     assert_eq!(bad_url.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
+    let mut shown = body.clone();
+    shown["orderId"] = json!(OrderId::new());
+    shown["shopName"] = json!("Kassa Demo Shop");
+    shown["orderNumber"] = json!("K-7F3Q-9D2M");
+    shown["lines"] = json!([{"name": "Tee", "quantity": 2, "amount": 500}]);
+    shown["expiresAt"] = json!("2030-01-01T12:00:00Z");
+    shown["cancelUrl"] = json!("https://shop.test/checkout/cancel");
+    let accepted = create(
+        Some(shown["orderId"].as_str().expect("id").into()),
+        shown.clone(),
+    )
+    .await
+    .expect("sent");
+    assert_eq!(accepted.status(), StatusCode::CREATED);
+
+    let mut overlong = shown.clone();
+    overlong["orderId"] = json!(OrderId::new());
+    overlong["shopName"] = json!("x".repeat(101));
+    overlong["orderNumber"] = json!("K".repeat(65));
+    overlong["lines"] = json!([{"name": "", "quantity": 0, "amount": -1}]);
+    overlong["cancelUrl"] = json!("javascript:history.back()");
+    let refused = create(
+        Some(overlong["orderId"].as_str().expect("id").into()),
+        overlong,
+    )
+    .await
+    .expect("sent");
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["code"], "validation_failed");
+    let fields: Vec<_> = error["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "cancelUrl",
+            "shopName",
+            "orderNumber",
+            "lines[0].name",
+            "lines[0].quantity",
+            "lines[0].amount"
+        ]
+    );
+    let mut bad_time = shown.clone();
+    bad_time["orderId"] = json!(OrderId::new());
+    bad_time["expiresAt"] = json!("in fifteen minutes");
+    let bad_time = create(
+        Some(bad_time["orderId"].as_str().expect("id").into()),
+        bad_time,
+    )
+    .await
+    .expect("sent");
+    assert_eq!(bad_time.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
     let mut other_amount = body.clone();
     other_amount["amount"] = json!(501);
     let reused = create(Some(order_id.to_string()), other_amount)
@@ -678,6 +738,7 @@ async fn a_webhook_is_redelivered_with_the_same_id_and_a_fresh_signature_until_a
 struct StubState {
     script: Vec<(u16, Value)>,
     idempotency_keys: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<Value>>,
 }
 
 /// A gateway that answers each request with the next `(status, body)` of its script and
@@ -703,7 +764,16 @@ async fn start_stub(script: Vec<(u16, Value)>) -> (Url, web::Data<StubState>) {
     (base, state)
 }
 
-async fn answer_from_script(request: HttpRequest, state: web::Data<StubState>) -> HttpResponse {
+async fn answer_from_script(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<StubState>,
+) -> HttpResponse {
+    state
+        .bodies
+        .lock()
+        .expect("lock")
+        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     let key = request
         .headers()
         .get("Idempotency-Key")
@@ -742,6 +812,61 @@ async fn a_gateway_answering_5xx_is_retried_with_the_same_idempotency_key() {
     assert_eq!(session.payment_id, "pay_1");
     let keys = stub.idempotency_keys.lock().expect("lock").clone();
     assert_eq!(keys, vec![order_id.to_string(); 3]);
+}
+
+fn displayed(order_id: OrderId, cancel_url: &str) -> PaymentDisplay {
+    PaymentDisplay {
+        shop_name: "Kassa Demo Shop".into(),
+        order_number: format!("K-{}", &order_id.to_string()[..4]),
+        lines: vec![
+            DisplayLine {
+                name: "Organic cotton tee".into(),
+                quantity: 1,
+                amount: 1999,
+            },
+            DisplayLine {
+                name: "Mug".into(),
+                quantity: 2,
+                amount: 1600,
+            },
+        ],
+        expires_at: Some(time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time")),
+        cancel_url: Some(cancel_url.into()),
+    }
+}
+
+#[actix_web::test]
+async fn what_the_payment_page_shows_is_sent_as_optional_camel_case_fields() {
+    let created =
+        json!({"paymentId": "pay_1", "paymentUrl": "http://gw.test/pay/pay_1", "token": "t"});
+    let (base, stub) = start_stub(vec![(201, created)]).await;
+    let order_id = OrderId::new();
+    let mut request = stub_request(order_id);
+    request.display = displayed(order_id, "http://shop.test/cancel");
+    let order_number = request.display.order_number.clone();
+    let gateway = HttpGateway::new(base);
+
+    gateway.initiate(request).await.expect("initiated");
+    gateway
+        .initiate(stub_request(OrderId::new()))
+        .await
+        .expect("initiated without a display");
+
+    let bodies = stub.bodies.lock().expect("lock").clone();
+    let sent = &bodies[0];
+    assert_eq!(sent["shopName"], "Kassa Demo Shop");
+    assert_eq!(sent["orderNumber"], order_number.as_str());
+    assert_eq!(
+        sent["lines"],
+        json!([{"name": "Organic cotton tee", "quantity": 1, "amount": 1999},
+               {"name": "Mug", "quantity": 2, "amount": 1600}])
+    );
+    assert_eq!(sent["expiresAt"], "2030-03-17T17:46:40Z");
+    assert_eq!(sent["cancelUrl"], "http://shop.test/cancel");
+    let bare = bodies[1].as_object().expect("object");
+    for field in ["shopName", "orderNumber", "lines", "expiresAt", "cancelUrl"] {
+        assert!(!bare.contains_key(field), "{field} left out: {bare:?}");
+    }
 }
 
 #[actix_web::test]

@@ -519,14 +519,13 @@ async fn the_adapter_reads_intent_states_and_refunds_at_stripe() {
 }
 
 #[actix_web::test]
-async fn the_adapter_cancels_intents_at_stripe_and_tells_a_paid_one() {
+async fn the_adapter_cancels_intents_at_stripe_and_tells_a_paid_one_apart() {
     let stripe = Stripe::new();
     let gateway = gateway_at(localstripe(), API_KEY);
 
-    let abandoned = gateway
-        .initiate(payment_request(900))
-        .await
-        .expect("initiate");
+    let mut request = payment_request(900);
+    request.display.order_number = "K-7F3Q-9D2M".into();
+    let abandoned = gateway.initiate(request).await.expect("initiate");
     assert_eq!(
         gateway.cancel(&abandoned.payment_id).await,
         Ok(CancelOutcome::Cancelled)
@@ -535,6 +534,7 @@ async fn the_adapter_cancels_intents_at_stripe_and_tells_a_paid_one() {
         .get(&format!("/v1/payment_intents/{}", abandoned.payment_id))
         .await;
     assert_eq!(intent["status"], "canceled");
+    assert_eq!(intent["metadata"]["order_number"], "K-7F3Q-9D2M");
     let status = gateway.status(&abandoned.payment_id).await.expect("status");
     assert_eq!(status.state, PaymentState::Failed);
     assert_eq!(

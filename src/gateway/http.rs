@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,6 +39,27 @@ struct CreatePayment<'a> {
     currency: &'static str,
     callback_url: &'a str,
     return_url: &'a str,
+    /// What a hosted payment page shows: optional, left out when unknown.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    shop_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    order_number: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    lines: Vec<LineToShow<'a>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_url: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct LineToShow<'a> {
+    name: &'a str,
+    quantity: u32,
+    amount: i64,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +265,20 @@ impl Gateway for HttpGateway {
             currency: request.currency.code(),
             callback_url: &request.callback_url,
             return_url: &request.return_url,
+            shop_name: &request.display.shop_name,
+            order_number: &request.display.order_number,
+            lines: request
+                .display
+                .lines
+                .iter()
+                .map(|line| LineToShow {
+                    name: &line.name,
+                    quantity: line.quantity,
+                    amount: line.amount,
+                })
+                .collect(),
+            expires_at: request.display.expires_at,
+            cancel_url: request.display.cancel_url.as_deref(),
         };
         let http = self
             .client

@@ -6,7 +6,9 @@
 //! The shopper pays on the storefront, not on a page Kassa or Stripe hosts: `paymentUrl` is
 //! `{KASSA_STOREFRONT_URL}/pay/{orderId}?payment_intent={id}` and `paymentToken` the intent's
 //! client secret, with which that page mounts Stripe Elements and calls
-//! `stripe.confirmPayment` (its `return_url` being the storefront's `/orders/{orderId}`).
+//! `stripe.confirmPayment` (its `return_url` being the storefront's `/orders/{orderId}`). Of
+//! what a hosted page would show, only the order number goes to Stripe
+//! (`metadata[order_number]`, for its dashboard).
 //!
 //! Every call may be repeated safely (the intent is created under `Idempotency-Key: <orderId>`,
 //! the refund under `refund-<intent id>`, the cancel under `cancel-<intent id>`, the rest are
@@ -411,15 +413,16 @@ impl Gateway for StripeGateway {
         let order_id = request.order_id.to_string();
         let amount = request.amount.to_string();
         let currency = request.currency.code().to_ascii_lowercase();
-        let http = self.post_form(
-            self.endpoint(&["payment_intents"])?,
-            &order_id,
-            &[
-                ("amount", &amount),
-                ("currency", &currency),
-                ("metadata[order_id]", &order_id),
-            ],
-        )?;
+        let mut form = vec![
+            ("amount", amount.as_str()),
+            ("currency", &currency),
+            ("metadata[order_id]", &order_id),
+        ];
+        // The number the shopper and the shop know the order by, for Stripe's dashboard.
+        if !request.display.order_number.is_empty() {
+            form.push(("metadata[order_number]", &request.display.order_number));
+        }
+        let http = self.post_form(self.endpoint(&["payment_intents"])?, &order_id, &form)?;
         let intent: PaymentIntent = self.call("initiate", http).await?;
         let token = intent.client_secret.clone().ok_or_else(|| {
             GatewayError::Refused(format!(

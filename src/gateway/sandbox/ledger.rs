@@ -7,11 +7,13 @@ use super::{SandboxGateway, journal};
 use base64::Engine as _;
 use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{
-    GatewayError, PaymentRequest, PaymentSession, PaymentState, PaymentStatus,
+    DisplayLine, GatewayError, PaymentDisplay, PaymentRequest, PaymentSession, PaymentState,
+    PaymentStatus,
 };
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 #[derive(Default)]
@@ -39,6 +41,56 @@ pub(super) struct Payment {
     /// journalled before cancels existed read as not cancelled).
     #[serde(default)]
     pub(super) cancelled: bool,
+    /// What the payment page shows besides the amount (empty in lines journalled before).
+    #[serde(default)]
+    pub(super) details: PageDetails,
+}
+
+/// The request's `PaymentDisplay`, as the payment keeps (and journals) it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(super) struct PageDetails {
+    pub(super) shop_name: String,
+    pub(super) order_number: String,
+    pub(super) lines: Vec<PageLine>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub(super) expires_at: Option<OffsetDateTime>,
+    pub(super) cancel_url: Option<String>,
+}
+
+/// One line of the order: its name, quantity and total (minor units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct PageLine {
+    pub(super) name: String,
+    pub(super) quantity: u32,
+    pub(super) amount: i64,
+}
+
+impl From<PaymentDisplay> for PageDetails {
+    fn from(display: PaymentDisplay) -> Self {
+        Self {
+            shop_name: display.shop_name,
+            order_number: display.order_number,
+            lines: display
+                .lines
+                .into_iter()
+                .map(
+                    |DisplayLine {
+                         name,
+                         quantity,
+                         amount,
+                     }| PageLine {
+                        name,
+                        quantity,
+                        amount,
+                    },
+                )
+                .collect(),
+            expires_at: display.expires_at,
+            cancel_url: display.cancel_url,
+        }
+    }
 }
 
 impl Payment {
@@ -160,6 +212,7 @@ impl SandboxGateway {
             state: PaymentState::Pending,
             refund_id: None,
             cancelled: false,
+            details: request.display.into(),
         };
         let receipt = self.inner.record_answered(&payment, None);
         ledger.by_order.insert(request.order_id, id.clone());
@@ -386,5 +439,42 @@ mod tests {
         });
         let payment: Payment = serde_json::from_value(line).expect("reads");
         assert!(!payment.cancelled);
+        assert_eq!(payment.details, PageDetails::default());
+    }
+
+    #[tokio::test]
+    async fn what_the_page_shows_is_kept_and_journalled_with_the_payment() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("payments.jsonl");
+        let settings =
+            || super::super::SandboxSettings::new("whsec_c2VjcmV0", "http://sandbox.test");
+        let clock: kassa_actors::clock::SharedClock =
+            std::sync::Arc::new(kassa_actors::clock::ManualClock::starting_now());
+        let expires_at = clock.now() + time::Duration::minutes(15);
+        let mut req = request(OrderId::new(), 2998);
+        req.display = PaymentDisplay {
+            shop_name: "Kassa Demo Shop".into(),
+            order_number: "K-7F3Q-9D2M".into(),
+            lines: vec![DisplayLine {
+                name: "Tee".into(),
+                quantity: 2,
+                amount: 2998,
+            }],
+            expires_at: Some(expires_at),
+            cancel_url: Some("http://shop.test/cancel".into()),
+        };
+        let sandbox =
+            SandboxGateway::with_journal(settings(), clock.clone(), &path).expect("opens");
+        let opened = sandbox.open(req).await.expect("opens");
+        sandbox.close_journal();
+
+        let reopened = SandboxGateway::with_journal(settings(), clock, &path).expect("opens");
+        let read_back = reopened.payment(&opened.id).expect("known");
+        reopened.close_journal();
+
+        assert_eq!(read_back.details, opened.details);
+        assert_eq!(read_back.details.order_number, "K-7F3Q-9D2M");
+        assert_eq!(read_back.details.expires_at, Some(expires_at));
+        assert_eq!(read_back.details.lines[0].quantity, 2);
     }
 }

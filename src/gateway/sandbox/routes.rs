@@ -12,9 +12,10 @@ use actix_web::guard::{self, GuardContext};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use kassa_actors::domain::{Currency, OrderId};
-use kassa_actors::gateway::PaymentRequest;
+use kassa_actors::gateway::{DisplayLine, PaymentDisplay, PaymentRequest};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 impl From<SandboxError> for AppError {
     fn from(e: SandboxError) -> Self {
@@ -45,6 +46,13 @@ impl From<SandboxError> for AppError {
     }
 }
 
+/// Bounds on what a payment page shows, so a page stays a page.
+const MAX_SHOP_NAME_CHARS: usize = 100;
+const MAX_ORDER_NUMBER_CHARS: usize = 64;
+const MAX_LINES: usize = 100;
+const MAX_LINE_NAME_CHARS: usize = 200;
+const MAX_URL_CHARS: usize = 2048;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct CreatePaymentBody {
@@ -53,6 +61,111 @@ struct CreatePaymentBody {
     currency: Currency,
     callback_url: String,
     return_url: String,
+    /// The rest is optional: what the payment page shows besides the amount.
+    #[serde(default)]
+    shop_name: String,
+    #[serde(default)]
+    order_number: String,
+    #[serde(default)]
+    lines: Vec<LineBody>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    cancel_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LineBody {
+    name: String,
+    quantity: u32,
+    amount: i64,
+}
+
+impl CreatePaymentBody {
+    /// Every field that is not acceptable, named as the body names it.
+    fn invalid_fields(&self) -> Vec<FieldError> {
+        let mut invalid = Vec::new();
+        let mut check = |ok: bool, field: String, message: &str| {
+            if !ok {
+                invalid.push(FieldError {
+                    field,
+                    message: message.into(),
+                });
+            }
+        };
+        for (field, url) in [
+            ("callbackUrl", Some(&self.callback_url)),
+            ("returnUrl", Some(&self.return_url)),
+            ("cancelUrl", self.cancel_url.as_ref()),
+        ] {
+            if let Some(url) = url {
+                check(
+                    url.len() <= MAX_URL_CHARS && is_http_url(url),
+                    field.into(),
+                    "must be an absolute http(s) URL of at most 2048 characters",
+                );
+            }
+        }
+        check(
+            self.shop_name.chars().count() <= MAX_SHOP_NAME_CHARS,
+            "shopName".into(),
+            "must be at most 100 characters",
+        );
+        check(
+            self.order_number.chars().count() <= MAX_ORDER_NUMBER_CHARS,
+            "orderNumber".into(),
+            "must be at most 64 characters",
+        );
+        check(
+            self.lines.len() <= MAX_LINES,
+            "lines".into(),
+            "must have at most 100 lines",
+        );
+        for (i, line) in self.lines.iter().enumerate().take(MAX_LINES) {
+            let name_chars = line.name.chars().count();
+            check(
+                (1..=MAX_LINE_NAME_CHARS).contains(&name_chars),
+                format!("lines[{i}].name"),
+                "must be 1 to 200 characters",
+            );
+            check(
+                line.quantity >= 1,
+                format!("lines[{i}].quantity"),
+                "must be at least 1",
+            );
+            check(
+                line.amount >= 0,
+                format!("lines[{i}].amount"),
+                "must not be negative",
+            );
+        }
+        invalid
+    }
+
+    fn into_request(self) -> PaymentRequest {
+        PaymentRequest {
+            order_id: self.order_id,
+            amount: self.amount,
+            currency: self.currency,
+            callback_url: self.callback_url,
+            return_url: self.return_url,
+            display: PaymentDisplay {
+                shop_name: self.shop_name,
+                order_number: self.order_number,
+                lines: self
+                    .lines
+                    .into_iter()
+                    .map(|line| DisplayLine {
+                        name: line.name,
+                        quantity: line.quantity,
+                        amount: line.amount,
+                    })
+                    .collect(),
+                expires_at: self.expires_at,
+                cancel_url: self.cancel_url,
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -178,30 +291,11 @@ async fn create_payment(
             "the header is required and must equal the body's orderId",
         ));
     }
-    let bad_urls: Vec<_> = [
-        ("callbackUrl", &body.callback_url),
-        ("returnUrl", &body.return_url),
-    ]
-    .into_iter()
-    .filter(|(_, url)| !is_http_url(url))
-    .map(|(field, _)| FieldError {
-        field: field.into(),
-        message: "must be an absolute http(s) URL".into(),
-    })
-    .collect();
-    if !bad_urls.is_empty() {
-        return Err(AppError::Validation(bad_urls));
+    let invalid = body.invalid_fields();
+    if !invalid.is_empty() {
+        return Err(AppError::Validation(invalid));
     }
-    let payment = gateway
-        .open(PaymentRequest {
-            order_id: body.order_id,
-            amount: body.amount,
-            currency: body.currency,
-            callback_url: body.callback_url,
-            return_url: body.return_url,
-            display: Default::default(),
-        })
-        .await?;
+    let payment = gateway.open(body.into_request()).await?;
     Ok(HttpResponse::Created().json(SessionBody {
         payment_id: payment.id,
         payment_url: payment.url,
