@@ -246,14 +246,16 @@ async fn initiating_twice_for_one_order_opens_one_payment() {
 }
 
 #[actix_web::test]
-async fn the_payment_page_shows_the_amount_with_pay_and_decline_buttons() {
+async fn the_payment_page_shows_the_order_with_pay_decline_and_the_way_back() {
     let sandbox = Sandbox::start().await;
     let receiver = Receiver::start(0).await;
-    let session = sandbox
-        .gateway
-        .initiate(payment_request(OrderId::new(), &receiver))
-        .await
-        .expect("initiated");
+    let order_id = OrderId::new();
+    let mut request = payment_request(order_id, &receiver);
+    request.display = displayed(order_id, "http://shop.test/checkout/cancel");
+    request.display.expires_at =
+        Some(time::OffsetDateTime::now_utc() + time::Duration::minutes(15));
+    let order_number = request.display.order_number.clone();
+    let session = sandbox.gateway.initiate(request).await.expect("initiated");
 
     let response = http_client()
         .get(&session.payment_url)
@@ -267,11 +269,28 @@ async fn the_payment_page_shows_the_amount_with_pay_and_decline_buttons() {
         .expect("ascii")
         .to_string();
     assert!(content_type.starts_with("text/html"), "{content_type}");
-    let page = response.text().await.expect("html");
-    assert!(page.contains("19.99 EUR"), "{page}");
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let page = response.text().await.expect("html").replace("&#x2f;", "/");
+    for shown in [
+        "Pay €19.99",
+        "Kassa Demo Shop",
+        &format!("Order {order_number}"),
+        "Organic cotton tee",
+        "€16.00",
+        "Time left: 14 minutes",
+        "No money moves.",
+        r#"<a href="http://shop.test/checkout/cancel">Cancel and return to the shop</a>"#,
+    ] {
+        assert!(page.contains(shown), "{shown} missing: {page}");
+    }
     assert!(page.contains(r#"name="outcome" value="success""#));
     assert!(page.contains(r#"name="outcome" value="failure""#));
     assert!(page.contains(">Pay</button>") && page.contains(">Decline</button>"));
+    sandbox.handle.stop(false).await;
 }
 
 #[actix_web::test]
@@ -403,7 +422,7 @@ async fn a_decided_payment_cannot_be_decided_the_other_way_nor_refunded_unless_p
         .text()
         .await
         .expect("html");
-    assert!(page.contains("This payment has failed."));
+    assert!(page.contains("This payment was declined."), "{page}");
     assert!(!page.contains(">Pay</button>"));
     receiver.assert_exactly(1).await;
 }

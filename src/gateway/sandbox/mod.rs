@@ -78,6 +78,7 @@ struct Inner {
     ledger: Mutex<Ledger>,
     /// Where every change is appended (`None`: memory only).
     journal: Option<journal::Journal>,
+    page: page::PaymentPage,
 }
 
 /// One journal line: a payment as it stands, and the webhook of its decision while that is
@@ -137,7 +138,8 @@ impl Inner {
 impl SandboxGateway {
     /// # Panics
     /// If `settings.webhook_secret` is not base64 (`Config` and [`bind_standalone`] check it
-    /// first) or no TLS back end can be initialised; both only at start-up.
+    /// first), no TLS back end can be initialised or the compiled-in payment page template
+    /// does not parse (its tests parse it); all only at start-up.
     pub fn new(settings: SandboxSettings, clock: SharedClock) -> Self {
         Self::build(settings, clock, Ledger::default(), None)
     }
@@ -202,6 +204,8 @@ impl SandboxGateway {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the HTTP client for webhook delivery builds");
+        let page = page::PaymentPage::new()
+            .expect("the payment page template (compiled in) parses; page.rs's tests render it");
         Self {
             inner: Arc::new(Inner {
                 settings,
@@ -210,6 +214,7 @@ impl SandboxGateway {
                 client,
                 ledger: Mutex::new(ledger),
                 journal,
+                page,
             }),
         }
     }
@@ -245,6 +250,12 @@ impl Gateway for SandboxGateway {
     async fn status(&self, payment_id: &str) -> Result<PaymentStatus, GatewayError> {
         Ok(self.payment(payment_id)?.status())
     }
+}
+
+/// An absolute http(s) URL: the only kind the sandbox calls or links to.
+fn is_http_url(raw: &str) -> bool {
+    reqwest::Url::parse(raw)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 /// What the modules' unit tests share: a sandbox with no journal and a payment request.

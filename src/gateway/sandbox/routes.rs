@@ -2,9 +2,8 @@
 //! decisions, in the `{"error","code"}` shape. The one place the sandbox meets the HTTP
 //! error type: handlers parse, call the ledger and map its `SandboxError`s, nothing more.
 
-use super::SandboxGateway;
 use super::ledger::{Outcome, Payment, SandboxError, state_name};
-use super::page::render_payment_page;
+use super::{SandboxGateway, is_http_url};
 use crate::error::{AppError, FieldError, json_error};
 use crate::routes::{MAX_BODY_BYTES, method_not_allowed};
 use actix_web::error::UrlencodedError;
@@ -13,7 +12,6 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{DisplayLine, PaymentDisplay, PaymentRequest};
-use reqwest::Url;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -45,6 +43,11 @@ impl From<SandboxError> for AppError {
         }
     }
 }
+
+/// The payment page loads nothing and runs nothing: its only style is inline. (No
+/// `form-action`: the decision's 303 goes to the shop, which it would block.)
+const PAGE_CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'";
 
 /// Bounds on what a payment page shows, so a page stays a page.
 const MAX_SHOP_NAME_CHARS: usize = 100;
@@ -303,10 +306,6 @@ async fn create_payment(
     }))
 }
 
-fn is_http_url(raw: &str) -> bool {
-    Url::parse(raw).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-}
-
 async fn get_payment(
     gateway: web::Data<SandboxGateway>,
     payment_id: web::Path<String>,
@@ -336,14 +335,14 @@ async fn payment_page(
     payment_id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let payment = gateway.payment(&payment_id)?;
+    let html = gateway.render_page(&payment).map_err(|e| {
+        AppError::Internal(anyhow::Error::new(e).context("rendering the sandbox payment page"))
+    })?;
     Ok(HttpResponse::Ok()
         .content_type(mime::TEXT_HTML_UTF_8)
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'unsafe-inline'",
-        ))
-        .body(render_payment_page(&payment)))
+        .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
+        .body(html))
 }
 
 async fn decide_by_json(
