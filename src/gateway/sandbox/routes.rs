@@ -8,7 +8,7 @@ use crate::error::{AppError, FieldError, json_error};
 use crate::routes::{MAX_BODY_BYTES, method_not_allowed};
 use actix_web::error::UrlencodedError;
 use actix_web::guard::{self, GuardContext};
-use actix_web::http::header;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{DisplayLine, PaymentDisplay, PaymentRequest};
@@ -335,10 +335,19 @@ async fn payment_page(
     payment_id: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let payment = gateway.payment(&payment_id)?;
-    let html = gateway.render_page(&payment).map_err(|e| {
+    page_response(&gateway, &payment, StatusCode::OK)
+}
+
+/// The payment page as `payment` now stands, answered with `status`.
+fn page_response(
+    gateway: &SandboxGateway,
+    payment: &Payment,
+    status: StatusCode,
+) -> Result<HttpResponse, AppError> {
+    let html = gateway.render_page(payment).map_err(|e| {
         AppError::Internal(anyhow::Error::new(e).context("rendering the sandbox payment page"))
     })?;
-    Ok(HttpResponse::Ok()
+    Ok(HttpResponse::build(status)
         .content_type(mime::TEXT_HTML_UTF_8)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((header::CONTENT_SECURITY_POLICY, PAGE_CSP))
@@ -359,8 +368,15 @@ async fn decide_by_form(
     payment_id: web::Path<String>,
     form: web::Form<DecisionBody>,
 ) -> Result<HttpResponse, AppError> {
-    let payment = gateway.decide(&payment_id, form.outcome).await?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, payment.return_url))
-        .finish())
+    match gateway.decide(&payment_id, form.outcome).await {
+        Ok(payment) => Ok(HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, payment.return_url))
+            .finish()),
+        // A shopper whose page was stale sees why, in words, with the way back.
+        Err(SandboxError::AlreadyDecided(_) | SandboxError::Cancelled) => {
+            let payment = gateway.payment(&payment_id)?;
+            page_response(&gateway, &payment, StatusCode::CONFLICT)
+        }
+        Err(other) => Err(other.into()),
+    }
 }
