@@ -1,12 +1,8 @@
-//! The built-in sandbox payment gateway: payments live in memory (and, in Kassa, in a
-//! journal in the data directory, so a restart keeps them), a hosted page lets the shopper
-//! pay or decline, and each decision is delivered to `callbackUrl` as a Standard
-//! Webhooks-signed event, retried with capped backoff until a 2xx, however long that takes
-//! (only the process stopping ends it). No money ever moves.
-//!
-//! This module owns the gateway handle, its settings and its `Gateway` impl; the payments'
-//! rules live in `ledger`, webhooks in `delivery`, HTTP in `routes` (the only part that
-//! knows the HTTP error type), the page in `page`, `kassa sandbox-gateway` in `standalone`.
+//! The built-in sandbox payment gateway, where no money ever moves: the handle, its settings
+//! and its `Gateway` impl. Payments and their rules live in `ledger` (kept across restarts by
+//! `journal`), signed webhooks in `delivery`, HTTP in `routes` (the only part that knows the
+//! HTTP error type), the page in `page`, `kassa sandbox-gateway` in `standalone`. It never
+//! decides an order's state: it tells Kassa by webhook, and Kassa decides.
 
 use anyhow::Context as _;
 use async_trait::async_trait;
