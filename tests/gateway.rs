@@ -8,7 +8,9 @@ use kassa::gateway::http::HttpGateway;
 use kassa::gateway::sandbox::{SandboxGateway, SandboxSettings, bind_standalone, configure};
 use kassa_actors::clock::{ManualClock, SharedClock, SystemClock};
 use kassa_actors::domain::{Currency, OrderId};
-use kassa_actors::gateway::{Gateway, GatewayError, PaymentRequest, PaymentState};
+use kassa_actors::gateway::{
+    CancelOutcome, DisplayLine, Gateway, GatewayError, PaymentDisplay, PaymentRequest, PaymentState,
+};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -244,14 +246,16 @@ async fn initiating_twice_for_one_order_opens_one_payment() {
 }
 
 #[actix_web::test]
-async fn the_payment_page_shows_the_amount_with_pay_and_decline_buttons() {
+async fn the_payment_page_shows_the_order_with_pay_decline_and_the_way_back() {
     let sandbox = Sandbox::start().await;
     let receiver = Receiver::start(0).await;
-    let session = sandbox
-        .gateway
-        .initiate(payment_request(OrderId::new(), &receiver))
-        .await
-        .expect("initiated");
+    let order_id = OrderId::new();
+    let mut request = payment_request(order_id, &receiver);
+    request.display = displayed(order_id, "http://shop.test/checkout/cancel");
+    request.display.expires_at =
+        Some(time::OffsetDateTime::now_utc() + time::Duration::minutes(15));
+    let order_number = request.display.order_number.clone();
+    let session = sandbox.gateway.initiate(request).await.expect("initiated");
 
     let response = http_client()
         .get(&session.payment_url)
@@ -265,11 +269,28 @@ async fn the_payment_page_shows_the_amount_with_pay_and_decline_buttons() {
         .expect("ascii")
         .to_string();
     assert!(content_type.starts_with("text/html"), "{content_type}");
-    let page = response.text().await.expect("html");
-    assert!(page.contains("19.99 EUR"), "{page}");
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let page = response.text().await.expect("html").replace("&#x2f;", "/");
+    for shown in [
+        "Pay €19.99",
+        "Kassa Demo Shop",
+        &format!("Order {order_number}"),
+        "Organic cotton tee",
+        "€16.00",
+        "Time left: 14 minutes",
+        "No money moves.",
+        r#"<a href="http://shop.test/checkout/cancel">Cancel and return to the shop</a>"#,
+    ] {
+        assert!(page.contains(shown), "{shown} missing: {page}");
+    }
     assert!(page.contains(r#"name="outcome" value="success""#));
     assert!(page.contains(r#"name="outcome" value="failure""#));
     assert!(page.contains(">Pay</button>") && page.contains(">Decline</button>"));
+    sandbox.handle.stop(false).await;
 }
 
 #[actix_web::test]
@@ -401,9 +422,130 @@ async fn a_decided_payment_cannot_be_decided_the_other_way_nor_refunded_unless_p
         .text()
         .await
         .expect("html");
-    assert!(page.contains("This payment has failed."));
+    assert!(page.contains("This payment was declined."), "{page}");
     assert!(!page.contains(">Pay</button>"));
     receiver.assert_exactly(1).await;
+}
+
+async fn cancel_over_http(base_url: &str, payment_id: &str) -> reqwest::Response {
+    http_client()
+        .post(format!("{base_url}/payments/{payment_id}/cancel"))
+        .send()
+        .await
+        .expect("cancel sent")
+}
+
+#[actix_web::test]
+async fn a_cancelled_payment_is_failed_sends_no_webhook_and_can_no_longer_be_paid() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let order_id = OrderId::new();
+    let session = sandbox
+        .gateway
+        .initiate(payment_request(order_id, &receiver))
+        .await
+        .expect("initiated");
+
+    let outcome = sandbox.gateway.cancel(&session.payment_id).await;
+
+    assert_eq!(outcome, Ok(CancelOutcome::Cancelled));
+    let status = sandbox
+        .gateway
+        .status(&session.payment_id)
+        .await
+        .expect("status");
+    assert_eq!(status.state, PaymentState::Failed);
+    let again = cancel_over_http(&sandbox.base_url, &session.payment_id).await;
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "cancelling again answers 200"
+    );
+    let shown: Value = again.json().await.expect("json");
+    assert_eq!(
+        shown,
+        json!({
+            "paymentId": session.payment_id,
+            "orderId": order_id.to_string(),
+            "status": "failed",
+            "amount": 1999,
+            "currency": "EUR",
+        })
+    );
+    for outcome in ["success", "failure"] {
+        let refused = decide_by_json(&session.payment_url, outcome).await;
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        let error: Value = refused.json().await.expect("json");
+        assert_eq!(error["code"], "payment_cancelled");
+        assert!(error["error"].is_string(), "{error}");
+        // A shopper's stale page posts the form: the page answers why, in words.
+        let refused = decide_by_form(&session.payment_url, outcome).await;
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        let page = refused.text().await.expect("html");
+        assert!(page.contains("was cancelled by the shop"), "{page}");
+    }
+    let page = http_client()
+        .get(&session.payment_url)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("cancelled"), "{page}");
+    assert!(!page.contains(">Pay</button>") && !page.contains(">Decline</button>"));
+    assert_eq!(
+        sandbox.gateway.cancel(&session.payment_id).await,
+        Ok(CancelOutcome::Cancelled)
+    );
+    receiver.assert_exactly(0).await;
+    sandbox.handle.stop(false).await;
+}
+
+#[actix_web::test]
+async fn cancelling_a_paid_payment_answers_409_and_the_success_stands() {
+    let sandbox = Sandbox::start().await;
+    let receiver = Receiver::start(0).await;
+    let session = sandbox
+        .gateway
+        .initiate(payment_request(OrderId::new(), &receiver))
+        .await
+        .expect("initiated");
+    assert_eq!(
+        decide_by_json(&session.payment_url, "success")
+            .await
+            .status(),
+        StatusCode::OK
+    );
+
+    let refused = cancel_over_http(&sandbox.base_url, &session.payment_id).await;
+
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["code"], "payment_already_decided");
+    assert!(error["error"].is_string(), "{error}");
+    assert_eq!(
+        sandbox.gateway.cancel(&session.payment_id).await,
+        Ok(CancelOutcome::AlreadySucceeded)
+    );
+    let status = sandbox
+        .gateway
+        .status(&session.payment_id)
+        .await
+        .expect("status");
+    assert_eq!(status.state, PaymentState::Succeeded);
+    let deliveries = receiver.assert_exactly(1).await;
+    assert_eq!(deliveries[0].body["status"], "Success");
+
+    let unknown = cancel_over_http(&sandbox.base_url, "pay_unknown").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let error: Value = unknown.json().await.expect("json");
+    assert_eq!(error["code"], "payment_not_found");
+    assert!(matches!(
+        sandbox.gateway.cancel("pay_unknown").await,
+        Err(GatewayError::Refused(_))
+    ));
+    sandbox.handle.stop(false).await;
 }
 
 #[actix_web::test]
@@ -465,6 +607,64 @@ async fn the_protocol_answers_in_the_contract_shapes() {
         .await
         .expect("sent");
     assert_eq!(bad_url.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let mut shown = body.clone();
+    shown["orderId"] = json!(OrderId::new());
+    shown["shopName"] = json!("Kassa Demo Shop");
+    shown["orderNumber"] = json!("K-7F3Q-9D2M");
+    shown["lines"] = json!([{"name": "Tee", "quantity": 2, "amount": 500}]);
+    shown["expiresAt"] = json!("2030-01-01T12:00:00Z");
+    shown["cancelUrl"] = json!("https://shop.test/checkout/cancel");
+    let accepted = create(
+        Some(shown["orderId"].as_str().expect("id").into()),
+        shown.clone(),
+    )
+    .await
+    .expect("sent");
+    assert_eq!(accepted.status(), StatusCode::CREATED);
+
+    let mut overlong = shown.clone();
+    overlong["orderId"] = json!(OrderId::new());
+    overlong["shopName"] = json!("x".repeat(101));
+    overlong["orderNumber"] = json!("K".repeat(65));
+    overlong["lines"] = json!([{"name": "", "quantity": 0, "amount": -1}]);
+    overlong["cancelUrl"] = json!("javascript:history.back()");
+    let refused = create(
+        Some(overlong["orderId"].as_str().expect("id").into()),
+        overlong,
+    )
+    .await
+    .expect("sent");
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let error: Value = refused.json().await.expect("json");
+    assert_eq!(error["code"], "validation_failed");
+    let fields: Vec<_> = error["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "cancelUrl",
+            "shopName",
+            "orderNumber",
+            "lines[0].name",
+            "lines[0].quantity",
+            "lines[0].amount"
+        ]
+    );
+    let mut bad_time = shown.clone();
+    bad_time["orderId"] = json!(OrderId::new());
+    bad_time["expiresAt"] = json!("in fifteen minutes");
+    let bad_time = create(
+        Some(bad_time["orderId"].as_str().expect("id").into()),
+        bad_time,
+    )
+    .await
+    .expect("sent");
+    assert_eq!(bad_time.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
     let mut other_amount = body.clone();
     other_amount["amount"] = json!(501);
@@ -559,6 +759,7 @@ async fn a_webhook_is_redelivered_with_the_same_id_and_a_fresh_signature_until_a
 struct StubState {
     script: Vec<(u16, Value)>,
     idempotency_keys: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<Value>>,
 }
 
 /// A gateway that answers each request with the next `(status, body)` of its script and
@@ -584,7 +785,16 @@ async fn start_stub(script: Vec<(u16, Value)>) -> (Url, web::Data<StubState>) {
     (base, state)
 }
 
-async fn answer_from_script(request: HttpRequest, state: web::Data<StubState>) -> HttpResponse {
+async fn answer_from_script(
+    request: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<StubState>,
+) -> HttpResponse {
+    state
+        .bodies
+        .lock()
+        .expect("lock")
+        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
     let key = request
         .headers()
         .get("Idempotency-Key")
@@ -625,6 +835,61 @@ async fn a_gateway_answering_5xx_is_retried_with_the_same_idempotency_key() {
     assert_eq!(keys, vec![order_id.to_string(); 3]);
 }
 
+fn displayed(order_id: OrderId, cancel_url: &str) -> PaymentDisplay {
+    PaymentDisplay {
+        shop_name: "Kassa Demo Shop".into(),
+        order_number: format!("K-{}", &order_id.to_string()[..4]),
+        lines: vec![
+            DisplayLine {
+                name: "Organic cotton tee".into(),
+                quantity: 1,
+                amount: 1999,
+            },
+            DisplayLine {
+                name: "Mug".into(),
+                quantity: 2,
+                amount: 1600,
+            },
+        ],
+        expires_at: Some(time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time")),
+        cancel_url: Some(cancel_url.into()),
+    }
+}
+
+#[actix_web::test]
+async fn what_the_payment_page_shows_is_sent_as_optional_camel_case_fields() {
+    let created =
+        json!({"paymentId": "pay_1", "paymentUrl": "http://gw.test/pay/pay_1", "token": "t"});
+    let (base, stub) = start_stub(vec![(201, created)]).await;
+    let order_id = OrderId::new();
+    let mut request = stub_request(order_id);
+    request.display = displayed(order_id, "http://shop.test/cancel");
+    let order_number = request.display.order_number.clone();
+    let gateway = HttpGateway::new(base);
+
+    gateway.initiate(request).await.expect("initiated");
+    gateway
+        .initiate(stub_request(OrderId::new()))
+        .await
+        .expect("initiated without a display");
+
+    let bodies = stub.bodies.lock().expect("lock").clone();
+    let sent = &bodies[0];
+    assert_eq!(sent["shopName"], "Kassa Demo Shop");
+    assert_eq!(sent["orderNumber"], order_number.as_str());
+    assert_eq!(
+        sent["lines"],
+        json!([{"name": "Organic cotton tee", "quantity": 1, "amount": 1999},
+               {"name": "Mug", "quantity": 2, "amount": 1600}])
+    );
+    assert_eq!(sent["expiresAt"], "2030-03-17T17:46:40Z");
+    assert_eq!(sent["cancelUrl"], "http://shop.test/cancel");
+    let bare = bodies[1].as_object().expect("object");
+    for field in ["shopName", "orderNumber", "lines", "expiresAt", "cancelUrl"] {
+        assert!(!bare.contains_key(field), "{field} left out: {bare:?}");
+    }
+}
+
 #[actix_web::test]
 async fn a_gateway_that_keeps_failing_is_unavailable_after_three_attempts() {
     let (base, stub) = start_stub(vec![(502, json!({}))]).await;
@@ -637,6 +902,44 @@ async fn a_gateway_that_keeps_failing_is_unavailable_after_three_attempts() {
     );
     let keys = stub.idempotency_keys.lock().expect("lock").clone();
     assert_eq!(keys, vec!["refund-pay_1".to_string(); 3]);
+}
+
+#[actix_web::test]
+async fn a_cancel_is_retried_on_5xx_and_a_409_means_the_payment_had_succeeded() {
+    let failed = json!({"paymentId": "pay_1", "orderId": OrderId::new(), "status": "failed",
+                        "amount": 1999, "currency": "EUR"});
+    let (base, stub) = start_stub(vec![(503, json!({})), (200, failed)]).await;
+    assert_eq!(
+        HttpGateway::new(base).cancel("pay_1").await,
+        Ok(CancelOutcome::Cancelled)
+    );
+    let keys = stub.idempotency_keys.lock().expect("lock").clone();
+    assert_eq!(keys, vec!["cancel-pay_1".to_string(); 2]);
+
+    let conflict = json!({"error": "the payment has already succeeded",
+                          "code": "payment_already_decided"});
+    let (base, stub) = start_stub(vec![(409, conflict)]).await;
+    assert_eq!(
+        HttpGateway::new(base).cancel("pay_1").await,
+        Ok(CancelOutcome::AlreadySucceeded)
+    );
+    assert_eq!(stub.idempotency_keys.lock().expect("lock").len(), 1);
+
+    let (base, _stub) = start_stub(vec![(
+        404,
+        json!({"error": "no", "code": "payment_not_found"}),
+    )])
+    .await;
+    assert!(matches!(
+        HttpGateway::new(base).cancel("pay_1").await,
+        Err(GatewayError::Refused(_))
+    ));
+    let (base, stub) = start_stub(vec![(500, json!({}))]).await;
+    assert!(matches!(
+        HttpGateway::new(base).cancel("pay_1").await,
+        Err(GatewayError::Unavailable(_))
+    ));
+    assert_eq!(stub.idempotency_keys.lock().expect("lock").len(), 3);
 }
 
 #[actix_web::test]
@@ -752,23 +1055,32 @@ async fn the_standalone_process_announces_its_address_and_stops_on_sigterm() {
 }
 
 #[tokio::test]
-async fn the_standalone_process_keeps_its_payments_in_a_journal_across_a_restart() {
+async fn the_standalone_process_keeps_its_payments_and_cancels_in_a_journal_across_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = dir.path().join("payments.jsonl");
     let journal = journal.to_str().expect("utf-8 path");
     let (child, announced) = start_sandbox_process(&["--journal", journal]).await;
     let gateway = HttpGateway::new(Url::parse(&announced).expect("url"));
+    let request = |order_id| PaymentRequest {
+        order_id,
+        amount: 1999,
+        currency: Currency::EUR,
+        callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
+        return_url: "http://shop.test/orders/1".into(),
+        display: Default::default(),
+    };
     let session = gateway
-        .initiate(PaymentRequest {
-            order_id: OrderId::new(),
-            amount: 1999,
-            currency: Currency::EUR,
-            callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
-            return_url: "http://shop.test/orders/1".into(),
-            display: Default::default(),
-        })
+        .initiate(request(OrderId::new()))
         .await
         .expect("payment opened");
+    let cancelled = gateway
+        .initiate(request(OrderId::new()))
+        .await
+        .expect("payment opened");
+    assert_eq!(
+        gateway.cancel(&cancelled.payment_id).await,
+        Ok(CancelOutcome::Cancelled)
+    );
     stop_sandbox_process(child).await;
 
     let (child, announced) = start_sandbox_process(&["--journal", journal]).await;
@@ -779,5 +1091,16 @@ async fn the_standalone_process_keeps_its_payments_in_a_journal_across_a_restart
         .expect("the payment is known after the restart");
     assert_eq!(status.state, PaymentState::Pending);
     assert_eq!(status.amount, 1999);
+    let status = gateway
+        .status(&cancelled.payment_id)
+        .await
+        .expect("the cancelled payment is known after the restart");
+    assert_eq!(status.state, PaymentState::Failed);
+    let pay_url = format!("{announced}/pay/{}", cancelled.payment_id);
+    assert_eq!(
+        decide_by_json(&pay_url, "success").await.status(),
+        StatusCode::CONFLICT,
+        "still cancelled after the restart"
+    );
     stop_sandbox_process(child).await;
 }

@@ -14,7 +14,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use helpers::{TestApp, assert_error, json_of, spawn_app_with};
 use kassa::gateway::stripe::{StripeGateway, StripeSettings};
 use kassa_actors::domain::{Currency, OrderId};
-use kassa_actors::gateway::{Gateway, GatewayError, PaymentRequest, PaymentState};
+use kassa_actors::gateway::{CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentState};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -519,6 +519,53 @@ async fn the_adapter_reads_intent_states_and_refunds_at_stripe() {
 }
 
 #[actix_web::test]
+async fn the_adapter_cancels_intents_at_stripe_and_tells_a_paid_one_apart() {
+    let stripe = Stripe::new();
+    let gateway = gateway_at(localstripe(), API_KEY);
+
+    let mut request = payment_request(900);
+    request.display.order_number = "K-7F3Q-9D2M".into();
+    let abandoned = gateway.initiate(request).await.expect("initiate");
+    assert_eq!(
+        gateway.cancel(&abandoned.payment_id).await,
+        Ok(CancelOutcome::Cancelled)
+    );
+    let intent = stripe
+        .get(&format!("/v1/payment_intents/{}", abandoned.payment_id))
+        .await;
+    assert_eq!(intent["status"], "canceled");
+    assert_eq!(intent["metadata"]["order_number"], "K-7F3Q-9D2M");
+    let status = gateway.status(&abandoned.payment_id).await.expect("status");
+    assert_eq!(status.state, PaymentState::Failed);
+    assert_eq!(
+        gateway.cancel(&abandoned.payment_id).await,
+        Ok(CancelOutcome::Cancelled),
+        "cancelling again (localstripe refuses it) answers the same"
+    );
+    let (code, _) = stripe.pay(&abandoned.payment_id, CARD_OK).await;
+    assert_ne!(code, StatusCode::OK, "a canceled intent cannot be paid");
+
+    let paid = gateway
+        .initiate(payment_request(1200))
+        .await
+        .expect("initiate");
+    let (code, _) = stripe.pay(&paid.payment_id, CARD_OK).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        gateway.cancel(&paid.payment_id).await,
+        Ok(CancelOutcome::AlreadySucceeded)
+    );
+    let status = gateway.status(&paid.payment_id).await.expect("status");
+    assert_eq!(status.state, PaymentState::Succeeded);
+
+    let err = gateway
+        .cancel("pi_does_not_exist")
+        .await
+        .expect_err("unknown intent");
+    assert!(matches!(err, GatewayError::Refused(_)), "{err:?}");
+}
+
+#[actix_web::test]
 async fn the_adapter_tells_refusals_from_outages() {
     let gateway = gateway_at(localstripe(), API_KEY);
     let err = gateway
@@ -704,6 +751,57 @@ async fn a_refund_stripe_already_holds_is_answered_with_that_refund() {
     assert_eq!(seen[0].idempotency_key.as_deref(), Some("refund-pi_paid"));
     assert_eq!(seen[0].body, "payment_intent=pi_paid");
     assert_eq!(seen[1].path, "/v1/refunds?payment_intent=pi_paid&limit=100");
+    server.stop(true).await;
+}
+
+#[actix_web::test]
+async fn a_cancel_stripe_refuses_is_judged_by_the_intent_as_it_stands() {
+    let script = Script::default();
+    let (base, server) = scripted_stripe(&script);
+    let gateway = gateway_at(&base, API_KEY);
+    let unexpected_state = |status: &str| {
+        json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state",
+                          "message": format!("You cannot cancel this PaymentIntent because it has a status of {status}.")}})
+    };
+    let order_id = OrderId::new();
+    let intent = |status: &str| {
+        let mut intent = intent_json("pi_x", order_id);
+        intent["status"] = json!(status);
+        intent
+    };
+
+    script.answer(400, None, unexpected_state("succeeded"));
+    script.answer(200, None, intent("succeeded"));
+    assert_eq!(
+        gateway.cancel("pi_x").await,
+        Ok(CancelOutcome::AlreadySucceeded)
+    );
+    let seen = script.seen();
+    assert_eq!(seen[0].path, "/v1/payment_intents/pi_x/cancel");
+    assert_eq!(seen[0].idempotency_key.as_deref(), Some("cancel-pi_x"));
+    assert_eq!(seen[1].path, "/v1/payment_intents/pi_x");
+
+    script.answer(400, None, unexpected_state("canceled"));
+    script.answer(200, None, intent("canceled"));
+    assert_eq!(gateway.cancel("pi_x").await, Ok(CancelOutcome::Cancelled));
+
+    // Processing: Stripe has not decided yet; asking again later may tell.
+    script.answer(400, None, unexpected_state("processing"));
+    script.answer(200, None, intent("processing"));
+    let err = gateway.cancel("pi_x").await.expect_err("processing");
+    assert!(matches!(err, GatewayError::Unavailable(_)), "{err:?}");
+
+    script.answer(503, None, json!({"error": {"type": "api_error"}}));
+    script.answer(200, None, intent("canceled"));
+    assert_eq!(gateway.cancel("pi_x").await, Ok(CancelOutcome::Cancelled));
+    let retried: Vec<_> = script.seen().into_iter().skip(6).collect();
+    assert!(
+        retried
+            .iter()
+            .all(|s| s.path == "/v1/payment_intents/pi_x/cancel"
+                && s.idempotency_key.as_deref() == Some("cancel-pi_x")),
+        "{retried:?}"
+    );
     server.stop(true).await;
 }
 

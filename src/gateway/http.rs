@@ -1,17 +1,20 @@
 //! A client for any payment gateway speaking API.md's "Payment gateway protocol"
 //! (`KASSA_GATEWAY=http://host:port`). Every call is idempotent by its key, so connect errors,
-//! timeouts and 5xx are retried (3 attempts); a 4xx is a refusal and is never retried.
+//! timeouts and 5xx are retried (3 attempts); a 4xx is never retried: a refusal, except a
+//! cancel's 409 (the payment had succeeded).
 
 use async_trait::async_trait;
 use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{
-    Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentState, PaymentStatus,
+    CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentState,
+    PaymentStatus,
 };
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +39,27 @@ struct CreatePayment<'a> {
     currency: &'static str,
     callback_url: &'a str,
     return_url: &'a str,
+    /// What a hosted payment page shows: optional, left out when unknown.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    shop_name: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    order_number: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    lines: Vec<LineToShow<'a>>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_url: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct LineToShow<'a> {
+    name: &'a str,
+    quantity: u32,
+    amount: i64,
 }
 
 #[derive(Deserialize)]
@@ -94,19 +118,38 @@ impl HttpGateway {
         Ok(url)
     }
 
-    /// Sends `request`, retrying what may be retried, and reads the JSON answer; the whole
-    /// call (retries included) is timed in `kassa_gateway_request_seconds`.
+    /// Sends `request`, retrying what may be retried, and reads the JSON answer of a 2xx (any
+    /// other answer is a refusal).
     async fn call<T: DeserializeOwned>(
         &self,
         op: &'static str,
         request: RequestBuilder,
     ) -> Result<T, GatewayError> {
-        let started = Instant::now();
-        let result = self.send_with_retries(op, request).await.and_then(|body| {
-            serde_json::from_slice(&body).map_err(|e| {
+        self.call_with(op, request, |status, body| {
+            if !status.is_success() {
+                return Err(GatewayError::Refused(refusal(status, body)));
+            }
+            serde_json::from_slice(body).map_err(|e| {
                 GatewayError::Refused(format!("{op}: the gateway's answer is unreadable: {e}"))
             })
-        });
+        })
+        .await
+    }
+
+    /// Sends `request`, retrying what may be retried, and lets `read` judge the final answer
+    /// (a 2xx or 4xx); the whole call (retries included) is timed in
+    /// `kassa_gateway_request_seconds`.
+    async fn call_with<T>(
+        &self,
+        op: &'static str,
+        request: RequestBuilder,
+        read: impl FnOnce(StatusCode, &[u8]) -> Result<T, GatewayError>,
+    ) -> Result<T, GatewayError> {
+        let started = Instant::now();
+        let result = self
+            .send_with_retries(op, request)
+            .await
+            .and_then(|(status, body)| read(status, &body));
         let outcome = match &result {
             Ok(_) => "ok",
             Err(GatewayError::Refused(_)) => "refused",
@@ -117,11 +160,13 @@ impl HttpGateway {
         result
     }
 
+    /// The final answer: a 2xx or a 4xx (never retried); 5xx, timeouts and connect errors are
+    /// retried, and `Unavailable` once the attempts are spent.
     async fn send_with_retries(
         &self,
         op: &'static str,
         request: RequestBuilder,
-    ) -> Result<Vec<u8>, GatewayError> {
+    ) -> Result<(StatusCode, Vec<u8>), GatewayError> {
         let request = request
             .build()
             .map_err(|e| GatewayError::Refused(format!("{op}: {}", describe(&e))))?;
@@ -132,7 +177,7 @@ impl HttpGateway {
                 GatewayError::Refused(format!("{op}: the request body cannot be resent"))
             })?;
             match self.attempt(this_try).await {
-                Ok(body) => return Ok(body),
+                Ok(answer) => return Ok(answer),
                 Err(AttemptError::Final(e)) => return Err(e),
                 Err(AttemptError::Retryable(problem)) if attempt < ATTEMPTS => {
                     tracing::warn!(op, attempt, error = %problem, "payment gateway call failed; retrying");
@@ -149,7 +194,10 @@ impl HttpGateway {
         }
     }
 
-    async fn attempt(&self, request: reqwest::Request) -> Result<Vec<u8>, AttemptError> {
+    async fn attempt(
+        &self,
+        request: reqwest::Request,
+    ) -> Result<(StatusCode, Vec<u8>), AttemptError> {
         let response = self
             .client
             .execute(request)
@@ -157,16 +205,12 @@ impl HttpGateway {
             .map_err(transport_error)?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport_error)?;
-        if status.is_success() {
-            Ok(body.to_vec())
-        } else if status.is_server_error() {
+        if status.is_server_error() {
             Err(AttemptError::Retryable(format!(
                 "the gateway answered {status}"
             )))
         } else {
-            Err(AttemptError::Final(GatewayError::Refused(refusal(
-                status, &body,
-            ))))
+            Ok((status, body.to_vec()))
         }
     }
 }
@@ -200,13 +244,18 @@ pub(super) fn describe(error: &dyn std::error::Error) -> String {
 
 #[async_trait]
 impl Gateway for HttpGateway {
-    async fn cancel(
-        &self,
-        payment_id: &str,
-    ) -> Result<kassa_actors::gateway::CancelOutcome, GatewayError> {
-        Err(GatewayError::Refused(format!(
-            "cancelling payment {payment_id} is not supported yet"
-        )))
+    /// 200: cancelled (or failed already); 409: it had succeeded; any other 4xx a refusal.
+    async fn cancel(&self, payment_id: &str) -> Result<CancelOutcome, GatewayError> {
+        let http = self
+            .client
+            .post(self.endpoint(&["payments", payment_id, "cancel"])?)
+            .header("Idempotency-Key", format!("cancel-{payment_id}"));
+        self.call_with("cancel", http, |status, body| match status {
+            StatusCode::CONFLICT => Ok(CancelOutcome::AlreadySucceeded),
+            status if status.is_success() => Ok(CancelOutcome::Cancelled),
+            status => Err(GatewayError::Refused(refusal(status, body))),
+        })
+        .await
     }
 
     async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
@@ -216,6 +265,20 @@ impl Gateway for HttpGateway {
             currency: request.currency.code(),
             callback_url: &request.callback_url,
             return_url: &request.return_url,
+            shop_name: &request.display.shop_name,
+            order_number: &request.display.order_number,
+            lines: request
+                .display
+                .lines
+                .iter()
+                .map(|line| LineToShow {
+                    name: &line.name,
+                    quantity: line.quantity,
+                    amount: line.amount,
+                })
+                .collect(),
+            expires_at: request.display.expires_at,
+            cancel_url: request.display.cancel_url.as_deref(),
         };
         let http = self
             .client

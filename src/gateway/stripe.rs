@@ -6,10 +6,13 @@
 //! The shopper pays on the storefront, not on a page Kassa or Stripe hosts: `paymentUrl` is
 //! `{KASSA_STOREFRONT_URL}/pay/{orderId}?payment_intent={id}` and `paymentToken` the intent's
 //! client secret, with which that page mounts Stripe Elements and calls
-//! `stripe.confirmPayment` (its `return_url` being the storefront's `/orders/{orderId}`).
+//! `stripe.confirmPayment` (its `return_url` being the storefront's `/orders/{orderId}`). Of
+//! what a hosted page would show, only the order number goes to Stripe
+//! (`metadata[order_number]`, for its dashboard).
 //!
 //! Every call may be repeated safely (the intent is created under `Idempotency-Key: <orderId>`,
-//! the refund under `refund-<intent id>`, the rest are reads), so connect errors, timeouts, 429
+//! the refund under `refund-<intent id>`, the cancel under `cancel-<intent id>`, the rest are
+//! reads), so connect errors, timeouts, 429
 //! and 5xx are retried (3 attempts) unless Stripe answers `Stripe-Should-Retry: false`; any
 //! other 4xx is a refusal and is never retried.
 
@@ -18,7 +21,8 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{
-    Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentState, PaymentStatus,
+    CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentState,
+    PaymentStatus,
 };
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{RequestBuilder, StatusCode, Url};
@@ -378,28 +382,47 @@ fn stripe_error(status: StatusCode, body: &[u8]) -> (Option<String>, String) {
 
 #[async_trait]
 impl Gateway for StripeGateway {
-    async fn cancel(
-        &self,
-        payment_id: &str,
-    ) -> Result<kassa_actors::gateway::CancelOutcome, GatewayError> {
-        Err(GatewayError::Refused(format!(
-            "cancelling payment {payment_id} is not supported yet"
-        )))
+    /// Cancels the intent. Stripe refuses to cancel one that succeeded, is processing or was
+    /// cancelled already: the intent as it now stands then says which.
+    async fn cancel(&self, payment_id: &str) -> Result<CancelOutcome, GatewayError> {
+        let http = self.post_form(
+            self.endpoint(&["payment_intents", payment_id, "cancel"])?,
+            &format!("cancel-{payment_id}"),
+            &[],
+        )?;
+        let refusal = match self.call::<PaymentIntent>("cancel", http).await {
+            Ok(_) => return Ok(CancelOutcome::Cancelled),
+            Err(CallError::Refused { message, .. }) => message,
+            Err(other) => return Err(other.into()),
+        };
+        let http = self
+            .client
+            .get(self.endpoint(&["payment_intents", payment_id])?);
+        let intent: PaymentIntent = self.call("cancel", http).await?;
+        match intent.status.as_str() {
+            "succeeded" => Ok(CancelOutcome::AlreadySucceeded),
+            "canceled" => Ok(CancelOutcome::Cancelled),
+            "processing" => Err(GatewayError::Unavailable(format!(
+                "cancel: intent {payment_id} is processing; ask again once Stripe has decided"
+            ))),
+            _ => Err(GatewayError::Refused(refusal)),
+        }
     }
 
     async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
         let order_id = request.order_id.to_string();
         let amount = request.amount.to_string();
         let currency = request.currency.code().to_ascii_lowercase();
-        let http = self.post_form(
-            self.endpoint(&["payment_intents"])?,
-            &order_id,
-            &[
-                ("amount", &amount),
-                ("currency", &currency),
-                ("metadata[order_id]", &order_id),
-            ],
-        )?;
+        let mut form = vec![
+            ("amount", amount.as_str()),
+            ("currency", &currency),
+            ("metadata[order_id]", &order_id),
+        ];
+        // The number the shopper and the shop know the order by, for Stripe's dashboard.
+        if !request.display.order_number.is_empty() {
+            form.push(("metadata[order_number]", &request.display.order_number));
+        }
+        let http = self.post_form(self.endpoint(&["payment_intents"])?, &order_id, &form)?;
         let intent: PaymentIntent = self.call("initiate", http).await?;
         let token = intent.client_secret.clone().ok_or_else(|| {
             GatewayError::Refused(format!(
