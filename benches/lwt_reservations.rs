@@ -139,6 +139,12 @@ impl Store for Counted {
     async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
         self.inner.list_products(after, limit).await
     }
+    async fn locked_carts(&self, limit: usize) -> StoreResult<Vec<CartRecord>> {
+        self.inner.locked_carts(limit).await
+    }
+    async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
+        self.inner.release_unfinished_idempotency().await
+    }
 }
 
 struct Bench {

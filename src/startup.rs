@@ -193,6 +193,17 @@ impl Application {
             metrics: crate::telemetry::metrics_handle(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
+        let (keys, checkouts) = state
+            .recover_interrupted_checkouts()
+            .await
+            .context("recovering checkouts interrupted by a crash")?;
+        if keys + checkouts > 0 {
+            tracing::warn!(
+                idempotency_keys = keys,
+                checkouts,
+                "released what interrupted checkouts held (the previous run did not stop cleanly)"
+            );
+        }
         let resumed = state
             .resume_active_orders()
             .await

@@ -4,15 +4,17 @@
 use crate::config::Config;
 use crate::shopper::Pages;
 use crate::shopper::links::OrderLinks;
-use kassa_actors::cart::CartActor;
+use kassa_actors::cart::{CartActor, EndCheckout};
 use kassa_actors::clock::SharedClock;
+use kassa_actors::domain::OrderId;
 use kassa_actors::gateway::SharedGateway;
 use kassa_actors::mailer::Mailer;
 use kassa_actors::order_actor::{OrderActor, OrderTick};
-use kassa_actors::product::ProductActor;
+use kassa_actors::product::{ProductActor, Release};
 use kassa_actors::registry::{PassivateIfIdle, Registry};
 use kassa_actors::store::SharedStore;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 pub struct AppState {
@@ -63,6 +65,53 @@ impl AppState {
                 return Ok(purged);
             }
         }
+    }
+
+    /// API.md's crash rule, at start-up before serving, on a store only this process writes:
+    /// what checkouts interrupted by a crash still hold is given back at once instead of at
+    /// its expiry. Every idempotency claim still in progress is released (no request runs
+    /// yet), and every cart locked by an order that was never stored has that order's
+    /// reservations released (the cart's lines name the SKUs: it cannot change while locked)
+    /// and its lock lifted, lines kept. Answers (keys released, checkouts recovered).
+    pub async fn recover_interrupted_checkouts(&self) -> anyhow::Result<(usize, usize)> {
+        if self.store.is_shared() {
+            return Ok((0, 0));
+        }
+        let keys = self.store.release_unfinished_idempotency().await?;
+        // Active orders (pending ones included) keep their locks: their actors settle them.
+        let active: HashSet<OrderId> = self.store.active_orders().await?.into_iter().collect();
+        let mut recovered = 0;
+        for cart in self.store.locked_carts(usize::MAX).await? {
+            let Some(order_id) = cart.locked_by.filter(|id| !active.contains(id)) else {
+                continue;
+            };
+            if self.store.load_order(order_id).await?.is_some() {
+                continue;
+            }
+            for line in &cart.lines {
+                self.products
+                    .ask(&line.sku, Release { order_id })
+                    .await
+                    .map_err(anyhow::Error::from)?
+                    .map_err(anyhow::Error::from)?;
+            }
+            let end = EndCheckout {
+                order_id,
+                paid: None,
+            };
+            self.carts
+                .ask(&cart.id, end)
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(anyhow::Error::from)?;
+            tracing::warn!(%order_id, cart_id = %cart.id, "released what a checkout interrupted by a crash held");
+            recovered += 1;
+        }
+        metrics::counter!("kassa_crash_recovered_total", "what" => "idempotency_key")
+            .increment(keys as u64);
+        metrics::counter!("kassa_crash_recovered_total", "what" => "checkout")
+            .increment(recovered as u64);
+        Ok((keys, recovered))
     }
 
     /// Wakes every order the store lists as active (start-up: expiries and unfinished steps

@@ -214,6 +214,136 @@ async fn an_order_answered_200_survives_kill_9_and_can_be_paid_after_restart() {
     assert_eq!(product["available"], 1);
 }
 
+/// A payment gateway that accepts connections and never answers; counts the connections.
+fn hanging_gateway() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn a_kill_9_during_checkouts_leaves_nothing_held_after_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (hanging_url, accepted) = hanging_gateway();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let mut kassa = start_kassa(dir.path(), port, &hanging_url);
+    wait_ready(&client, &base).await;
+    let admin = token("admin", true);
+    let (status, _) = send(
+        client
+            .put(format!("{base}/api/admin/products/crash-tee"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "Tee", "price": 1999, "currency": "EUR", "stock": 20})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Three shoppers check out 5 units each; the gateway never answers, so each checkout is
+    // caught holding its stock, its cart lock and its Idempotency-Key.
+    let mut shoppers = Vec::new();
+    for i in 0..3 {
+        let shopper = token(&format!("shopper-{i}"), false);
+        let (_, cart) = send(
+            client
+                .post(format!("{base}/api/carts"))
+                .bearer_auth(&shopper),
+        )
+        .await;
+        let cart = cart["cartId"].as_str().expect("cartId").to_string();
+        let (status, _) = send(
+            client
+                .put(format!("{base}/api/carts/{cart}/items/crash-tee"))
+                .bearer_auth(&shopper)
+                .json(&json!({"quantity": 5})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        shoppers.push((shopper, cart, format!("key-{i}")));
+    }
+    let checkout = |shopper: &str, cart: &str, key: &str| {
+        client
+            .post(format!("{base}/api/orders"))
+            .bearer_auth(shopper)
+            .header("Idempotency-Key", key)
+            .json(&json!({
+                "cartId": cart,
+                "shippingDetails": {"name": "Shopper", "line1": "1 Main St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
+                "paymentMethod": "card",
+            }))
+    };
+    let in_flight: Vec<_> = shoppers
+        .iter()
+        .map(|(shopper, cart, key)| tokio::spawn(checkout(shopper, cart, key).send()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the checkouts never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, product) = send(client.get(format!("{base}/api/products/crash-tee"))).await;
+    assert_eq!(
+        product["available"], 5,
+        "15 units held by the three checkouts"
+    );
+
+    kassa.0.kill().expect("SIGKILL");
+    kassa.0.wait().expect("reaped");
+    drop(kassa);
+    for request in in_flight {
+        let _ = request.await;
+    }
+
+    let (_gateway, gateway_url) = start_gateway();
+    let _kassa = start_kassa(dir.path(), port, &gateway_url);
+    wait_ready(&client, &base).await;
+    let ready_at = Instant::now();
+    // Nothing held: the stock is back, the carts take changes, the keys take a retry.
+    let (_, product) = send(client.get(format!("{base}/api/products/crash-tee"))).await;
+    assert_eq!(
+        product["available"], 20,
+        "no unit held for an order that was never stored"
+    );
+    for (shopper, cart, key) in &shoppers {
+        let (status, body) = send(
+            client
+                .put(format!("{base}/api/carts/{cart}/items/crash-tee"))
+                .bearer_auth(shopper)
+                .json(&json!({"quantity": 4})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "the cart is unlocked: {body}");
+        let (status, body) = send(checkout(shopper, cart, key)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the same key's retry places the order: {body}"
+        );
+    }
+    assert!(
+        ready_at.elapsed() < Duration::from_secs(10),
+        "all within 10 s of the restart"
+    );
+    let (_, product) = send(client.get(format!("{base}/api/products/crash-tee"))).await;
+    assert_eq!(product["available"], 8, "the retries hold 3 x 4 units");
+}
+
 /// `kassa` with a clean environment on `data_dir`: the embedded store in it, no secrets (the
 /// development ones are generated there) and `data_dir` as the working directory.
 fn kassa_on_dev_secrets(data_dir: &Path) -> Command {

@@ -35,6 +35,7 @@ pub async fn run_all(store: &dyn Store) {
     outbox_due_emails_are_oldest_first_and_due(store).await;
     checkout_sessions_are_stored_and_purged_after_expiry(store).await;
     products_are_listed_in_sku_order_without_deleted_ones(store).await;
+    a_single_writer_store_finds_what_a_crash_left_held(store).await;
 }
 
 fn sku(s: &str) -> Sku {
@@ -1201,6 +1202,88 @@ pub async fn products_are_listed_in_sku_order_without_deleted_ones(store: &dyn S
         .collect();
     assert_eq!(ours.len(), 3);
     assert!(all.windows(2).all(|w| w[0] < w[1]), "ascending, no repeats");
+}
+
+pub async fn a_single_writer_store_finds_what_a_crash_left_held(store: &dyn Store) {
+    let order = OrderId::new();
+    let mut cart = CartRecord {
+        id: CartId::new(),
+        owner: fresh_user("crash"),
+        lines: vec![],
+        locked_by: Some(order),
+        locked_until: Some(at(900)),
+        last_paid_order: None,
+        version: 1,
+    };
+    assert_eq!(
+        store.write_cart(&cart, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let user = fresh_user("crash-key");
+    let claim = |key| idempotency_request(&user, key, "print", at(0));
+    assert_eq!(
+        store
+            .claim_idempotency(claim("unfinished"))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("finished"))
+            .await
+            .expect("claim"),
+        IdempotencyClaim::Claimed
+    );
+    store
+        .complete_idempotency(&user, "finished", &response("done"))
+        .await
+        .expect("complete");
+    let locked = store.locked_carts(100_000).await.expect("locked carts");
+    let released = store
+        .release_unfinished_idempotency()
+        .await
+        .expect("release");
+    if store.is_shared() {
+        // Another replica's checkout may be running: a shared store reports nothing.
+        assert!(locked.is_empty() && released == 0);
+    } else {
+        assert!(
+            locked
+                .iter()
+                .any(|c| c.id == cart.id && c.locked_by == Some(order)),
+            "a locked cart is found"
+        );
+        assert!(released >= 1);
+        assert_eq!(
+            store
+                .claim_idempotency(claim("unfinished"))
+                .await
+                .expect("claim"),
+            IdempotencyClaim::Claimed,
+            "an interrupted claim's key is free again"
+        );
+        assert_eq!(
+            store
+                .claim_idempotency(claim("finished"))
+                .await
+                .expect("claim"),
+            IdempotencyClaim::Completed(response("done")),
+            "a finished one still replays"
+        );
+        cart.locked_by = None;
+        cart.locked_until = None;
+        cart.version = 2;
+        assert_eq!(
+            store.write_cart(&cart, 1).await.expect("write"),
+            WriteOutcome::Applied
+        );
+        let locked = store.locked_carts(100_000).await.expect("locked carts");
+        assert!(
+            !locked.iter().any(|c| c.id == cart.id),
+            "an unlocked cart is not"
+        );
+    }
 }
 
 #[cfg(test)]

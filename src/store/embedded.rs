@@ -12,7 +12,7 @@ use kassa_actors::store::{
 };
 use redb::{
     Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, WriteTransaction,
+    ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -49,6 +49,11 @@ const OUTBOX: TableDefinition<(u128, u8), &[u8]> = TableDefinition::new("outbox"
 /// (order uuid, email kind) -> (), present iff the outbox entry is unsent.
 const OUTBOX_UNSENT: TableDefinition<(u128, u8), ()> = TableDefinition::new("outbox_unsent");
 
+/// cart id -> the order locking it: every locked cart, for crash recovery at start-up.
+const LOCKED_CARTS: TableDefinition<u128, u128> = TableDefinition::new("locked_carts");
+/// (user, key) of every idempotency claim still in progress, for crash recovery at start-up.
+const IDEMPOTENCY_UNFINISHED: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("idempotency_unfinished");
 /// session id -> JSON `CheckoutSession`.
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkout_sessions");
 
@@ -131,6 +136,16 @@ impl EmbeddedStore {
             })?;
         // Create every table up front so that reads never meet a missing table.
         let txn = db.begin_write().map_err(db_err)?;
+        let existing: Vec<String> = txn
+            .list_tables()
+            .map_err(db_err)?
+            .map(|t| t.name().to_string())
+            .collect();
+        let is_new = |table: &str| !existing.iter().any(|name| name == table);
+        let (index_locks, index_unfinished) = (
+            is_new(LOCKED_CARTS.name()),
+            is_new(IDEMPOTENCY_UNFINISHED.name()),
+        );
         txn.open_table(PRODUCTS).map_err(db_err)?;
         txn.open_table(RESERVATIONS).map_err(db_err)?;
         txn.open_table(CARTS).map_err(db_err)?;
@@ -141,7 +156,16 @@ impl EmbeddedStore {
         txn.open_table(OUTBOX).map_err(db_err)?;
         txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
         txn.open_table(SESSIONS).map_err(db_err)?;
+        txn.open_table(LOCKED_CARTS).map_err(db_err)?;
+        txn.open_table(IDEMPOTENCY_UNFINISHED).map_err(db_err)?;
         index_idempotency_keys(&txn)?;
+        // A database written before these indexes existed gets them built once.
+        if index_locks {
+            index_locked_carts(&txn)?;
+        }
+        if index_unfinished {
+            index_unfinished_claims(&txn)?;
+        }
         txn.commit().map_err(db_err)?;
 
         let (closed, close_waiter) = std::sync::mpsc::channel();
@@ -365,7 +389,7 @@ impl Store for EmbeddedStore {
         cart: &CartRecord,
         expected_version: u64,
     ) -> StoreResult<WriteOutcome> {
-        let (id, encoded) = (cart.id, encode(cart)?);
+        let (id, encoded, locked_by) = (cart.id, encode(cart)?, cart.locked_by);
         self.write(move |txn| {
             let key = id.0.as_u128();
             let mut carts = txn.open_table(CARTS).map_err(db_err)?;
@@ -377,6 +401,11 @@ impl Store for EmbeddedStore {
                 return Ok(WriteOutcome::Conflict);
             }
             carts.insert(key, encoded.as_slice()).map_err(db_err)?;
+            let mut locked = txn.open_table(LOCKED_CARTS).map_err(db_err)?;
+            match locked_by {
+                Some(order) => locked.insert(key, order.0.as_u128()).map_err(db_err)?,
+                None => locked.remove(key).map_err(db_err)?,
+            };
             Ok(WriteOutcome::Applied)
         })
         .await
@@ -533,6 +562,10 @@ impl Store for EmbeddedStore {
             by_age
                 .insert((now.unix_timestamp(), k.0, k.1), ())
                 .map_err(db_err)?;
+            txn.open_table(IDEMPOTENCY_UNFINISHED)
+                .map_err(db_err)?
+                .insert(k, ())
+                .map_err(db_err)?;
             Ok(IdempotencyClaim::Claimed)
         })
         .await
@@ -557,6 +590,10 @@ impl Store for EmbeddedStore {
                 row.response = Some(response);
                 table.insert(k, encode(&row)?.as_slice()).map_err(db_err)?;
             }
+            txn.open_table(IDEMPOTENCY_UNFINISHED)
+                .map_err(db_err)?
+                .remove(k)
+                .map_err(db_err)?;
             Ok(())
         })
         .await
@@ -577,6 +614,10 @@ impl Store for EmbeddedStore {
                     .remove((row.created_at.unix_timestamp(), k.0, k.1))
                     .map_err(db_err)?;
             }
+            txn.open_table(IDEMPOTENCY_UNFINISHED)
+                .map_err(db_err)?
+                .remove(k)
+                .map_err(db_err)?;
             Ok(())
         })
         .await
@@ -591,6 +632,7 @@ impl Store for EmbeddedStore {
         self.write(move |txn| {
             let mut by_age = txn.open_table(IDEMPOTENCY_BY_AGE).map_err(db_err)?;
             let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+            let mut unfinished = txn.open_table(IDEMPOTENCY_UNFINISHED).map_err(db_err)?;
             let doomed = by_age
                 .range(..(cutoff, "", ""))
                 .map_err(db_err)?
@@ -614,6 +656,7 @@ impl Store for EmbeddedStore {
                 };
                 if indexed {
                     table.remove(k).map_err(db_err)?;
+                    unfinished.remove(k).map_err(db_err)?;
                 }
             }
             Ok(doomed.len())
@@ -715,6 +758,57 @@ impl Store for EmbeddedStore {
         self.read(|txn| {
             let unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
             unsent.len().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn locked_carts(&self, limit: usize) -> StoreResult<Vec<CartRecord>> {
+        self.read(move |txn| {
+            let locked = txn.open_table(LOCKED_CARTS).map_err(db_err)?;
+            let carts = txn.open_table(CARTS).map_err(db_err)?;
+            let mut found = Vec::new();
+            for entry in locked.iter().map_err(db_err)?.take(limit) {
+                let (cart, _) = entry.map_err(db_err)?;
+                let id = Uuid::from_u128(cart.value());
+                if let Some(stored) = carts.get(cart.value()).map_err(db_err)? {
+                    found.push(decode(stored.value(), "cart", &id.to_string())?);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
+        self.write(move |txn| {
+            let mut unfinished = txn.open_table(IDEMPOTENCY_UNFINISHED).map_err(db_err)?;
+            let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+            let mut by_age = txn.open_table(IDEMPOTENCY_BY_AGE).map_err(db_err)?;
+            let claims = unfinished
+                .iter()
+                .map_err(db_err)?
+                .map(|entry| {
+                    let (key, _) = entry.map_err(db_err)?;
+                    let (user, key) = key.value();
+                    Ok((user.to_owned(), key.to_owned()))
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            for (user, key) in &claims {
+                let k = (user.as_str(), key.as_str());
+                let row = match table.get(k).map_err(db_err)? {
+                    Some(stored) => IdempotencyRow::decode(stored.value(), k).ok(),
+                    None => None,
+                };
+                // Only a claim still without its response; a completed one is kept.
+                if let Some(row) = row.filter(|r| r.response.is_none()) {
+                    table.remove(k).map_err(db_err)?;
+                    by_age
+                        .remove((row.created_at.unix_timestamp(), k.0, k.1))
+                        .map_err(db_err)?;
+                }
+                unfinished.remove(k).map_err(db_err)?;
+            }
+            Ok(claims.len())
         })
         .await
     }
@@ -850,6 +944,41 @@ fn index_idempotency_keys(txn: &WriteTransaction) -> Result<(), StoreError> {
             }
         };
         by_age.insert((at, user, key), ()).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Builds the index of locked carts from the carts (a database from before it existed).
+fn index_locked_carts(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut locked = txn.open_table(LOCKED_CARTS).map_err(db_err)?;
+    let carts = txn.open_table(CARTS).map_err(db_err)?;
+    for entry in carts.iter().map_err(db_err)? {
+        let (key, value) = entry.map_err(db_err)?;
+        let id = Uuid::from_u128(key.value()).to_string();
+        match decode::<CartRecord>(value.value(), "cart", &id) {
+            Ok(cart) => {
+                if let Some(order) = cart.locked_by {
+                    locked
+                        .insert(key.value(), order.0.as_u128())
+                        .map_err(db_err)?;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "a cart cannot be read; not indexed"),
+        }
+    }
+    Ok(())
+}
+
+/// Builds the index of unfinished idempotency claims (a database from before it existed).
+fn index_unfinished_claims(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut unfinished = txn.open_table(IDEMPOTENCY_UNFINISHED).map_err(db_err)?;
+    let table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
+    for entry in table.iter().map_err(db_err)? {
+        let (key, value) = entry.map_err(db_err)?;
+        let (user, key) = key.value();
+        if IdempotencyRow::decode(value.value(), (user, key)).is_ok_and(|r| r.response.is_none()) {
+            unfinished.insert((user, key), ()).map_err(db_err)?;
+        }
     }
     Ok(())
 }

@@ -313,4 +313,24 @@ impl Store for MemoryStore {
         skus.truncate(limit);
         Ok(skus)
     }
+
+    async fn locked_carts(&self, limit: usize) -> StoreResult<Vec<CartRecord>> {
+        Ok(self
+            .lock()
+            .carts
+            .values()
+            .filter(|c| c.locked_by.is_some())
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
+        let mut inner = self.lock();
+        let before = inner.idempotency.len();
+        inner
+            .idempotency
+            .retain(|_, (_, _, response)| response.is_some());
+        Ok(before - inner.idempotency.len())
+    }
 }

@@ -399,6 +399,17 @@ pub trait Store: Send + Sync + 'static {
     /// How many emails are unsent (the outbox depth gauge).
     async fn outbox_depth(&self) -> StoreResult<u64>;
 
+    /// Carts locked by a checkout (`locked_by` set), at most `limit`, for the start-up
+    /// recovery of a store only this process writes: a lock whose order was never stored
+    /// belongs to a checkout a crash interrupted. A shared store answers none (another
+    /// replica's checkout may be running; its locks lapse at `locked_until`).
+    async fn locked_carts(&self, limit: usize) -> StoreResult<Vec<CartRecord>>;
+    /// Forgets every idempotency claim still in progress (no response stored) and answers
+    /// how many. Called at start-up, before serving, on a store only this process writes: no
+    /// request can be running then, so each such claim is one a crash interrupted, and its
+    /// key may be retried at once. A shared store forgets none (answers 0).
+    async fn release_unfinished_idempotency(&self) -> StoreResult<usize>;
+
     /// Stores a checkout session (a new one; sessions are never changed).
     async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()>;
     /// The session, if stored and not yet purged (the caller checks `expires_at`).

@@ -310,6 +310,19 @@ type StockRow = (
 
 #[async_trait]
 impl Store for ScyllaStore {
+    /// None: replicas share the keyspace, so a locked cart may be another replica's live
+    /// checkout. A crashed checkout's lock lapses at its `locked_until`, and its reservations
+    /// at expiry plus the lost-order grace (see the product actor).
+    async fn locked_carts(&self, _limit: usize) -> StoreResult<Vec<CartRecord>> {
+        Ok(Vec::new())
+    }
+
+    /// None: a claim in progress may be another replica's running request; a crashed one is
+    /// presumed dead after the claim's stale time.
+    async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
+        Ok(0)
+    }
+
     async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
         self.run(
             "checkout_sessions",
