@@ -16,6 +16,7 @@ from kassa_pages import (
     CHECKOUT_URL,
     MUG,
     PAYMENT_URL,
+    SHIPPING,
     TEE,
     add_to_cart,
     cart,
@@ -212,3 +213,50 @@ def test_cancel_on_the_payment_page_returns_an_editable_cart(kassa, page):
     add_to_cart(page, mug)
     expect(cart(page)).to_contain_text(tee)
     expect(cart(page)).not_to_contain_text(re.compile("locked", re.IGNORECASE))
+
+
+def test_purchase_without_javascript(kassa, new_context):
+    """The pages are server-rendered and work with JavaScript off (the order page refreshes
+    itself without it too)."""
+    page = new_context(java_script_enabled=False).new_page()
+    sku, name = TEE
+    open_shop(page, kassa.base_url)
+    before = kassa.available(sku)
+    add_to_cart(page, name)
+    start_checkout(page)
+    fill_shipping(page)
+    payment = place_order_expecting_payment(page)
+    pay(page)
+    expect_outcome(page, CONFIRMED)
+    expect(page.locator("body")).to_contain_text(payment.order_number)
+    assert kassa.available(sku) == before - 1
+
+
+def tab_to(page, target, presses: int = 40) -> None:
+    """Presses Tab until TARGET has the focus (fails after PRESSES)."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if target.evaluate("e => e === document.activeElement"):
+            return
+    raise AssertionError(f"{target} is not reached with Tab in {presses} presses")
+
+
+def test_purchase_with_the_keyboard(kassa, page):
+    """Checkout and payment by keyboard alone: Tab to each field and button, Enter to press."""
+    _, name = MUG
+    open_shop(page, kassa.base_url)
+    add_to_cart(page, name)
+    start_checkout(page)
+    for label, value in SHIPPING.items():
+        tab_to(page, field(page, label))
+        page.keyboard.type(value)
+    for label, value in SHIPPING.items():
+        expect(field(page, label)).to_have_value(value)
+    tab_to(page, place_order_button(page))
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    page.wait_for_url(PAYMENT_URL)
+    payment_page(page)
+    tab_to(page, page.get_by_role("button", name="Pay", exact=True))
+    page.keyboard.press("Enter")
+    expect_outcome(page, CONFIRMED)
