@@ -1099,15 +1099,35 @@ async fn an_http_gateway_is_asked_with_the_order_id_as_key_and_the_storefront_re
     let calls = calls.lock().expect("lock").clone();
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].idempotency_key.as_deref(), Some(order_id));
-    assert_eq!(
-        calls[0].body,
-        json!({
-            "orderId": order_id,
-            "amount": 3998,
-            "currency": "EUR",
-            "callbackUrl": format!("{}/webhook/payment-status", app.address),
-            "returnUrl": format!("https://shop.example/store/orders/{order_id}"),
-        })
+    let body = &calls[0].body;
+    for (field, want) in [
+        ("orderId", json!(order_id)),
+        ("amount", json!(3998)),
+        ("currency", json!("EUR")),
+        (
+            "callbackUrl",
+            json!(format!("{}/webhook/payment-status", app.address)),
+        ),
+        (
+            "returnUrl",
+            json!(format!("https://shop.example/store/orders/{order_id}")),
+        ),
+        // What the gateway's hosted page may show (optional fields of the protocol).
+        ("shopName", json!("Kassa")),
+        (
+            "lines",
+            json!([{"name": "Product tee", "quantity": 2, "amount": 3998}]),
+        ),
+    ] {
+        assert_eq!(body[field], want, "{field} in {body}");
+    }
+    let order = app.order(&alice, order_id).await;
+    assert_eq!(body["orderNumber"], order["orderNumber"]);
+    let cancel = body["cancelUrl"].as_str().expect("cancelUrl");
+    assert!(
+        cancel.starts_with(&format!("{}/orders/{order_id}/cancel?t=", app.address)),
+        "{cancel}"
     );
+    assert!(body["expiresAt"].is_string());
     app.stop().await;
 }
