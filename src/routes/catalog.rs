@@ -3,7 +3,7 @@
 
 use crate::auth::Admin;
 use crate::error::{AppError, ErrorBody};
-use crate::routes::fields::Fields;
+use crate::routes::fields::{Fields, PageQuery};
 use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
@@ -11,12 +11,11 @@ use base64::Engine as _;
 use futures_util::future::join_all;
 use kassa_actors::domain::{self, InvalidValue, ProductInfo, Sku};
 use kassa_actors::product::{DeleteProduct, GetProduct, ProductView, UpdateProduct, UpsertProduct};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
 /// The most units one SKU can hold.
 const MAX_STOCK: i64 = 1_000_000_000;
-const MAX_PAGE: i64 = 100;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -188,20 +187,9 @@ pub struct ProductListResponse {
     pub next_cursor: Option<String>,
 }
 
-/// `?limit=&cursor=`, both optional; `limit` read as text so a bad one is a 422 naming it.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ProductListQuery {
-    /// Products per page: 1..=100, default 20.
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
-    pub limit: Option<String>,
-    /// The previous page's `nextCursor`.
-    pub cursor: Option<String>,
-}
-
 #[utoipa::path(
     get, path = "/api/products", tag = "catalog",
-    params(ProductListQuery),
+    params(PageQuery),
     responses(
         (status = 200, body = ProductListResponse, description = "The catalog in sku order; `nextCursor` is null on the last page"),
         (status = 422, body = ErrorBody), (status = 503, body = ErrorBody),
@@ -211,25 +199,7 @@ pub async fn list_products(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    let query = web::Query::<ProductListQuery>::from_query(req.query_string())
-        .map_err(|e| AppError::invalid("query", e.to_string()))?
-        .into_inner();
-    let limit = match query.limit.as_deref() {
-        None => 20,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| AppError::invalid("limit", "must be an integer from 1 to 100"))?,
-    };
-    let after = match query.cursor.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(
-            decode_cursor(raw)
-                .ok_or_else(|| AppError::invalid("cursor", "is not a cursor from this API"))?,
-        ),
-    };
-    let limit = usize::try_from(limit).unwrap_or(20);
+    let (limit, after) = PageQuery::parse(&req, decode_cursor)?;
     let (products, next) = catalog_page(&state, after.as_ref(), limit).await?;
     Ok(HttpResponse::Ok().json(ProductListResponse {
         products: products.into_iter().map(ProductResponse::from).collect(),

@@ -120,3 +120,46 @@ impl<'a> Fields<'a> {
         }
     }
 }
+
+/// `?limit=&cursor=` of a listing, both optional. `limit` is read as text so that a bad one is
+/// a 422 naming it, and documented as the integer it must be.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page: 1..=100, default 20.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
+    pub limit: Option<String>,
+    /// The previous page's `nextCursor`.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    const DEFAULT_LIMIT: usize = 20;
+    const MAX_LIMIT: usize = 100;
+
+    /// The page size and where to continue (`decode` reads a cursor this API gave out).
+    pub fn parse<T>(
+        req: &actix_web::HttpRequest,
+        decode: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<(usize, Option<T>), AppError> {
+        let query = actix_web::web::Query::<Self>::from_query(req.query_string())
+            .map_err(|e| AppError::invalid("query", e.to_string()))?
+            .into_inner();
+        let limit = match query.limit.as_deref() {
+            None => Self::DEFAULT_LIMIT,
+            Some(raw) => raw
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=Self::MAX_LIMIT).contains(n))
+                .ok_or_else(|| AppError::invalid("limit", "must be an integer from 1 to 100"))?,
+        };
+        let after = match query.cursor.as_deref() {
+            None | Some("") => None,
+            Some(raw) => Some(
+                decode(raw)
+                    .ok_or_else(|| AppError::invalid("cursor", "is not a cursor from this API"))?,
+            ),
+        };
+        Ok((limit, after))
+    }
+}

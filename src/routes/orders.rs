@@ -4,7 +4,7 @@
 
 use crate::auth::User;
 use crate::error::{AppError, CartLock, ConflictLine, ConflictReason, ErrorBody, ErrorDetails};
-use crate::routes::fields::Fields;
+use crate::routes::fields::{Fields, PageQuery};
 use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -28,7 +28,6 @@ use uuid::Uuid;
 pub(crate) const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
 /// A claim still in progress after this long is presumed dead (its process crashed).
 const IDEMPOTENCY_STALE: time::Duration = time::Duration::minutes(2);
-const MAX_PAGE: i64 = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -650,21 +649,9 @@ pub async fn cancel(
     Ok(order)
 }
 
-/// `?limit=&cursor=`, both optional. `limit` is read as text so that a bad one is a 422
-/// naming it, and documented as the integer it must be.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Orders per page: 1..=100, default 20.
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 100, default = 20)]
-    pub limit: Option<String>,
-    /// The previous page's `nextCursor`.
-    pub cursor: Option<String>,
-}
-
 #[utoipa::path(
     get, path = "/api/orders", tag = "orders",
-    params(ListQuery),
+    params(PageQuery),
     responses(
         (status = 200, body = OrderListResponse, description = "The caller's orders, newest first; `nextCursor` is null on the last page"),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody),
@@ -677,25 +664,7 @@ pub async fn list_orders(
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, AppError> {
-    let query = web::Query::<ListQuery>::from_query(req.query_string())
-        .map_err(|e| AppError::invalid("query", e.to_string()))?
-        .into_inner();
-    let limit = match query.limit.as_deref() {
-        None => 20,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| AppError::invalid("limit", "must be an integer from 1 to 100"))?,
-    };
-    let before = match query.cursor.as_deref() {
-        None | Some("") => None,
-        Some(raw) => Some(
-            decode_cursor(raw)
-                .ok_or_else(|| AppError::invalid("cursor", "is not a cursor from this API"))?,
-        ),
-    };
-    let limit = usize::try_from(limit).unwrap_or(20);
+    let (limit, before) = PageQuery::parse(&req, decode_cursor)?;
     let mut orders = store_call(state.store.list_orders(&user.id, before, limit + 1)).await?;
     let next_cursor = if orders.len() > limit {
         orders.truncate(limit);

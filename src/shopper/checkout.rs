@@ -8,7 +8,7 @@ use crate::error::{AppError, ConflictLine, ConflictReason, ErrorDetails};
 use crate::routes::carts::set_line;
 use crate::routes::orders::run_checkout;
 use crate::routes::store_call;
-use crate::shopper::see_other;
+use crate::shopper::{LineView, see_other};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -55,14 +55,6 @@ pub struct CheckoutForm {
     key: String,
     #[serde(skip_serializing)]
     action: String,
-}
-
-#[derive(Serialize)]
-struct LineView {
-    name: String,
-    quantity: u32,
-    unit_price: String,
-    line_total: String,
 }
 
 #[derive(Serialize)]
@@ -355,12 +347,7 @@ async fn render(
         lines: cart
             .lines
             .iter()
-            .map(|l| LineView {
-                name: l.name.clone(),
-                quantity: l.quantity,
-                unit_price: money(l.unit_price),
-                line_total: money(l.total().unwrap_or(i64::MAX)),
-            })
+            .map(|l| LineView::new(&l.name, l.quantity, l.unit_price, l.total(), &money))
             .collect(),
         total: money(cart.total().unwrap_or(i64::MAX)),
         form,

@@ -130,6 +130,33 @@ impl Pages {
     }
 }
 
+/// A line of a cart or an order as the pages show it, money already formatted.
+#[derive(Serialize)]
+struct LineView {
+    name: String,
+    quantity: u32,
+    unit_price: String,
+    line_total: String,
+}
+
+impl LineView {
+    /// `line_total`: `None` where it overflowed (only data stored before the limits could).
+    fn new(
+        name: &str,
+        quantity: u32,
+        unit_price: i64,
+        line_total: Option<i64>,
+        money: &impl Fn(i64) -> String,
+    ) -> Self {
+        Self {
+            name: name.to_string(),
+            quantity,
+            unit_price: money(unit_price),
+            line_total: money(line_total.unwrap_or(i64::MAX)),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Message<'a> {
     heading: &'a str,

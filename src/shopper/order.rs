@@ -6,7 +6,7 @@
 use crate::error::AppError;
 use crate::routes::orders::{cancel as cancel_order, parse_order_id};
 use crate::routes::store_call;
-use crate::shopper::see_other;
+use crate::shopper::{LineView, see_other};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -23,14 +23,6 @@ pub struct OrderQuery {
     /// The checkout session the order came from (the cancel link goes back to it).
     #[serde(default)]
     session: Option<String>,
-}
-
-#[derive(Serialize)]
-struct LineView {
-    name: String,
-    quantity: u32,
-    unit_price: String,
-    line_total: String,
 }
 
 #[derive(Serialize)]
@@ -166,12 +158,7 @@ fn render(state: &AppState, order: &OrderRecord) -> HttpResponse {
         lines: order
             .lines
             .iter()
-            .map(|l| LineView {
-                name: l.name.clone(),
-                quantity: l.quantity,
-                unit_price: money(l.unit_price),
-                line_total: money(l.total().unwrap_or(i64::MAX)),
-            })
+            .map(|l| LineView::new(&l.name, l.quantity, l.unit_price, l.total(), &money))
             .collect(),
         total: money(order.total),
         shipping: &order.shipping,
