@@ -20,7 +20,8 @@
 #   CASSANDRA_PORT           CQL native transport port      (default 9042)
 #   CASSANDRA_STORAGE_PORT   inter-node storage port        (default 7000)
 #   CASSANDRA_JMX_PORT       local JMX port, for nodetool   (default: JMX off)
-#   CASSANDRA_HEAP           -Xms/-Xmx                      (default 1G)
+#   CASSANDRA_HEAP           -Xms/-Xmx                      (default 2G: a full test run creates
+#                            some 130 keyspaces of 9 tables each; 1G ran out of heap)
 #   CASSANDRA_CLUSTER_NAME   cluster_name                   (default kassa)
 #   CASSANDRA_START_TIMEOUT  seconds to wait for CQL        (default 180)
 #   CASSANDRA_STOP_TIMEOUT   seconds before SIGKILL         (default 30)
@@ -40,7 +41,7 @@ RUN_DIR="${KASSA_CASSANDRA_DIR:-/tmp/kassa-cassandra}"
 CQL_PORT="${CASSANDRA_PORT:-9042}"
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
 JMX_PORT="${CASSANDRA_JMX_PORT:-}"
-HEAP="${CASSANDRA_HEAP:-1G}"
+HEAP="${CASSANDRA_HEAP:-2G}"
 CLUSTER_NAME="${CASSANDRA_CLUSTER_NAME:-kassa}"
 START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 STOP_TIMEOUT="${CASSANDRA_STOP_TIMEOUT:-30}"
