@@ -416,7 +416,10 @@ fn build_gateway(
             .with_context(|| format!("KASSA_DATA_DIR={}", config.data_dir.display()))?;
             Ok((Arc::new(sandbox.clone()), Some(sandbox)))
         }
-        GatewaySpec::Http(url) => Ok((Arc::new(HttpGateway::new(url.clone())), None)),
+        GatewaySpec::Http(url) => Ok((
+            Arc::new(HttpGateway::new(url.clone()).with_deadline(config.gateway_timeout)),
+            None,
+        )),
         GatewaySpec::Stripe => {
             let stripe = crate::gateway::stripe::StripeGateway::new(
                 crate::gateway::stripe::StripeSettings {
@@ -427,7 +430,8 @@ fn build_gateway(
                     api_base: config.stripe_api_base.clone(),
                     storefront_url: config.storefront_url.clone(),
                 },
-            )?;
+            )?
+            .with_deadline(config.gateway_timeout);
             Ok((Arc::new(stripe), None))
         }
     }

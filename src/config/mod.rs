@@ -64,6 +64,9 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub webhook_secret: String,
     pub gateway: GatewaySpec,
+    /// The most one call to the payment gateway may take, retries included; a checkout whose
+    /// payment is not opened by then fails with 502 `gateway_unavailable` (5 s by default).
+    pub gateway_timeout: Duration,
     pub stripe_api_key: Option<String>,
     pub stripe_api_base: Url,
     /// The Stripe endpoint secret (`whsec_...`) that signs `POST /webhook/stripe` events;
@@ -104,6 +107,7 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("jwt", &self.jwt)
             .field("gateway", &self.gateway)
+            .field("gateway_timeout", &self.gateway_timeout)
             .field("mail_from", &self.mail_from)
             .field("reservation_ttl", &self.reservation_ttl)
             .field("shutdown_delay", &self.shutdown_delay)
@@ -145,6 +149,7 @@ impl Config {
         } = secrets::secrets(&raw, env, &data_dir)?;
         let gateway::Gateway {
             gateway,
+            gateway_timeout,
             stripe_api_key,
             stripe_api_base,
             stripe_webhook_secret,
@@ -173,6 +178,7 @@ impl Config {
             jwt,
             webhook_secret,
             gateway,
+            gateway_timeout,
             stripe_api_key,
             stripe_api_base,
             stripe_webhook_secret,

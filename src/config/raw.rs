@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub webhook_secret: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub gateway: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub gateway_timeout: Option<String>,
     pub stripe_api_key: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub stripe_api_base: Option<String>,
