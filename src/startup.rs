@@ -148,6 +148,7 @@ impl Application {
                         .context("KASSA_RESERVATION_TTL")?,
                     callback_url: join_url(&config.public_url, "/webhook/payment-status"),
                     shop_name: config.shop_name.clone(),
+                    shop_url: config.storefront_url.to_string(),
                     reconcile_window: time::Duration::minutes(1),
                     reconcile_every: time::Duration::seconds(20),
                 },

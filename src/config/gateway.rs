@@ -82,7 +82,9 @@ fn gateway_timeout(raw: &RawConfig) -> Result<Duration, ConfigError> {
         .ok_or_else(|| {
             ConfigError::new(
                 "gateway_timeout",
-                format!("expected a positive duration up to 2m such as `5s` or `1500ms`, got `{text}`"),
+                format!(
+                    "expected a positive duration up to 2m such as `5s` or `1500ms`, got `{text}`"
+                ),
             )
         })
 }
