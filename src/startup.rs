@@ -225,10 +225,13 @@ impl Application {
         let cors_origins = state.config.cors_origins.clone();
         let server_state = state.clone();
         let mounted = sandbox.clone();
+        let admission = web::Data::new(routes::Admission::new(state.config.max_in_flight));
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
+                .app_data(admission.clone())
+                .wrap(middleware::from_fn(routes::admit))
                 .wrap(middleware::Condition::new(
                     !cors_origins.is_empty(),
                     routes::cors(&cors_origins),

@@ -82,6 +82,9 @@ pub struct Config {
     /// balancers stop sending before the listener closes (0 in development, 5 s in
     /// production by default).
     pub shutdown_delay: Duration,
+    /// Requests served at once; beyond it a request is answered 503 `overloaded` at once
+    /// (health, readiness and metrics are never refused).
+    pub max_in_flight: usize,
     /// Live actors of each kind (products, carts, orders) kept at most, give or take; the
     /// oldest idle ones are stopped beyond it. Bounds memory whatever the catalog size.
     pub max_live_actors: usize,
@@ -111,6 +114,7 @@ impl std::fmt::Debug for Config {
             .field("mail_from", &self.mail_from)
             .field("reservation_ttl", &self.reservation_ttl)
             .field("shutdown_delay", &self.shutdown_delay)
+            .field("max_in_flight", &self.max_in_flight)
             .field("max_live_actors", &self.max_live_actors)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
@@ -137,6 +141,7 @@ impl Config {
             storefront_url,
             cors_origins,
             shutdown_delay,
+            max_in_flight,
         } = server::server(&raw, env)?;
         let shop_name = shop::shop_name(&raw)?;
         let data_dir =
@@ -188,6 +193,7 @@ impl Config {
             mail_from,
             reservation_ttl,
             shutdown_delay,
+            max_in_flight,
             max_live_actors,
             scylla,
             log,
