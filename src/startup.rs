@@ -148,6 +148,7 @@ impl Application {
                         .context("KASSA_RESERVATION_TTL")?,
                     callback_url: join_url(&config.public_url, "/webhook/payment-status"),
                     shop_name: config.shop_name.clone(),
+                    shop_url: config.storefront_url.to_string(),
                     reconcile_window: time::Duration::minutes(1),
                     reconcile_every: time::Duration::seconds(20),
                 },
@@ -224,10 +225,13 @@ impl Application {
         let cors_origins = state.config.cors_origins.clone();
         let server_state = state.clone();
         let mounted = sandbox.clone();
+        let admission = web::Data::new(routes::Admission::new(state.config.max_in_flight));
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
+                .app_data(admission.clone())
+                .wrap(middleware::from_fn(routes::admit))
                 .wrap(middleware::Condition::new(
                     !cors_origins.is_empty(),
                     routes::cors(&cors_origins),
@@ -416,7 +420,10 @@ fn build_gateway(
             .with_context(|| format!("KASSA_DATA_DIR={}", config.data_dir.display()))?;
             Ok((Arc::new(sandbox.clone()), Some(sandbox)))
         }
-        GatewaySpec::Http(url) => Ok((Arc::new(HttpGateway::new(url.clone())), None)),
+        GatewaySpec::Http(url) => Ok((
+            Arc::new(HttpGateway::new(url.clone()).with_deadline(config.gateway_timeout)),
+            None,
+        )),
         GatewaySpec::Stripe => {
             let stripe = crate::gateway::stripe::StripeGateway::new(
                 crate::gateway::stripe::StripeSettings {
@@ -427,7 +434,8 @@ fn build_gateway(
                     api_base: config.stripe_api_base.clone(),
                     storefront_url: config.storefront_url.clone(),
                 },
-            )?;
+            )?
+            .with_deadline(config.gateway_timeout);
             Ok((Arc::new(stripe), None))
         }
     }

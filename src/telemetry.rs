@@ -44,6 +44,8 @@ pub fn metrics_handle() -> PrometheusHandle {
                         );
                     }
                     describe_metrics();
+                    // Alerts need the series before the first refusal.
+                    metrics::counter!("kassa_http_shed_total").increment(0);
                     process_collector().describe();
                     metrics::gauge!("kassa_build_info", "version" => env!("CARGO_PKG_VERSION"))
                         .set(1.0);
@@ -74,6 +76,10 @@ pub fn describe_metrics() {
     describe_counter!(
         "kassa_http_requests_total",
         "HTTP requests by method, route template and status class."
+    );
+    describe_counter!(
+        "kassa_http_shed_total",
+        "Requests refused with 503 overloaded because KASSA_MAX_IN_FLIGHT were in flight."
     );
     describe_histogram!(
         "kassa_http_request_duration_seconds",

@@ -997,6 +997,34 @@ async fn a_gateway_on_a_closed_port_is_unavailable_within_seconds() {
     );
 }
 
+#[actix_web::test]
+async fn a_gateway_that_never_answers_is_unavailable_at_the_deadline_retries_included() {
+    let (listener, port) = listener();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let base = Url::parse(&format!("http://127.0.0.1:{port}")).expect("url");
+    let gateway = HttpGateway::new(base).with_deadline(Duration::from_millis(800));
+    let started = Instant::now();
+
+    let result = gateway.initiate(stub_request(OrderId::new())).await;
+
+    let elapsed = started.elapsed();
+    match result {
+        Err(GatewayError::Unavailable(message)) => {
+            assert!(message.contains("no answer within"), "{message}")
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(
+        elapsed >= Duration::from_millis(800) && elapsed < Duration::from_millis(1500),
+        "ended at the deadline: {elapsed:?}"
+    );
+}
+
 // ---- the `kassa sandbox-gateway` process ----
 
 /// `kassa sandbox-gateway` on a free port with `extra` arguments; the process and the

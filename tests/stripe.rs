@@ -806,6 +806,34 @@ async fn a_cancel_stripe_refuses_is_judged_by_the_intent_as_it_stands() {
 }
 
 #[actix_web::test]
+async fn a_stripe_that_never_answers_is_unavailable_at_the_deadline_retries_included() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let api_base = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let stripe = gateway_at(&api_base, "sk_test_silent").with_deadline(Duration::from_millis(800));
+    let started = std::time::Instant::now();
+
+    let result = stripe.initiate(payment_request(1999)).await;
+
+    let elapsed = started.elapsed();
+    match result {
+        Err(GatewayError::Unavailable(message)) => {
+            assert!(message.contains("no answer within"), "{message}")
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(
+        elapsed >= Duration::from_millis(800) && elapsed < Duration::from_millis(1500),
+        "ended at the deadline: {elapsed:?}"
+    );
+}
+
+#[actix_web::test]
 async fn the_openapi_document_describes_the_stripe_webhook() {
     let app = stripe_app().await;
     let (status, doc) = json_of(

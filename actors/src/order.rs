@@ -26,6 +26,9 @@ pub enum Effect {
     RequestRefund,
     /// Ask the gateway to cancel the open payment (so it can no longer be paid).
     CancelPayment,
+    /// Ask the gateway again for the payment of this order id (its idempotency key) and cancel
+    /// it: an initiation that timed out may have opened one after all.
+    CancelLatePayment,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -82,7 +85,8 @@ pub enum OrderEvent {
     },
     /// The gateway says the payment failed (declined, abandoned).
     PaymentFailed,
-    /// The payment could not be initiated (gateway unreachable or failing).
+    /// The payment could not be initiated (gateway unreachable, failing, or silent past its
+    /// deadline: it may still have opened the payment).
     GatewayUnavailable,
     /// The reservation TTL passed unpaid.
     ReservationExpired,
@@ -113,6 +117,13 @@ const REFUND_UNPAID: &[Effect] = &[
 const REFUND: &[Effect] = &[Effect::RequestRefund];
 const REFUND_RELEASING: &[Effect] = &[Effect::ReleaseStock, Effect::RequestRefund];
 const REFUNDED: &[Effect] = &[Effect::QueueRefundEmail];
+/// The payment was not opened in time: nothing is held, and a payment the gateway opened
+/// after all is cancelled.
+const UNINITIATED: &[Effect] = &[
+    Effect::ReleaseStock,
+    Effect::UnlockCart,
+    Effect::CancelLatePayment,
+];
 const CANCELLED: &[Effect] = &[
     Effect::CancelPayment,
     Effect::ReleaseStock,
@@ -141,7 +152,7 @@ pub fn decide(status: OrderStatus, event: OrderEvent) -> Decision {
             },
         ) => to(S::RefundPending, REFUND_UNPAID),
         (S::PendingPayment, E::PaymentFailed) => to(S::Failed, RELEASED),
-        (S::PendingPayment, E::GatewayUnavailable) => to(S::Failed, RELEASED),
+        (S::PendingPayment, E::GatewayUnavailable) => to(S::Failed, UNINITIATED),
         (S::PendingPayment, E::ReservationExpired) => to(S::Expired, RELEASED),
         (S::PendingPayment, E::RefundAccepted) => Stay,
         (S::PendingPayment, E::CancelRequested) => to(S::Cancelled, CANCELLED),
@@ -230,7 +241,7 @@ mod tests {
                 moves(RefundPending, &[ReleaseStock, UnlockCart, RequestRefund]),
                 moves(RefundPending, &[ReleaseStock, UnlockCart, RequestRefund]),
                 moves(Failed, &[ReleaseStock, UnlockCart]),
-                moves(Failed, &[ReleaseStock, UnlockCart]),
+                moves(Failed, &[ReleaseStock, UnlockCart, CancelLatePayment]),
                 moves(Expired, &[ReleaseStock, UnlockCart]),
                 stay(),
                 moves(Cancelled, &[CancelPayment, ReleaseStock, UnlockCart]),
@@ -297,6 +308,16 @@ mod tests {
             decide(Processing, OrderEvent::PaymentFailed),
             Decision::Stay
         );
+    }
+
+    #[test]
+    fn a_payment_not_opened_in_time_is_cancelled_if_the_gateway_opened_it_after_all() {
+        let Decision::Move { to, effects } = decide(PendingPayment, OrderEvent::GatewayUnavailable)
+        else {
+            panic!("a failed initiation moves the order");
+        };
+        assert_eq!(to, Failed);
+        assert!(effects.contains(&CancelLatePayment), "{effects:?}");
     }
 
     #[test]

@@ -1,8 +1,14 @@
-//! The payment gateway keys: which gateway takes payments (`KASSA_GATEWAY`) and Stripe's
-//! credentials when it is Stripe. Checks their shape only: never calls a gateway.
+//! The payment gateway keys: which gateway takes payments (`KASSA_GATEWAY`), how long one
+//! call to it may take (`KASSA_GATEWAY_TIMEOUT`) and Stripe's credentials when it is Stripe.
+//! Checks their shape only: never calls a gateway.
 
 use super::{ConfigError, RawConfig, non_empty, parse_url, secret};
 use reqwest::Url;
+use std::time::Duration;
+
+const DEFAULT_GATEWAY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longer would hold a shopper's checkout (and its stock) past any browser's patience.
+const MAX_GATEWAY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewaySpec {
@@ -13,6 +19,7 @@ pub enum GatewaySpec {
 
 pub(super) struct Gateway {
     pub(super) gateway: GatewaySpec,
+    pub(super) gateway_timeout: Duration,
     pub(super) stripe_api_key: Option<String>,
     pub(super) stripe_api_base: Url,
     pub(super) stripe_webhook_secret: Option<String>,
@@ -32,6 +39,7 @@ pub(super) fn gateway(raw: &RawConfig) -> Result<Gateway, ConfigError> {
             ));
         }
     };
+    let gateway_timeout = gateway_timeout(raw)?;
     let stripe_api_key = secret(raw.stripe_api_key.as_deref());
     if gateway == GatewaySpec::Stripe && stripe_api_key.is_none() {
         return Err(ConfigError::new(
@@ -56,10 +64,29 @@ pub(super) fn gateway(raw: &RawConfig) -> Result<Gateway, ConfigError> {
     }
     Ok(Gateway {
         gateway,
+        gateway_timeout,
         stripe_api_key,
         stripe_api_base,
         stripe_webhook_secret,
     })
+}
+
+/// A positive duration up to two minutes; 5 s when unset.
+fn gateway_timeout(raw: &RawConfig) -> Result<Duration, ConfigError> {
+    let Some(text) = non_empty(raw.gateway_timeout.as_deref()) else {
+        return Ok(DEFAULT_GATEWAY_TIMEOUT);
+    };
+    humantime::parse_duration(&text)
+        .ok()
+        .filter(|d| !d.is_zero() && *d <= MAX_GATEWAY_TIMEOUT)
+        .ok_or_else(|| {
+            ConfigError::new(
+                "gateway_timeout",
+                format!(
+                    "expected a positive duration up to 2m such as `5s` or `1500ms`, got `{text}`"
+                ),
+            )
+        })
 }
 
 /// Stripe's endpoint secrets are `whsec_` and an opaque string, used whole as the HMAC key.
@@ -108,5 +135,27 @@ mod tests {
         );
         let sandbox = raw(&[("data_dir", data)]).expect("config");
         assert_eq!(sandbox.stripe_webhook_secret, None);
+    }
+
+    #[test]
+    fn the_gateway_deadline_is_five_seconds_unless_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let default = raw(&[("data_dir", data)]).expect("config");
+        assert_eq!(default.gateway_timeout, Duration::from_secs(5));
+        let set = raw(&[("data_dir", data), ("gateway_timeout", "1500ms")]).expect("config");
+        assert_eq!(set.gateway_timeout, Duration::from_millis(1500));
+        let blank = raw(&[("data_dir", data), ("gateway_timeout", " ")]).expect("config");
+        assert_eq!(blank.gateway_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_gateway_deadline_of_zero_too_long_or_unreadable_names_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        for bad in ["0s", "3m", "5", "soon", "-1s"] {
+            let err = raw(&[("data_dir", data), ("gateway_timeout", bad)]).expect_err(bad);
+            assert_eq!(err.key, "KASSA_GATEWAY_TIMEOUT", "{bad}");
+        }
     }
 }

@@ -64,6 +64,9 @@ pub struct Config {
     pub jwt: JwtConfig,
     pub webhook_secret: String,
     pub gateway: GatewaySpec,
+    /// The most one call to the payment gateway may take, retries included; a checkout whose
+    /// payment is not opened by then fails with 502 `gateway_unavailable` (5 s by default).
+    pub gateway_timeout: Duration,
     pub stripe_api_key: Option<String>,
     pub stripe_api_base: Url,
     /// The Stripe endpoint secret (`whsec_...`) that signs `POST /webhook/stripe` events;
@@ -79,6 +82,9 @@ pub struct Config {
     /// balancers stop sending before the listener closes (0 in development, 5 s in
     /// production by default).
     pub shutdown_delay: Duration,
+    /// Requests served at once; beyond it a request is answered 503 `overloaded` at once
+    /// (health, readiness and metrics are never refused).
+    pub max_in_flight: usize,
     /// Live actors of each kind (products, carts, orders) kept at most, give or take; the
     /// oldest idle ones are stopped beyond it. Bounds memory whatever the catalog size.
     pub max_live_actors: usize,
@@ -104,9 +110,11 @@ impl std::fmt::Debug for Config {
             .field("data_dir", &self.data_dir)
             .field("jwt", &self.jwt)
             .field("gateway", &self.gateway)
+            .field("gateway_timeout", &self.gateway_timeout)
             .field("mail_from", &self.mail_from)
             .field("reservation_ttl", &self.reservation_ttl)
             .field("shutdown_delay", &self.shutdown_delay)
+            .field("max_in_flight", &self.max_in_flight)
             .field("max_live_actors", &self.max_live_actors)
             .field("log", &self.log)
             .field("log_format", &self.log_format)
@@ -133,6 +141,7 @@ impl Config {
             storefront_url,
             cors_origins,
             shutdown_delay,
+            max_in_flight,
         } = server::server(&raw, env)?;
         let shop_name = shop::shop_name(&raw)?;
         let data_dir =
@@ -145,6 +154,7 @@ impl Config {
         } = secrets::secrets(&raw, env, &data_dir)?;
         let gateway::Gateway {
             gateway,
+            gateway_timeout,
             stripe_api_key,
             stripe_api_base,
             stripe_webhook_secret,
@@ -173,6 +183,7 @@ impl Config {
             jwt,
             webhook_secret,
             gateway,
+            gateway_timeout,
             stripe_api_key,
             stripe_api_base,
             stripe_webhook_secret,
@@ -182,6 +193,7 @@ impl Config {
             mail_from,
             reservation_ttl,
             shutdown_delay,
+            max_in_flight,
             max_live_actors,
             scylla,
             log,

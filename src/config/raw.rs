@@ -41,6 +41,8 @@ pub struct RawConfig {
     pub webhook_secret: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub gateway: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub gateway_timeout: Option<String>,
     pub stripe_api_key: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub stripe_api_base: Option<String>,
@@ -56,6 +58,8 @@ pub struct RawConfig {
     pub reservation_ttl: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub shutdown_delay: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub max_in_flight: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub max_live_actors: Option<String>,
     #[serde(deserialize_with = "stringish")]

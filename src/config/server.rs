@@ -1,5 +1,6 @@
 //! The HTTP side of the configuration: where Kassa listens, the URLs shoppers and gateways
-//! reach it at, which browser origins may call it, and how long it drains before stopping.
+//! reach it at, which browser origins may call it, how many requests it serves at once, and
+//! how long it drains before stopping.
 //! Only checks what is written: never binds a socket or resolves a host.
 
 use super::{ConfigError, Environment, RawConfig, non_empty, parse_url};
@@ -9,6 +10,10 @@ use std::time::Duration;
 /// The longest drain before stopping: the pod's grace period (45 s in the chart) must
 /// cover it and the requests in flight.
 const MAX_SHUTDOWN_DELAY: Duration = Duration::from_secs(60);
+/// Requests in flight unless `KASSA_MAX_IN_FLIGHT` says otherwise: bursts of hundreds of
+/// checkouts queue behind the actors instead of being refused.
+const DEFAULT_MAX_IN_FLIGHT: usize = 2048;
+const MOST_IN_FLIGHT: usize = 1_000_000;
 
 pub(super) struct Server {
     pub(super) listen: String,
@@ -16,6 +21,7 @@ pub(super) struct Server {
     pub(super) storefront_url: Url,
     pub(super) cors_origins: Vec<String>,
     pub(super) shutdown_delay: Duration,
+    pub(super) max_in_flight: usize,
 }
 
 pub(super) fn server(raw: &RawConfig, env: Environment) -> Result<Server, ConfigError> {
@@ -48,12 +54,28 @@ pub(super) fn server(raw: &RawConfig, env: Environment) -> Result<Server, Config
                 )
             })?,
     };
+    let max_in_flight = match non_empty(raw.max_in_flight.as_deref()) {
+        None => DEFAULT_MAX_IN_FLIGHT,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MOST_IN_FLIGHT).contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "max_in_flight",
+                    format!(
+                        "expected a number of requests from 1 to 1000000 such as `2048`, got `{s}`"
+                    ),
+                )
+            })?,
+    };
     Ok(Server {
         listen,
         public_url,
         storefront_url,
         cors_origins,
         shutdown_delay,
+        max_in_flight,
     })
 }
 
@@ -123,6 +145,22 @@ fn parse_listen(listen: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
     use crate::config::testing::raw;
+
+    #[test]
+    fn requests_in_flight_are_bounded_at_2048_unless_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        assert_eq!(
+            raw(&[("data_dir", data)]).expect("config").max_in_flight,
+            2048
+        );
+        let set = raw(&[("data_dir", data), ("max_in_flight", "2")]).expect("config");
+        assert_eq!(set.max_in_flight, 2);
+        for bad in ["0", "-1", "many", "2.5", "1000001"] {
+            let err = raw(&[("data_dir", data), ("max_in_flight", bad)]).expect_err(bad);
+            assert_eq!(err.key, "KASSA_MAX_IN_FLIGHT", "{bad}");
+        }
+    }
 
     #[test]
     fn the_shutdown_delay_defaults_to_none_in_development_and_5s_in_production() {

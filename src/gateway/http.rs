@@ -1,7 +1,9 @@
 //! A client for any payment gateway speaking API.md's "Payment gateway protocol"
 //! (`KASSA_GATEWAY=http://host:port`). Every call is idempotent by its key, so connect errors,
 //! timeouts and 5xx are retried (3 attempts); a 4xx is never retried: a refusal, except a
-//! cancel's 409 (the payment had succeeded).
+//! cancel's 409 (the payment had succeeded). A call, retries included, ends at its deadline
+//! (`KASSA_GATEWAY_TIMEOUT`) as `Unavailable`: a gateway that never answers holds no caller
+//! longer.
 
 use async_trait::async_trait;
 use kassa_actors::domain::{Currency, OrderId};
@@ -18,6 +20,8 @@ use time::OffsetDateTime;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole call's deadline unless `with_deadline` sets another (API.md's default).
+pub(super) const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
 /// Attempts per call; the waits between them start here and double.
 const ATTEMPTS: u32 = 3;
 const FIRST_RETRY_WAIT: Duration = Duration::from_millis(200);
@@ -29,6 +33,8 @@ const REFUSAL_SNIPPET_CHARS: usize = 200;
 pub struct HttpGateway {
     base: Url,
     client: reqwest::Client,
+    /// The most one call may take, retries included.
+    deadline: Duration,
 }
 
 #[derive(Serialize)]
@@ -105,7 +111,13 @@ impl HttpGateway {
         Self {
             base: base_url,
             client,
+            deadline: DEFAULT_DEADLINE,
         }
+    }
+
+    /// The same gateway, each call (retries included) ending after `deadline`.
+    pub fn with_deadline(self, deadline: Duration) -> Self {
+        Self { deadline, ..self }
     }
 
     /// `base` + `segments`, each segment percent-encoded; a path on `base` is kept.
@@ -161,8 +173,23 @@ impl HttpGateway {
     }
 
     /// The final answer: a 2xx or a 4xx (never retried); 5xx, timeouts and connect errors are
-    /// retried, and `Unavailable` once the attempts are spent.
+    /// retried, and `Unavailable` once the attempts are spent or the deadline has passed.
     async fn send_with_retries(
+        &self,
+        op: &'static str,
+        request: RequestBuilder,
+    ) -> Result<(StatusCode, Vec<u8>), GatewayError> {
+        tokio::time::timeout(self.deadline, self.retry(op, request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(GatewayError::Unavailable(format!(
+                    "{op}: no answer within {:?}, retries included",
+                    self.deadline
+                )))
+            })
+    }
+
+    async fn retry(
         &self,
         op: &'static str,
         request: RequestBuilder,

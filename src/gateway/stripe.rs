@@ -14,9 +14,10 @@
 //! the refund under `refund-<intent id>`, the cancel under `cancel-<intent id>`, the rest are
 //! reads), so connect errors, timeouts, 429
 //! and 5xx are retried (3 attempts) unless Stripe answers `Stripe-Should-Retry: false`; any
-//! other 4xx is a refusal and is never retried.
+//! other 4xx is a refusal and is never retried. A call, retries included, ends at its deadline
+//! (`KASSA_GATEWAY_TIMEOUT`) as unavailable.
 
-use super::http::describe;
+use super::http::{DEFAULT_DEADLINE, describe};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use kassa_actors::domain::{Currency, OrderId};
@@ -68,6 +69,8 @@ pub struct StripeGateway {
     api_base: Url,
     storefront_url: Url,
     client: reqwest::Client,
+    /// The most one call may take, retries included.
+    deadline: Duration,
 }
 
 /// A PaymentIntent as Stripe shows it, in API answers and as the `data.object` of
@@ -194,7 +197,13 @@ impl StripeGateway {
             api_base: settings.api_base,
             storefront_url: settings.storefront_url,
             client,
+            deadline: DEFAULT_DEADLINE,
         })
+    }
+
+    /// The same gateway, each call (retries included) ending after `deadline`.
+    pub fn with_deadline(self, deadline: Duration) -> Self {
+        Self { deadline, ..self }
     }
 
     /// `{api_base}/v1/{segments}`, each segment percent-encoded; a path on the base is kept.
@@ -269,11 +278,23 @@ impl StripeGateway {
         result
     }
 
+    /// Stripe's answer to `request`, retried while that may help, until the deadline.
     async fn send_with_retries(
         &self,
         op: &'static str,
         request: RequestBuilder,
     ) -> Result<Vec<u8>, CallError> {
+        tokio::time::timeout(self.deadline, self.retry(op, request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CallError::Unavailable(format!(
+                    "{op}: no answer within {:?}, retries included",
+                    self.deadline
+                )))
+            })
+    }
+
+    async fn retry(&self, op: &'static str, request: RequestBuilder) -> Result<Vec<u8>, CallError> {
         let request = request.build().map_err(|e| CallError::Refused {
             code: None,
             message: format!("{op}: {}", describe(&e)),

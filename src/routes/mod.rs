@@ -1,5 +1,6 @@
 //! The HTTP surface of API.md: routing, the JSON body policy (64 KiB, application/json), the
-//! OpenAPI document generated from the handlers, and per-route metrics. Handlers live in the
+//! OpenAPI document generated from the handlers, per-route metrics and admission (a bound on
+//! requests in flight, refused at once beyond it). Handlers live in the
 //! submodules and reach the store through actors, never directly, but for the idempotency
 //! records and the order list, and those only through `store_call`.
 
@@ -13,11 +14,12 @@ pub mod stripe_webhook;
 pub mod webhook;
 
 use crate::error::{AppError, json_error};
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tracing::Instrument;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
@@ -351,6 +353,79 @@ pub async fn observe(
 }
 
 const REQUEST_ID: &str = "x-request-id";
+
+/// The bound on requests in flight (`KASSA_MAX_IN_FLIGHT`), shared by every worker.
+#[derive(Debug)]
+pub struct Admission {
+    in_flight: AtomicUsize,
+    bound: usize,
+}
+
+impl Admission {
+    pub fn new(bound: usize) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            bound,
+        }
+    }
+
+    /// A place among the requests in flight, held until dropped; none when all are taken.
+    fn enter(admission: web::Data<Admission>) -> Option<Admitted> {
+        admission
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < admission.bound).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Admitted(admission))
+    }
+}
+
+/// One request's place in flight, given back when the response is ready.
+struct Admitted(web::Data<Admission>);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Probes and scrapes pass whatever the load: a busy Kassa is alive, and says so.
+fn never_refused(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// Admission: with `KASSA_MAX_IN_FLIGHT` requests in flight, the next is answered at once with
+/// 503 `overloaded` and `Retry-After: 1` (counted in `kassa_http_shed_total`, not logged one by
+/// one), never queued; below the bound requests pass untouched. Needs `web::Data<Admission>`
+/// in the app (without it every request passes).
+pub async fn admit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let admission = req
+        .app_data::<web::Data<Admission>>()
+        .filter(|_| !never_refused(req.path()))
+        .cloned();
+    let _admitted = match admission.map(Admission::enter) {
+        Some(None) => {
+            metrics::counter!("kassa_http_shed_total").increment(1);
+            let refusal = HttpResponse::ServiceUnavailable()
+                .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
+                .json(crate::error::ErrorBody {
+                    error: AppError::Overloaded.to_string(),
+                    code: "overloaded".into(),
+                    details: None,
+                });
+            return Ok(req.into_response(refusal).map_into_right_body());
+        }
+        Some(admitted) => admitted,
+        None => None,
+    };
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
 
 fn status_class(status: u16) -> &'static str {
     match status {

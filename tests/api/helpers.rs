@@ -82,14 +82,17 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut RawConfig)) -> TestApp {
 }
 
 /// Starts Kassa on a fresh data dir over an embedded store that `wrap` may replace (a
-/// store that fails or stalls on cue).
-pub async fn spawn_app_on_store(wrap: impl FnOnce(SharedStore) -> SharedStore) -> TestApp {
+/// store that fails or stalls on cue); `tweak` adjusts the raw keys.
+pub async fn spawn_app_on_store(
+    wrap: impl FnOnce(SharedStore) -> SharedStore,
+    tweak: impl FnOnce(&mut RawConfig),
+) -> TestApp {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&tmp.path().join("store")).expect("embedded store");
     let mut app = start_on(
         tmp.path().to_path_buf(),
         ManualClock::starting_now(),
-        |_| {},
+        tweak,
         Some(wrap(Arc::new(store))),
         0,
     )

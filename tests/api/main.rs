@@ -3,6 +3,7 @@
 mod auth;
 mod carts;
 mod catalog;
+mod gateway_faults;
 mod helpers;
 mod lifecycle;
 mod operations;

@@ -5,7 +5,9 @@
 use super::*;
 use crate::gateway::{DisplayLine, PaymentDisplay};
 
-pub(super) type Failed = (Option<OrderRecord>, Result<Placed, OrderError>);
+/// A checkout stopped short: the order it stored (failed, its effects possibly finishing), if
+/// any, and the answer.
+pub(super) type Failed = (Option<Settled>, Result<Placed, OrderError>);
 
 pub(super) async fn place(
     svc: &Services,
@@ -145,28 +147,12 @@ pub(super) async fn place(
     // order id is the gateway's idempotency key. A crash before step 3 leaves a payment
     // nobody can reach and reservations that lapse at their expiry, as a lost checkout
     // always did.
-    let request = PaymentRequest {
-        order_id: id,
-        amount: total,
-        currency,
-        callback_url: svc.settings.callback_url.clone(),
-        return_url: msg.return_url.clone(),
-        display: PaymentDisplay {
-            shop_name: svc.settings.shop_name.clone(),
-            order_number: id.number(),
-            lines: order
-                .lines
-                .iter()
-                .map(|l| DisplayLine {
-                    name: l.name.clone(),
-                    quantity: l.quantity,
-                    amount: l.total().unwrap_or(MAX_TOTAL),
-                })
-                .collect(),
-            expires_at: Some(expires_at),
-            cancel_url: msg.cancel_url.clone(),
-        },
-    };
+    let request = payment_request(
+        &svc.settings,
+        &order,
+        msg.return_url.clone(),
+        msg.cancel_url.clone(),
+    );
     let started = std::time::Instant::now();
     let session = match svc.gateway.initiate(request).await {
         Ok(session) => {
@@ -179,12 +165,18 @@ pub(super) async fn place(
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!("kassa_checkouts_total", "outcome" => "gateway_error").increment(1);
             tracing::error!(order_id = %id, error = %e, "payment initiation failed; failing the order");
-            // Stored as failed (with its pending_payment history), then stock and cart freed.
-            let order = match transition(svc, order, OrderEvent::GatewayUnavailable, |_| {}).await {
-                Ok((settled, _)) => settled.finished().await,
-                Err((order, _)) => order,
+            // Stored as failed (with its pending_payment history), then its effects started.
+            // Stock and cart are back before the answer (asked again here, idempotently, so
+            // a retry or a read right after sees them); the late payment's cancel finishes
+            // after the answer, as the gateway that just failed may take its deadline again.
+            let settled = match transition(svc, order, OrderEvent::GatewayUnavailable, |_| {}).await
+            {
+                Ok((settled, _)) => settled,
+                Err((order, _)) => order.into(),
             };
-            return Err((Some(order), Err(OrderError::GatewayUnavailable)));
+            release_skus(svc, id, lines.iter().map(|l| &l.sku)).await;
+            unlock().await;
+            return Err((Some(settled), Err(OrderError::GatewayUnavailable)));
         }
     };
     order.payment = Some(PaymentRef {
@@ -207,6 +199,39 @@ pub(super) async fn place(
     metrics::counter!("kassa_checkouts_total", "outcome" => "placed").increment(1);
     tracing::info!(order_id = %id, total, currency = currency.code(), "order placed");
     Ok(order)
+}
+
+/// What the gateway is asked to open for `order`: the same for every initiation of one order
+/// but for the URLs, which only the checkout knows (the gateway answers the payment it holds
+/// under the order id whatever they are).
+pub(super) fn payment_request(
+    settings: &OrderSettings,
+    order: &OrderRecord,
+    return_url: String,
+    cancel_url: Option<String>,
+) -> PaymentRequest {
+    PaymentRequest {
+        order_id: order.id,
+        amount: order.total,
+        currency: order.currency,
+        callback_url: settings.callback_url.clone(),
+        return_url,
+        display: PaymentDisplay {
+            shop_name: settings.shop_name.clone(),
+            order_number: order.id.number(),
+            lines: order
+                .lines
+                .iter()
+                .map(|l| DisplayLine {
+                    name: l.name.clone(),
+                    quantity: l.quantity,
+                    amount: l.total().unwrap_or(MAX_TOTAL),
+                })
+                .collect(),
+            expires_at: Some(order.expires_at),
+            cancel_url,
+        },
+    }
 }
 
 pub(super) fn refusal(line: &crate::store::CartLine, outcome: ReserveOutcome) -> LineConflict {

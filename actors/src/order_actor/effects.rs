@@ -3,7 +3,7 @@
 //! after the transition that asked for them is durable and recorded once done.
 
 use super::*;
-use crate::gateway::CancelOutcome;
+use crate::gateway::{CancelOutcome, GatewayError};
 
 /// Releases the order's reservation on each SKU, all at once; answers whether every
 /// release was confirmed (one that failed is reclaimed by its product's sweep at expiry).
@@ -48,16 +48,6 @@ impl From<OrderRecord> for Settled {
         Self {
             order,
             finishing: None,
-        }
-    }
-}
-
-impl Settled {
-    /// Waits for the effects, for a flow that does not hand the order back to the actor.
-    pub(super) async fn finished(self) -> OrderRecord {
-        match self.finishing {
-            Some(finishing) => finishing.await,
-            None => self.order,
         }
     }
 }
@@ -149,7 +139,11 @@ pub(super) async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect:
         Effect::QueueEmail => queue_email(svc, order, EmailKind::Confirmation).await,
         Effect::QueueRefundEmail => queue_email(svc, order, EmailKind::Refund).await,
         Effect::RequestRefund => request_refund(svc, order).await,
-        Effect::CancelPayment => cancel_payment(svc, order).await,
+        Effect::CancelPayment => match &order.payment {
+            Some(payment) => cancel_payment(svc, order.id, &payment.payment_id).await,
+            None => true,
+        },
+        Effect::CancelLatePayment => cancel_late_payment(svc, order).await,
     }
 }
 
@@ -273,21 +267,39 @@ pub(super) async fn request_refund(svc: &OrderServices, order: &OrderRecord) -> 
 
 /// Cancels the order's open payment at the gateway. A payment that already succeeded is left
 /// to its success webhook (a late success: stock taken again, or a refund).
-async fn cancel_payment(svc: &OrderServices, order: &OrderRecord) -> bool {
-    let Some(payment) = &order.payment else {
-        return true;
-    };
-    match svc.gateway.cancel(&payment.payment_id).await {
+async fn cancel_payment(svc: &OrderServices, order_id: OrderId, payment_id: &str) -> bool {
+    match svc.gateway.cancel(payment_id).await {
         Ok(CancelOutcome::Cancelled) => {
-            tracing::info!(order_id = %order.id, payment_id = %payment.payment_id, "payment cancelled");
+            tracing::info!(%order_id, %payment_id, "payment cancelled");
             true
         }
         Ok(CancelOutcome::AlreadySucceeded) => {
-            tracing::warn!(order_id = %order.id, payment_id = %payment.payment_id, "the payment succeeded before it could be cancelled; its webhook settles the order");
+            tracing::warn!(%order_id, %payment_id, "the payment succeeded before it could be cancelled; its webhook settles the order");
             true
         }
         Err(e) => {
-            tracing::warn!(order_id = %order.id, payment_id = %payment.payment_id, error = %e, "payment cancel failed; will retry");
+            tracing::warn!(%order_id, %payment_id, error = %e, "payment cancel failed; will retry");
+            false
+        }
+    }
+}
+
+/// Cancels the payment a failed initiation may have opened after all (it timed out after the
+/// gateway took it). Initiating again under the order id answers that payment, or opens one
+/// that is cancelled at once, before anyone has its link (so it sends the shopper back to the
+/// shop's home page, not to an order page). A refusal means the gateway holds no payment it
+/// would open for this order: nothing to cancel.
+async fn cancel_late_payment(svc: &OrderServices, order: &OrderRecord) -> bool {
+    let request =
+        super::checkout::payment_request(&svc.settings, order, svc.settings.shop_url.clone(), None);
+    match svc.gateway.initiate(request).await {
+        Ok(session) => cancel_payment(svc, order.id, &session.payment_id).await,
+        Err(GatewayError::Refused(e)) => {
+            tracing::warn!(order_id = %order.id, error = %e, "the gateway refuses to name a payment for the failed order; nothing to cancel");
+            true
+        }
+        Err(e @ GatewayError::Unavailable(_)) => {
+            tracing::warn!(order_id = %order.id, error = %e, "cannot ask the gateway for a late payment yet; will retry");
             false
         }
     }

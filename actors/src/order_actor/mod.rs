@@ -41,6 +41,9 @@ pub struct OrderSettings {
     pub callback_url: String,
     /// The shop's name, shown on the hosted payment page.
     pub shop_name: String,
+    /// The shop's home page: where a payment nobody is meant to pay (one opened only to be
+    /// cancelled) would send the shopper back.
+    pub shop_url: String,
     /// Pending orders closer than this to expiry get their payment status queried.
     pub reconcile_window: Duration,
     /// At most one status query per order this often.
@@ -365,7 +368,7 @@ impl Handler<PlaceOrder> for OrderActor {
             }
             match place(&services, id, msg).await {
                 Ok(order) => (Some(order.clone().into()), Ok(Placed::New(Box::new(order)))),
-                Err((order, e)) => (order.map(Settled::from), e),
+                Err((settled, e)) => (settled, e),
             }
         })
     }
