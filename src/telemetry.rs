@@ -1,5 +1,7 @@
 //! Logs and metrics set up once per process: `tracing` to stdout (text or JSON, filtered by
 //! KASSA_LOG) and the Prometheus recorder that /metrics renders. Never `println!` a log.
+//! Every counter an alert or the dashboard reads exists at 0 from start-up, so that
+//! `increase()` sees the first event of a process.
 
 use crate::config::LogFormat;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -44,7 +46,7 @@ pub fn metrics_handle() -> PrometheusHandle {
                         );
                     }
                     describe_metrics();
-                    process_collector().describe();
+                    register_counters_at_zero();
                     metrics::gauge!("kassa_build_info", "version" => env!("CARGO_PKG_VERSION"))
                         .set(1.0);
                     handle
@@ -58,10 +60,120 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// The process's own figures (`process_*`), read afresh at every scrape.
-pub fn process_collector() -> &'static metrics_process::Collector {
-    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
-    COLLECTOR.get_or_init(metrics_process::Collector::default)
+/// What /metrics serves: every recorded series, and the process's own figures (`process_*`,
+/// Prometheus' standard names) read now. The CPU time is written here rather than through
+/// the recorder, whose counters are whole numbers: a process that used 0.9 s would read 0.
+pub fn render_metrics(handle: &PrometheusHandle) -> String {
+    let process = metrics_process::collector::collect();
+    let gauges = [
+        ("process_open_fds", process.open_fds),
+        ("process_max_fds", process.max_fds),
+        ("process_virtual_memory_bytes", process.virtual_memory_bytes),
+        (
+            "process_virtual_memory_max_bytes",
+            process.virtual_memory_max_bytes,
+        ),
+        (
+            "process_resident_memory_bytes",
+            process.resident_memory_bytes,
+        ),
+        ("process_start_time_seconds", process.start_time_seconds),
+        ("process_threads", process.threads),
+    ];
+    for (name, value) in gauges {
+        if let Some(value) = value {
+            metrics::gauge!(name).set(value as f64);
+        }
+    }
+    let mut text = handle.render();
+    if let Some(seconds) = process.cpu_seconds_total {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+             # TYPE process_cpu_seconds_total counter\n\
+             process_cpu_seconds_total {seconds}\n"
+        ));
+    }
+    text
+}
+
+/// Creates at 0 the counters that alerting rules and the dashboard read, with every label
+/// set they can take: a counter first seen at 1 has no earlier sample, so `increase()` and
+/// `rate()` miss its first event (the first oversell of each process went unpaged).
+/// Label values come from the types that record them, so they cannot drift apart.
+fn register_counters_at_zero() {
+    use kassa_actors::cart::CartActor;
+    use kassa_actors::mailer::SendError;
+    use kassa_actors::order::{Decision, OrderEvent, OrderStatus, decide};
+    use kassa_actors::order_actor::OrderActor;
+    use kassa_actors::product::ProductActor;
+    use kassa_actors::registry::KeyedActor;
+    use kassa_actors::store::EmailKind;
+    use metrics::counter;
+
+    for name in [
+        "kassa_commit_without_reservation_total",
+        "kassa_reservation_conflicts_total",
+        "kassa_reservations_orphaned_total",
+        "kassa_webhook_amount_mismatch_total",
+        "kassa_orders_expired_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    // The store-conflict `entity` of each actor is its kind.
+    for kind in [ProductActor::KIND, CartActor::KIND, OrderActor::KIND] {
+        counter!("kassa_actor_ask_overloaded_total", "kind" => kind).increment(0);
+        counter!("kassa_store_conflicts_total", "entity" => kind).increment(0);
+    }
+    for outcome in ["placed", "conflict", "gateway_error"] {
+        counter!("kassa_checkouts_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in [
+        "applied",
+        "unchanged",
+        "duplicate",
+        "bad_signature",
+        "ignored",
+    ] {
+        counter!("kassa_webhooks_total", "outcome" => outcome).increment(0);
+    }
+    for email in [EmailKind::Confirmation, EmailKind::Refund] {
+        let email = email.as_str();
+        counter!("kassa_emails_sent_total", "email" => email).increment(0);
+        for failure in [
+            SendError::Transient(String::new()),
+            SendError::Permanent(String::new()),
+        ] {
+            counter!("kassa_email_send_failures_total", "kind" => failure.kind(), "email" => email)
+                .increment(0);
+        }
+    }
+    // Every transition the order table can make.
+    let events = [(true, true), (true, false), (false, true), (false, false)]
+        .map(
+            |(amount_matches, stock_held)| OrderEvent::PaymentSucceeded {
+                amount_matches,
+                stock_held,
+            },
+        )
+        .into_iter()
+        .chain([
+            OrderEvent::PaymentFailed,
+            OrderEvent::GatewayUnavailable,
+            OrderEvent::ReservationExpired,
+            OrderEvent::RefundAccepted,
+            OrderEvent::CancelRequested,
+        ]);
+    for event in events {
+        for from in OrderStatus::ALL {
+            if let Decision::Move { to, .. } = decide(from, event) {
+                counter!("kassa_order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
+                    .increment(0);
+            }
+        }
+    }
 }
 
 /// Help text and units for every metric Kassa records (shown by /metrics as `# HELP`).
@@ -180,4 +292,30 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Email send latency."
     );
+    describe_gauge!("process_open_fds", "Number of open file descriptors.");
+    describe_gauge!(
+        "process_max_fds",
+        "Maximum number of open file descriptors (0: unlimited)."
+    );
+    describe_gauge!(
+        "process_virtual_memory_bytes",
+        Unit::Bytes,
+        "Virtual memory size in bytes."
+    );
+    describe_gauge!(
+        "process_virtual_memory_max_bytes",
+        Unit::Bytes,
+        "Maximum amount of virtual memory available in bytes (0: unlimited)."
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory size in bytes."
+    );
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Start time of the process since the Unix epoch in seconds."
+    );
+    describe_gauge!("process_threads", "Number of OS threads in the process.");
 }
