@@ -1,23 +1,72 @@
 //! Logs and metrics set up once per process: `tracing` to stdout (text or JSON, filtered by
 //! KASSA_LOG) and the Prometheus recorder that /metrics renders. Never `println!` a log.
+//! Logging never blocks the process: lines go through a bounded queue to a writer thread and
+//! are dropped (and counted) when stdout's reader stalls; a reader that went away (EPIPE) only
+//! loses the lines. Serving and shutdown never wait on stdout.
 //! Every counter an alert or the dashboard reads exists at 0 from start-up, so that
 //! `increase()` sees the first event of a process.
 
 use crate::config::LogFormat;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Log lines queued for stdout at most; beyond them new lines are dropped, not waited for.
+const LOG_LINES_QUEUED: usize = 16_384;
+/// How long the exit waits for queued lines to reach stdout.
+const LOG_FLUSH_GRACE: Duration = Duration::from_millis(1500);
+
+/// The log writer thread's guard (taken by `flush_logs`) and its count of dropped lines.
+static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+static LOG_LINES_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Installs the tracing subscriber (the first call wins; later calls are no-ops).
 pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_LINES_QUEUED)
+        .thread_name("kassa-log")
+        .finish(std::io::stdout());
+    let dropped = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
-    let _ = match format {
+        .with_target(false)
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    if installed.is_ok() {
+        let _ = LOG_LINES_DROPPED.set(dropped);
+        if let Ok(mut slot) = LOG_WRITER.lock() {
+            *slot = Some(guard);
+        }
+    }
+}
+
+/// Gives the log writer thread a moment to write the queued lines before the process exits,
+/// and never more: a stalled stdout reader cannot hold the exit (the writer thread then dies
+/// with the process).
+pub fn flush_logs() {
+    let guard = LOG_WRITER.lock().ok().and_then(|mut slot| slot.take());
+    let Some(guard) = guard else {
+        return;
+    };
+    let (done, flushed) = std::sync::mpsc::channel();
+    // Dropping the guard waits for the writer, and may print if it cannot reach it: apart,
+    // so that neither can hold the exit.
+    let spawned = std::thread::Builder::new()
+        .name("kassa-log-flush".into())
+        .spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+    if spawned.is_ok() {
+        let _ = flushed.recv_timeout(LOG_FLUSH_GRACE);
+    }
 }
 
 /// The process-wide Prometheus recorder (installed on first use, shared by every app in
@@ -84,6 +133,9 @@ pub fn render_metrics(handle: &PrometheusHandle) -> String {
         if let Some(value) = value {
             metrics::gauge!(name).set(value as f64);
         }
+    }
+    if let Some(dropped) = LOG_LINES_DROPPED.get() {
+        metrics::counter!("kassa_log_lines_dropped_total").absolute(dropped.dropped_lines() as u64);
     }
     let mut text = handle.render();
     if let Some(seconds) = process.cpu_seconds_total {
@@ -291,6 +343,10 @@ pub fn describe_metrics() {
         "kassa_smtp_send_seconds",
         Unit::Seconds,
         "Email send latency."
+    );
+    describe_counter!(
+        "kassa_log_lines_dropped_total",
+        "Log lines dropped because stdout's reader did not keep up."
     );
     describe_gauge!("process_open_fds", "Number of open file descriptors.");
     describe_gauge!(
