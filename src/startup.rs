@@ -221,6 +221,7 @@ impl Application {
                     !cors_origins.is_empty(),
                     routes::cors(&cors_origins),
                 ))
+                .wrap(middleware::from_fn(routes::limit_header_size))
                 .wrap(middleware::from_fn(routes::observe))
                 .configure(routes::configure)
                 .configure(|cfg| crate::shopper::configure(cfg, demo));

@@ -384,6 +384,40 @@ async fn process_cpu_seconds_are_the_real_cpu_time_not_whole_seconds() {
 }
 
 #[actix_web::test]
+async fn request_headers_over_16_kib_in_all_are_431_in_the_error_shape() {
+    let app = spawn_app().await;
+    let get_with = |headers: Vec<(String, String)>| {
+        let mut request = app.client.get(app.url("/api/products/tee"));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    // 15 headers of 1 KiB: under the limit, served (404: no such product).
+    let kib = |n: usize| {
+        (0..n)
+            .map(|i| (format!("x-pad-{i}"), "v".repeat(1000)))
+            .collect()
+    };
+    let response = get_with(kib(15)).await.expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // 17 of them, and one header of 100 KB (the fault run's): refused.
+    for headers in [kib(17), vec![("x-big".to_string(), "v".repeat(100_000))]] {
+        let response = get_with(headers).await.expect("request");
+        assert_error(
+            response,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+        )
+        .await;
+    }
+    // And the server keeps serving.
+    let response = get_with(Vec::new()).await.expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
+#[actix_web::test]
 async fn metrics_carry_help_text() {
     let app = spawn_app().await;
     app.get_product("x").await;
