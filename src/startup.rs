@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::store::embedded::{CloseWaiter, EmbeddedStore};
 use crate::store::scylla::{ScyllaStore, ScyllaTarget};
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, middleware, web};
+use actix_web::{App, middleware, web};
 use anyhow::Context as _;
 use kassa_actors::ActorSettings;
 use kassa_actors::cart::CartActor;
@@ -213,7 +213,7 @@ impl Application {
         let cors_origins = state.config.cors_origins.clone();
         let server_state = state.clone();
         let mounted = sandbox.clone();
-        let server = HttpServer::new(move || {
+        let server = crate::connections::serve(listener, threads, SHUTDOWN_GRACE, move || {
             let mut app = App::new()
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
@@ -232,12 +232,7 @@ impl Application {
                 );
             }
             app.default_service(web::to(routes::not_found))
-        })
-        .workers(threads)
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE)
-        .listen(listener)?
-        .run();
+        })?;
         Ok(Self {
             port,
             server,

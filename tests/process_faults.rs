@@ -1,11 +1,14 @@
 //! `kassa serve` as a process facing what its surroundings do wrong: a log reader that stalls
-//! or goes away must not keep SIGTERM from stopping it.
+//! or goes away must not keep SIGTERM from stopping it, and clients that never finish a request
+//! head are disconnected within the contract's 5 s.
 
 use reqwest::StatusCode;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// A child process killed when dropped (a failed test leaves nothing running).
 struct Process(Child);
@@ -149,4 +152,101 @@ async fn sigterm_stops_it_after_its_log_reader_went_away() {
 
     let exit = terminate(&mut server, Duration::from_secs(6)).await;
     assert!(exit.success(), "{exit:?}");
+}
+
+/// How a client dawdles over its request head.
+#[derive(Debug, Clone, Copy)]
+enum Dawdle {
+    /// Connects and sends nothing.
+    Silent,
+    /// Sends half a head, then nothing.
+    HalfAHead,
+    /// Sends half a head, then a header line every second, never the blank line.
+    Trickle,
+    /// A whole request, its answer read, then half of a second head trickled as above.
+    TrickleTheSecondHead,
+}
+
+/// Opens a connection that dawdles as told and answers how long after its (last) head began
+/// the server closed it, or `None` when it was still open after `patience`.
+async fn dawdle(port: u16, how: Dawdle, patience: Duration) -> Option<Duration> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let half = b"GET /healthz HTTP/1.1\r\nHost: kassa\r\n";
+    if let Dawdle::TrickleTheSecondHead = how {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: kassa\r\n\r\n")
+            .await
+            .expect("first request");
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.ends_with(b"{\"status\":\"ok\"}") {
+            let n = stream.read(&mut buf).await.expect("first answer");
+            assert!(n > 0, "closed before answering the first request");
+            answer.extend_from_slice(&buf[..n]);
+        }
+    }
+    let began = Instant::now();
+    if !matches!(how, Dawdle::Silent) {
+        stream.write_all(half).await.expect("half a head");
+    }
+    let trickle = matches!(how, Dawdle::Trickle | Dawdle::TrickleTheSecondHead);
+    let mut buf = [0u8; 4096];
+    while began.elapsed() < patience {
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(began.elapsed()),
+            Ok(Ok(_)) => {} // a 408 before the close
+            Err(_) if trickle => {
+                if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                    return Some(began.elapsed());
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn clients_that_do_not_finish_a_request_head_within_5_s_are_disconnected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Process(
+        serve(dir.path(), port, "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kassa"),
+    );
+    wait_ready(&client(), &base).await;
+
+    let patience = Duration::from_secs(12);
+    let mut clients = Vec::new();
+    for how in [
+        Dawdle::Silent,
+        Dawdle::HalfAHead,
+        Dawdle::Trickle,
+        Dawdle::TrickleTheSecondHead,
+    ] {
+        for _ in 0..50 {
+            clients.push((how, tokio::spawn(dawdle(port, how, patience))));
+        }
+    }
+    let mut open = Vec::new();
+    for (how, client) in clients {
+        match client.await.expect("client task") {
+            Some(closed_after) => assert!(
+                closed_after < Duration::from_millis(6_500),
+                "{how:?}: closed only after {closed_after:?}"
+            ),
+            None => open.push(how),
+        }
+    }
+    assert!(
+        open.is_empty(),
+        "{} of 200 dawdling connections still open after {patience:?}: {open:?}",
+        open.len()
+    );
 }
