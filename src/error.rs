@@ -97,6 +97,8 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("the request body is larger than 64 KiB")]
     PayloadTooLarge,
+    #[error("the request headers are larger than 16 KiB in all")]
+    HeadersTooLarge,
     #[error("the request has invalid values")]
     Validation(Vec<FieldError>),
     /// 422 with a specific code (`currency_mismatch`, `idempotency_key_reused`, ...).
@@ -147,6 +149,7 @@ impl AppError {
             Self::BadRequest { code, .. } | Self::Unauthorized { code, .. } => code,
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::HeadersTooLarge => "request_header_fields_too_large",
             Self::Validation(_) => "validation_failed",
             Self::Unprocessable { code, .. } => code,
             Self::MissingToken => "unauthorized",
@@ -228,6 +231,7 @@ impl ResponseError for AppError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Validation(_) | Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MissingToken | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,

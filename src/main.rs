@@ -105,6 +105,7 @@ fn main() -> ExitCode {
 }
 
 fn exit(result: anyhow::Result<()>) -> ExitCode {
+    telemetry::flush_logs();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::store::embedded::{CloseWaiter, EmbeddedStore};
 use crate::store::scylla::{ScyllaStore, ScyllaTarget};
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpServer, middleware, web};
+use actix_web::{App, middleware, web};
 use anyhow::Context as _;
 use kassa_actors::ActorSettings;
 use kassa_actors::cart::CartActor;
@@ -226,7 +226,7 @@ impl Application {
         let server_state = state.clone();
         let mounted = sandbox.clone();
         let admission = web::Data::new(routes::Admission::new(state.config.max_in_flight));
-        let server = HttpServer::new(move || {
+        let server = crate::connections::serve(listener, threads, SHUTDOWN_GRACE, move || {
             let mut app = App::new()
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
@@ -236,6 +236,7 @@ impl Application {
                     !cors_origins.is_empty(),
                     routes::cors(&cors_origins),
                 ))
+                .wrap(middleware::from_fn(routes::limit_header_size))
                 .wrap(middleware::from_fn(routes::observe))
                 .configure(routes::configure)
                 .configure(|cfg| crate::shopper::configure(cfg, demo));
@@ -246,12 +247,7 @@ impl Application {
                 );
             }
             app.default_service(web::to(routes::not_found))
-        })
-        .workers(threads)
-        .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE)
-        .listen(listener)?
-        .run();
+        })?;
         Ok(Self {
             port,
             server,

@@ -1,21 +1,72 @@
 //! Logs and metrics set up once per process: `tracing` to stdout (text or JSON, filtered by
 //! KASSA_LOG) and the Prometheus recorder that /metrics renders. Never `println!` a log.
+//! Logging never blocks the process: lines go through a bounded queue to a writer thread and
+//! are dropped (and counted) when stdout's reader stalls; a reader that went away (EPIPE) only
+//! loses the lines. Serving and shutdown never wait on stdout.
+//! Every counter an alert or the dashboard reads exists at 0 from start-up, so that
+//! `increase()` sees the first event of a process.
 
 use crate::config::LogFormat;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Log lines queued for stdout at most; beyond them new lines are dropped, not waited for.
+const LOG_LINES_QUEUED: usize = 16_384;
+/// How long the exit waits for queued lines to reach stdout.
+const LOG_FLUSH_GRACE: Duration = Duration::from_millis(1500);
+
+/// The log writer thread's guard (taken by `flush_logs`) and its count of dropped lines.
+static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+static LOG_LINES_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
 /// Installs the tracing subscriber (the first call wins; later calls are no-ops).
 pub fn init_logging(filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_LINES_QUEUED)
+        .thread_name("kassa-log")
+        .finish(std::io::stdout());
+    let dropped = writer.error_counter();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
-    let _ = match format {
+        .with_target(false)
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    if installed.is_ok() {
+        let _ = LOG_LINES_DROPPED.set(dropped);
+        if let Ok(mut slot) = LOG_WRITER.lock() {
+            *slot = Some(guard);
+        }
+    }
+}
+
+/// Gives the log writer thread a moment to write the queued lines before the process exits,
+/// and never more: a stalled stdout reader cannot hold the exit (the writer thread then dies
+/// with the process).
+pub fn flush_logs() {
+    let guard = LOG_WRITER.lock().ok().and_then(|mut slot| slot.take());
+    let Some(guard) = guard else {
+        return;
+    };
+    let (done, flushed) = std::sync::mpsc::channel();
+    // Dropping the guard waits for the writer, and may print if it cannot reach it: apart,
+    // so that neither can hold the exit.
+    let spawned = std::thread::Builder::new()
+        .name("kassa-log-flush".into())
+        .spawn(move || {
+            drop(guard);
+            let _ = done.send(());
+        });
+    if spawned.is_ok() {
+        let _ = flushed.recv_timeout(LOG_FLUSH_GRACE);
+    }
 }
 
 /// The process-wide Prometheus recorder (installed on first use, shared by every app in
@@ -44,9 +95,9 @@ pub fn metrics_handle() -> PrometheusHandle {
                         );
                     }
                     describe_metrics();
+                    register_counters_at_zero();
                     // Alerts need the series before the first refusal.
                     metrics::counter!("kassa_http_shed_total").increment(0);
-                    process_collector().describe();
                     metrics::gauge!("kassa_build_info", "version" => env!("CARGO_PKG_VERSION"))
                         .set(1.0);
                     handle
@@ -60,10 +111,123 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// The process's own figures (`process_*`), read afresh at every scrape.
-pub fn process_collector() -> &'static metrics_process::Collector {
-    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
-    COLLECTOR.get_or_init(metrics_process::Collector::default)
+/// What /metrics serves: every recorded series, and the process's own figures (`process_*`,
+/// Prometheus' standard names) read now. The CPU time is written here rather than through
+/// the recorder, whose counters are whole numbers: a process that used 0.9 s would read 0.
+pub fn render_metrics(handle: &PrometheusHandle) -> String {
+    let process = metrics_process::collector::collect();
+    let gauges = [
+        ("process_open_fds", process.open_fds),
+        ("process_max_fds", process.max_fds),
+        ("process_virtual_memory_bytes", process.virtual_memory_bytes),
+        (
+            "process_virtual_memory_max_bytes",
+            process.virtual_memory_max_bytes,
+        ),
+        (
+            "process_resident_memory_bytes",
+            process.resident_memory_bytes,
+        ),
+        ("process_start_time_seconds", process.start_time_seconds),
+        ("process_threads", process.threads),
+    ];
+    for (name, value) in gauges {
+        if let Some(value) = value {
+            metrics::gauge!(name).set(value as f64);
+        }
+    }
+    if let Some(dropped) = LOG_LINES_DROPPED.get() {
+        metrics::counter!("kassa_log_lines_dropped_total").absolute(dropped.dropped_lines() as u64);
+    }
+    let mut text = handle.render();
+    if let Some(seconds) = process.cpu_seconds_total {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&format!(
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+             # TYPE process_cpu_seconds_total counter\n\
+             process_cpu_seconds_total {seconds}\n"
+        ));
+    }
+    text
+}
+
+/// Creates at 0 the counters that alerting rules and the dashboard read, with every label
+/// set they can take: a counter first seen at 1 has no earlier sample, so `increase()` and
+/// `rate()` miss its first event (the first oversell of each process went unpaged).
+/// Label values come from the types that record them, so they cannot drift apart.
+fn register_counters_at_zero() {
+    use kassa_actors::cart::CartActor;
+    use kassa_actors::mailer::SendError;
+    use kassa_actors::order::{Decision, OrderEvent, OrderStatus, decide};
+    use kassa_actors::order_actor::OrderActor;
+    use kassa_actors::product::ProductActor;
+    use kassa_actors::registry::KeyedActor;
+    use kassa_actors::store::EmailKind;
+    use metrics::counter;
+
+    for name in [
+        "kassa_commit_without_reservation_total",
+        "kassa_reservation_conflicts_total",
+        "kassa_reservations_orphaned_total",
+        "kassa_webhook_amount_mismatch_total",
+        "kassa_orders_expired_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    // The store-conflict `entity` of each actor is its kind.
+    for kind in [ProductActor::KIND, CartActor::KIND, OrderActor::KIND] {
+        counter!("kassa_actor_ask_overloaded_total", "kind" => kind).increment(0);
+        counter!("kassa_store_conflicts_total", "entity" => kind).increment(0);
+    }
+    for outcome in ["placed", "conflict", "gateway_error"] {
+        counter!("kassa_checkouts_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in [
+        "applied",
+        "unchanged",
+        "duplicate",
+        "bad_signature",
+        "ignored",
+    ] {
+        counter!("kassa_webhooks_total", "outcome" => outcome).increment(0);
+    }
+    for email in [EmailKind::Confirmation, EmailKind::Refund] {
+        let email = email.as_str();
+        counter!("kassa_emails_sent_total", "email" => email).increment(0);
+        for failure in [
+            SendError::Transient(String::new()),
+            SendError::Permanent(String::new()),
+        ] {
+            counter!("kassa_email_send_failures_total", "kind" => failure.kind(), "email" => email)
+                .increment(0);
+        }
+    }
+    // Every transition the order table can make.
+    let events = [(true, true), (true, false), (false, true), (false, false)]
+        .map(
+            |(amount_matches, stock_held)| OrderEvent::PaymentSucceeded {
+                amount_matches,
+                stock_held,
+            },
+        )
+        .into_iter()
+        .chain([
+            OrderEvent::PaymentFailed,
+            OrderEvent::GatewayUnavailable,
+            OrderEvent::ReservationExpired,
+            OrderEvent::RefundAccepted,
+            OrderEvent::CancelRequested,
+        ]);
+    for event in events {
+        for from in OrderStatus::ALL {
+            if let Decision::Move { to, .. } = decide(from, event) {
+                counter!("kassa_order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
+                    .increment(0);
+            }
+        }
+    }
 }
 
 /// Help text and units for every metric Kassa records (shown by /metrics as `# HELP`).
@@ -186,4 +350,34 @@ pub fn describe_metrics() {
         Unit::Seconds,
         "Email send latency."
     );
+    describe_counter!(
+        "kassa_log_lines_dropped_total",
+        "Log lines dropped because stdout's reader did not keep up."
+    );
+    describe_gauge!("process_open_fds", "Number of open file descriptors.");
+    describe_gauge!(
+        "process_max_fds",
+        "Maximum number of open file descriptors (0: unlimited)."
+    );
+    describe_gauge!(
+        "process_virtual_memory_bytes",
+        Unit::Bytes,
+        "Virtual memory size in bytes."
+    );
+    describe_gauge!(
+        "process_virtual_memory_max_bytes",
+        Unit::Bytes,
+        "Maximum amount of virtual memory available in bytes (0: unlimited)."
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory size in bytes."
+    );
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Start time of the process since the Unix epoch in seconds."
+    );
+    describe_gauge!("process_threads", "Number of OS threads in the process.");
 }

@@ -281,8 +281,8 @@ mod tests {
         let prod = raw(&[
             ("data_dir", data),
             ("env", "prod"),
-            ("jwt_secret", "s3cret"),
-            ("webhook_secret", "whsec_c2VjcmV0"),
+            ("jwt_secret", "0123456789abcdef0123456789abcdef"),
+            ("webhook_secret", "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3"),
         ])
         .expect("prod");
         assert_eq!(prod.env, Environment::Production);

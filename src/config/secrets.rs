@@ -1,10 +1,16 @@
 //! The keys Kassa verifies with: the JWT key (a shared secret or a public key file) and the
 //! webhook secret of the sandbox and HTTP gateways. Production must set them; development
-//! takes the missing ones from dev_secrets.rs. A secret is never trimmed nor shown in Debug.
+//! takes the missing ones from dev_secrets.rs, and refuses keys short enough to guess (an HS256
+//! key under 32 bytes, a webhook key under 24). A secret is never trimmed nor shown in Debug.
 
 use super::dev_secrets::dev_secrets;
 use super::{ConfigError, Environment, RawConfig, non_empty, secret};
 use std::path::{Path, PathBuf};
+
+/// The shortest HS256 key production accepts (RFC 7518 3.2: a key as long as the hash).
+const MIN_PRODUCTION_JWT_SECRET: usize = 32;
+/// The shortest decoded webhook signing key production accepts (Standard Webhooks: 24 to 64).
+const MIN_PRODUCTION_WEBHOOK_KEY: usize = 24;
 
 /// How tokens are verified. With a public key, only that key verifies (the secret is ignored).
 #[derive(Clone, PartialEq, Eq)]
@@ -70,7 +76,10 @@ pub(super) fn secrets(
             (j.unwrap_or(dev.jwt_secret), w.unwrap_or(dev.webhook_secret))
         }
     };
-    check_webhook_secret(&webhook_secret)?;
+    let webhook_key = check_webhook_secret(&webhook_secret)?;
+    if env == Environment::Production {
+        check_production_lengths(&jwt_secret, public_key_file.is_some(), &webhook_key)?;
+    }
     let key = match public_key_file {
         Some(path) => {
             let pem = std::fs::read(&path).map_err(|e| {
@@ -94,25 +103,61 @@ pub(super) fn secrets(
     })
 }
 
-fn check_webhook_secret(secret: &str) -> Result<(), ConfigError> {
+/// The key bytes of a `whsec_<base64>` secret.
+fn check_webhook_secret(secret: &str) -> Result<Vec<u8>, ConfigError> {
     use base64::Engine;
-    let ok = secret
+    secret
         .strip_prefix("whsec_")
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .is_some_and(|k| !k.is_empty());
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            "webhook_secret",
-            "expected `whsec_` followed by base64 key bytes (Standard Webhooks format)",
-        ))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            ConfigError::new(
+                "webhook_secret",
+                "expected `whsec_` followed by base64 key bytes (Standard Webhooks format)",
+            )
+        })
+}
+
+/// Production keys long enough not to be guessed or brute-forced offline from one signed
+/// token or webhook. The JWT secret is not checked when a public key verifies tokens (it is
+/// then ignored). Lengths only: a key is never shown.
+fn check_production_lengths(
+    jwt_secret: &str,
+    public_key: bool,
+    webhook_key: &[u8],
+) -> Result<(), ConfigError> {
+    if !public_key && jwt_secret.len() < MIN_PRODUCTION_JWT_SECRET {
+        return Err(ConfigError::new(
+            "jwt_secret",
+            format!(
+                "production needs an HS256 key of at least {MIN_PRODUCTION_JWT_SECRET} bytes, \
+                 got {} (generate one with `openssl rand -base64 48`)",
+                jwt_secret.len()
+            ),
+        ));
     }
+    if webhook_key.len() < MIN_PRODUCTION_WEBHOOK_KEY {
+        return Err(ConfigError::new(
+            "webhook_secret",
+            format!(
+                "production needs a webhook key of at least {MIN_PRODUCTION_WEBHOOK_KEY} bytes \
+                 once base64-decoded, got {} (generate one with \
+                 `echo whsec_$(openssl rand -base64 32)`)",
+                webhook_key.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use crate::config::testing::raw;
+
+    /// 32 bytes: the shortest HS256 key production takes.
+    const JWT_32: &str = "0123456789abcdef0123456789abcdef";
+    /// A webhook key of 24 bytes once decoded: the shortest production takes.
+    const WEBHOOK_24: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3";
 
     #[test]
     fn production_refuses_to_start_without_explicit_secrets() {
@@ -123,17 +168,84 @@ mod tests {
         let err = raw(&[
             ("data_dir", data),
             ("env", "production"),
-            ("jwt_secret", "s3cret"),
+            ("jwt_secret", JWT_32),
         ])
         .expect_err("no webhook secret");
         assert_eq!(err.key, "KASSA_WEBHOOK_SECRET");
         let ok = raw(&[
             ("data_dir", data),
             ("env", "production"),
-            ("jwt_secret", "s3cret"),
-            ("webhook_secret", "whsec_c2VjcmV0"),
+            ("jwt_secret", JWT_32),
+            ("webhook_secret", WEBHOOK_24),
         ])
         .expect("explicit secrets");
         assert!(ok.dev_secrets_file.is_none());
+    }
+
+    #[test]
+    fn production_refuses_a_jwt_secret_under_32_bytes_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        for short in ["abc", "0123456789abcdef0123456789abcde"] {
+            let err = raw(&[
+                ("data_dir", data),
+                ("env", "production"),
+                ("jwt_secret", short),
+                ("webhook_secret", WEBHOOK_24),
+            ])
+            .expect_err(short);
+            assert_eq!(err.key, "KASSA_JWT_SECRET", "{short}");
+            assert!(err.problem.contains("at least 32 bytes"), "{}", err.problem);
+            assert!(!err.to_string().contains(short), "the key is never shown");
+        }
+    }
+
+    #[test]
+    fn production_refuses_a_webhook_key_under_24_decoded_bytes_naming_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        // "secret" (6 bytes) and 23 bytes: long enough as text, too short as a key.
+        for short in ["whsec_c2VjcmV0", "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY="] {
+            let err = raw(&[
+                ("data_dir", data),
+                ("env", "production"),
+                ("jwt_secret", JWT_32),
+                ("webhook_secret", short),
+            ])
+            .expect_err(short);
+            assert_eq!(err.key, "KASSA_WEBHOOK_SECRET", "{short}");
+            assert!(err.problem.contains("at least 24 bytes"), "{}", err.problem);
+        }
+    }
+
+    #[test]
+    fn development_still_takes_short_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        raw(&[
+            ("data_dir", data),
+            ("jwt_secret", "abc"),
+            ("webhook_secret", "whsec_c2VjcmV0"),
+        ])
+        .expect("development takes any key");
+    }
+
+    #[test]
+    fn production_with_a_public_key_ignores_the_secret_length() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_str().expect("utf8");
+        let pem = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rsa_public.pem");
+        let config = raw(&[
+            ("data_dir", data),
+            ("env", "production"),
+            ("jwt_public_key_file", pem),
+            ("jwt_secret", "abc"),
+            ("webhook_secret", WEBHOOK_24),
+        ])
+        .expect("the public key verifies; the secret is ignored");
+        assert!(matches!(
+            config.jwt.key,
+            crate::config::JwtKey::PublicKeyPem { .. }
+        ));
     }
 }

@@ -27,6 +27,9 @@ use utoipa::{Modify, OpenApi};
 
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Request headers above this in all (names, values and their separators) are refused with
+/// 431 before routing. Heads over 128 KiB never get here: actix-http answers those 431 itself.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -305,6 +308,24 @@ pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
                 details: None,
             })
     })
+}
+
+/// Refuses a request whose headers are over `MAX_HEADER_BYTES` in all (431, in the error
+/// shape), counting each as its `name: value` line with the CRLF.
+pub async fn limit_header_size<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        let response = actix_web::ResponseError::error_response(&AppError::HeadersTooLarge);
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Every request: a request id (from `X-Request-Id` or a new one, echoed in the response), a

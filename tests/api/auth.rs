@@ -400,3 +400,41 @@ async fn a_token_is_invalid_before_its_nbf_on_the_shared_clock() {
     assert_eq!(response.status(), StatusCode::CREATED, "valid from its nbf");
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn a_validly_signed_token_over_8_kib_is_invalid_and_one_just_under_verifies() {
+    let app = spawn_app().await;
+    let secret = EncodingKey::from_secret(b"integration-test-secret");
+    let padded = |padding: usize| {
+        sign(
+            Algorithm::HS256,
+            &secret,
+            json!({"sub": "alice", "exp": in_an_hour(&app), "pad": "x".repeat(padding)}),
+        )
+    };
+    // The largest padding whose token still fits in 8 KiB, and one byte of claims more.
+    let fits = (0..8192)
+        .rev()
+        .find(|&p| padded(p).len() <= 8192)
+        .expect("a token of 8 KiB");
+    let at_limit = padded(fits);
+    let over = padded(fits + 3);
+    assert!(over.len() > 8192, "{}", over.len());
+    let response = post_cart(&app, Some(&format!("Bearer {at_limit}"))).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let response = post_cart(&app, Some(&format!("Bearer {over}"))).await;
+    assert_eq!(
+        response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    let body = assert_error(response, StatusCode::UNAUTHORIZED, "invalid_token").await;
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("8 KiB")),
+        "refused for its length, before its signature was checked: {body}"
+    );
+    app.stop().await;
+}

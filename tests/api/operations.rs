@@ -322,6 +322,101 @@ async fn a_request_id_is_echoed_or_generated() {
     app.stop().await;
 }
 
+/// This process's CPU time (user and system) as the kernel counts it, in seconds.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // After the command name: state is field 3 of proc(5), so utime (14) and stime (15)
+    // are the 12th and 13th.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .expect("a command name")
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().expect("ticks"))
+        .collect();
+    let ticks_per_second: f64 = String::from_utf8(
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .expect("getconf")
+            .stdout,
+    )
+    .expect("utf8")
+    .trim()
+    .parse()
+    .expect("CLK_TCK");
+    fields.iter().sum::<f64>() / ticks_per_second
+}
+
+#[actix_web::test]
+async fn process_cpu_seconds_are_the_real_cpu_time_not_whole_seconds() {
+    let app = spawn_app().await;
+    // Spend CPU until this process is well inside a second (x.3 to x.7), where a value cut
+    // to whole seconds is plainly wrong.
+    let burn_until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !(0.3..0.7).contains(&own_cpu_seconds().fract()) {
+        assert!(
+            std::time::Instant::now() < burn_until,
+            "CPU time never moved"
+        );
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < std::time::Duration::from_millis(10) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+    }
+    let before = own_cpu_seconds();
+    let scrape = app.scrape().await;
+    let after = own_cpu_seconds();
+    let reported = crate::helpers::sample(&scrape, "process_cpu_seconds_total");
+    let tick = 0.011;
+    assert!(
+        before - tick <= reported && reported <= after + tick,
+        "process_cpu_seconds_total is {reported}; the kernel counted {before} to {after}"
+    );
+    assert!(
+        scrape.contains("# TYPE process_cpu_seconds_total counter"),
+        "{scrape}"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn request_headers_over_16_kib_in_all_are_431_in_the_error_shape() {
+    let app = spawn_app().await;
+    let get_with = |headers: Vec<(String, String)>| {
+        let mut request = app.client.get(app.url("/api/products/tee"));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    // 15 headers of 1 KiB: under the limit, served (404: no such product).
+    let kib = |n: usize| {
+        (0..n)
+            .map(|i| (format!("x-pad-{i}"), "v".repeat(1000)))
+            .collect()
+    };
+    let response = get_with(kib(15)).await.expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // 17 of them, and one header of 100 KB (the fault run's): refused.
+    for headers in [kib(17), vec![("x-big".to_string(), "v".repeat(100_000))]] {
+        let response = get_with(headers).await.expect("request");
+        assert_error(
+            response,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+        )
+        .await;
+    }
+    // And the server keeps serving.
+    let response = get_with(Vec::new()).await.expect("request");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+}
+
 #[actix_web::test]
 async fn metrics_carry_help_text() {
     let app = spawn_app().await;

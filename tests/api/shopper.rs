@@ -758,7 +758,11 @@ async fn the_demo_shop_exists_in_development_only() {
     );
     dev.stop().await;
 
-    let prod = spawn_app_with(|raw| raw.env = Some("production".into())).await;
+    let prod = spawn_app_with(|raw| {
+        raw.env = Some("production".into());
+        raw.jwt_secret = Some("integration-test-secret-of-32-bytes".into());
+    })
+    .await;
     let (status, _) = prod.page(&prod.url("/")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = json_of(prod.get_product("kassa-tee").await).await;
