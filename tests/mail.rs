@@ -324,7 +324,7 @@ async fn the_confirmation_arrives_with_the_expected_headers_and_body() {
     let alice = token_for(&app, "alice", &recipient);
     let order = paid_order(&app, &alice, &[("tee", 2), ("mug", 1)]).await;
     let order_id = order["orderId"].as_str().expect("orderId");
-    let short = &order_id[..8];
+    let short = order_number(order_id);
 
     let ids = BTreeSet::from([confirmation_id(order_id)]);
     let arrived = sink.wait_for(&ids, Duration::from_secs(20)).await;
@@ -561,7 +561,7 @@ async fn a_late_payment_that_is_refunded_gets_the_refund_email_by_the_same_path(
     let message = copies[0].parsed();
     assert_eq!(
         message.subject(),
-        Some(format!("Your order {} has been refunded", &late_id[..8]).as_str())
+        Some(format!("Your order {} has been refunded", order_number(&late_id)).as_str())
     );
     let to = message.to().and_then(|a| a.first()).expect("To");
     assert_eq!(to.address(), Some(recipient.as_str()));
@@ -793,6 +793,13 @@ async fn kill_9_between_queued_and_sent_still_delivers_the_email_after_restart()
     let message = arrived[&confirmation_id(&order_id)][0].parsed();
     assert_eq!(
         message.subject(),
-        Some(format!("Your order {} is confirmed", &order_id[..8]).as_str())
+        Some(format!("Your order {} is confirmed", order_number(&order_id)).as_str())
     );
+}
+
+/// The order number shoppers see for the order with id `order_id` (a function of the id).
+fn order_number(order_id: &str) -> String {
+    kassa_actors::domain::OrderId::parse(order_id)
+        .expect("an order id")
+        .number()
 }
