@@ -242,6 +242,34 @@ pub fn describe_metrics() {
         "HTTP requests by method, route template and status class."
     );
     describe_counter!(
+        "kassa_sandbox_journal_failures_total",
+        "Lines the built-in sandbox could not write to its payment journal."
+    );
+    describe_counter!(
+        "kassa_actor_evictions_requested_total",
+        "Idle actors asked to stop because their kind was over KASSA_MAX_LIVE_ACTORS, by kind."
+    );
+    describe_counter!(
+        "kassa_lwt_retries_total",
+        "Conditional writes retried after another writer got there first, by entity."
+    );
+    describe_counter!(
+        "kassa_email_claims_lost_total",
+        "Emails another mailer claimed first (this one did not send them)."
+    );
+    describe_counter!(
+        "kassa_crash_recovered_total",
+        "What start-up gave back that checkouts interrupted by a crash held, by what (idempotency_key, checkout)."
+    );
+    describe_counter!(
+        "kassa_checkout_sessions_total",
+        "Hosted checkout sessions opened."
+    );
+    describe_counter!(
+        "kassa_orders_cancelled_total",
+        "Unpaid orders cancelled by their shopper or an admin."
+    );
+    describe_counter!(
         "kassa_http_shed_total",
         "Requests refused with 503 overloaded because KASSA_MAX_IN_FLIGHT were in flight."
     );
