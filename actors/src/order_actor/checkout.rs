@@ -2,8 +2,20 @@
 //! store the order `pending_payment` with its link. Never stores an order whose stock is not
 //! reserved, and releases whatever it took when it stops short.
 
-use super::*;
+use super::effects::{Settled, release_skus};
+use super::settlement::transition;
+use super::{
+    ConflictReason, LineConflict, OrderError, OrderSettings, PlaceOrder, Placed, Services,
+};
+use crate::ActorError;
+use crate::cart::{BeginCheckout, CartError, EndCheckout};
+use crate::domain::{MAX_TOTAL, OrderId};
+use crate::gateway::PaymentRequest;
 use crate::gateway::{DisplayLine, PaymentDisplay};
+use crate::order::{OrderEvent, OrderStatus};
+use crate::product::{Reserve, ReserveOutcome};
+use crate::store::{OrderLine, OrderRecord, PaymentRef, StatusChange, WriteOutcome};
+use futures_util::future::join_all;
 
 /// A checkout stopped short: the order it stored (failed, its effects possibly finishing), if
 /// any, and the answer.

@@ -2,8 +2,17 @@
 //! email queued, payment refunded or cancelled): each idempotent, keyed by the order id, run
 //! after the transition that asked for them is durable and recorded once done.
 
-use super::*;
+use super::{OrderError, OrderServices, Services};
+use crate::cart::EndCheckout;
+use crate::domain::{OrderId, Sku};
 use crate::gateway::{CancelOutcome, GatewayError};
+use crate::order::{Decision, Effect, OrderEvent, decide};
+use crate::product::{Commit, CommitOutcome, Release};
+use crate::store::{EmailKind, OrderRecord, OutboxEmail, StatusChange, WriteOutcome};
+use futures_util::future::join_all;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 /// Releases the order's reservation on each SKU, all at once; answers whether every
 /// release was confirmed (one that failed is reclaimed by its product's sweep at expiry).

@@ -6,24 +6,18 @@
 //! next message; a crash in between is re-driven from the stored record. Never answers
 //! before the order's new state is durable.
 
-use crate::cart::{BeginCheckout, CartActor, CartError, EndCheckout};
+use crate::cart::CartActor;
 use crate::clock::SharedClock;
-use crate::domain::{CartId, MAX_TOTAL, OrderId, Sku, UserId};
-use crate::gateway::{PaymentRequest, PaymentState, SharedGateway};
+use crate::domain::{CartId, OrderId, Sku, UserId};
+use crate::gateway::SharedGateway;
 use crate::mailer::Handoff;
-use crate::order::{Decision, Effect, OrderEvent, OrderStatus, decide};
-use crate::product::{Commit, CommitOutcome, ProductActor, Release, Reserve, ReserveOutcome};
+use crate::order::OrderStatus;
+use crate::product::ProductActor;
 use crate::registry::{AskError, Evict, KeyedActor, Membership, PassivateIfIdle, Registry};
-use crate::store::{
-    EmailKind, OrderLine, OrderRecord, OutboxEmail, PaymentRef, SharedStore, ShippingDetails,
-    StatusChange, WriteOutcome,
-};
+use crate::store::{OrderRecord, SharedStore, ShippingDetails};
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
-use futures_util::future::join_all;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use time::{Duration, OffsetDateTime};
 use tracing::Instrument;
 
@@ -502,5 +496,5 @@ mod effects;
 mod settlement;
 
 use checkout::place;
-use effects::{Finishing, Settled, dispatch_effects, release_skus};
-use settlement::{cancel, notice, tick, transition};
+use effects::{Finishing, Settled};
+use settlement::{cancel, notice, tick};

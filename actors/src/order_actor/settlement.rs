@@ -2,7 +2,15 @@
 //! every other event do to a stored order, through the transition table of `order.rs`. The
 //! only writer of an order's status after checkout.
 
-use super::*;
+use super::effects::{Settled, dispatch_effects, release_skus};
+use super::{
+    NoticeOutcome, OrderError, OrderServices, PaymentNotice, REMEMBERED_WEBHOOKS, Services,
+};
+use crate::ActorError;
+use crate::gateway::PaymentState;
+use crate::order::{Decision, OrderEvent, OrderStatus, decide};
+use crate::product::{Reserve, ReserveOutcome};
+use crate::store::{OrderRecord, StatusChange, WriteOutcome};
 
 /// Applies `event` to `order`: persists the new status with its effects (and whatever
 /// `record` adds), then runs the effects. Answers the order as it now stands and whether it
