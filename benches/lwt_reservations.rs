@@ -145,6 +145,9 @@ impl Store for Counted {
     async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
         self.inner.release_unfinished_idempotency().await
     }
+    async fn release_email_claims(&self, now: time::OffsetDateTime) -> StoreResult<usize> {
+        self.inner.release_email_claims(now).await
+    }
 }
 
 struct Bench {

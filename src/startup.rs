@@ -194,7 +194,7 @@ impl Application {
             metrics: crate::telemetry::metrics_handle(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
-        let (keys, checkouts) = state
+        let (keys, checkouts, emails) = state
             .recover_interrupted_checkouts()
             .await
             .context("recovering checkouts interrupted by a crash")?;
@@ -204,6 +204,9 @@ impl Application {
                 checkouts,
                 "released what interrupted checkouts held (the previous run did not stop cleanly)"
             );
+        }
+        if emails > 0 {
+            tracing::info!(emails, "unsent emails of the previous run are due now");
         }
         let resumed = state
             .resume_active_orders()

@@ -72,12 +72,14 @@ impl AppState {
     /// its expiry. Every idempotency claim still in progress is released (no request runs
     /// yet), and every cart locked by an order that was never stored has that order's
     /// reservations released (the cart's lines name the SKUs: it cannot change while locked)
-    /// and its lock lifted, lines kept. Answers (keys released, checkouts recovered).
-    pub async fn recover_interrupted_checkouts(&self) -> anyhow::Result<(usize, usize)> {
+    /// and its lock lifted, lines kept. Emails the previous run had claimed but not recorded
+    /// as sent are made due at once. Answers (keys released, checkouts recovered, emails due).
+    pub async fn recover_interrupted_checkouts(&self) -> anyhow::Result<(usize, usize, usize)> {
         if self.store.is_shared() {
-            return Ok((0, 0));
+            return Ok((0, 0, 0));
         }
         let keys = self.store.release_unfinished_idempotency().await?;
+        let emails = self.store.release_email_claims(self.clock.now()).await?;
         // Active orders (pending ones included) keep their locks: their actors settle them.
         let active: HashSet<OrderId> = self.store.active_orders().await?.into_iter().collect();
         let mut recovered = 0;
@@ -111,7 +113,9 @@ impl AppState {
             .increment(keys as u64);
         metrics::counter!("kassa_crash_recovered_total", "what" => "checkout")
             .increment(recovered as u64);
-        Ok((keys, recovered))
+        metrics::counter!("kassa_crash_recovered_total", "what" => "email")
+            .increment(emails as u64);
+        Ok((keys, recovered, emails))
     }
 
     /// Wakes every order the store lists as active (start-up: expiries and unfinished steps

@@ -259,7 +259,7 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "kassa_crash_recovered_total",
-        "What start-up gave back that checkouts interrupted by a crash held, by what (idempotency_key, checkout)."
+        "What start-up gave back that the previous run left held, by what (idempotency_key, checkout, email made due)."
     );
     describe_counter!(
         "kassa_checkout_sessions_total",

@@ -1239,15 +1239,27 @@ pub async fn a_single_writer_store_finds_what_a_crash_left_held(store: &dyn Stor
         .complete_idempotency(&user, "finished", &response("done"))
         .await
         .expect("complete");
+    let claimed = email(OrderId::new(), "crash-mail", at(0), at(0));
+    let queued = store
+        .enqueue_claimed_email(&claimed, at(10_000))
+        .await
+        .expect("enqueue");
+    let mails = store
+        .release_email_claims(at(100))
+        .await
+        .expect("release claims");
+    let due_now = due_among(store, at(100), 100_000, &[claimed.order_id]).await;
     let locked = store.locked_carts(100_000).await.expect("locked carts");
     let released = store
         .release_unfinished_idempotency()
         .await
         .expect("release");
     if store.is_shared() {
-        // Another replica's checkout may be running: a shared store reports nothing.
-        assert!(locked.is_empty() && released == 0);
+        // Another replica's checkout or mailer may be running: a shared store reports nothing.
+        assert!(locked.is_empty() && released == 0 && mails == 0);
     } else {
+        assert!(queued && mails >= 1, "a claimed email is released");
+        assert_eq!(due_now.len(), 1, "and due at once");
         assert!(
             locked
                 .iter()
@@ -1284,6 +1296,11 @@ pub async fn a_single_writer_store_finds_what_a_crash_left_held(store: &dyn Stor
             "an unlocked cart is not"
         );
     }
+    let sent = OutboxEmail {
+        sent_at: Some(at(200)),
+        ..claimed
+    };
+    store.update_email(&sent).await.expect("mark sent");
 }
 
 #[cfg(test)]

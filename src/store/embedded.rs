@@ -762,6 +762,36 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn release_email_claims(&self, now: OffsetDateTime) -> StoreResult<usize> {
+        self.write(move |txn| {
+            let unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
+            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
+            let keys = unsent
+                .iter()
+                .map_err(db_err)?
+                .map(|entry| entry.map(|(key, _)| key.value()).map_err(db_err))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let mut released = 0;
+            for key in keys {
+                let id = format!("{}/{}", Uuid::from_u128(key.0), key.1);
+                let Some(stored) = outbox.get(key).map_err(db_err)? else {
+                    continue;
+                };
+                let mut email: OutboxEmail = decode(stored.value(), "outbox email", &id)?;
+                drop(stored);
+                if email.sent_at.is_none() && email.next_attempt_at > now {
+                    email.next_attempt_at = now;
+                    outbox
+                        .insert(key, encode(&email)?.as_slice())
+                        .map_err(db_err)?;
+                    released += 1;
+                }
+            }
+            Ok(released)
+        })
+        .await
+    }
+
     async fn locked_carts(&self, limit: usize) -> StoreResult<Vec<CartRecord>> {
         self.read(move |txn| {
             let locked = txn.open_table(LOCKED_CARTS).map_err(db_err)?;

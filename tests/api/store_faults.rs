@@ -155,6 +155,9 @@ impl Store for FaultyStore {
     async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
         self.inner.release_unfinished_idempotency().await
     }
+    async fn release_email_claims(&self, now: time::OffsetDateTime) -> StoreResult<usize> {
+        self.inner.release_email_claims(now).await
+    }
 }
 
 /// An app over a `FaultyStore`, and the switch of its fault.

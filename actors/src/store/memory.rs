@@ -333,4 +333,16 @@ impl Store for MemoryStore {
             .retain(|_, (_, _, response)| response.is_some());
         Ok(before - inner.idempotency.len())
     }
+
+    async fn release_email_claims(&self, now: OffsetDateTime) -> StoreResult<usize> {
+        let mut inner = self.lock();
+        let mut released = 0;
+        for email in inner.outbox.values_mut() {
+            if email.sent_at.is_none() && email.next_attempt_at > now {
+                email.next_attempt_at = now;
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
 }

@@ -410,6 +410,14 @@ pub trait Store: Send + Sync + 'static {
     /// key may be retried at once. A shared store forgets none (answers 0).
     async fn release_unfinished_idempotency(&self) -> StoreResult<usize>;
 
+    /// Makes every unsent email due at `now` and answers how many were not yet. Called at
+    /// start-up, before the mailer runs, on a store only this process writes: a claim still
+    /// in force belongs to the previous run's mailer (a crash between claiming and recording
+    /// "sent"), so the email goes out at once instead of when the claim's lease ends; an email
+    /// waiting out a retry's backoff is tried once more early. A shared store answers 0
+    /// (another replica's mailer may be sending it).
+    async fn release_email_claims(&self, now: OffsetDateTime) -> StoreResult<usize>;
+
     /// Stores a checkout session (a new one; sessions are never changed).
     async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()>;
     /// The session, if stored and not yet purged (the caller checks `expires_at`).

@@ -495,4 +495,7 @@ impl Store for ControlledStore {
     async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
         self.inner.release_unfinished_idempotency().await
     }
+    async fn release_email_claims(&self, now: time::OffsetDateTime) -> StoreResult<usize> {
+        self.inner.release_email_claims(now).await
+    }
 }

@@ -317,6 +317,12 @@ impl Store for ScyllaStore {
         Ok(Vec::new())
     }
 
+    /// None: another replica's mailer may be sending it; a claim of a dead replica lapses at
+    /// the end of its lease.
+    async fn release_email_claims(&self, _now: OffsetDateTime) -> StoreResult<usize> {
+        Ok(0)
+    }
+
     /// None: a claim in progress may be another replica's running request; a crashed one is
     /// presumed dead after the claim's stale time.
     async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
