@@ -2,6 +2,9 @@
 //! from POST /api/orders means the order survives `kill -9`, and it can still be paid; and
 //! `kassa token` works next to a running server.
 
+#[path = "support/silent_server.rs"]
+mod silent_server;
+
 use kassa::auth::{TokenRequest, mint};
 use kassa::config::{JwtConfig, JwtKey};
 use kassa_actors::clock::{SharedClock, SystemClock};
@@ -214,26 +217,10 @@ async fn an_order_answered_200_survives_kill_9_and_can_be_paid_after_restart() {
     assert_eq!(product["available"], 1);
 }
 
-/// A payment gateway that accepts connections and never answers; counts the connections.
-fn hanging_gateway() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(stream);
-        }
-    });
-    (url, accepted)
-}
-
 #[tokio::test]
 async fn a_kill_9_during_checkouts_leaves_nothing_held_after_the_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (hanging_url, accepted) = hanging_gateway();
+    let (hanging_url, accepted) = silent_server::start("http");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
@@ -290,7 +277,7 @@ async fn a_kill_9_during_checkouts_leaves_nothing_held_after_the_restart() {
         .map(|(shopper, cart, key)| tokio::spawn(checkout(shopper, cart, key).send()))
         .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while accepted.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+    while silent_server::taken(&accepted) < 3 {
         assert!(
             Instant::now() < deadline,
             "the checkouts never reached the gateway"

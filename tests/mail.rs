@@ -8,6 +8,9 @@
 //! their own. Tests that stop the server always start their own. A sink that cannot be
 //! started fails the test: nothing here is skipped.
 
+#[path = "support/silent_server.rs"]
+mod silent_server;
+
 #[path = "api/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
@@ -698,33 +701,10 @@ async fn call(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     json_of(request.send().await.expect("request")).await
 }
 
-#[tokio::test]
-async fn kill_9_between_queued_and_sent_still_delivers_the_email_after_restart() {
-    let sink = Sink::own();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = test_config(dir.path(), |_| {});
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let kassa = start_kassa(dir.path(), port, &sink.url);
-    wait_ready(&client, &base).await;
-
-    let admin = wall_clock_token(&config, "admin", None, true);
-    let (status, _) = call(
-        client
-            .put(format!("{base}/api/admin/products/tee"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "T-shirt", "price": 1999, "currency": "EUR", "stock": 5})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-
-    // The SMTP server is down while the order is paid: the email is queued, not sent.
-    sink.stop();
-    let alice = wall_clock_token(&config, "alice", Some("alice@example.com"), false);
+/// Alice buys one `tee` and pays at the sandbox; answers the order id once it is processing
+/// (its confirmation queued).
+async fn a_paid_order(client: &reqwest::Client, base: &str, config: &Config) -> String {
+    let alice = wall_clock_token(config, "alice", Some("alice@example.com"), false);
     let (status, cart) = call(client.post(format!("{base}/api/carts")).bearer_auth(&alice)).await;
     assert_eq!(status, StatusCode::CREATED);
     let cart = cart["cartId"].as_str().expect("cartId").to_string();
@@ -762,6 +742,36 @@ async fn kill_9_between_queued_and_sent_still_delivers_the_email_after_restart()
         order["status"] == "processing"
     })
     .await;
+    order_id
+}
+
+#[tokio::test]
+async fn kill_9_between_queued_and_sent_still_delivers_the_email_after_restart() {
+    let sink = Sink::own();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(dir.path(), |_| {});
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let kassa = start_kassa(dir.path(), port, &sink.url);
+    wait_ready(&client, &base).await;
+
+    let admin = wall_clock_token(&config, "admin", None, true);
+    let (status, _) = call(
+        client
+            .put(format!("{base}/api/admin/products/tee"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "T-shirt", "price": 1999, "currency": "EUR", "stock": 5})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The SMTP server is down while the order is paid: the email is queued, not sent.
+    sink.stop();
+    let order_id = a_paid_order(&client, &base, &config).await;
     wait_until("a failed send attempt", Duration::from_secs(30), || async {
         let metrics = client
             .get(format!("{base}/metrics"))
@@ -804,26 +814,10 @@ fn order_number(order_id: &str) -> String {
         .number()
 }
 
-/// An SMTP server that takes the connection and never says a word: a send hangs there.
-fn silent_smtp() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("smtp://{}", listener.local_addr().expect("addr"));
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = accepted.clone();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            held.push(stream);
-        }
-    });
-    (url, accepted)
-}
-
 #[tokio::test]
 async fn an_email_a_killed_process_was_sending_goes_out_at_once_after_the_restart() {
     let sink = Sink::own();
-    let (silent, connections) = silent_smtp();
+    let (silent, connections) = silent_server::start("smtp");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(dir.path(), |_| {});
     let client = reqwest::Client::builder()
@@ -843,37 +837,11 @@ async fn an_email_a_killed_process_was_sending_goes_out_at_once_after_the_restar
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let alice = wall_clock_token(&config, "alice", Some("alice@example.com"), false);
-    let (_, cart) = call(client.post(format!("{base}/api/carts")).bearer_auth(&alice)).await;
-    let cart = cart["cartId"].as_str().expect("cartId").to_string();
-    let (status, _) = call(
-        client
-            .put(format!("{base}/api/carts/{cart}/items/tee"))
-            .bearer_auth(&alice)
-            .json(&json!({"quantity": 1})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, checkout) = call(
-        client
-            .post(format!("{base}/api/orders"))
-            .bearer_auth(&alice)
-            .json(&json!({"cartId": cart, "shippingDetails": helpers::shipping(), "paymentMethod": "card"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{checkout}");
-    let order_id = checkout["orderId"].as_str().expect("orderId").to_string();
-    let (status, _) = call(
-        client
-            .post(checkout["paymentUrl"].as_str().expect("paymentUrl"))
-            .json(&json!({"outcome": "success"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    let order_id = a_paid_order(&client, &base, &config).await;
     // The confirmation is claimed by this process and on its way to a server that never
     // answers: kill -9 now, between claiming it and recording it sent.
     wait_until("the mailer is sending", Duration::from_secs(30), || async {
-        connections.load(std::sync::atomic::Ordering::SeqCst) >= 1
+        silent_server::taken(&connections) >= 1
     })
     .await;
     drop(kassa);
