@@ -2,6 +2,10 @@
 //! from POST /api/orders means the order survives `kill -9`, and it can still be paid; and
 //! `kassa token` works next to a running server.
 
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Process, free_port, wait_ready};
 #[path = "support/silent_server.rs"]
 mod silent_server;
 
@@ -12,29 +16,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const JWT_SECRET: &str = "crash-test-secret";
 const WEBHOOK_SECRET: &str = "whsec_Y3Jhc2gtdGVzdC13ZWJob29rLWtleQ==";
-
-/// A child process killed when dropped (a failed test leaves nothing running).
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// `kassa sandbox-gateway` on a free port; answers the process and its base URL.
 fn start_gateway() -> (Process, String) {
@@ -86,22 +73,6 @@ fn start_kassa(data_dir: &Path, port: u16, gateway: &str) -> Process {
         .spawn()
         .expect("spawn kassa");
     Process(child)
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kassa at {base} never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn token(sub: &str, admin: bool) -> String {

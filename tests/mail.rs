@@ -8,6 +8,10 @@
 //! their own. Tests that stop the server always start their own. A sink that cannot be
 //! started fails the test: nothing here is skipped.
 
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Process, free_port, wait_ready};
 #[path = "support/silent_server.rs"]
 mod silent_server;
 
@@ -26,7 +30,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -626,16 +630,7 @@ async fn smtp_credentials_come_from_the_url_or_kassa_smtp_user_and_password() {
 // ---- kill -9 of a real kassa process ----
 
 /// A `kassa` process killed when dropped (a failed test leaves nothing running).
-struct Kassa(Child);
-
-impl Drop for Kassa {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_kassa(data_dir: &Path, port: u16, smtp_url: &str) -> Kassa {
+fn start_kassa(data_dir: &Path, port: u16, smtp_url: &str) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_kassa"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -655,30 +650,7 @@ fn start_kassa(data_dir: &Path, port: u16, smtp_url: &str) -> Kassa {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn kassa");
-    Kassa(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kassa at {base} never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Process(child)
 }
 
 fn wall_clock_token(config: &Config, sub: &str, email: Option<&str>, admin: bool) -> String {

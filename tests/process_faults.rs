@@ -2,30 +2,17 @@
 //! or goes away must not keep SIGTERM from stopping it, and clients that never finish a request
 //! head are disconnected within the contract's 5 s.
 
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Process, free_port, wait_ready};
 use reqwest::StatusCode;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A child process killed when dropped (a failed test leaves nothing running).
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 /// `kassa serve` on `port` with development secrets in `data_dir`, logging at `log`, no
 /// shutdown delay; its output is the caller's to direct.
@@ -46,22 +33,6 @@ fn serve(data_dir: &Path, port: u16, log: &str) -> Command {
         .env("KASSA_SHUTDOWN_DELAY", "0s")
         .current_dir(data_dir);
     command
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kassa at {base} never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Sends SIGTERM and waits for the exit, at most `within`.
