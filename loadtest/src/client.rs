@@ -33,11 +33,16 @@ impl Answer {
     }
 }
 
+/// How long a retry of an interrupted request waits before it is sent again.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 #[derive(Clone)]
 pub struct Kassa {
     pub base: String,
     pub http: reqwest::Client,
     pub recorder: Arc<Recorder>,
+    /// `--retry-interrupted`: how long a request that got no answer is sent again.
+    retry_window: Option<Duration>,
 }
 
 impl Kassa {
@@ -53,7 +58,20 @@ impl Kassa {
             base: base.trim_end_matches('/').to_string(),
             http,
             recorder,
+            retry_window: None,
         })
+    }
+
+    /// Sends again, for up to `window`, every request that got no answer or a balancer's
+    /// 502/504: what a storefront does when a Kassa process dies under it.
+    pub fn retrying_interrupted(mut self, window: Option<Duration>) -> Self {
+        self.retry_window = window;
+        self
+    }
+
+    /// Whether interrupted requests are sent again (`--retry-interrupted`).
+    pub fn retries(&self) -> bool {
+        self.retry_window.is_some()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -69,29 +87,28 @@ impl Kassa {
         request: reqwest::RequestBuilder,
         expected: &[Expect],
     ) -> Answer {
-        let answer = match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let body = match response.bytes().await {
-                    Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                    Err(_) => Value::Null,
-                };
-                let code = if (200..300).contains(&status) {
-                    "ok".to_string()
-                } else {
-                    body.get("code")
-                        .and_then(Value::as_str)
-                        .unwrap_or("no_code")
-                        .to_string()
-                };
-                Answer { status, code, body }
+        let mut request = request;
+        let mut interrupted_since: Option<Instant> = None;
+        let answer = loop {
+            let again = self.retry_window.and(request.try_clone());
+            let answer = send(request).await;
+            let (Some(window), Some(next)) = (self.retry_window, again) else {
+                break answer;
+            };
+            if !interrupted(&answer, interrupted_since.is_some()) {
+                break answer;
             }
-            Err(e) => Answer {
-                status: 0,
-                code: transport_failure(&e).to_string(),
-                body: Value::Null,
-            },
+            let since = *interrupted_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= window {
+                break answer;
+            }
+            self.recorder.interrupted(op);
+            tokio::time::sleep(RETRY_PAUSE).await;
+            request = next;
         };
+        if let Some(since) = interrupted_since {
+            self.recorder.interruption_lasted(since.elapsed());
+        }
         if let Some(op) = op {
             let ok = expected.iter().any(|Expect(status, code)| {
                 *status == answer.status && code.is_none_or(|c| c == answer.code)
@@ -111,6 +128,41 @@ impl Kassa {
         anyhow::ensure!(answer.status != 0, "GET {path}: {}", answer.code);
         Ok(answer)
     }
+}
+
+/// One attempt: the answer, or status 0 and the transport failure as its code.
+async fn send(request: reqwest::RequestBuilder) -> Answer {
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = match response.bytes().await {
+                Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+            let code = if (200..300).contains(&status) {
+                "ok".to_string()
+            } else {
+                body.get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no_code")
+                    .to_string()
+            };
+            Answer { status, code, body }
+        }
+        Err(e) => Answer {
+            status: 0,
+            code: transport_failure(&e).to_string(),
+            body: Value::Null,
+        },
+    }
+}
+
+/// No answer, or a balancer's for an upstream that died (502, 504); and, once a request was
+/// interrupted, its Idempotency-Key still held by the attempt that died with the process
+/// (API.md's crash rule frees it within 10 s of the restart).
+fn interrupted(answer: &Answer, retrying: bool) -> bool {
+    matches!(answer.status, 0 | 502 | 504)
+        || (retrying && answer.status == 409 && answer.code == "idempotency_key_in_use")
 }
 
 fn transport_failure(e: &reqwest::Error) -> &'static str {

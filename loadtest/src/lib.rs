@@ -24,7 +24,7 @@ use clap::{Parser, ValueEnum};
 use client::{Kassa, Minter};
 use driver::{Load, Plan, Progress};
 use scenarios::{Ctx, Measured};
-use stats::{Baseline, Op, Recorder, Report};
+use stats::{Baseline, Kill, Op, Recorder, Report};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,6 +93,26 @@ pub struct Options {
     /// With --spawn: `KASSA_RESERVATION_TTL`.
     #[arg(long, default_value = "15m")]
     pub reservation_ttl: String,
+    /// With --spawn: kill Kassa with SIGKILL this long after the scenario begins (setup
+    /// included) and start it again on the same data and port (repeatable). Interrupted
+    /// requests are retried (`--retry-interrupted`, 30s unless given), and the checks run at
+    /// least 10 s after the last restart: by then nothing of a checkout the kill interrupted
+    /// may be held (API.md's crash rule).
+    #[arg(long = "kill-at", value_parser = duration, requires = "spawn")]
+    pub kill_at: Vec<Duration>,
+    /// With --kill-at: how long Kassa stays down before it is started again.
+    #[arg(long, value_parser = duration, default_value = "1s")]
+    pub down_for: Duration,
+    /// Send a request that got no answer (connection refused or reset, timeout) or a
+    /// balancer's 502/504 again, with the same body and Idempotency-Key, every 200 ms for up
+    /// to this long; counted in the report as interrupted, not as unexpected. Checkouts then
+    /// carry an Idempotency-Key.
+    #[arg(long, value_parser = duration)]
+    pub retry_interrupted: Option<Duration>,
+    /// With --spawn: `KASSA_SMTP_URL` of a real SMTP server; `--mail-dir` is then where that
+    /// server writes each message it accepts (one file each), so duplicates are counted.
+    #[arg(long, requires_all = ["spawn", "mail_dir"])]
+    pub smtp_url: Option<String>,
     /// With --spawn: `KASSA_LOG`.
     #[arg(long, default_value = "warn")]
     pub kassa_log: String,
@@ -169,6 +189,12 @@ pub struct Options {
 }
 
 impl Options {
+    /// `--retry-interrupted`, or 30 s when `--kill-at` kills Kassa mid-run.
+    fn retry_window(&self) -> Option<Duration> {
+        self.retry_interrupted
+            .or_else(|| (!self.kill_at.is_empty()).then_some(Duration::from_secs(30)))
+    }
+
     fn plan(&self) -> Plan {
         let load = match (self.rate, self.concurrency) {
             (Some(rate), _) => Load::Open { rate },
@@ -195,13 +221,14 @@ impl Options {
 
 /// Runs the scenario, the baseline and the checks; the report says whether it passed.
 pub async fn run(opts: Options) -> anyhow::Result<Report> {
-    let mut target = match (&opts.spawn, &opts.target) {
+    let target = match (&opts.spawn, &opts.target) {
         (Some(binary), _) => {
             Target::spawn(SpawnSettings {
                 binary,
                 store: opts.store.as_deref(),
                 reservation_ttl: &opts.reservation_ttl,
                 mail_dir: opts.mail_dir.as_deref(),
+                smtp_url: opts.smtp_url.as_deref(),
                 log: &opts.kassa_log,
             })
             .await?
@@ -218,7 +245,8 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     let plan = opts.plan();
     let recorder = Arc::new(Recorder::new());
     let ctx = Arc::new(Ctx {
-        kassa: Kassa::new(&target.base_url, recorder.clone())?,
+        kassa: Kassa::new(&target.base_url, recorder.clone())?
+            .retrying_interrupted(opts.retry_window()),
         minter: Minter::new(&target.jwt_secret),
         webhook_secret: target.webhook_secret.clone(),
         ledger: Arc::default(),
@@ -235,6 +263,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         Some(run_baseline(&target.base_url, concurrency, opts.baseline, opts.quiet).await?)
     };
 
+    let chaos = chaos(&target, &opts);
     let measured = match opts.scenario {
         Scenario::Storefront => scenarios::storefront::run(ctx.clone(), plan).await,
         Scenario::FlashSale => scenarios::flash_sale::run(ctx.clone(), plan).await,
@@ -252,6 +281,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         violations,
     } = measured.with_context(|| format!("the run failed; Kassa's log:\n{}", target.log_tail()))?;
 
+    let (kills, last_ready) = match chaos {
+        Some(task) => task.await.context("the kill task")??,
+        None => (Vec::new(), None),
+    };
+    if let Some(ready) = last_ready {
+        // API.md: within 10 s of the restart nothing of an interrupted checkout is held.
+        tokio::time::sleep_until((ready + CRASH_RULE_WINDOW).into()).await;
+    }
     let mut figures = figures;
     figures.extend(store_figures(&ctx, elapsed));
     let mut checks_passed = passed;
@@ -266,6 +303,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         .await?;
         checks_passed.extend(outcome.passed);
         all_violations.extend(outcome.violations);
+        if let Some(duplicates) = outcome.duplicate_emails {
+            figures.insert("duplicate_emails".into(), duplicates as f64);
+        }
     }
     if !target.alive() {
         all_violations.push(format!(
@@ -275,6 +315,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
 
     let operations = recorder.report(elapsed);
+    let (interrupted_total, longest_interruption_ms) = recorder.interruptions();
     let primary_rate = operations
         .iter()
         .find(|o| o.op == primary.name())
@@ -297,7 +338,46 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         checks_passed,
         violations: all_violations,
         unexpected_errors: recorder.unexpected(),
+        interrupted_total,
+        longest_interruption_ms,
+        kills,
     })
+}
+
+/// How long after a restart API.md allows an interrupted checkout to hold anything.
+const CRASH_RULE_WINDOW: Duration = Duration::from_secs(10);
+
+type KillTask = tokio::task::JoinHandle<anyhow::Result<(Vec<Kill>, Option<Instant>)>>;
+
+/// `--kill-at`: a task that kills and restarts the spawned Kassa at each moment, answering
+/// the kills and when the last restart was ready.
+fn chaos(target: &Target, opts: &Options) -> Option<KillTask> {
+    if opts.kill_at.is_empty() {
+        return None;
+    }
+    let target = target.clone();
+    let mut moments = opts.kill_at.clone();
+    moments.sort();
+    let down = opts.down_for;
+    Some(tokio::spawn(async move {
+        let began = Instant::now();
+        let mut kills = Vec::new();
+        let mut last_ready = None;
+        for at in moments {
+            tokio::time::sleep_until((began + at).into()).await;
+            let at_seconds = began.elapsed().as_secs_f64();
+            let ready = target
+                .kill_and_restart(down)
+                .await
+                .with_context(|| format!("restarting after the kill at {at:?}"))?;
+            last_ready = Some(Instant::now());
+            kills.push(Kill {
+                at_seconds,
+                ready_after_seconds: ready.as_secs_f64(),
+            });
+        }
+        Ok((kills, last_ready))
+    }))
 }
 
 /// Kassa's own view of the measured part: durable commits (how many, how long, how many

@@ -58,6 +58,8 @@ struct OpStats {
     latency: Histogram<u64>,
     /// (status, code) -> (count, expected). Status 0 is a transport error.
     outcomes: BTreeMap<(u16, String), (u64, bool)>,
+    /// Attempts that got no answer (or a balancer's 502/504) and were sent again.
+    interrupted: u64,
 }
 
 impl OpStats {
@@ -67,6 +69,7 @@ impl OpStats {
             latency: Histogram::new_with_bounds(1, MAX_MICROS, 3)
                 .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid")),
             outcomes: BTreeMap::new(),
+            interrupted: 0,
         }
     }
 }
@@ -76,6 +79,10 @@ pub struct Recorder {
     ops: Mutex<BTreeMap<Op, OpStats>>,
     unexpected: AtomicU64,
     iterations: AtomicU64,
+    /// Retried attempts of every request, measured or not.
+    interrupted: AtomicU64,
+    /// The longest a request took from its first interrupted attempt to its answer (µs).
+    longest_interruption: AtomicU64,
 }
 
 impl Default for Recorder {
@@ -90,7 +97,33 @@ impl Recorder {
             ops: Mutex::new(BTreeMap::new()),
             unexpected: AtomicU64::new(0),
             iterations: AtomicU64::new(0),
+            interrupted: AtomicU64::new(0),
+            longest_interruption: AtomicU64::new(0),
         }
+    }
+
+    /// An attempt of `op` (or of an unmeasured request) got no answer and is sent again.
+    pub fn interrupted(&self, op: Option<Op>) {
+        self.interrupted.fetch_add(1, Ordering::Relaxed);
+        if let Some(op) = op {
+            let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+            ops.entry(op).or_insert_with(OpStats::new).interrupted += 1;
+        }
+    }
+
+    /// A request that was interrupted got its answer (or gave up) this long after.
+    pub fn interruption_lasted(&self, lasted: Duration) {
+        let micros = u64::try_from(lasted.as_micros()).unwrap_or(u64::MAX);
+        self.longest_interruption
+            .fetch_max(micros, Ordering::Relaxed);
+    }
+
+    /// Retried attempts in all, and the longest interruption in ms.
+    pub fn interruptions(&self) -> (u64, f64) {
+        (
+            self.interrupted.load(Ordering::Relaxed),
+            ms(self.longest_interruption.load(Ordering::Relaxed)),
+        )
     }
 
     pub fn record(&self, op: Op, latency: Duration, status: u16, code: &str, expected: bool) {
@@ -155,6 +188,7 @@ impl Recorder {
                     count: h.len(),
                     expected: ok,
                     unexpected: h.len() - ok,
+                    interrupted: s.interrupted,
                     per_second: h.len() as f64 / secs,
                     expected_per_second: ok as f64 / secs,
                     succeeded,
@@ -215,6 +249,8 @@ pub struct OpReport {
     pub count: u64,
     pub expected: u64,
     pub unexpected: u64,
+    /// Attempts sent again after no answer or a balancer's 502/504 (`--retry-interrupted`).
+    pub interrupted: u64,
     pub per_second: f64,
     pub expected_per_second: f64,
     /// Answered 2xx (a checkout that reserved, a webhook acknowledged).
@@ -257,6 +293,21 @@ pub struct Report {
     /// Invariant violations; any makes the run fail.
     pub violations: Vec<String>,
     pub unexpected_errors: u64,
+    /// Attempts sent again after no answer or a balancer's 502/504, over every request.
+    pub interrupted_total: u64,
+    /// The longest a request waited from its first interrupted attempt to its answer.
+    pub longest_interruption_ms: f64,
+    /// `--kill-at`: each SIGKILL, and how long the restarted Kassa took to be ready.
+    pub kills: Vec<Kill>,
+}
+
+/// One SIGKILL of the spawned Kassa and its restart on the same data.
+#[derive(Debug, Clone, Serialize)]
+pub struct Kill {
+    /// Seconds after the scenario began.
+    pub at_seconds: f64,
+    /// From the kill until `/readyz` answered 200 again.
+    pub ready_after_seconds: f64,
 }
 
 impl Report {
@@ -324,6 +375,20 @@ impl Report {
         }
         if let Some(r) = self.ratio_to_baseline {
             let _ = writeln!(out, "{} / baseline = {r:.3}", self.primary_op);
+        }
+        for kill in &self.kills {
+            let _ = writeln!(
+                out,
+                "killed (SIGKILL) at {:.1}s, ready again {:.2}s later",
+                kill.at_seconds, kill.ready_after_seconds
+            );
+        }
+        if self.interrupted_total > 0 {
+            let _ = writeln!(
+                out,
+                "interrupted attempts sent again: {} (longest wait for an answer {:.0} ms)",
+                self.interrupted_total, self.longest_interruption_ms
+            );
         }
         for (name, value) in &self.figures {
             let _ = writeln!(out, "{name}: {value:.2}");

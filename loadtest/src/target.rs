@@ -1,26 +1,31 @@
 //! Which Kassa to load: one this tool starts (`--spawn BINARY`: a temporary data dir,
 //! generated secrets, a free port, the embedded store unless `--store` says otherwise) or a
-//! running one (`--target URL` with its secrets). A spawned Kassa is killed when dropped.
+//! running one (`--target URL` with its secrets). A spawned Kassa is killed when dropped;
+//! `--kill-at` kills it with SIGKILL mid-run and starts it again on the same data and port.
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[derive(Clone)]
 pub struct Target {
     pub base_url: String,
     pub jwt_secret: String,
     pub webhook_secret: String,
-    /// Kassa's process id, when known (spawned, or `--kassa-pid`): for RSS readings.
-    pub pid: Option<u32>,
+    /// `--kassa-pid` of a remote Kassa: for RSS readings.
+    remote_pid: Option<u32>,
     /// Where confirmation emails land as files, when the mail check is on.
     pub mail_dir: Option<PathBuf>,
-    spawned: Option<Spawned>,
+    spawned: Option<Arc<Mutex<Spawned>>>,
 }
 
 struct Spawned {
     child: Child,
+    /// What started it, to start it again after a kill.
+    command: Command,
     log: PathBuf,
     /// Removed when the run ends.
     _data: tempfile::TempDir,
@@ -38,6 +43,8 @@ pub struct SpawnSettings<'a> {
     pub store: Option<&'a str>,
     pub reservation_ttl: &'a str,
     pub mail_dir: Option<&'a Path>,
+    /// `KASSA_SMTP_URL` (a real SMTP server) instead of files in `mail_dir`.
+    pub smtp_url: Option<&'a str>,
     pub log: &'a str,
 }
 
@@ -53,7 +60,7 @@ impl Target {
             base_url: url.trim_end_matches('/').to_string(),
             jwt_secret,
             webhook_secret,
-            pid,
+            remote_pid: pid,
             mail_dir,
             spawned: None,
         }
@@ -99,36 +106,77 @@ impl Target {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("kassa.log")?)
             .stderr(log_file);
-        if let Some(dir) = settings.mail_dir {
-            command.env("KASSA_SMTP_URL", format!("file://{}", dir.display()));
+        match (settings.smtp_url, settings.mail_dir) {
+            (Some(url), _) => {
+                command.env("KASSA_SMTP_URL", url);
+            }
+            (None, Some(dir)) => {
+                command.env("KASSA_SMTP_URL", format!("file://{}", dir.display()));
+            }
+            (None, None) => {}
         }
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id();
-        let mut target = Self {
+        let target = Self {
             base_url,
             jwt_secret,
             webhook_secret,
-            pid: Some(pid),
+            remote_pid: None,
             mail_dir: settings.mail_dir.map(Path::to_path_buf),
-            spawned: Some(Spawned {
+            spawned: Some(Arc::new(Mutex::new(Spawned {
                 child,
+                command,
                 log,
                 _data: data,
-            }),
+            }))),
         };
         target.wait_ready().await?;
         Ok(target)
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    fn spawned(&self) -> Option<std::sync::MutexGuard<'_, Spawned>> {
+        self.spawned
+            .as_ref()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Kassa's process id, when known (spawned, or `--kassa-pid`): for RSS readings.
+    pub fn pid(&self) -> Option<u32> {
+        match self.spawned() {
+            Some(spawned) => Some(spawned.child.id()),
+            None => self.remote_pid,
+        }
+    }
+
+    /// SIGKILLs the spawned Kassa, leaves it down for `down`, starts it again on the same
+    /// data dir and port, and answers how long after the kill it was ready.
+    pub async fn kill_and_restart(&self, down: Duration) -> anyhow::Result<Duration> {
+        let killed = Instant::now();
+        {
+            let mut spawned = self.spawned().context("--kill-at needs --spawn")?;
+            // std's kill is SIGKILL on Unix: no shutdown code runs.
+            spawned.child.kill().context("SIGKILL")?;
+            spawned.child.wait().context("reaping the killed Kassa")?;
+        }
+        tokio::time::sleep(down).await;
+        {
+            let mut spawned = self.spawned().context("--kill-at needs --spawn")?;
+            spawned.child = spawned.command.spawn().context("starting Kassa again")?;
+        }
+        self.wait_ready().await?;
+        Ok(killed.elapsed())
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(spawned) = self.spawned.as_mut()
-                && let Some(status) = spawned.child.try_wait()?
-            {
+            let exited = match self.spawned() {
+                Some(mut spawned) => spawned.child.try_wait()?,
+                None => None,
+            };
+            if let Some(status) = exited {
                 bail!(
                     "kassa exited ({status}) before it was ready:\n{}",
                     self.log_tail()
@@ -148,25 +196,25 @@ impl Target {
 
     /// The last lines Kassa logged (spawned only), for error messages.
     pub fn log_tail(&self) -> String {
-        let Some(spawned) = &self.spawned else {
+        let Some(log) = self.spawned().map(|s| s.log.clone()) else {
             return String::new();
         };
-        let text = std::fs::read_to_string(&spawned.log).unwrap_or_default();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// Whether a spawned Kassa is still running (always true for a remote one).
-    pub fn alive(&mut self) -> bool {
-        match self.spawned.as_mut() {
-            Some(s) => matches!(s.child.try_wait(), Ok(None)),
+    pub fn alive(&self) -> bool {
+        match self.spawned() {
+            Some(mut s) => matches!(s.child.try_wait(), Ok(None)),
             None => true,
         }
     }
 
     /// `VmRSS` and `VmHWM` of Kassa's process in KiB, when its pid is known.
     pub fn memory_kib(&self) -> Option<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid?)).ok()?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
         let field = |name: &str| {
             status
                 .lines()

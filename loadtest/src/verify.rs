@@ -153,6 +153,9 @@ pub fn tally(orders: &[SeenOrder]) -> HashMap<String, (i64, i64)> {
 pub struct Outcome {
     pub passed: Vec<String>,
     pub violations: Vec<String>,
+    /// Copies beyond the first of paid orders' emails, when the mail check ran (only a
+    /// real SMTP sink keeps copies apart: a dev mail file is replaced by its resend).
+    pub duplicate_emails: Option<u64>,
 }
 
 /// Runs every check; waits up to `settle` for webhooks and emails still on their way.
@@ -229,19 +232,26 @@ pub async fn verify(
     }
     violations.extend(stock_violations);
 
+    let mut duplicate_emails = None;
     if let Some(dir) = mail_dir {
         let paid: BTreeSet<&str> = orders
             .iter()
             .filter(|o| o.status == "processing")
             .map(|o| o.id.as_str())
             .collect();
-        let missing = loop {
-            let missing = without_email(dir, &paid);
-            if missing.is_empty() || Instant::now() >= deadline {
-                break missing;
+        let copies = loop {
+            let copies = emails_per_order(dir, &paid);
+            let all_there = copies.values().all(|n| *n > 0);
+            if all_there || Instant::now() >= deadline {
+                break copies;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
+        let missing: Vec<&str> = copies
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(id, _)| *id)
+            .collect();
         if missing.is_empty() {
             passed.push(format!(
                 "all {} paid orders have an email in {}",
@@ -255,8 +265,13 @@ pub async fn verify(
         if missing.len() > 20 {
             violations.push(format!("... and {} more without email", missing.len() - 20));
         }
+        duplicate_emails = Some(copies.values().map(|n| n.saturating_sub(1) as u64).sum());
     }
-    Ok(Outcome { passed, violations })
+    Ok(Outcome {
+        passed,
+        violations,
+        duplicate_emails,
+    })
 }
 
 fn unmet(orders: &[SeenOrder], expected: &BTreeMap<String, (String, Expect)>) -> Vec<String> {
@@ -365,11 +380,11 @@ fn parse_order(o: &Value) -> anyhow::Result<SeenOrder> {
     })
 }
 
-/// The paid orders no file in `dir` names (dev mail files are `<order>.<kind>.eml`; any
-/// file whose name or text carries the order id counts).
-fn without_email<'a>(dir: &Path, paid: &BTreeSet<&'a str>) -> Vec<&'a str> {
-    let mut names = String::new();
-    let mut texts = String::new();
+/// How many files in `dir` name each paid order, in their file name or their text (dev
+/// mail files are `<order>.<kind>.eml`; an SMTP sink's files carry the order id in the
+/// Message-ID and the links).
+fn emails_per_order<'a>(dir: &Path, paid: &BTreeSet<&'a str>) -> BTreeMap<&'a str, usize> {
+    let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -381,16 +396,14 @@ fn without_email<'a>(dir: &Path, paid: &BTreeSet<&'a str>) -> Vec<&'a str> {
                 stack.push(path);
                 continue;
             }
-            names.push_str(&entry.file_name().to_string_lossy());
-            names.push('\n');
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                texts.push_str(&text);
-            }
+            let mut text = entry.file_name().to_string_lossy().into_owned();
+            text.push('\n');
+            text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            files.push(text);
         }
     }
     paid.iter()
-        .copied()
-        .filter(|id| !names.contains(id) && !texts.contains(id))
+        .map(|id| (*id, files.iter().filter(|f| f.contains(id)).count()))
         .collect()
 }
 

@@ -136,7 +136,10 @@ impl Ctx {
         self.kassa.call(op, start, request, &[OK]).await.is(200)
     }
 
-    /// POST /api/orders; a 409 `cart_conflict` (sold out, price changed) is expected.
+    /// POST /api/orders; a 409 `cart_conflict` (sold out, price changed) is expected. When
+    /// interrupted requests are retried, it carries an Idempotency-Key, so that a retry after
+    /// a crash cannot place a second order (without retries it does not: the key is a durable
+    /// write of its own, and the figures stay comparable with earlier runs).
     pub async fn checkout(
         &self,
         op: Option<Op>,
@@ -144,11 +147,18 @@ impl Ctx {
         token: &str,
         cart: &str,
     ) -> Answer {
-        let request = self
+        let mut request = self
             .kassa
             .http
             .post(self.kassa.url("/api/orders"))
-            .bearer_auth(token)
+            .bearer_auth(token);
+        if self.kassa.retries() {
+            request = request.header(
+                "idempotency-key",
+                format!("lt-{:032x}", rand::random::<u128>()),
+            );
+        }
+        let request = request
             .json(&json!({
                 "cartId": cart,
                 "shippingDetails": {"name": "Load Tester", "line1": "1 Bench St", "city": "Berlin", "postalCode": "10115", "country": "DE"},
