@@ -523,6 +523,7 @@ mod tests {
             next_attempt_at: order.updated_at,
             last_error: None,
             sent_at: None,
+            claimed_by: None,
         }
     }
 

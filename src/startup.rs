@@ -40,6 +40,13 @@ const PASSIVATION_TICK: Duration = Duration::from_secs(30);
 const ACTIVE_ORDER_RESCAN: Duration = Duration::from_secs(15);
 /// The built-in sandbox's payments, in the data directory.
 const SANDBOX_JOURNAL: &str = "sandbox-payments.jsonl";
+/// How often a replica of a shared store writes its heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A replica silent this long is presumed dead and recovered by the others: five missed
+/// heartbeats, so a busy store or a short pause does not make a live replica look dead.
+const SILENCE: time::Duration = time::Duration::seconds(10);
+/// How often each replica looks for silent ones.
+const SILENCE_SWEEP: Duration = Duration::from_secs(3);
 /// How often expired idempotency keys are deleted.
 const IDEMPOTENCY_PURGE: Duration = Duration::from_secs(10 * 60);
 /// How long shutdown waits for requests in flight.
@@ -319,6 +326,33 @@ impl Application {
                 }
             }
         });
+        // On a shared store: this replica's heartbeat, and the recovery of replicas that fell
+        // silent (their unfinished checkouts, email claims). Apart from the ticker: a store
+        // that hangs must not stop passivation.
+        let watch = state.store.replica().is_some().then(|| {
+            let watch_state = state.clone();
+            actix_web::rt::spawn(async move {
+                let mut heartbeat = tokio::time::interval(HEARTBEAT);
+                heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut sweep = tokio::time::interval(SILENCE_SWEEP);
+                sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = heartbeat.tick() => {
+                            let now = watch_state.clock.now();
+                            if let Err(e) = watch_state.store.heartbeat(now).await {
+                                tracing::warn!(error = %e, "heartbeat not written");
+                            }
+                        }
+                        _ = sweep.tick() => {
+                            if let Err(e) = watch_state.recover_silent_replicas(SILENCE).await {
+                                tracing::warn!(error = %e, "recovering silent replicas failed");
+                            }
+                        }
+                    }
+                }
+            })
+        });
         // Apart from the ticker: a first purge of a large backlog must not delay passivation.
         let purge_state = state.clone();
         let purger = actix_web::rt::spawn(async move {
@@ -342,6 +376,9 @@ impl Application {
         ticker.abort();
         let _ = ticker.await;
         purger.abort();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         let _ = purger.await;
         if !state.mailer.flush(MAIL_FLUSH_GRACE).await {
             tracing::warn!(
@@ -388,7 +425,9 @@ async fn open_store(config: &Config) -> anyhow::Result<(SharedStore, Option<Clos
             };
             let store = ScyllaStore::open(target)
                 .await
-                .with_context(|| format!("KASSA_STORE=scylla://{}/{keyspace}", hosts.join(",")))?;
+                .with_context(|| format!("KASSA_STORE=scylla://{}/{keyspace}", hosts.join(",")))?
+                .with_replica(&config.replica);
+            tracing::info!(replica = %config.replica, "replica name (KASSA_REPLICA_ID)");
             Ok((Arc::new(store), None))
         }
     }

@@ -6,7 +6,7 @@ use crate::shopper::Pages;
 use crate::shopper::links::OrderLinks;
 use kassa_actors::cart::{CartActor, EndCheckout};
 use kassa_actors::clock::SharedClock;
-use kassa_actors::domain::OrderId;
+use kassa_actors::domain::{CartId, OrderId};
 use kassa_actors::gateway::SharedGateway;
 use kassa_actors::mailer::Mailer;
 use kassa_actors::order_actor::{OrderActor, OrderTick};
@@ -67,14 +67,36 @@ impl AppState {
         }
     }
 
-    /// API.md's crash rule, at start-up before serving, on a store only this process writes:
-    /// what checkouts interrupted by a crash still hold is given back at once instead of at
-    /// its expiry. Every idempotency claim still in progress is released (no request runs
-    /// yet), and every cart locked by an order that was never stored has that order's
-    /// reservations released (the cart's lines name the SKUs: it cannot change while locked)
-    /// and its lock lifted, lines kept. Emails the previous run had claimed but not recorded
-    /// as sent are made due at once. Answers (keys released, checkouts recovered, emails due).
+    /// API.md's crash rule, at start-up before serving: what checkouts interrupted by a
+    /// crash still hold is given back at once instead of at its expiry.
+    ///
+    /// On a store only this process writes, every idempotency claim still in progress is
+    /// released (no request runs yet), and every cart locked by an order that was never
+    /// stored has that order's reservations released (the cart's lines name the SKUs: it
+    /// cannot change while locked) and its lock lifted, lines kept; emails the previous run
+    /// had claimed but not recorded as sent are made due at once. On a shared store the same
+    /// is done for the checkouts and email claims this replica's previous run left (its name
+    /// is stable across restarts); other replicas' are theirs until they fall silent
+    /// (`recover_silent_replicas`). Answers (keys released, checkouts recovered, emails due).
     pub async fn recover_interrupted_checkouts(&self) -> anyhow::Result<(usize, usize, usize)> {
+        let (keys, recovered, emails) = match self.store.replica() {
+            Some(me) => {
+                let me = me.to_string();
+                self.store.heartbeat(self.clock.now()).await?;
+                let (checkouts, keys) = self.recover_replica(&me).await?;
+                let emails = self
+                    .store
+                    .release_email_claims_of(self.clock.now(), std::slice::from_ref(&me))
+                    .await?;
+                (keys, checkouts, emails)
+            }
+            None => self.recover_single_writer().await?,
+        };
+        count_recovered(keys, recovered, emails);
+        Ok((keys, recovered, emails))
+    }
+
+    async fn recover_single_writer(&self) -> anyhow::Result<(usize, usize, usize)> {
         if self.store.is_shared() {
             return Ok((0, 0, 0));
         }
@@ -87,16 +109,30 @@ impl AppState {
             let Some(order_id) = cart.locked_by.filter(|id| !active.contains(id)) else {
                 continue;
             };
-            if self.store.load_order(order_id).await?.is_some() {
-                continue;
+            if self.release_unstored(order_id, cart.id).await? {
+                recovered += 1;
             }
-            for line in &cart.lines {
-                self.products
-                    .ask(&line.sku, Release { order_id })
-                    .await
-                    .map_err(anyhow::Error::from)?
-                    .map_err(anyhow::Error::from)?;
-            }
+        }
+        Ok((keys, recovered, emails))
+    }
+
+    /// Releases the reservations and the cart lock of checkout `order_id` unless its order
+    /// was stored (then its actor settles it). Answers whether it released anything.
+    async fn release_unstored(&self, order_id: OrderId, cart_id: CartId) -> anyhow::Result<bool> {
+        if self.store.load_order(order_id).await?.is_some() {
+            return Ok(false);
+        }
+        let Some(cart) = self.store.load_cart(cart_id).await? else {
+            return Ok(false);
+        };
+        for line in &cart.lines {
+            self.products
+                .ask(&line.sku, Release { order_id })
+                .await
+                .map_err(anyhow::Error::from)?
+                .map_err(anyhow::Error::from)?;
+        }
+        if cart.locked_by == Some(order_id) {
             let end = EndCheckout {
                 order_id,
                 paid: None,
@@ -106,16 +142,68 @@ impl AppState {
                 .await
                 .map_err(anyhow::Error::from)?
                 .map_err(anyhow::Error::from)?;
-            tracing::warn!(%order_id, cart_id = %cart.id, "released what a checkout interrupted by a crash held");
-            recovered += 1;
         }
-        metrics::counter!("kassa_crash_recovered_total", "what" => "idempotency_key")
-            .increment(keys as u64);
-        metrics::counter!("kassa_crash_recovered_total", "what" => "checkout")
-            .increment(recovered as u64);
-        metrics::counter!("kassa_crash_recovered_total", "what" => "email")
-            .increment(emails as u64);
-        Ok((keys, recovered, emails))
+        tracing::warn!(%order_id, cart_id = %cart.id, "released what a checkout interrupted by a crash held");
+        Ok(true)
+    }
+
+    /// Every checkout `replica` began and never ended: reservations and cart lock released
+    /// unless its order was stored, its Idempotency-Key released unless a response was
+    /// stored under it, its note deleted. Answers (checkouts released, keys released).
+    async fn recover_replica(&self, replica: &str) -> anyhow::Result<(usize, usize)> {
+        const BATCH: usize = 500;
+        let (mut checkouts, mut keys) = (0, 0);
+        loop {
+            let batch = self.store.checkouts_of(replica, BATCH).await?;
+            for checkout in &batch {
+                if self
+                    .release_unstored(checkout.order_id, checkout.cart_id)
+                    .await?
+                {
+                    checkouts += 1;
+                }
+                if let Some(key) = &checkout.idempotency_key {
+                    self.store
+                        .release_unfinished_key(&checkout.user, key)
+                        .await?;
+                    keys += 1;
+                }
+                self.store.end_checkout(replica, checkout.order_id).await?;
+            }
+            if batch.len() < BATCH {
+                return Ok((checkouts, keys));
+            }
+        }
+    }
+
+    /// On a shared store: the replicas silent for longer than `silence` are presumed dead;
+    /// what their unfinished checkouts held is released, their email claims made due, and
+    /// they are forgotten. Any replica may run it at any time (every step is idempotent).
+    /// Answers how many replicas it recovered.
+    pub async fn recover_silent_replicas(&self, silence: time::Duration) -> anyhow::Result<usize> {
+        let silent = self
+            .store
+            .silent_replicas(self.clock.now(), silence)
+            .await?;
+        if silent.is_empty() {
+            return Ok(0);
+        }
+        let (mut checkouts, mut keys) = (0, 0);
+        for replica in &silent {
+            let (c, k) = self.recover_replica(replica).await?;
+            checkouts += c;
+            keys += k;
+        }
+        let emails = self
+            .store
+            .release_email_claims_of(self.clock.now(), &silent)
+            .await?;
+        for replica in &silent {
+            self.store.forget_replica(replica).await?;
+        }
+        tracing::warn!(replicas = ?silent, checkouts, idempotency_keys = keys, emails, "recovered replicas that fell silent");
+        count_recovered(keys, checkouts, emails);
+        Ok(silent.len())
     }
 
     /// Wakes every order the store lists as active (start-up: expiries and unfinished steps
@@ -127,4 +215,12 @@ impl AppState {
         }
         Ok(active.len())
     }
+}
+
+fn count_recovered(keys: usize, checkouts: usize, emails: usize) {
+    metrics::counter!("kassa_crash_recovered_total", "what" => "idempotency_key")
+        .increment(keys as u64);
+    metrics::counter!("kassa_crash_recovered_total", "what" => "checkout")
+        .increment(checkouts as u64);
+    metrics::counter!("kassa_crash_recovered_total", "what" => "email").increment(emails as u64);
 }

@@ -250,6 +250,7 @@ async fn survives_a_kill(store: Option<&str>) -> Report {
         args.extend(["--store", store]);
     }
     let report = run_scenario(&args).await;
+    println!("{}", report.render());
     assert_eq!(report.kills.len(), 1, "{}", report.render());
     assert!(
         report
@@ -265,4 +266,10 @@ async fn survives_a_kill(store: Option<&str>) -> Report {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_run_on_the_embedded_store_nothing_is_held_or_lost() {
     survives_a_kill(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_run_on_cassandra_nothing_is_held_or_lost() {
+    let store = scylla_store("lt_kill").await;
+    survives_a_kill(Some(&store)).await;
 }

@@ -175,6 +175,7 @@ fn email(
         next_attempt_at,
         last_error: None,
         sent_at: None,
+        claimed_by: None,
     }
 }
 

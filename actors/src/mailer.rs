@@ -447,6 +447,7 @@ async fn deliver(shared: Arc<Shared>, mut email: OutboxEmail) -> bool {
     // Claim it first: until the lease ends no other replica's mailer sees it due.
     let claimed = OutboxEmail {
         next_attempt_at: services.clock.now() + CLAIM_LEASE,
+        claimed_by: services.store.replica().map(str::to_owned),
         ..email.clone()
     };
     match services.store.replace_email(&email, &claimed).await {

@@ -85,6 +85,9 @@ pub struct Config {
     /// Requests served at once; beyond it a request is answered 503 `overloaded` at once
     /// (health, readiness and metrics are never refused).
     pub max_in_flight: usize,
+    /// This process's name among the replicas sharing a scylla store (`KASSA_REPLICA_ID`;
+    /// `host:port` by default): stable across restarts of one slot, unique among live ones.
+    pub replica: String,
     /// Live actors of each kind (products, carts, orders) kept at most, give or take; the
     /// oldest idle ones are stopped beyond it. Bounds memory whatever the catalog size.
     pub max_live_actors: usize,
@@ -142,6 +145,7 @@ impl Config {
             cors_origins,
             shutdown_delay,
             max_in_flight,
+            replica,
         } = server::server(&raw, env)?;
         let shop_name = shop::shop_name(&raw)?;
         let data_dir =
@@ -194,6 +198,7 @@ impl Config {
             reservation_ttl,
             shutdown_delay,
             max_in_flight,
+            replica,
             max_live_actors,
             scylla,
             log,

@@ -59,6 +59,8 @@ pub struct RawConfig {
     #[serde(deserialize_with = "stringish")]
     pub shutdown_delay: Option<String>,
     #[serde(deserialize_with = "stringish")]
+    pub replica_id: Option<String>,
+    #[serde(deserialize_with = "stringish")]
     pub max_in_flight: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub max_live_actors: Option<String>,

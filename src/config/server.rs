@@ -1,6 +1,6 @@
 //! The HTTP side of the configuration: where Kassa listens, the URLs shoppers and gateways
 //! reach it at, which browser origins may call it, how many requests it serves at once, and
-//! how long it drains before stopping.
+//! how long it drains before stopping, and its name among the replicas.
 //! Only checks what is written: never binds a socket or resolves a host.
 
 use super::{ConfigError, Environment, RawConfig, non_empty, parse_url};
@@ -22,11 +22,16 @@ pub(super) struct Server {
     pub(super) cors_origins: Vec<String>,
     pub(super) shutdown_delay: Duration,
     pub(super) max_in_flight: usize,
+    pub(super) replica: String,
 }
 
 pub(super) fn server(raw: &RawConfig, env: Environment) -> Result<Server, ConfigError> {
     let listen = non_empty(raw.listen.as_deref()).unwrap_or_else(|| "127.0.0.1:8080".into());
     parse_listen(&listen)?;
+    let replica = match non_empty(raw.replica_id.as_deref()) {
+        Some(name) => parse_replica(&name)?,
+        None => default_replica(&listen),
+    };
     // Unset, the public URL is where Kassa listens (a wildcard host read as loopback), so
     // moving KASSA_LISTEN alone keeps payment links and webhook callbacks reachable.
     let public_url = match non_empty(raw.public_url.as_deref()) {
@@ -76,6 +81,7 @@ pub(super) fn server(raw: &RawConfig, env: Environment) -> Result<Server, Config
         cors_origins,
         shutdown_delay,
         max_in_flight,
+        replica,
     })
 }
 
@@ -125,6 +131,41 @@ fn local_address(listen: &str) -> String {
         Some(("[::]", port)) => format!("[::1]:{port}"),
         _ => listen.to_string(),
     }
+}
+
+/// The most a replica name may hold (it is a key in the store's `replicas` table).
+const MAX_REPLICA_NAME: usize = 200;
+
+fn parse_replica(name: &str) -> Result<String, ConfigError> {
+    let printable = name.chars().all(|c| c.is_ascii_graphic());
+    if printable && name.len() <= MAX_REPLICA_NAME {
+        Ok(name.to_string())
+    } else {
+        Err(ConfigError::new(
+            "replica_id",
+            format!(
+                "expected up to {MAX_REPLICA_NAME} printable ASCII characters without spaces, \
+                 such as `kassa-0`, got `{name}`"
+            ),
+        ))
+    }
+}
+
+/// `host:port`: the host name (the pod's name in Kubernetes, `HOSTNAME`) and the port Kassa
+/// listens on, so that processes on one machine differ and a process restarted in the same
+/// slot (same pod, same port) keeps its name and recovers its own previous run at start-up.
+fn default_replica(listen: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "kassa".into());
+    let port = listen.rsplit_once(':').map_or("", |(_, port)| port);
+    let mut name = format!("{host}:{port}");
+    name.truncate(MAX_REPLICA_NAME);
+    name
 }
 
 fn parse_listen(listen: &str) -> Result<(), ConfigError> {

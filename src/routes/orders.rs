@@ -16,7 +16,8 @@ use kassa_actors::order_actor::{
     CancelOrder, GetOrder, LineConflict, OrderError, PlaceOrder, Placed,
 };
 use kassa_actors::store::{
-    IdempotencyClaim, IdempotencyRequest, OrderRecord, ShippingDetails, StoredResponse,
+    IdempotencyClaim, IdempotencyRequest, InFlightCheckout, OrderRecord, ShippingDetails,
+    StoredResponse,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -405,9 +406,11 @@ pub async fn run_checkout(
 ) -> Result<CheckoutAnswer, AppError> {
     let Some(key) = key else {
         let checkout = parse_checkout(body, user)?;
-        let response = place(state, user, checkout, session).await?;
+        let order_id = begin_checkout(state, user, &checkout, None).await?;
+        let response = place(state, user, checkout, session, order_id).await;
+        end_checkout(state, order_id).await;
         return Ok(CheckoutAnswer {
-            response: record_of(&response)?,
+            response: record_of(&response?)?,
             replayed: false,
         });
     };
@@ -445,11 +448,17 @@ pub async fn run_checkout(
         }
         IdempotencyClaim::Claimed => {}
     }
-    let outcome = match parse_checkout(body, user) {
-        Ok(checkout) => place(state, user, checkout, session).await,
-        Err(invalid) => Err(invalid),
+    let (outcome, noted) = match parse_checkout(body, user) {
+        Ok(checkout) => match begin_checkout(state, user, &checkout, Some(&key)).await {
+            Ok(order_id) => (
+                place(state, user, checkout, session, order_id).await,
+                Some(order_id),
+            ),
+            Err(e) => (Err(e), None),
+        },
+        Err(invalid) => (Err(invalid), None),
     };
-    match outcome {
+    let answer = match outcome {
         Ok(response) => {
             let record = record_of(&response)?;
             // The order stands either way; without the record a retry may place another.
@@ -470,6 +479,43 @@ pub async fn run_checkout(
             }
             Err(e)
         }
+    };
+    // Ended once the key's outcome is recorded: a crash before leaves the note, and the
+    // recovery releases the key too.
+    if let Some(order_id) = noted {
+        end_checkout(state, order_id).await;
+    }
+    answer
+}
+
+/// Notes the checkout in the store before it claims or reserves anything, under a fresh
+/// order id (nothing is stored under it: its actor starts without reading the store). On a
+/// shared store the note is what any replica recovers if this process dies before
+/// `end_checkout` (API.md's crash rule); a single-writer store needs none.
+async fn begin_checkout(
+    state: &AppState,
+    user: &User,
+    checkout: &Checkout,
+    key: Option<&str>,
+) -> Result<OrderId, AppError> {
+    let order_id = OrderId::new();
+    let note = InFlightCheckout {
+        order_id,
+        cart_id: checkout.cart_id,
+        user: user.id.clone(),
+        idempotency_key: key.map(str::to_owned),
+    };
+    store_call(state.store.begin_checkout(&note)).await?;
+    Ok(order_id)
+}
+
+/// Forgets the note once the checkout has answered. A note that cannot be deleted only
+/// costs a recovery that finds the order stored (or nothing held) if this replica dies.
+async fn end_checkout(state: &AppState, order_id: OrderId) {
+    if let Some(me) = state.store.replica()
+        && let Err(e) = state.store.end_checkout(me, order_id).await
+    {
+        tracing::warn!(%order_id, error = %e, "could not delete the checkout's note");
     }
 }
 
@@ -483,9 +529,8 @@ async fn place(
     user: &User,
     checkout: Checkout,
     session: Option<&str>,
+    order_id: OrderId,
 ) -> Result<CheckoutResponse, AppError> {
-    // Fresh, so nothing is stored under it: its actor starts without reading the store.
-    let order_id = OrderId::new();
     let msg = PlaceOrder {
         user: user.id.clone(),
         cart_id: checkout.cart_id,

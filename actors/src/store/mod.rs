@@ -287,6 +287,10 @@ pub struct OutboxEmail {
     pub last_error: Option<String>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub sent_at: Option<OffsetDateTime>,
+    /// The replica whose mailer claimed it last (shared stores), so that its claim can be
+    /// released when that replica dies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
 }
 
 impl OutboxEmail {
@@ -301,8 +305,20 @@ impl OutboxEmail {
             next_attempt_at: now,
             last_error: None,
             sent_at: None,
+            claimed_by: None,
         }
     }
+}
+
+/// A checkout a replica is running, noted before it holds anything (`Store::begin_checkout`):
+/// what to release if the replica dies before it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlightCheckout {
+    pub order_id: OrderId,
+    pub cart_id: CartId,
+    pub user: UserId,
+    /// The request's Idempotency-Key, claimed before the checkout began.
+    pub idempotency_key: Option<String>,
 }
 
 #[async_trait]
@@ -417,6 +433,72 @@ pub trait Store: Send + Sync + 'static {
     /// waiting out a retry's backoff is tried once more early. A shared store answers 0
     /// (another replica's mailer may be sending it).
     async fn release_email_claims(&self, now: OffsetDateTime) -> StoreResult<usize>;
+
+    // Crash recovery on a store several replicas share (a single-writer store recovers at
+    // start-up through `locked_carts` and the two releases above, and answers these at once).
+
+    /// This process's name among the replicas sharing the store: stable across restarts of
+    /// one process slot, so a restarted process recognises what its previous run held. None
+    /// for a store only this process writes.
+    fn replica(&self) -> Option<&str> {
+        None
+    }
+    /// Records that this replica is alive at `now` (every couple of seconds).
+    async fn heartbeat(&self, now: OffsetDateTime) -> StoreResult<()> {
+        let _ = now;
+        Ok(())
+    }
+    /// The other replicas with no heartbeat since `now - silence`: presumed dead.
+    async fn silent_replicas(
+        &self,
+        now: OffsetDateTime,
+        silence: time::Duration,
+    ) -> StoreResult<Vec<String>> {
+        let _ = (now, silence);
+        Ok(Vec::new())
+    }
+    /// Notes a checkout this replica begins, before it claims or reserves anything.
+    async fn begin_checkout(&self, checkout: &InFlightCheckout) -> StoreResult<()> {
+        let _ = checkout;
+        Ok(())
+    }
+    /// Forgets a checkout of `replica` (its own once answered, or a dead one's once
+    /// recovered).
+    async fn end_checkout(&self, replica: &str, order_id: OrderId) -> StoreResult<()> {
+        let _ = (replica, order_id);
+        Ok(())
+    }
+    /// The checkouts `replica` began and never ended, at most `limit`.
+    async fn checkouts_of(
+        &self,
+        replica: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<InFlightCheckout>> {
+        let _ = (replica, limit);
+        Ok(Vec::new())
+    }
+    /// Forgets a dead replica once its checkouts are recovered (a live one writes itself
+    /// back at its next heartbeat).
+    async fn forget_replica(&self, replica: &str) -> StoreResult<()> {
+        let _ = replica;
+        Ok(())
+    }
+    /// Releases the key's claim if no response was stored under it (a completed key stays:
+    /// its retries get the stored answer).
+    async fn release_unfinished_key(&self, user: &UserId, key: &str) -> StoreResult<()> {
+        let _ = (user, key);
+        Ok(())
+    }
+    /// Makes due at `now` every unsent email whose claim one of `replicas` holds (their
+    /// mailers are dead), and answers how many.
+    async fn release_email_claims_of(
+        &self,
+        now: OffsetDateTime,
+        replicas: &[String],
+    ) -> StoreResult<usize> {
+        let _ = (now, replicas);
+        Ok(0)
+    }
 
     /// Stores a checkout session (a new one; sessions are never changed).
     async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()>;

@@ -12,9 +12,9 @@ use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use kassa_actors::product::{ProductActor, ProductView, Reserve, UpsertProduct};
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::{
-    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, MemoryStore, OrderRecord,
-    OutboxEmail, ProductSnapshot, ProductWrite, SharedStore, Store, StoreError, StoreResult,
-    StoredResponse, WriteOutcome,
+    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, InFlightCheckout,
+    MemoryStore, OrderRecord, OutboxEmail, ProductSnapshot, ProductWrite, SharedStore, Store,
+    StoreError, StoreResult, StoredResponse, WriteOutcome,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -497,5 +497,47 @@ impl Store for ControlledStore {
     }
     async fn release_email_claims(&self, now: time::OffsetDateTime) -> StoreResult<usize> {
         self.inner.release_email_claims(now).await
+    }
+    fn is_shared(&self) -> bool {
+        self.inner.is_shared()
+    }
+    fn replica(&self) -> Option<&str> {
+        self.inner.replica()
+    }
+    async fn heartbeat(&self, now: time::OffsetDateTime) -> StoreResult<()> {
+        self.inner.heartbeat(now).await
+    }
+    async fn silent_replicas(
+        &self,
+        now: time::OffsetDateTime,
+        silence: time::Duration,
+    ) -> StoreResult<Vec<String>> {
+        self.inner.silent_replicas(now, silence).await
+    }
+    async fn begin_checkout(&self, checkout: &InFlightCheckout) -> StoreResult<()> {
+        self.inner.begin_checkout(checkout).await
+    }
+    async fn end_checkout(&self, replica: &str, order_id: OrderId) -> StoreResult<()> {
+        self.inner.end_checkout(replica, order_id).await
+    }
+    async fn checkouts_of(
+        &self,
+        replica: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<InFlightCheckout>> {
+        self.inner.checkouts_of(replica, limit).await
+    }
+    async fn forget_replica(&self, replica: &str) -> StoreResult<()> {
+        self.inner.forget_replica(replica).await
+    }
+    async fn release_unfinished_key(&self, user: &UserId, key: &str) -> StoreResult<()> {
+        self.inner.release_unfinished_key(user, key).await
+    }
+    async fn release_email_claims_of(
+        &self,
+        now: time::OffsetDateTime,
+        replicas: &[String],
+    ) -> StoreResult<usize> {
+        self.inner.release_email_claims_of(now, replicas).await
     }
 }

@@ -10,6 +10,7 @@
 
 mod catalog;
 mod lwt;
+mod replicas;
 mod schema;
 mod statements;
 
@@ -24,9 +25,9 @@ use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use kassa_actors::store::{
-    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail,
-    ProductRow, ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult,
-    StoredResponse, WriteOutcome,
+    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, InFlightCheckout,
+    OrderRecord, OutboxEmail, ProductRow, ProductSnapshot, ProductWrite, Reservation, Store,
+    StoreError, StoreResult, StoredResponse, WriteOutcome,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -71,6 +72,8 @@ pub struct ScyllaStore {
     st: Statements,
     /// The catalog index entries this process wrote (catalog.rs).
     known: catalog::KnownEntries,
+    /// This process's name among the replicas (replicas.rs).
+    replica: String,
 }
 
 impl ScyllaStore {
@@ -126,7 +129,26 @@ impl ScyllaStore {
             session,
             st,
             known: catalog::KnownEntries::default(),
+            replica: format!("anonymous-{}", Uuid::new_v4()),
         })
+    }
+
+    /// Names this process among the replicas (`KASSA_REPLICA_ID`): stable across restarts
+    /// of one process slot, unique among the live ones. Without it the name is random, so a
+    /// restarted process is recovered by another replica after its silence, not by itself.
+    pub fn with_replica(mut self, name: &str) -> Self {
+        self.replica = name.to_string();
+        self
+    }
+
+    /// The (order id, kind) of every unsent email, from the outbox index.
+    async fn unsent_ids(&self) -> StoreResult<Vec<(Uuid, i32)>> {
+        let buckets: Vec<Vec<(Uuid, i32)>> = stream::iter(0..BUCKETS)
+            .map(|b| self.rows("outbox_unsent", &self.st.select_unsent, (b,)))
+            .buffered(BUCKETS as usize)
+            .try_collect()
+            .await?;
+        Ok(buckets.into_iter().flatten().collect())
     }
 
     async fn run(
@@ -327,6 +349,54 @@ impl Store for ScyllaStore {
     /// presumed dead after the claim's stale time.
     async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
         Ok(0)
+    }
+
+    fn replica(&self) -> Option<&str> {
+        Some(&self.replica)
+    }
+
+    async fn heartbeat(&self, now: OffsetDateTime) -> StoreResult<()> {
+        self.write_heartbeat(now).await
+    }
+
+    async fn silent_replicas(
+        &self,
+        now: OffsetDateTime,
+        silence: time::Duration,
+    ) -> StoreResult<Vec<String>> {
+        self.silent(now, silence).await
+    }
+
+    async fn begin_checkout(&self, checkout: &InFlightCheckout) -> StoreResult<()> {
+        self.note_checkout(checkout).await
+    }
+
+    async fn end_checkout(&self, replica: &str, order_id: OrderId) -> StoreResult<()> {
+        self.forget_checkout(replica, order_id).await
+    }
+
+    async fn checkouts_of(
+        &self,
+        replica: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<InFlightCheckout>> {
+        self.in_flight(replica, limit).await
+    }
+
+    async fn forget_replica(&self, replica: &str) -> StoreResult<()> {
+        self.drop_replica(replica).await
+    }
+
+    async fn release_unfinished_key(&self, user: &UserId, key: &str) -> StoreResult<()> {
+        self.release_key_if_unfinished(user, key).await
+    }
+
+    async fn release_email_claims_of(
+        &self,
+        now: OffsetDateTime,
+        replicas: &[String],
+    ) -> StoreResult<usize> {
+        self.release_claims_of(now, replicas).await
     }
 
     async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
@@ -774,6 +844,7 @@ impl Store for ScyllaStore {
     ) -> StoreResult<bool> {
         self.insert_email(&OutboxEmail {
             next_attempt_at: claimed_until,
+            claimed_by: Some(self.replica.clone()),
             ..email.clone()
         })
         .await
@@ -845,12 +916,7 @@ impl Store for ScyllaStore {
     }
 
     async fn due_emails(&self, now: OffsetDateTime, limit: usize) -> StoreResult<Vec<OutboxEmail>> {
-        let buckets: Vec<Vec<(Uuid, i32)>> = stream::iter(0..BUCKETS)
-            .map(|b| self.rows("outbox_unsent", &self.st.select_unsent, (b,)))
-            .buffered(BUCKETS as usize)
-            .try_collect()
-            .await?;
-        let loaded: Vec<Option<OutboxEmail>> = stream::iter(buckets.into_iter().flatten())
+        let loaded: Vec<Option<OutboxEmail>> = stream::iter(self.unsent_ids().await?)
             .map(|(order_id, kind)| self.load_email(order_id, kind))
             .buffer_unordered(LOAD_CONCURRENCY)
             .try_collect()

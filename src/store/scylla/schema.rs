@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_shopper",
         cql: include_str!("../../../cql/0002_shopper.cql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_replicas",
+        cql: include_str!("../../../cql/0003_replicas.cql"),
+    },
 ];
 
 /// The schema version this build needs.

@@ -45,6 +45,13 @@ pub(super) struct Statements {
     pub(super) list_catalog: PreparedStatement,
     pub(super) list_catalog_after: PreparedStatement,
     pub(super) select_listing: PreparedStatement,
+    pub(super) heartbeat: PreparedStatement,
+    pub(super) select_replicas: PreparedStatement,
+    pub(super) delete_replica: PreparedStatement,
+    pub(super) insert_in_flight: PreparedStatement,
+    pub(super) delete_in_flight: PreparedStatement,
+    pub(super) select_in_flight: PreparedStatement,
+    pub(super) release_unfinished_key: PreparedStatement,
 }
 
 impl Statements {
@@ -212,6 +219,41 @@ impl Statements {
             select_listing: idempotent(
                 prepare("SELECT version, name FROM {ks}.stock WHERE sku = ? LIMIT 1").await?,
             ),
+            heartbeat: idempotent(
+                prepare(
+                    "INSERT INTO {ks}.replicas (shard, replica, heartbeat_at) VALUES (0, ?, ?)",
+                )
+                .await?,
+            ),
+            select_replicas: idempotent(
+                prepare("SELECT replica, heartbeat_at FROM {ks}.replicas WHERE shard = 0").await?,
+            ),
+            delete_replica: idempotent(
+                prepare("DELETE FROM {ks}.replicas WHERE shard = 0 AND replica = ?").await?,
+            ),
+            insert_in_flight: idempotent(
+                prepare(
+                    "INSERT INTO {ks}.checkouts_in_flight \
+                     (replica, order_id, cart_id, user_id, idempotency_key) VALUES (?, ?, ?, ?, ?)",
+                )
+                .await?,
+            ),
+            delete_in_flight: idempotent(
+                prepare("DELETE FROM {ks}.checkouts_in_flight WHERE replica = ? AND order_id = ?")
+                    .await?,
+            ),
+            select_in_flight: idempotent(
+                prepare(
+                    "SELECT order_id, cart_id, user_id, idempotency_key \
+                     FROM {ks}.checkouts_in_flight WHERE replica = ? LIMIT ?",
+                )
+                .await?,
+            ),
+            release_unfinished_key: prepare(
+                "DELETE FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ? \
+                 IF response_status = null",
+            )
+            .await?,
         })
     }
 }

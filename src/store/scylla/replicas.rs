@@ -1,0 +1,147 @@
+//! Crash recovery across replicas (`cql/0003`): each replica's heartbeat, and the checkouts
+//! it is running, noted before they hold anything. When a replica dies, any other finds its
+//! silence, reads its checkouts and releases what they held; a restarted process (same
+//! replica name) does it for its previous run at start-up. Owns the rows; what releasing
+//! means (stock, cart, key) is the caller's (`AppState::recover_replicas`).
+
+use super::{LOAD_CONCURRENCY, ScyllaStore};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use kassa_actors::domain::{CartId, OrderId, UserId};
+use kassa_actors::store::{InFlightCheckout, OutboxEmail, Store, StoreResult, WriteOutcome};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+impl ScyllaStore {
+    pub(super) async fn write_heartbeat(&self, now: OffsetDateTime) -> StoreResult<()> {
+        self.run("replicas", &self.st.heartbeat, (&self.replica, now))
+            .await
+            .map(|_| ())
+    }
+
+    pub(super) async fn silent(
+        &self,
+        now: OffsetDateTime,
+        silence: time::Duration,
+    ) -> StoreResult<Vec<String>> {
+        let rows: Vec<(String, Option<OffsetDateTime>)> =
+            self.rows("replicas", &self.st.select_replicas, ()).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(name, at)| *name != self.replica && at.is_none_or(|at| at + silence < now))
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    pub(super) async fn note_checkout(&self, c: &InFlightCheckout) -> StoreResult<()> {
+        self.run(
+            "checkouts_in_flight",
+            &self.st.insert_in_flight,
+            (
+                &self.replica,
+                c.order_id.0,
+                c.cart_id.0,
+                &c.user.0,
+                c.idempotency_key.as_deref(),
+            ),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn forget_checkout(
+        &self,
+        replica: &str,
+        order_id: OrderId,
+    ) -> StoreResult<()> {
+        self.run(
+            "checkouts_in_flight",
+            &self.st.delete_in_flight,
+            (replica, order_id.0),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn in_flight(
+        &self,
+        replica: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<InFlightCheckout>> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows: Vec<(Uuid, Uuid, String, Option<String>)> = self
+            .rows(
+                "checkouts_in_flight",
+                &self.st.select_in_flight,
+                (replica, limit),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(order, cart, user, key)| InFlightCheckout {
+                order_id: OrderId(order),
+                cart_id: CartId(cart),
+                user: UserId(user),
+                idempotency_key: key,
+            })
+            .collect())
+    }
+
+    pub(super) async fn drop_replica(&self, replica: &str) -> StoreResult<()> {
+        self.run("replicas", &self.st.delete_replica, (replica,))
+            .await
+            .map(|_| ())
+    }
+
+    pub(super) async fn release_key_if_unfinished(
+        &self,
+        user: &UserId,
+        key: &str,
+    ) -> StoreResult<()> {
+        self.lwt(
+            "idempotency_keys",
+            &self.st.release_unfinished_key,
+            (&user.0, key),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every unsent email claimed by one of `replicas` and not yet due is made due at `now`
+    /// (the claim is dropped with a compare-and-set: a live mailer's newer write wins).
+    pub(super) async fn release_claims_of(
+        &self,
+        now: OffsetDateTime,
+        replicas: &[String],
+    ) -> StoreResult<usize> {
+        if replicas.is_empty() {
+            return Ok(0);
+        }
+        let ids = self.unsent_ids().await?;
+        let loaded: Vec<Option<OutboxEmail>> = stream::iter(ids)
+            .map(|(order_id, kind)| self.load_email(order_id, kind))
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let mut released = 0;
+        for email in loaded.into_iter().flatten() {
+            let held = email.sent_at.is_none()
+                && email.next_attempt_at > now
+                && email
+                    .claimed_by
+                    .as_ref()
+                    .is_some_and(|by| replicas.contains(by));
+            if !held {
+                continue;
+            }
+            let due = OutboxEmail {
+                next_attempt_at: now,
+                claimed_by: None,
+                ..email.clone()
+            };
+            if let WriteOutcome::Applied = self.replace_email(&email, &due).await? {
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+}
