@@ -570,7 +570,23 @@ async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    let snapshot = stock(&store, "crash-tee").await;
+    // What B's checkouts held before their orders were stored (B died between reserving
+    // and storing) is released by A once B has been silent for 10 s (API.md's crash rule,
+    // for a replica that does not come back): no reservation outlives it.
+    let silent_since = Instant::now();
+    let snapshot = loop {
+        let snapshot = stock(&store, "crash-tee").await;
+        if snapshot.reservations.is_empty() {
+            break snapshot;
+        }
+        assert!(
+            silent_since.elapsed() < Duration::from_secs(60),
+            "A never released what B's unfinished checkouts held: {:?}\nA's log:\n{}",
+            snapshot.reservations,
+            started[0].log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert_eq!(
         snapshot.row.on_hand, UNITS,
         "conservation: nothing was paid"
@@ -583,29 +599,16 @@ async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
             .expect("a 200 is durable");
         assert_eq!(order.status, OrderStatus::Expired, "{id}");
     }
-    // What still holds stock belongs to no order: B died between reserving and storing
-    // the order. Nothing else may hold any (the product sweep reclaims these orphans).
-    for r in &snapshot.reservations {
-        assert!(!r.committed, "nothing was sold");
-        let order = store.load_order(r.order_id).await.expect("load");
-        assert!(
-            order.is_none(),
-            "order {} is settled but still holds {} units",
-            r.order_id,
-            r.qty
-        );
-    }
-    assert!(reserved(&snapshot) <= UNITS);
     eprintln!(
-        "kill -9 mid-sale: {} orders placed ({} on B), {} shoppers lost, {} units held by \
-         orphaned reservations",
+        "kill -9 mid-sale: {} orders placed ({} on B), {} shoppers lost, no reservation left \
+         {:.1} s after the orders settled",
         orders.len(),
         placed_on_b.len(),
         outcomes
             .iter()
             .filter(|o| matches!(o, Outcome::Lost(_)))
             .count(),
-        reserved(&snapshot)
+        silent_since.elapsed().as_secs_f64()
     );
     drop(started);
     cassandra::drop_keyspace(&keyspace).await;
