@@ -41,6 +41,8 @@
 #   KASSA_CLUSTER_DURATION   storefront load (default 20s)
 #   KASSA_CLUSTER_CHAOS      0: no kill, no SIGTERM (the plain path; default 1)
 #   KASSA_CLUSTER_ALERT_FOR  KassaReplicaDown's `for:` in the test's copy (default 2s)
+#   KASSA_CLUSTER_SETTLE     how long the load's checks wait for orders and emails to settle
+#                            (kassa-loadtest --settle-timeout; default 30s)
 #   KASSA_CLUSTER_LB_PORT    the balancer's port for `up` (default a free one)
 set -euo pipefail
 
@@ -49,6 +51,7 @@ LIB="$ROOT/scripts/lib"
 RULES="$ROOT/helm/kassa/files/kassa-rules.yml"
 DASHBOARD="$ROOT/helm/kassa/files/kassa-dashboard.json"
 DURATION="${KASSA_CLUSTER_DURATION:-20s}"
+SETTLE="${KASSA_CLUSTER_SETTLE:-30s}"
 CHAOS="${KASSA_CLUSTER_CHAOS:-1}"
 ALERT_FOR="${KASSA_CLUSTER_ALERT_FOR:-2s}"
 DRAIN_DELAY=2
@@ -181,25 +184,27 @@ ports() {
   declare -gA PORT=([r1]="${p[4]}" [r2]="${p[5]}" [r3]="${p[6]}")
 }
 
-kassa_env() { # the environment every replica (and `kassa migrate`) gets, nothing inherited
-  env -i PATH="$PATH" HOME="$HOME" \
-    KASSA_CONFIG="$WORK/empty.toml" \
-    KASSA_ENV=production \
-    KASSA_STORE="$STORE" \
-    KASSA_SCYLLA_REQUEST_TIMEOUT=30s \
-    KASSA_JWT_SECRET="$JWT_SECRET" \
-    KASSA_WEBHOOK_SECRET="$WEBHOOK_SECRET" \
-    KASSA_PUBLIC_URL="http://127.0.0.1:$LB_PORT" \
-    KASSA_GATEWAY="http://127.0.0.1:$SANDBOX_PORT" \
-    KASSA_SMTP_URL="$SMTP_URL" \
-    KASSA_SHUTDOWN_DELAY="${DRAIN_DELAY}s" \
-    KASSA_LOG=info \
-    "$@"
+kassa_env() { # KENV: the environment every replica (and `kassa migrate`) gets, for `env -i`
+  KENV=(
+    PATH="$PATH" HOME="$HOME"
+    KASSA_CONFIG="$WORK/empty.toml"
+    KASSA_ENV=production
+    KASSA_STORE="$STORE"
+    KASSA_SCYLLA_REQUEST_TIMEOUT=30s
+    KASSA_JWT_SECRET="$JWT_SECRET"
+    KASSA_WEBHOOK_SECRET="$WEBHOOK_SECRET"
+    KASSA_PUBLIC_URL="http://127.0.0.1:$LB_PORT"
+    KASSA_GATEWAY="http://127.0.0.1:$SANDBOX_PORT"
+    KASSA_SMTP_URL="$SMTP_URL"
+    KASSA_SHUTDOWN_DELAY="${DRAIN_DELAY}s"
+    KASSA_LOG=info
+  )
 }
 
 migrate() {
   log "kassa migrate (keyspace $KEYSPACE on $CQL)"
-  kassa_env "$KASSA_BIN" migrate >"$WORK/migrate.log" 2>&1 || {
+  kassa_env
+  env -i "${KENV[@]}" "$KASSA_BIN" migrate >"$WORK/migrate.log" 2>&1 || {
     cat "$WORK/migrate.log" >&2
     die "kassa migrate failed"
   }
@@ -235,7 +240,9 @@ start_smtp() {
 start_replica() { # NAME: same port, data dir and settings every time
   local name="$1"
   mkdir -p "$WORK/$name"
-  kassa_env KASSA_LISTEN="127.0.0.1:${PORT[$name]}" KASSA_DATA_DIR="$WORK/$name" \
+  kassa_env
+  # A simple command, so that $! is Kassa's own pid (env execs it): the signals reach Kassa.
+  env -i "${KENV[@]}" KASSA_LISTEN="127.0.0.1:${PORT[$name]}" KASSA_DATA_DIR="$WORK/$name" \
     "$KASSA_BIN" serve </dev/null >>"$WORK/$name.log" 2>&1 &
   remember "$name" $!
 }
@@ -265,10 +272,12 @@ defaults
   # One line per request: when, which replica, status, how it ended, what, Retry-After.
   log-format "%Ts.%ms %b/%s %ST %tsc %HM %HP %{+Q}hs"
   timeout connect 1s
-  timeout client 60s
+  # Idle client connections outlive kassa-loadtest's (reqwest pools them for 60 s): a client
+  # must never send on a connection the balancer is closing at that moment.
+  timeout client 75s
+  timeout http-keep-alive 75s
   timeout server 60s
   timeout http-request 10s
-  timeout http-keep-alive 10s
   # A replica that refuses the connection (dead, or closed after its drain): try another.
   # A request already sent is never replayed (it may not be idempotent): its client gets 502.
   retries 3
@@ -321,6 +330,13 @@ EOF
     --web.listen-address="127.0.0.1:$PROM_PORT" </dev/null >>"$WORK/prometheus.log" 2>&1 &
   remember prometheus $!
   wait_http prometheus "http://127.0.0.1:$PROM_PORT/-/ready" 60
+  # The load (and the kill) start once every replica has been scraped up.
+  local deadline=$((SECONDS + 30)) query='count(up{job="kassa"} == 1)'
+  until curl -fsS --max-time 2 "http://127.0.0.1:$PROM_PORT/api/v1/query" \
+      --data-urlencode "query=$query" 2>/dev/null | grep -q "\"value\":\[[0-9.]*,\"${#REPLICAS[@]}\"\]"; do
+    [ "$SECONDS" -lt "$deadline" ] || die "Prometheus did not scrape the ${#REPLICAS[@]} replicas within 30 s"
+    sleep 0.2
+  done
 }
 
 up_cluster() {
@@ -357,7 +373,7 @@ loadtest() { # SCENARIO REPORT ARGS...: kassa-loadtest through the balancer
   [ "$CHAOS" = 1 ] && retry=(--retry-interrupted 10s)
   "$LOADTEST_BIN" --target "http://127.0.0.1:$LB_PORT" --jwt-secret "$JWT_SECRET" \
     --webhook-secret "$WEBHOOK_SECRET" --mail-dir "$MAIL_DIR" --scenario "$scenario" \
-    --baseline 0s --settle-timeout 30s --json "$report" "${retry[@]}" "$@"
+    --baseline 0s --settle-timeout "$SETTLE" --json "$report" "${retry[@]}" "$@"
 }
 
 wait_for_line() { # FILE PATTERN SECONDS
@@ -378,6 +394,9 @@ chaos() {
   KILL_AT="$(now)"
   kill -KILL "${PIDS[$KILLED]}"
   wait "${PIDS[$KILLED]}" 2>/dev/null || true
+  if (exec 3<>"/dev/tcp/127.0.0.1/${PORT[$KILLED]}") 2>/dev/null; then
+    die "$KILLED's port ${PORT[$KILLED]} still answers after SIGKILL of pid ${PIDS[$KILLED]}"
+  fi
   sleep 2
   log "starting $KILLED again"
   start_replica "$KILLED"
