@@ -269,8 +269,9 @@ global
 defaults
   mode http
   log global
-  # One line per request: when, which replica, status, how it ended, what, Retry-After.
-  log-format "%Ts.%ms %b/%s %ST %tsc %HM %HP %{+Q}hs"
+  # One line per request: when it came, which replica, status, how it ended, how many times
+  # the balancer retried it, total ms, what, and the answer's Retry-After.
+  log-format "%Ts.%ms %b/%s %ST %tsc %rc %Tt %HM %HP %{+Q}hs"
   timeout connect 1s
   # Idle client connections outlive kassa-loadtest's (reqwest pools them for 60 s): a client
   # must never send on a connection the balancer is closing at that moment.
@@ -279,7 +280,11 @@ defaults
   timeout server 60s
   timeout http-request 10s
   # A replica that refuses the connection (dead, or closed after its drain): try another.
-  # A request already sent is never replayed (it may not be idempotent): its client gets 502.
+  # What HAProxy 2.6 does with a request in flight on a replica that dies (seen in these
+  # runs): it sends it again to another replica (logged with retries +1), or it closes the
+  # client's connection without an answer and without a log line, so that the client
+  # retries (kassa-loadtest --retry-interrupted does, with the same Idempotency-Key); a 502
+  # is allowed for the killed replica's requests but was not seen.
   retries 3
   option redispatch 1
   retry-on conn-failure

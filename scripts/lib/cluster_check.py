@@ -100,9 +100,11 @@ def check_report(checks, name, path, interrupted_allowed):
                   "no `interrupted_total` in the report (kassa-loadtest without "
                   "--retry-interrupted?)")
         return 0
-    per_op = report.get("interrupted") or {}
-    detail = ", ".join(f"{k} {v}" for k, v in sorted(per_op.items()) if v) or "none"
-    checks.note(f"{name}: {interrupted} request(s) interrupted and retried ({detail})")
+    detail = ", ".join(f"{op['op']} {op['interrupted']}" for op in report.get("operations", [])
+                       if op.get("interrupted")) or "none"
+    longest = report.get("longest_interruption_ms") or 0
+    checks.note(f"{name}: {interrupted} attempt(s) sent again after no answer or a 502/504 "
+                f"({detail}; the longest wait for an answer {longest / 1000:.1f} s)")
     if not interrupted_allowed:
         checks.ok(interrupted == 0, f"{name}: no request interrupted (no replica was killed)",
                   f"{interrupted} interrupted")
@@ -111,10 +113,11 @@ def check_report(checks, name, path, interrupted_allowed):
 
 # ---------------------------------------------------------------- HAProxy log ----
 
-# log-format "%Ts.%ms %b/%s %ST %tsc %HM %HP %{+Q}hs" (see cluster.sh); `hs` is {Retry-After}.
+# log-format "%Ts.%ms %b/%s %ST %tsc %rc %Tt %HM %HP %{+Q}hs" (cluster.sh); `hs` is
+# {Retry-After}.
 LOG_LINE = re.compile(
     r"^(?P<ts>\d+\.\d+) (?P<backend>\S+)/(?P<server>\S+) (?P<status>-?\d+) (?P<term>\S+) "
-    r"(?P<method>\S+) (?P<path>\S+) (?P<headers>.*)$"
+    r"(?P<retries>\+?-?\d+) (?P<total>-?\d+) (?P<method>\S+) (?P<path>\S+) (?P<headers>.*)$"
 )
 
 
@@ -125,6 +128,7 @@ def check_balancer_log(checks, path, killed_server, kill_at, restart_ready_at):
     requests = Counter()
     by_server = Counter()
     interrupted = []
+    retried = []
     bad = []
     for line in lines:
         m = LOG_LINE.match(line)
@@ -133,6 +137,9 @@ def check_balancer_log(checks, path, killed_server, kill_at, restart_ready_at):
         status = int(m["status"])
         requests[status // 100] += 1
         by_server[m["server"]] += 1
+        if m["retries"] not in ("0", "+0"):
+            retried.append(f"{m['method']} {re.sub(r'[0-9a-f-]{20,}', '{id}', m['path'])}"
+                           f" -> {m['status']} via {m['server']}")
         ts = float(m["ts"])
         where = f"{m['method']} {m['path']} -> {status} via {m['server']} ({m['term']})"
         if status in (502, 504):
@@ -153,6 +160,10 @@ def check_balancer_log(checks, path, killed_server, kill_at, restart_ready_at):
                 + "; by replica: " + ", ".join(f"{k} {v}" for k, v in sorted(by_server.items())))
     checks.ok(not bad, "the balancer answered no 5xx but 503 with Retry-After and the 502s of "
               "requests in flight on the killed replica", "; ".join(bad[:10]))
+    if retried:
+        checks.note(f"balancer: {len(retried)} request(s) it sent again elsewhere after a "
+                    "replica refused the connection: " + ", ".join(
+                        f"{k} x{v}" for k, v in Counter(retried).most_common(8)))
     if interrupted:
         paths = Counter(f"{m} {re.sub(r'[0-9a-f-]{20,}', '{id}', p)}" for _, m, p in interrupted)
         checks.note(f"balancer: {len(interrupted)} request(s) in flight on {killed_server} "
@@ -305,8 +316,11 @@ def check(facts_path):
     if chaos:
         checks.note(f"the balancer answered 502 to {balanced_502} request(s); the load "
                     f"generator retried {interrupted}")
-    check_prometheus(checks, facts["prometheus"], facts["start"], facts["end"],
-                     facts["killed_instance"] if chaos else None, facts["dashboard"])
+    try:
+        check_prometheus(checks, facts["prometheus"], facts["start"], facts["end"],
+                         facts["killed_instance"] if chaos else None, facts["dashboard"])
+    except (OSError, ValueError, RuntimeError) as e:
+        checks.ok(False, "Prometheus answers the checks' queries", str(e))
     stale_reads(checks, facts)
     check_mail(checks, facts["mail_dir"])
 
