@@ -43,6 +43,8 @@
 #   KASSA_CLUSTER_ALERT_FOR  KassaReplicaDown's `for:` in the test's copy (default 2s)
 #   KASSA_CLUSTER_SETTLE     how long the load's checks wait for orders and emails to settle
 #                            (kassa-loadtest --settle-timeout; default 30s)
+#   KASSA_CLUSTER_RETRY      how long the load generator sends an interrupted request again
+#                            (--retry-interrupted; default 10s)
 #   KASSA_CLUSTER_LB_PORT    the balancer's port for `up` (default a free one)
 set -euo pipefail
 
@@ -52,6 +54,7 @@ RULES="$ROOT/helm/kassa/files/kassa-rules.yml"
 DASHBOARD="$ROOT/helm/kassa/files/kassa-dashboard.json"
 DURATION="${KASSA_CLUSTER_DURATION:-20s}"
 SETTLE="${KASSA_CLUSTER_SETTLE:-30s}"
+RETRY="${KASSA_CLUSTER_RETRY:-10s}"
 CHAOS="${KASSA_CLUSTER_CHAOS:-1}"
 ALERT_FOR="${KASSA_CLUSTER_ALERT_FOR:-2s}"
 DRAIN_DELAY=2
@@ -375,7 +378,7 @@ loadtest() { # SCENARIO REPORT ARGS...: kassa-loadtest through the balancer
   local scenario="$1" report="$2"
   shift 2
   local retry=()
-  [ "$CHAOS" = 1 ] && retry=(--retry-interrupted 10s)
+  [ "$CHAOS" = 1 ] && retry=(--retry-interrupted "$RETRY")
   "$LOADTEST_BIN" --target "http://127.0.0.1:$LB_PORT" --jwt-secret "$JWT_SECRET" \
     --webhook-secret "$WEBHOOK_SECRET" --mail-dir "$MAIL_DIR" --scenario "$scenario" \
     --baseline 0s --settle-timeout "$SETTLE" --json "$report" "${retry[@]}" "$@"
