@@ -165,6 +165,12 @@ struct Stock {
     reserved: i64,
 }
 
+/// The view of a product as stored: what a freshly started actor would answer. For readers
+/// on a store other processes write, where a live actor's copy may predate their writes.
+pub fn view_of(sku: &Sku, snapshot: Option<ProductSnapshot>) -> Option<ProductView> {
+    Stock::from_snapshot(snapshot).view(sku)
+}
+
 impl Stock {
     fn from_snapshot(snapshot: Option<ProductSnapshot>) -> Self {
         match snapshot {

@@ -21,6 +21,8 @@ pub struct Answer {
     pub status: u16,
     pub code: String,
     pub body: Value,
+    /// The `Retry-After` of a 503, when it carried one.
+    pub retry_after: Option<Duration>,
 }
 
 impl Answer {
@@ -103,7 +105,11 @@ impl Kassa {
                 break answer;
             }
             self.recorder.interrupted(op);
-            tokio::time::sleep(RETRY_PAUSE).await;
+            // A 503's Retry-After is honoured (a second at most: the window bounds the rest).
+            let pause = answer.retry_after.map_or(RETRY_PAUSE, |after| {
+                after.clamp(RETRY_PAUSE, Duration::from_secs(1))
+            });
+            tokio::time::sleep(pause).await;
             request = next;
         };
         if let Some(since) = interrupted_since {
@@ -135,6 +141,12 @@ async fn send(request: reqwest::RequestBuilder) -> Answer {
     match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let body = match response.bytes().await {
                 Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
                 Err(_) => Value::Null,
@@ -147,21 +159,29 @@ async fn send(request: reqwest::RequestBuilder) -> Answer {
                     .unwrap_or("no_code")
                     .to_string()
             };
-            Answer { status, code, body }
+            Answer {
+                status,
+                code,
+                body,
+                retry_after,
+            }
         }
         Err(e) => Answer {
             status: 0,
             code: transport_failure(&e).to_string(),
             body: Value::Null,
+            retry_after: None,
         },
     }
 }
 
-/// No answer, or a balancer's for an upstream that died (502, 504); and, once a request was
-/// interrupted, its Idempotency-Key still held by the attempt that died with the process
-/// (API.md's crash rule frees it within 10 s of the restart).
+/// No answer, or a balancer's for an upstream that died (502, 504), or a 503 that says when
+/// to come back (`Retry-After`: overload, a replica draining or restarting); and, once a
+/// request was interrupted, its Idempotency-Key still held by the attempt that died with the
+/// process (API.md's crash rule frees it within 10 s of the restart).
 fn interrupted(answer: &Answer, retrying: bool) -> bool {
     matches!(answer.status, 0 | 502 | 504)
+        || (answer.status == 503 && answer.retry_after.is_some())
         || (retrying && answer.status == 409 && answer.code == "idempotency_key_in_use")
 }
 

@@ -103,8 +103,8 @@ pub struct Options {
     /// With --kill-at: how long Kassa stays down before it is started again.
     #[arg(long, value_parser = duration, default_value = "1s")]
     pub down_for: Duration,
-    /// Send a request that got no answer (connection refused or reset, timeout) or a
-    /// balancer's 502/504 again, with the same body and Idempotency-Key, every 200 ms for up
+    /// Send a request that got no answer (connection refused or reset, timeout), a
+    /// balancer's 502/504 or a 503 with Retry-After again, with the same body and Idempotency-Key, every 200 ms for up
     /// to this long; counted in the report as interrupted, not as unexpected. Checkouts then
     /// carry an Idempotency-Key.
     #[arg(long, value_parser = duration)]

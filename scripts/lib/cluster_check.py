@@ -248,19 +248,37 @@ def check_dashboard(checks, url, window, start, end, dashboard):
 # ---------------------------------------------------------------- mail ----
 
 
-def check_mail(checks, mail_dir):
+# A SIGKILL between the SMTP server's acceptance and the store's record of "sent" resends
+# that email after the restart (with the same Message-ID, so mail clients show it once):
+# delivery is at least once, and no SMTP client can make it exactly once. The window is a
+# store write, so a kill catches a few emails in it at most.
+MAX_DUPLICATES_PER_KILL = 10
+
+
+def check_mail(checks, mail_dir, kills):
     """One confirmation per paid order: counts the messages per Message-ID (it names the
-    order and the kind of email; a resend carries the same one)."""
+    order and the kind of email; a resend carries the same one). Without a kill no email may
+    be sent twice; a kill may resend the few it interrupted between the server's acceptance
+    and the record of "sent" (counted and reported)."""
     ids = Counter()
     for path in Path(mail_dir).glob("*.eml"):
         text = path.read_text(encoding="utf-8", errors="replace")
         m = re.search(r"^Message-ID:\s*(\S+)", text, re.IGNORECASE | re.MULTILINE)
         ids[m.group(1) if m else f"(no Message-ID: {path.name})"] += 1
     duplicates = {k: v for k, v in ids.items() if v > 1}
+    extra = sum(v - 1 for v in duplicates.values())
     checks.ok(sum(ids.values()) > 0, "the SMTP sink received confirmations", f"none in {mail_dir}")
-    checks.ok(not duplicates, f"every email sent once ({len(ids)} messages, no duplicate)",
-              f"{len(duplicates)} sent more than once: "
-              + ", ".join(f"{k} x{v}" for k, v in list(duplicates.items())[:10]))
+    listed = ", ".join(f"{k} x{v}" for k, v in list(duplicates.items())[:10])
+    if kills:
+        checks.note(f"duplicate emails: {extra} over {kills} kill(s) ({listed or 'none'})")
+        allowed = MAX_DUPLICATES_PER_KILL * kills
+        checks.ok(extra <= allowed,
+                  f"every email sent once but for at most {allowed} resent after the kill "
+                  f"({len(ids)} messages, {extra} duplicate(s))",
+                  f"{extra} duplicates: {listed}")
+    else:
+        checks.ok(not duplicates, f"every email sent once ({len(ids)} messages, no duplicate)",
+                  f"{len(duplicates)} sent more than once: {listed}")
 
 
 # ---------------------------------------------------------------- diagnosis ----
@@ -322,7 +340,7 @@ def check(facts_path):
     except (OSError, ValueError, RuntimeError) as e:
         checks.ok(False, "Prometheus answers the checks' queries", str(e))
     stale_reads(checks, facts)
-    check_mail(checks, facts["mail_dir"])
+    check_mail(checks, facts["mail_dir"], 1 if chaos else 0)
 
     for note in checks.notes:
         print(f"   {note}")

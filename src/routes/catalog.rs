@@ -10,7 +10,9 @@ use actix_web::{HttpResponse, web};
 use base64::Engine as _;
 use futures_util::future::join_all;
 use kassa_actors::domain::{self, InvalidValue, ProductInfo, Sku};
-use kassa_actors::product::{DeleteProduct, GetProduct, ProductView, UpdateProduct, UpsertProduct};
+use kassa_actors::product::{
+    DeleteProduct, GetProduct, ProductView, UpdateProduct, UpsertProduct, view_of,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -166,12 +168,22 @@ pub async fn get_product(
     sku: web::Path<String>,
 ) -> Result<HttpResponse, AppError> {
     let sku = existing_sku(&sku)?;
-    let view = state
-        .products
-        .ask(&sku, GetProduct)
-        .await??
+    let view = product_view(&state, &sku)
+        .await?
         .ok_or_else(|| product_not_found(&sku))?;
     Ok(HttpResponse::Ok().json(ProductResponse::from(view)))
+}
+
+/// A product as a shopper reads it. This process's actor knows every write made through
+/// it; on a store other replicas write too, its copy may predate theirs (a reservation made
+/// or released elsewhere), so the stored row is read instead: one partition read, and every
+/// replica answers the same.
+async fn product_view(state: &AppState, sku: &Sku) -> Result<Option<ProductView>, AppError> {
+    if state.store.is_shared() {
+        let snapshot = store_call(state.store.load_product(sku)).await?;
+        return Ok(view_of(sku, snapshot));
+    }
+    Ok(state.products.ask(sku, GetProduct).await??)
 }
 
 pub fn product_not_found(sku: &Sku) -> AppError {
@@ -217,11 +229,11 @@ pub async fn catalog_page(
     let mut skus = store_call(state.store.list_products(after, limit + 1)).await?;
     let more = skus.len() > limit;
     skus.truncate(limit);
-    let views = join_all(skus.iter().map(|sku| state.products.ask(sku, GetProduct))).await;
+    let views = join_all(skus.iter().map(|sku| product_view(state, sku))).await;
     let mut products = Vec::with_capacity(views.len());
     for view in views {
         // A product deleted since the listing is simply left out.
-        if let Some(view) = view?? {
+        if let Some(view) = view? {
             products.push(view);
         }
     }
