@@ -11,20 +11,20 @@ use kassa_actors::store::{
     StoredResponse, WriteOutcome,
 };
 use redb::{
-    Database, DatabaseError, Durability, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, TableHandle, WriteTransaction,
+    ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    TableHandle, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+use writer::{Handle, Job, QUEUE_CAPACITY, TypedJob, open_file, run_prober, run_writer};
+
+mod writer;
 
 /// sku -> JSON `ProductRow`.
 const PRODUCTS: TableDefinition<&str, &[u8]> = TableDefinition::new("products");
@@ -58,28 +58,6 @@ const IDEMPOTENCY_UNFINISHED: TableDefinition<(&str, &str), ()> =
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkout_sessions");
 
 const FILE_NAME: &str = "kassa.redb";
-/// Most jobs one transaction carries; bounds the latency of the first job in a batch.
-const MAX_BATCH: usize = 1024;
-/// The store's own page cache.
-const STORE_CACHE_BYTES: usize = 32 * 1024 * 1024;
-
-/// Jobs waiting for the writer thread; a full queue makes writers wait (backpressure).
-const QUEUE_CAPACITY: usize = 8192;
-
-/// The open database file. Its fields drop in order: the file is closed (and its lock
-/// released) before `_closed` tells the `CloseWaiter`.
-struct Db {
-    file: Database,
-    _closed: std::sync::mpsc::Sender<()>,
-}
-
-impl std::ops::Deref for Db {
-    type Target = Database;
-
-    fn deref(&self) -> &Database {
-        &self.file
-    }
-}
 
 /// Waits for an `EmbeddedStore`'s file to be closed: the store dropped by whoever held it
 /// last, its writer done and every read finished.
@@ -97,12 +75,11 @@ impl CloseWaiter {
 
 /// A durable `Store` in one redb file, with group commit.
 pub struct EmbeddedStore {
-    db: Arc<Db>,
+    db: Arc<Handle>,
     path: PathBuf,
     /// `None` once shut down.
     jobs: Option<mpsc::Sender<Box<dyn Job>>>,
     writer: Option<JoinHandle<()>>,
-    commits: Arc<AtomicU64>,
     close_waiter: std::sync::Mutex<Option<CloseWaiter>>,
 }
 
@@ -116,24 +93,7 @@ impl EmbeddedStore {
             ))
         })?;
         let path = dir.join(FILE_NAME);
-        // redb caches up to 1 GiB of pages by default, which would make the database, not
-        // the actors, what sets Kassa's memory; 32 MiB keeps the hot pages (the writer's
-        // and recent reads') and leaves the rest to the OS page cache.
-        let db = Database::builder()
-            .set_cache_size(STORE_CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => StoreError::Unavailable(format!(
-                    "{} is already open in another process: is another kassa running?",
-                    path.display()
-                )),
-                DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => {
-                    StoreError::Corrupt(format!("{}: {msg}", path.display()))
-                }
-                other => {
-                    StoreError::Unavailable(format!("cannot open {}: {other}", path.display()))
-                }
-            })?;
+        let db = open_file(&path)?;
         // Create every table up front so that reads never meet a missing table.
         let txn = db.begin_write().map_err(db_err)?;
         let existing: Vec<String> = txn
@@ -169,26 +129,29 @@ impl EmbeddedStore {
         txn.commit().map_err(db_err)?;
 
         let (closed, close_waiter) = std::sync::mpsc::channel();
-        let db = Arc::new(Db {
-            file: db,
-            _closed: closed,
-        });
-        let commits = Arc::new(AtomicU64::new(0));
+        let db = Arc::new(Handle::new(path.clone(), db, closed));
+        metrics::gauge!("kassa_store_writable").set(1.0);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let writer = {
-            let (db, commits) = (Arc::clone(&db), Arc::clone(&commits));
+            let db = Arc::clone(&db);
             std::thread::Builder::new()
                 .name("kassa-store-writer".into())
-                .spawn(move || run_writer(&db.file, rx, &commits))
+                .spawn(move || run_writer(&db, rx))
                 .map_err(|e| StoreError::Unavailable(format!("cannot start writer thread: {e}")))?
         };
+        {
+            let (db, jobs) = (Arc::downgrade(&db), tx.downgrade());
+            std::thread::Builder::new()
+                .name("kassa-store-prober".into())
+                .spawn(move || run_prober(db, jobs))
+                .map_err(|e| StoreError::Unavailable(format!("cannot start prober thread: {e}")))?;
+        }
         tracing::info!(path = %path.display(), "embedded store open");
         Ok(Self {
             db,
             path,
             jobs: Some(tx),
             writer: Some(writer),
-            commits,
             close_waiter: std::sync::Mutex::new(Some(CloseWaiter(close_waiter))),
         })
     }
@@ -210,7 +173,7 @@ impl EmbeddedStore {
 
     /// How many write transactions committed so far (each is one fsync).
     pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
+        self.db.commits()
     }
 
     /// Stops the writer thread once it has committed every write already queued, then closes
@@ -282,7 +245,7 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let db = Arc::clone(&self.db);
+        let db = self.db.db()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(db_err)?;
             f(&txn)
@@ -301,6 +264,9 @@ impl Drop for EmbeddedStore {
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn ping(&self) -> StoreResult<()> {
+        if let Some(why) = self.db.unwritable() {
+            return Err(StoreError::Unavailable(format!("cannot write: {why}")));
+        }
         self.read(|txn| {
             txn.open_table(PRODUCTS).map_err(db_err)?;
             Ok(())
@@ -1018,100 +984,6 @@ fn lapsed(since: OffsetDateTime, age: time::Duration, now: OffsetDateTime) -> bo
     since.checked_add(age).is_some_and(|end| end <= now)
 }
 
-/// One caller's write, type-erased so the writer thread can batch any kind of write.
-trait Job: Send {
-    /// Runs the write inside the batch transaction; `Err` says why it failed.
-    fn run(&mut self, txn: &WriteTransaction) -> Result<(), String>;
-    /// Answers the caller: `batch_error` is `None` once the batch committed durably.
-    fn finish(self: Box<Self>, batch_error: Option<&str>);
-}
-
-struct TypedJob<T, F> {
-    run: Option<F>,
-    result: Option<StoreResult<T>>,
-    reply: oneshot::Sender<StoreResult<T>>,
-}
-
-impl<T, F> Job for TypedJob<T, F>
-where
-    T: Send,
-    F: FnOnce(&WriteTransaction) -> StoreResult<T> + Send,
-{
-    fn run(&mut self, txn: &WriteTransaction) -> Result<(), String> {
-        let Some(f) = self.run.take() else {
-            return Err("write run twice".into());
-        };
-        let result = f(txn);
-        let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
-        self.result = Some(result);
-        outcome
-    }
-
-    fn finish(self: Box<Self>, batch_error: Option<&str>) {
-        let answer = match (self.result, batch_error) {
-            // The job that failed the batch keeps its own, more precise error (e.g. Corrupt).
-            (Some(Err(e)), _) => Err(e),
-            (_, Some(why)) => Err(StoreError::Unavailable(format!(
-                "write not committed: {why}"
-            ))),
-            (Some(Ok(value)), None) => Ok(value),
-            (None, None) => Err(StoreError::Unavailable("write was never run".into())),
-        };
-        // The caller may have given up waiting; nothing to do then.
-        let _ = self.reply.send(answer);
-    }
-}
-
-/// The writer thread: takes the first job (blocking), drains what else is queued, commits
-/// them in one transaction, answers them all; returns once the channel is closed and empty.
-fn run_writer(db: &Database, mut jobs: mpsc::Receiver<Box<dyn Job>>, commits: &AtomicU64) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = jobs.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let size = batch.len();
-        let started = Instant::now();
-        let outcome = commit_batch(db, &mut batch);
-        match &outcome {
-            Ok(()) => {
-                commits.fetch_add(1, Ordering::Relaxed);
-                metrics::histogram!("kassa_store_commit_batch_size").record(size as f64);
-                metrics::histogram!("kassa_store_commit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-            }
-            Err(why) => tracing::error!(batch = size, error = %why, "store batch not committed"),
-        }
-        let batch_error = outcome.err();
-        for job in batch.drain(..) {
-            job.finish(batch_error.as_deref());
-        }
-    }
-}
-
-/// Runs every job in one transaction and commits it with fsync. Any failure aborts the whole
-/// transaction (nothing of the batch is written) and is returned as the reason.
-fn commit_batch(db: &Database, batch: &mut [Box<dyn Job>]) -> Result<(), String> {
-    let mut txn = db
-        .begin_write()
-        .map_err(|e| format!("cannot begin transaction: {e}"))?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| format!("cannot set durability: {e}"))?;
-    for job in batch.iter_mut() {
-        // A panicking job must not take the only writer thread down with it.
-        match catch_unwind(AssertUnwindSafe(|| job.run(&txn))) {
-            Ok(Ok(())) => {}
-            Ok(Err(why)) => return Err(format!("a write in the batch failed: {why}")),
-            Err(_) => return Err("a write in the batch panicked".into()),
-        }
-    }
-    txn.commit().map_err(|e| format!("commit failed: {e}"))
-}
-
 fn db_err(e: impl Into<redb::Error>) -> StoreError {
     match e.into() {
         redb::Error::Corrupted(msg) => StoreError::Corrupt(msg),
@@ -1195,7 +1067,7 @@ mod tests {
 
     /// Rows in the idempotency table and in its by-age index.
     fn idempotency_rows(store: &EmbeddedStore) -> (u64, u64) {
-        let txn = store.db.begin_read().expect("read");
+        let txn = store.db.db().expect("open").begin_read().expect("read");
         let rows = txn
             .open_table(IDEMPOTENCY)
             .expect("table")
