@@ -369,6 +369,10 @@ pub fn describe_metrics() {
     );
     describe_gauge!("kassa_outbox_depth", "Emails waiting in the outbox.");
     describe_gauge!(
+        "kassa_store_writable",
+        "1 while the embedded store commits, 0 while the file system refuses its writes (full, read-only, I/O errors)."
+    );
+    describe_gauge!(
         "kassa_outbox_oldest_unsent_seconds",
         Unit::Seconds,
         "Age of the oldest unsent email."
