@@ -368,6 +368,10 @@ pub fn describe_metrics() {
         "Failed email send attempts by kind (transient, permanent)."
     );
     describe_gauge!("kassa_outbox_depth", "Emails waiting in the outbox.");
+    describe_counter!(
+        "kassa_store_statements_total",
+        "Store operations sent, by store and kind: lwt (a Paxos round), write (a plain write; on the embedded store one write of a group commit), read."
+    );
     describe_gauge!(
         "kassa_store_writable",
         "1 while the embedded store commits, 0 while the file system refuses its writes (full, read-only, I/O errors)."

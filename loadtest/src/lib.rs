@@ -291,6 +291,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     let mut figures = figures;
     figures.extend(store_figures(&ctx, elapsed));
+    figures.extend(statements_per_iteration(&ctx, recorder.iterations()));
     let mut checks_passed = passed;
     let mut all_violations = violations;
     if opts.scenario != Scenario::SkuTouch {
@@ -396,6 +397,33 @@ fn store_figures(ctx: &Ctx, elapsed: Duration) -> Vec<(String, f64)> {
     }
     if let Some((commands, writes)) = ctx.window_delta("kassa_product_batch_size") {
         figures.push(("product_commands_per_write".into(), commands / writes));
+    }
+    figures
+}
+
+/// The durable work each iteration (a journey, a checkout, a delivery) cost Kassa's store
+/// over the measured part, from `kassa_store_statements_total`: LWTs (Paxos rounds), plain
+/// writes and reads on the scylla store; writes (each one of a group commit) and reads on the
+/// embedded one. Setup and checks are outside the window.
+fn statements_per_iteration(ctx: &Ctx, iterations: u64) -> Vec<(String, f64)> {
+    let window = ctx.window.lock().unwrap_or_else(|e| e.into_inner());
+    let (Some(before), Some(after)) = (&window.0, &window.1) else {
+        return Vec::new();
+    };
+    if iterations == 0 {
+        return Vec::new();
+    }
+    let mut figures = Vec::new();
+    for kind in ["lwt", "write", "read"] {
+        let label = format!("kind=\"{kind}\"");
+        let delta = scenarios::counter_sum(after, "kassa_store_statements_total", &label)
+            - scenarios::counter_sum(before, "kassa_store_statements_total", &label);
+        if delta > 0.0 {
+            figures.push((
+                format!("store_{kind}s_per_iteration"),
+                delta / iterations as f64,
+            ));
+        }
     }
     figures
 }

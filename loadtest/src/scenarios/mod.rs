@@ -234,6 +234,19 @@ pub fn sum_count(text: &str, name: &str) -> (f64, f64) {
     (value("_sum"), value("_count"))
 }
 
+/// A counter's value summed over its label sets that contain `label` (`kind="lwt"`); 0
+/// when it has none yet.
+pub fn counter_sum(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                && l.contains(label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A gauge's value (summed over its label sets matching `labels`).
 pub async fn metric_gauge(kassa: &Kassa, name: &str, labels: &str) -> Option<f64> {
     let text = scrape(kassa).await?;

@@ -223,6 +223,8 @@ impl EmbeddedStore {
             .jobs
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("store is closed".into()))?;
+        metrics::counter!("kassa_store_statements_total", "store" => "embedded", "kind" => "write")
+            .increment(1);
         let (reply, answer) = oneshot::channel();
         let job = TypedJob {
             run: Some(f),
@@ -245,6 +247,8 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&ReadTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        metrics::counter!("kassa_store_statements_total", "store" => "embedded", "kind" => "read")
+            .increment(1);
         let db = self.db.db()?;
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_read().map_err(db_err)?;

@@ -157,6 +157,21 @@ impl ScyllaStore {
         statement: &PreparedStatement,
         values: impl SerializeRow,
     ) -> StoreResult<QueryResult> {
+        let kind = if statement.get_statement().trim_start().starts_with("SELECT") {
+            "read"
+        } else {
+            "write"
+        };
+        count_statement(kind);
+        self.execute(op, statement, values).await
+    }
+
+    async fn execute(
+        &self,
+        op: &'static str,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> StoreResult<QueryResult> {
         let started = Instant::now();
         let result = self.session.execute_unpaged(statement, values).await;
         metrics::histogram!("kassa_store_request_seconds", "store" => "scylla", "op" => op)
@@ -172,7 +187,8 @@ impl ScyllaStore {
         statement: &PreparedStatement,
         values: impl SerializeRow,
     ) -> StoreResult<Lwt> {
-        let result = self.run(table, statement, values).await?;
+        count_statement("lwt");
+        let result = self.execute(table, statement, values).await?;
         Lwt::read(table, result)
     }
 
@@ -186,6 +202,7 @@ impl ScyllaStore {
     where
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm> + Send + 'static,
     {
+        count_statement("read");
         let started = Instant::now();
         let pager = self
             .session
@@ -279,6 +296,13 @@ impl ScyllaStore {
         )
         .await
     }
+}
+
+/// Counts one statement sent: `lwt` (a Paxos round), `write` (a plain write) or `read`.
+/// The load generator divides them by journeys to report the writes each one costs.
+fn count_statement(kind: &'static str) {
+    metrics::counter!("kassa_store_statements_total", "store" => "scylla", "kind" => kind)
+        .increment(1);
 }
 
 /// Opens a session on `target.hosts` with the configured consistency, timeouts and
