@@ -21,6 +21,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -D -m 0755 target/release/kassa /out/kassa
 
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# ca-certificates unpinned: a pinned Debian version disappears at the next point release.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

@@ -38,6 +38,16 @@ die() { printf 'image.sh: %s\n' "$*" >&2; exit 1; }
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
 
+# Scratch space (the build context) and the test container: gone at exit, however it ends.
+WORK="$(mktemp -d)"
+cleanup() {
+  rm -rf "$WORK"
+  if [[ -n "${CONTAINERS_CONF:-}" ]]; then
+    podman_ rm -f "$CONTAINER" >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
 setup() {
   local need=()
   command -v podman >/dev/null 2>&1 || need+=(podman)
@@ -103,10 +113,8 @@ build() {
   [[ -x "$bin" ]] || die "no kassa binary at ${bin}: cargo build --release --bin kassa, or name one"
   setup
   base
-  local ctx
-  ctx="$(mktemp -d)"
-  # shellcheck disable=SC2064
-  trap "rm -rf '$ctx'" RETURN
+  local ctx="$WORK/context"
+  mkdir -p "$ctx"
   strip --strip-debug -o "$ctx/kassa" "$bin" 2>/dev/null || cp "$bin" "$ctx/kassa"
   chmod 0755 "$ctx/kassa"
   # The runtime stage of the Dockerfile, from the debootstrap base (which already holds
@@ -139,7 +147,6 @@ run_test() {
   local port started
   port="$(free_port)"
   podman_ rm -f "$CONTAINER" >/dev/null 2>&1 || true
-  trap 'podman_ rm -f "$CONTAINER" >/dev/null 2>&1 || true' EXIT
   # As the chart runs it: production (explicit secrets), user 10001 (the image's), a
   # read-only root and a scratch data dir (a tmpfs owned by that user, U=true: podman's
   # `mode=` leaves it root's, as a pod's emptyDir with fsGroup is not); the embedded store
