@@ -121,7 +121,8 @@ fn parse_store(raw: &str) -> Result<(StoreSpec, Option<ScyllaCredentials>), Conf
             "store",
             format!(
                 "expected `embedded:<dir>` or \
-                 `scylla://[user:password@]host:9042[,host:9042]/keyspace`, got `{got}`"
+                 `scylla://[user:password@]host:9042[,host:9042]/keyspace` (in the user and \
+                 password, '@', ':' and '/' percent-encoded), got `{got}`"
             ),
         )
     };
@@ -135,8 +136,9 @@ fn parse_store(raw: &str) -> Result<(StoreSpec, Option<ScyllaCredentials>), Conf
         Some((userinfo, hosts)) => (Some(userinfo), hosts),
         None => (None, authority),
     };
-    let shown = match userinfo {
-        Some(_) => format!("scylla://<credentials>@{hosts}/{keyspace}"),
+    // What an error may show: never a password, even one whose unencoded '/' hid its '@'.
+    let shown = match rest.rsplit_once('@') {
+        Some((_, after)) => format!("scylla://<credentials>@{after}"),
         None => raw.to_string(),
     };
     let credentials = userinfo
@@ -398,6 +400,7 @@ mod tests {
             "scylla://kassa:secret-pw@host/",
             "scylla://kassa:secret-pw@host/bad-keyspace",
             "scylla://kassa:secret%FF@host/ks",
+            "scylla://kassa:secret/pw@host/ks",
             "scylla://",
             "scylla:/host/ks",
         ] {
