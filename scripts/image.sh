@@ -131,7 +131,13 @@ ENTRYPOINT ["/usr/local/bin/kassa"]
 CMD ["serve"]
 EOF
   log "podman build ${IMAGE} (binary: ${bin})"
+  local previous
+  previous="$(podman_ image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
   podman_ build --pull=never --quiet -t "$IMAGE" -f "$ctx/Containerfile" "$ctx" >/dev/null
+  # The image this tag named before, now untagged: removed, so rebuilds do not pile up.
+  if [[ -n "$previous" && "$previous" != "$(podman_ image inspect --format '{{.Id}}' "$IMAGE")" ]]; then
+    podman_ rmi "$previous" >/dev/null 2>&1 || true
+  fi
   log "$(podman_ image inspect --format '{{.Id}} {{.Size}} bytes' "$IMAGE" | cut -c1-12,65-)"
 }
 
