@@ -15,7 +15,7 @@
 # binary works too (its debug info is stripped from the copy that goes into the image).
 #
 # What it installs (apt-get, as root or through sudo; skipped when present): podman, buildah,
-# debootstrap, runc, uidmap. The base is debootstrap's minbase of bookworm plus
+# debootstrap, runc, uidmap, containernetworking-plugins, iptables. The base is debootstrap's minbase of bookworm plus
 # ca-certificates, cached as a tarball in ~/.cache/kassa/image (KASSA_DEBIAN_MIRROR chooses
 # the mirror). Containers run with Debian's runc (`--runtime runc`: its default crun fails on
 # a hybrid cgroup layout) and a containers.conf of our own (CONTAINERS_CONF) without default
@@ -49,12 +49,13 @@ cleanup() {
 trap cleanup EXIT
 
 setup() {
-  local need=()
-  command -v podman >/dev/null 2>&1 || need+=(podman)
-  command -v buildah >/dev/null 2>&1 || need+=(buildah)
-  command -v debootstrap >/dev/null 2>&1 || [[ -x /usr/sbin/debootstrap ]] || need+=(debootstrap)
-  command -v runc >/dev/null 2>&1 || [[ -x /usr/sbin/runc ]] || need+=(runc)
-  command -v newuidmap >/dev/null 2>&1 || need+=(uidmap)
+  # Rootful podman's port mapping (-p) needs the CNI plugins and iptables, which
+  # --no-install-recommends would not otherwise guarantee.
+  local need=() pkg
+  for pkg in podman buildah debootstrap runc uidmap containernetworking-plugins iptables; do
+    [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]] ||
+      need+=("$pkg")
+  done
   if ((${#need[@]})); then
     log "installing ${need[*]} (apt)"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
