@@ -18,7 +18,7 @@ pub use gateway::GatewaySpec;
 pub use logging::LogFormat;
 pub use raw::RawConfig;
 pub use secrets::{JwtConfig, JwtKey};
-pub use store::{Replication, ScyllaOptions, StoreSpec};
+pub use store::{Replication, ScyllaCredentials, ScyllaOptions, ScyllaTls, StoreSpec};
 
 use reqwest::Url;
 use std::path::{Path, PathBuf};
@@ -150,7 +150,7 @@ impl Config {
         let shop_name = shop::shop_name(&raw)?;
         let data_dir =
             PathBuf::from(non_empty(raw.data_dir.as_deref()).unwrap_or_else(|| "./data".into()));
-        let store = store::store(&raw)?;
+        let (store, url_credentials) = store::store(&raw)?;
         let secrets::Secrets {
             jwt,
             webhook_secret,
@@ -173,7 +173,7 @@ impl Config {
             reservation_ttl,
             max_live_actors,
         } = actors::actors(&raw)?;
-        let scylla = store::scylla_options(&raw)?;
+        let scylla = store::scylla_options(&raw, url_credentials)?;
         let logging::Logging { log, log_format } = logging::logging(&raw)?;
         Ok(Self {
             env,

@@ -75,6 +75,13 @@ pub struct RawConfig {
     #[serde(deserialize_with = "stringish")]
     pub scylla_local_dc: Option<String>,
     #[serde(deserialize_with = "stringish")]
+    pub scylla_username: Option<String>,
+    pub scylla_password: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub scylla_tls_ca: Option<String>,
+    #[serde(deserialize_with = "stringish")]
+    pub scylla_tls_server_name: Option<String>,
+    #[serde(deserialize_with = "stringish")]
     pub log: Option<String>,
     #[serde(deserialize_with = "stringish")]
     pub log_format: Option<String>,

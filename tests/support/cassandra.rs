@@ -70,6 +70,8 @@ pub fn options() -> ScyllaOptions {
         serial_consistency: scylla::statement::SerialConsistency::LocalSerial,
         request_timeout: Duration::from_secs(30),
         local_dc: None,
+        credentials: None,
+        tls: None,
     }
 }
 

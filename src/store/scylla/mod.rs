@@ -13,6 +13,7 @@ mod lwt;
 mod replicas;
 mod schema;
 mod statements;
+mod tls;
 
 pub use schema::{Flavor, MIGRATIONS, MigrationReport, required_version};
 
@@ -123,6 +124,8 @@ impl ScyllaStore {
             hosts = ?target.hosts, keyspace = target.keyspace,
             consistency = ?target.options.consistency,
             serial_consistency = ?target.options.serial_consistency,
+            user = target.options.credentials.as_ref().map(|c| c.username.as_str()),
+            tls = target.options.tls.is_some(),
             "scylla store open"
         );
         Ok(Self {
@@ -324,11 +327,18 @@ pub async fn connect(target: &ScyllaTarget<'_>) -> anyhow::Result<Session> {
         .retry_policy(Arc::new(DefaultRetryPolicy::new()))
         .load_balancing_policy(routing.build())
         .build();
-    SessionBuilder::new()
+    let mut builder = SessionBuilder::new()
         .known_nodes(target.hosts)
         .default_execution_profile_handle(profile.into_handle())
         .connection_timeout(options.request_timeout)
-        .keyspaces_to_fetch([target.keyspace.to_string()])
+        .keyspaces_to_fetch([target.keyspace.to_string()]);
+    if let Some(credentials) = &options.credentials {
+        builder = builder.user(&credentials.username, &credentials.password);
+    }
+    if let Some(tls) = &options.tls {
+        builder = builder.tls_context(Some(tls::client_config(tls)?));
+    }
+    builder
         .build()
         .await
         .with_context(|| format!("cannot connect to {}", target.hosts.join(",")))
