@@ -117,9 +117,12 @@ impl AppState {
     }
 
     /// Releases the reservations and the cart lock of checkout `order_id` unless its order
-    /// was stored (then its actor settles it). Answers whether it released anything.
+    /// was stored (then its actor settles it). The order id is fenced first, so that a
+    /// checkout still running (a replica presumed dead that was only slow) cannot store its
+    /// order on the stock released here: its write fails and it releases what it took.
+    /// Answers whether it released anything.
     async fn release_unstored(&self, order_id: OrderId, cart_id: CartId) -> anyhow::Result<bool> {
-        if self.store.load_order(order_id).await?.is_some() {
+        if !self.store.fence_order(order_id).await? {
             return Ok(false);
         }
         let Some(cart) = self.store.load_cart(cart_id).await? else {

@@ -8,8 +8,8 @@ use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use crate::order::{Effect, OrderStatus};
 use crate::store::{
     CartLine, CartRecord, CheckoutSession, EmailKind, IdempotencyClaim, IdempotencyRequest,
-    OrderLine, OrderRecord, OutboxEmail, PaymentRef, ProductRow, ProductWrite, Reservation,
-    ShippingDetails, StatusChange, Store, StoredResponse, WriteOutcome,
+    InFlightCheckout, OrderLine, OrderRecord, OutboxEmail, PaymentRef, ProductRow, ProductWrite,
+    Reservation, ShippingDetails, StatusChange, Store, StoredResponse, WriteOutcome,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -36,6 +36,7 @@ pub async fn run_all(store: &dyn Store) {
     checkout_sessions_are_stored_and_purged_after_expiry(store).await;
     products_are_listed_in_sku_order_without_deleted_ones(store).await;
     a_single_writer_store_finds_what_a_crash_left_held(store).await;
+    a_shared_store_fences_orders_and_notes_checkouts(store).await;
 }
 
 fn sku(s: &str) -> Sku {
@@ -1310,4 +1311,70 @@ mod tests {
     async fn memory_store_conforms() {
         super::run_all(&crate::store::MemoryStore::new()).await;
     }
+}
+
+/// On a store replicas share (single-writer stores recover at start-up instead, the case
+/// above): a fenced order id can no longer be stored, so a replica presumed dead that was
+/// only slow cannot store an order whose stock the recovery released; an order already
+/// stored is never fenced; a checkout's note is listed under its replica until it ends; a
+/// replica is never silent to itself.
+pub async fn a_shared_store_fences_orders_and_notes_checkouts(store: &dyn Store) {
+    if !store.is_shared() {
+        return;
+    }
+    let owner = fresh_user("fence");
+    let fenced = OrderId::new();
+    assert!(store.fence_order(fenced).await.expect("fence"));
+    assert!(
+        store.fence_order(fenced).await.expect("fence again"),
+        "a fenced id is still absent"
+    );
+    let late = order(fenced, &owner, OrderStatus::PendingPayment, 1);
+    assert_eq!(
+        store.write_order(&late, 0).await.expect("write"),
+        WriteOutcome::Conflict,
+        "a fenced order cannot be stored"
+    );
+    assert!(store.load_order(fenced).await.expect("load").is_none());
+
+    let stored = OrderId::new();
+    let placed = order(stored, &owner, OrderStatus::PendingPayment, 1);
+    assert_eq!(
+        store.write_order(&placed, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    assert!(
+        !store.fence_order(stored).await.expect("fence"),
+        "it exists"
+    );
+    assert_eq!(
+        store.load_order(stored).await.expect("load"),
+        Some(placed),
+        "fencing an existing order leaves it alone"
+    );
+
+    let me = store
+        .replica()
+        .expect("a shared store names its replica")
+        .to_string();
+    let note = InFlightCheckout {
+        order_id: OrderId::new(),
+        cart_id: CartId::new(),
+        user: owner.clone(),
+        idempotency_key: Some("key-1".into()),
+    };
+    store.begin_checkout(&note).await.expect("note");
+    let noted = store.checkouts_of(&me, 100).await.expect("list");
+    assert!(noted.contains(&note), "{noted:?}");
+    store.end_checkout(&me, note.order_id).await.expect("end");
+    let noted = store.checkouts_of(&me, 100).await.expect("list");
+    assert!(!noted.contains(&note), "ended: {noted:?}");
+
+    let now = OffsetDateTime::now_utc();
+    store.heartbeat(now).await.expect("heartbeat");
+    let silent = store
+        .silent_replicas(now + Duration::hours(1), Duration::seconds(10))
+        .await
+        .expect("silent");
+    assert!(!silent.contains(&me), "never silent to itself: {silent:?}");
 }

@@ -457,6 +457,15 @@ pub trait Store: Send + Sync + 'static {
         let _ = (now, silence);
         Ok(Vec::new())
     }
+    /// Makes sure no checkout can store order `order_id` from now on, unless it is stored
+    /// already; answers true when the order is absent and fenced, false when it exists. The
+    /// recovery of a silent replica fences before releasing what its checkout held: a replica
+    /// presumed dead may only be slow, and its order write must then fail (and release what
+    /// it took) rather than land on released stock. A store only this process writes has no
+    /// such writer: absent is enough.
+    async fn fence_order(&self, order_id: OrderId) -> StoreResult<bool> {
+        Ok(self.load_order(order_id).await?.is_none())
+    }
     /// Notes a checkout this replica begins, before it claims or reserves anything.
     async fn begin_checkout(&self, checkout: &InFlightCheckout) -> StoreResult<()> {
         let _ = checkout;

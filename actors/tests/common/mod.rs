@@ -517,6 +517,9 @@ impl Store for ControlledStore {
     async fn begin_checkout(&self, checkout: &InFlightCheckout) -> StoreResult<()> {
         self.inner.begin_checkout(checkout).await
     }
+    async fn fence_order(&self, order_id: OrderId) -> StoreResult<bool> {
+        self.inner.fence_order(order_id).await
+    }
     async fn end_checkout(&self, replica: &str, order_id: OrderId) -> StoreResult<()> {
         self.inner.end_checkout(replica, order_id).await
     }

@@ -401,6 +401,10 @@ impl Store for ScyllaStore {
         self.silent(now, silence).await
     }
 
+    async fn fence_order(&self, order_id: OrderId) -> StoreResult<bool> {
+        self.fence(order_id).await
+    }
+
     async fn begin_checkout(&self, checkout: &InFlightCheckout) -> StoreResult<()> {
         self.note_checkout(checkout).await
     }
@@ -611,8 +615,14 @@ impl Store for ScyllaStore {
     }
 
     async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
-        self.load_body("order", &self.st.select_order, (id.0,), &id.to_string())
-            .await
+        // Every order write carries its body; a row without one is the fence of a checkout
+        // that never stored its order (replicas.rs): no order.
+        let body: Option<(Option<String>,)> =
+            self.row("order", &self.st.select_order, (id.0,)).await?;
+        match body {
+            Some((Some(body),)) => decode(&body, "order", &id.to_string()).map(Some),
+            Some((None,)) | None => Ok(None),
+        }
     }
 
     async fn write_order(

@@ -86,6 +86,18 @@ impl ScyllaStore {
             .collect())
     }
 
+    /// A bodiless `fenced` row under the order's id, if no order is there: the checkout's
+    /// own `INSERT ... IF NOT EXISTS` then fails, so a replica presumed dead that was only
+    /// slow cannot store the order after its stock was released. Readers take such a row
+    /// for no order (`load_order`).
+    pub(super) async fn fence(&self, order_id: OrderId) -> StoreResult<bool> {
+        let inserted = self
+            .lwt("orders", &self.st.fence_order, (order_id.0,))
+            .await?;
+        // Not applied: a row is there, an order or an earlier fence; read it to tell.
+        Ok(inserted.applied || self.load_order(order_id).await?.is_none())
+    }
+
     pub(super) async fn drop_replica(&self, replica: &str) -> StoreResult<()> {
         self.run("replicas", &self.st.delete_replica, (replica,))
             .await

@@ -52,6 +52,7 @@ pub(super) struct Statements {
     pub(super) delete_in_flight: PreparedStatement,
     pub(super) select_in_flight: PreparedStatement,
     pub(super) release_unfinished_key: PreparedStatement,
+    pub(super) fence_order: PreparedStatement,
 }
 
 impl Statements {
@@ -249,6 +250,10 @@ impl Statements {
                 )
                 .await?,
             ),
+            fence_order: prepare(
+                "INSERT INTO {ks}.orders (id, status) VALUES (?, 'fenced') IF NOT EXISTS",
+            )
+            .await?,
             release_unfinished_key: prepare(
                 "DELETE FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ? \
                  IF response_status = null",
