@@ -1,6 +1,6 @@
 //! Shared test fixtures: a registry set-up like production's (an `ActorPool` of arbiters and one
 //! `Registry` per actor kind) over a `MemoryStore` and a `ManualClock`, plus a store wrapper
-//! that can stall, fail or conflict on demand.
+//! that can stall, fail or conflict on demand and a payment gateway in memory.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -9,6 +9,10 @@ use kassa_actors::ActorSettings;
 use kassa_actors::cart::CartActor;
 use kassa_actors::clock::{Clock, ManualClock, SharedClock};
 use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
+use kassa_actors::gateway::{
+    CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentSession, PaymentState,
+    PaymentStatus,
+};
 use kassa_actors::product::{ProductActor, ProductView, Reserve, UpsertProduct};
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::{
@@ -16,10 +20,11 @@ use kassa_actors::store::{
     MemoryStore, OrderRecord, OutboxEmail, ProductSnapshot, ProductWrite, SharedStore, Store,
     StoreError, StoreResult, StoredResponse, WriteOutcome,
 };
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration as StdDuration;
 use time::Duration;
@@ -242,6 +247,7 @@ pub struct ControlledStore {
     write_gate: watch::Sender<bool>,
     fail_loads: AtomicBool,
     fail_writes: AtomicBool,
+    fail_order_writes: AtomicBool,
     conflict_writes: AtomicBool,
     loads_waiting: AtomicUsize,
     writes_waiting: AtomicUsize,
@@ -256,6 +262,7 @@ impl ControlledStore {
             write_gate: watch::Sender::new(true),
             fail_loads: AtomicBool::new(false),
             fail_writes: AtomicBool::new(false),
+            fail_order_writes: AtomicBool::new(false),
             conflict_writes: AtomicBool::new(false),
             loads_waiting: AtomicUsize::new(0),
             writes_waiting: AtomicUsize::new(0),
@@ -300,6 +307,12 @@ impl ControlledStore {
         self.fail_writes.store(true, Ordering::SeqCst);
     }
 
+    /// Only order writes fail (products and carts still write) until `heal`: a crash between
+    /// a checkout's reservations and its order.
+    pub fn fail_order_writes(&self) {
+        self.fail_order_writes.store(true, Ordering::SeqCst);
+    }
+
     /// Every product and cart write reports `Conflict` until `heal`.
     pub fn conflict_on_every_write(&self) {
         self.conflict_writes.store(true, Ordering::SeqCst);
@@ -308,6 +321,7 @@ impl ControlledStore {
     pub fn heal(&self) {
         self.fail_loads.store(false, Ordering::SeqCst);
         self.fail_writes.store(false, Ordering::SeqCst);
+        self.fail_order_writes.store(false, Ordering::SeqCst);
         self.conflict_writes.store(false, Ordering::SeqCst);
     }
 
@@ -393,6 +407,9 @@ impl Store for ControlledStore {
     ) -> StoreResult<WriteOutcome> {
         if let Some(outcome) = self.before_write().await? {
             return Ok(outcome);
+        }
+        if self.fail_order_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("test: order writes fail".into()));
         }
         self.inner.write_order(order, expected_version).await
     }
@@ -542,5 +559,118 @@ impl Store for ControlledStore {
         replicas: &[String],
     ) -> StoreResult<usize> {
         self.inner.release_email_claims_of(now, replicas).await
+    }
+}
+
+/// A `Gateway` in memory: one payment per order id (the order id is the idempotency key, as
+/// with the real ones), which a test can settle, and a record of every call.
+#[derive(Default)]
+pub struct StubGateway {
+    state: Mutex<StubPayments>,
+    /// Initiations open the payment but answer `Unavailable`: a gateway that took the
+    /// request and then timed out.
+    time_out_initiations: AtomicBool,
+}
+
+#[derive(Default)]
+struct StubPayments {
+    by_order: HashMap<OrderId, PaymentStatus>,
+    initiations: usize,
+    refunds: Vec<String>,
+    cancels: Vec<String>,
+}
+
+impl StubGateway {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn time_out_initiations(&self, on: bool) {
+        self.time_out_initiations.store(on, Ordering::SeqCst);
+    }
+
+    /// How many times a payment was asked to be opened.
+    pub fn initiations(&self) -> usize {
+        self.lock().initiations
+    }
+
+    /// The payment ids asked to be refunded, in order.
+    pub fn refunds(&self) -> Vec<String> {
+        self.lock().refunds.clone()
+    }
+
+    /// The payment ids asked to be cancelled, in order.
+    pub fn cancels(&self) -> Vec<String> {
+        self.lock().cancels.clone()
+    }
+
+    /// The payment opened for `order`, if any.
+    pub fn payment_of(&self, order: OrderId) -> Option<PaymentStatus> {
+        self.lock().by_order.get(&order).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StubPayments> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn find(&self, payment_id: &str) -> Result<PaymentStatus, GatewayError> {
+        self.lock()
+            .by_order
+            .values()
+            .find(|p| p.payment_id == payment_id)
+            .cloned()
+            .ok_or_else(|| GatewayError::Refused(format!("no payment {payment_id}")))
+    }
+}
+
+#[async_trait]
+impl Gateway for StubGateway {
+    async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
+        let mut state = self.lock();
+        state.initiations += 1;
+        let payment = state
+            .by_order
+            .entry(request.order_id)
+            .or_insert_with(|| PaymentStatus {
+                payment_id: format!("pay-{}", request.order_id),
+                order_id: request.order_id,
+                state: PaymentState::Pending,
+                amount: request.amount,
+                currency: request.currency,
+            });
+        let session = PaymentSession {
+            payment_id: payment.payment_id.clone(),
+            payment_url: format!("https://pay.test/{}", payment.payment_id),
+            token: "token".into(),
+        };
+        if self.time_out_initiations.load(Ordering::SeqCst) {
+            return Err(GatewayError::Unavailable(
+                "test: initiation timed out".into(),
+            ));
+        }
+        Ok(session)
+    }
+
+    async fn refund(&self, payment_id: &str) -> Result<String, GatewayError> {
+        self.find(payment_id)?;
+        self.lock().refunds.push(payment_id.to_owned());
+        Ok(format!("refund-{payment_id}"))
+    }
+
+    async fn status(&self, payment_id: &str) -> Result<PaymentStatus, GatewayError> {
+        self.find(payment_id)
+    }
+
+    async fn cancel(&self, payment_id: &str) -> Result<CancelOutcome, GatewayError> {
+        let payment = self.find(payment_id)?;
+        let mut state = self.lock();
+        state.cancels.push(payment_id.to_owned());
+        if payment.state == PaymentState::Succeeded {
+            return Ok(CancelOutcome::AlreadySucceeded);
+        }
+        if let Some(p) = state.by_order.get_mut(&payment.order_id) {
+            p.state = PaymentState::Failed;
+        }
+        Ok(CancelOutcome::Cancelled)
     }
 }

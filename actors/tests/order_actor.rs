@@ -1,0 +1,545 @@
+//! OrderActor, driven directly through the registries production starts (products, carts,
+//! orders) over a `MemoryStore` behind a `ControlledStore`, a `StubGateway` and a
+//! `ManualClock`. Each test asserts through the actors' answers and the store's records.
+
+mod common;
+
+use common::{ControlledStore, Harness, StubGateway, sku, tee, user};
+use kassa_actors::ActorError;
+use kassa_actors::cart::{CreateCart, SetLine};
+use kassa_actors::clock::SharedClock;
+use kassa_actors::domain::{CartId, OrderId, Quantity, Sku, UserId};
+use kassa_actors::gateway::PaymentState;
+use kassa_actors::order::{Effect, OrderStatus};
+use kassa_actors::order_actor::{
+    ConflictReason, GetOrder, LineConflict, NoticeOutcome, OrderActor, OrderError, OrderServices,
+    OrderSettings, OrderTick, PaymentNotice, PlaceOrder, Placed,
+};
+use kassa_actors::product::ReserveOutcome;
+use kassa_actors::registry::Registry;
+use kassa_actors::store::{
+    CartRecord, EmailKind, OrderRecord, OutboxEmail, Reservation, ShippingDetails, Store,
+};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+use time::Duration;
+
+const TTL: Duration = Duration::minutes(15);
+
+/// The shop around one shopper: every actor kind over one store, gateway and clock.
+struct Shop {
+    h: Harness,
+    control: Arc<ControlledStore>,
+    gateway: Arc<StubGateway>,
+    orders: Registry<OrderActor>,
+    shopper: UserId,
+}
+
+impl Shop {
+    fn open() -> Self {
+        let (h, control) = Harness::controlled();
+        let gateway = StubGateway::new();
+        let clock: SharedClock = Arc::new(h.clock.clone());
+        let services = Arc::new(OrderServices {
+            store: control.clone(),
+            clock,
+            gateway: gateway.clone(),
+            products: h.products.clone(),
+            carts: h.carts.clone(),
+            settings: OrderSettings {
+                reservation_ttl: TTL,
+                callback_url: "https://kassa.test/webhook/payment-status".into(),
+                shop_name: "Test shop".into(),
+                shop_url: "https://shop.test/".into(),
+                reconcile_window: Duration::minutes(1),
+                reconcile_every: Duration::seconds(20),
+            },
+            actors: h.settings.clone(),
+            mail: None,
+        });
+        let orders = Registry::new(h.pool.clone(), StdDuration::from_secs(5), move |m| {
+            OrderActor::new(m, services.clone())
+        });
+        Self {
+            h,
+            control,
+            gateway,
+            orders,
+            shopper: user("shopper"),
+        }
+    }
+
+    /// A cart of the shopper's holding `lines` of 19.99 EUR tees.
+    async fn cart_with(&self, lines: &[(&Sku, i64)]) -> CartId {
+        let id = CartId::new();
+        let create = CreateCart {
+            owner: self.shopper.clone(),
+        };
+        self.h.carts.ask(&id, create).await.unwrap().unwrap();
+        for (sku, quantity) in lines {
+            let line = SetLine {
+                user: self.shopper.clone(),
+                sku: (*sku).clone(),
+                quantity: Quantity::parse(*quantity).unwrap(),
+                product: tee(),
+            };
+            self.h.carts.ask(&id, line).await.unwrap().unwrap();
+        }
+        id
+    }
+
+    /// Checks `cart` out as a fresh order, as the checkout route does.
+    async fn place(&self, cart: CartId) -> (OrderId, Result<Placed, OrderError>) {
+        let id = OrderId::new();
+        let msg = PlaceOrder {
+            user: self.shopper.clone(),
+            cart_id: cart,
+            shipping: ShippingDetails {
+                name: "Ada".into(),
+                line1: "1 Main St".into(),
+                line2: None,
+                city: "Berlin".into(),
+                postal_code: "10115".into(),
+                country: "DE".into(),
+                email: None,
+            },
+            email: "ada@example.test".into(),
+            return_url: format!("https://shop.test/orders/{id}"),
+            cancel_url: None,
+        };
+        (id, self.orders.ask_new(&id, msg).await.unwrap())
+    }
+
+    /// Checks `cart` out and expects a new order.
+    async fn placed(&self, cart: CartId) -> OrderRecord {
+        match self.place(cart).await {
+            (_, Ok(Placed::New(order))) => *order,
+            (_, other) => panic!("expected a new order, got {other:?}"),
+        }
+    }
+
+    /// Delivers a verified webhook for the order's payment, for its full amount.
+    async fn notice(
+        &self,
+        order: &OrderRecord,
+        webhook_id: &str,
+        succeeded: bool,
+    ) -> NoticeOutcome {
+        let payment = order.payment.as_ref().expect("the order has a payment");
+        let msg = PaymentNotice {
+            webhook_id: webhook_id.into(),
+            succeeded,
+            payment_id: payment.payment_id.clone(),
+            amount: order.total,
+            currency: order.currency.code().into(),
+        };
+        self.orders.ask(&order.id, msg).await.unwrap().unwrap()
+    }
+
+    async fn tick(&self, id: OrderId) {
+        self.orders.ask(&id, OrderTick).await.unwrap();
+    }
+
+    /// The order as its actor answers it (after any effects it was finishing).
+    async fn order(&self, id: OrderId) -> OrderRecord {
+        self.orders
+            .ask(&id, GetOrder { viewer: None })
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    async fn stored_order(&self, id: OrderId) -> Option<OrderRecord> {
+        self.h.memory.load_order(id).await.unwrap()
+    }
+
+    async fn stored_cart(&self, id: CartId) -> CartRecord {
+        self.h.stored_cart(id).await.expect("the cart is stored")
+    }
+
+    async fn on_hand(&self, sku: &Sku) -> i64 {
+        self.h.stored_product(sku).await.row.on_hand
+    }
+
+    /// The order's stored reservation on `sku`, if any.
+    async fn reservation(&self, sku: &Sku, order: OrderId) -> Option<Reservation> {
+        let product = self.h.stored_product(sku).await;
+        product
+            .reservations
+            .into_iter()
+            .find(|r| r.order_id == order)
+    }
+
+    /// The order's emails waiting in the outbox.
+    async fn outbox(&self, order: OrderId) -> Vec<OutboxEmail> {
+        let later = self.h.now() + Duration::days(1);
+        let due = self.h.memory.due_emails(later, 100).await.unwrap();
+        due.into_iter().filter(|e| e.order_id == order).collect()
+    }
+}
+
+fn statuses(order: &OrderRecord) -> Vec<OrderStatus> {
+    order.history.iter().map(|c| c.status).collect()
+}
+
+#[actix_rt::test]
+async fn placing_a_two_line_cart_reserves_each_line_locks_the_cart_and_opens_one_payment() {
+    let shop = Shop::open();
+    let (tee_m, tee_l) = (sku("tee-m"), sku("tee-l"));
+    shop.h.upsert(&tee_m, 5).await;
+    shop.h.upsert(&tee_l, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2), (&tee_l, 1)]).await;
+
+    let order = shop.placed(cart).await;
+
+    assert_eq!(order.status, OrderStatus::PendingPayment);
+    let lines: Vec<_> = order
+        .lines
+        .iter()
+        .map(|l| (l.sku.clone(), l.quantity))
+        .collect();
+    // The order keeps its lines in SKU order, whatever the cart's.
+    assert_eq!(lines, [(tee_l.clone(), 1), (tee_m.clone(), 2)]);
+    assert_eq!(order.total, 3 * tee().price);
+    assert_eq!(order.expires_at, shop.h.now() + TTL);
+    assert_eq!(shop.stored_order(order.id).await.as_ref(), Some(&order));
+
+    for (sku, qty) in [(&tee_m, 2), (&tee_l, 1)] {
+        let held = shop.reservation(sku, order.id).await.expect("reserved");
+        assert_eq!((held.qty, held.committed), (qty, false), "{sku}");
+        assert_eq!(held.expires_at, order.expires_at, "{sku}");
+        assert_eq!(shop.on_hand(sku).await, 5, "reserving does not sell: {sku}");
+    }
+    assert_eq!(shop.stored_cart(cart).await.locked_by, Some(order.id));
+
+    assert_eq!(shop.gateway.initiations(), 1);
+    let payment = shop
+        .gateway
+        .payment_of(order.id)
+        .expect("a payment is open");
+    assert_eq!(payment.amount, order.total);
+    assert_eq!(
+        order.payment.map(|p| p.payment_id),
+        Some(payment.payment_id)
+    );
+}
+
+#[actix_rt::test]
+async fn a_line_short_of_stock_is_a_conflict_that_holds_nothing_and_unlocks_the_cart() {
+    let shop = Shop::open();
+    let (plenty, scarce) = (sku("plenty"), sku("scarce"));
+    shop.h.upsert(&plenty, 5).await;
+    shop.h.upsert(&scarce, 1).await;
+    let cart = shop.cart_with(&[(&plenty, 2), (&scarce, 2)]).await;
+
+    let (id, answer) = shop.place(cart).await;
+
+    let conflict = LineConflict {
+        sku: scarce.clone(),
+        reason: ConflictReason::InsufficientStock,
+        requested: 2,
+        available: 1,
+        cart_price: tee().price,
+        current_price: Some(tee().price),
+    };
+    assert_eq!(answer, Err(OrderError::Conflicts(vec![conflict])));
+    // The line that could be reserved was, and must have been given back.
+    assert_eq!(shop.reservation(&plenty, id).await, None);
+    assert_eq!(shop.reservation(&scarce, id).await, None);
+    let stored_cart = shop.stored_cart(cart).await;
+    assert_eq!(stored_cart.locked_by, None);
+    assert_eq!(stored_cart.lines.len(), 2);
+    assert_eq!(shop.stored_order(id).await, None);
+    assert_eq!(shop.gateway.initiations(), 0);
+}
+
+#[actix_rt::test]
+async fn a_successful_payment_sells_the_stock_empties_the_cart_and_queues_the_confirmation() {
+    let shop = Shop::open();
+    let (tee_m, tee_l) = (sku("tee-m"), sku("tee-l"));
+    shop.h.upsert(&tee_m, 5).await;
+    shop.h.upsert(&tee_l, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2), (&tee_l, 1)]).await;
+    let order = shop.placed(cart).await;
+
+    let outcome = shop.notice(&order, "wh-paid", true).await;
+
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    let paid = shop.order(order.id).await;
+    assert_eq!(paid.status, OrderStatus::Processing);
+    assert!(
+        paid.pending_effects.is_empty(),
+        "{:?}",
+        paid.pending_effects
+    );
+    assert_eq!(shop.stored_order(order.id).await.as_ref(), Some(&paid));
+    assert_eq!(
+        paid.settled_payment_id,
+        order.payment.as_ref().map(|p| p.payment_id.clone())
+    );
+
+    assert_eq!(shop.on_hand(&tee_m).await, 3);
+    assert_eq!(shop.on_hand(&tee_l).await, 4);
+    for sku in [&tee_m, &tee_l] {
+        let sold = shop
+            .reservation(sku, order.id)
+            .await
+            .expect("commit marker");
+        assert!(sold.committed, "{sku}");
+    }
+
+    let stored_cart = shop.stored_cart(cart).await;
+    assert!(stored_cart.lines.is_empty(), "{:?}", stored_cart.lines);
+    assert_eq!(stored_cart.locked_by, None);
+    assert_eq!(stored_cart.last_paid_order, Some(order.id));
+
+    let emails = shop.outbox(order.id).await;
+    let queued: Vec<_> = emails.iter().map(|e| (e.kind, e.to.as_str())).collect();
+    assert_eq!(queued, [(EmailKind::Confirmation, "ada@example.test")]);
+}
+
+#[actix_rt::test]
+async fn a_failed_payment_fails_the_order_releases_the_stock_and_unlocks_the_cart() {
+    let shop = Shop::open();
+    let tee_m = sku("tee-m");
+    shop.h.upsert(&tee_m, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2)]).await;
+    let order = shop.placed(cart).await;
+
+    let outcome = shop.notice(&order, "wh-declined", false).await;
+
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Failed));
+    let failed = shop.order(order.id).await;
+    assert_eq!(
+        statuses(&failed),
+        [OrderStatus::PendingPayment, OrderStatus::Failed]
+    );
+    assert!(
+        failed.pending_effects.is_empty(),
+        "{:?}",
+        failed.pending_effects
+    );
+    assert_eq!(shop.reservation(&tee_m, order.id).await, None);
+    assert_eq!(shop.on_hand(&tee_m).await, 5);
+    let stored_cart = shop.stored_cart(cart).await;
+    assert_eq!(stored_cart.locked_by, None);
+    assert_eq!(
+        stored_cart.lines.len(),
+        1,
+        "a failed order keeps the cart's lines"
+    );
+    assert!(shop.outbox(order.id).await.is_empty());
+}
+
+#[actix_rt::test]
+async fn an_unpaid_order_expires_at_its_ttl_and_releases_the_stock() {
+    let shop = Shop::open();
+    let (tee_m, tee_l) = (sku("tee-m"), sku("tee-l"));
+    shop.h.upsert(&tee_m, 5).await;
+    shop.h.upsert(&tee_l, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2), (&tee_l, 1)]).await;
+    let order = shop.placed(cart).await;
+
+    // A tick before the TTL leaves it pending.
+    shop.h.clock.advance(TTL - Duration::minutes(2));
+    shop.tick(order.id).await;
+    assert_eq!(
+        shop.order(order.id).await.status,
+        OrderStatus::PendingPayment
+    );
+    assert!(shop.reservation(&tee_m, order.id).await.is_some());
+
+    shop.h
+        .clock
+        .advance(Duration::minutes(2) + Duration::seconds(1));
+    shop.tick(order.id).await;
+
+    let expired = shop.order(order.id).await;
+    assert_eq!(
+        statuses(&expired),
+        [OrderStatus::PendingPayment, OrderStatus::Expired]
+    );
+    assert!(
+        expired.pending_effects.is_empty(),
+        "{:?}",
+        expired.pending_effects
+    );
+    assert_eq!(shop.stored_order(order.id).await.as_ref(), Some(&expired));
+    for sku in [&tee_m, &tee_l] {
+        assert_eq!(shop.reservation(sku, order.id).await, None, "{sku}");
+        assert_eq!(shop.on_hand(sku).await, 5, "{sku}");
+    }
+    assert_eq!(shop.stored_cart(cart).await.locked_by, None);
+}
+
+/// Moves the clock past the order's TTL and lets it expire.
+async fn expire(shop: &Shop, order: &OrderRecord) {
+    shop.h.clock.advance(TTL + Duration::seconds(1));
+    shop.tick(order.id).await;
+    assert_eq!(shop.order(order.id).await.status, OrderStatus::Expired);
+}
+
+#[actix_rt::test]
+async fn a_success_after_expiry_takes_the_stock_again_and_sells_it_when_it_is_still_there() {
+    let shop = Shop::open();
+    let tee_m = sku("tee-m");
+    shop.h.upsert(&tee_m, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2)]).await;
+    let order = shop.placed(cart).await;
+    expire(&shop, &order).await;
+
+    let outcome = shop.notice(&order, "wh-late", true).await;
+
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    let paid = shop.order(order.id).await;
+    assert_eq!(
+        statuses(&paid),
+        [
+            OrderStatus::PendingPayment,
+            OrderStatus::Expired,
+            OrderStatus::Processing
+        ]
+    );
+    assert_eq!(shop.on_hand(&tee_m).await, 3);
+    assert!(
+        shop.reservation(&tee_m, order.id)
+            .await
+            .is_some_and(|r| r.committed)
+    );
+    assert!(shop.stored_cart(cart).await.lines.is_empty());
+    let kinds: Vec<_> = shop.outbox(order.id).await.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EmailKind::Confirmation]);
+    assert!(shop.gateway.refunds().is_empty());
+}
+
+#[actix_rt::test]
+async fn a_success_after_expiry_is_refunded_when_a_line_was_sold_meanwhile() {
+    let shop = Shop::open();
+    let (still_there, sold_out) = (sku("a-still-there"), sku("b-sold-out"));
+    shop.h.upsert(&still_there, 5).await;
+    shop.h.upsert(&sold_out, 1).await;
+    let cart = shop.cart_with(&[(&still_there, 2), (&sold_out, 1)]).await;
+    let order = shop.placed(cart).await;
+    expire(&shop, &order).await;
+    let rival = OrderId::new();
+    let taken = shop
+        .h
+        .products
+        .ask(&sold_out, shop.h.reserve(rival, 1))
+        .await;
+    assert_eq!(taken, Ok(Ok(ReserveOutcome::Reserved)));
+
+    let outcome = shop.notice(&order, "wh-late", true).await;
+
+    // The table's (expired, paid without stock) cell: refund, and the refund settles it.
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::RefundPending));
+    let refunded = shop.order(order.id).await;
+    assert_eq!(
+        statuses(&refunded),
+        [
+            OrderStatus::PendingPayment,
+            OrderStatus::Expired,
+            OrderStatus::RefundPending,
+            OrderStatus::Refunded
+        ]
+    );
+    assert!(
+        refunded.pending_effects.is_empty(),
+        "{:?}",
+        refunded.pending_effects
+    );
+    let payment_id = order.payment.as_ref().map(|p| p.payment_id.clone());
+    assert_eq!(
+        shop.gateway.refunds(),
+        payment_id.into_iter().collect::<Vec<_>>()
+    );
+    let kinds: Vec<_> = shop.outbox(order.id).await.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EmailKind::Refund]);
+    // The line it could take again was given back; the rival keeps the other.
+    assert_eq!(shop.reservation(&still_there, order.id).await, None);
+    assert_eq!(shop.reservation(&sold_out, order.id).await, None);
+    assert!(shop.reservation(&sold_out, rival).await.is_some());
+    assert_eq!(shop.on_hand(&still_there).await, 5);
+    assert_eq!(shop.on_hand(&sold_out).await, 1);
+    assert_eq!(shop.stored_cart(cart).await.lines.len(), 2);
+}
+
+#[actix_rt::test]
+async fn an_order_write_failing_after_the_reservations_leaves_nothing_held_and_no_order() {
+    let shop = Shop::open();
+    let (tee_m, tee_l) = (sku("tee-m"), sku("tee-l"));
+    shop.h.upsert(&tee_m, 5).await;
+    shop.h.upsert(&tee_l, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2), (&tee_l, 1)]).await;
+    shop.control.fail_order_writes();
+
+    let (id, answer) = shop.place(cart).await;
+
+    assert_eq!(answer, Err(OrderError::Actor(ActorError::Unavailable)));
+    assert_eq!(shop.stored_order(id).await, None);
+    for sku in [&tee_m, &tee_l] {
+        assert_eq!(shop.reservation(sku, id).await, None, "{sku}");
+    }
+    let stored_cart = shop.stored_cart(cart).await;
+    assert_eq!(stored_cart.locked_by, None);
+    assert_eq!(stored_cart.lines.len(), 2);
+    // The payment was opened before the write; nobody holds its link.
+    assert_eq!(shop.gateway.initiations(), 1);
+}
+
+#[actix_rt::test]
+async fn a_payment_that_cannot_be_opened_fails_the_order_and_cancels_a_late_opened_one() {
+    let shop = Shop::open();
+    let tee_m = sku("tee-m");
+    shop.h.upsert(&tee_m, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2)]).await;
+    // The gateway opens the payment but the answer never arrives.
+    shop.gateway.time_out_initiations(true);
+
+    let (id, answer) = shop.place(cart).await;
+
+    assert_eq!(answer, Err(OrderError::GatewayUnavailable));
+    let failed = shop.stored_order(id).await.expect("stored as failed");
+    assert_eq!(
+        statuses(&failed),
+        [OrderStatus::PendingPayment, OrderStatus::Failed]
+    );
+    assert_eq!(failed.payment, None);
+    assert_eq!(shop.reservation(&tee_m, id).await, None);
+    assert_eq!(shop.on_hand(&tee_m).await, 5);
+    assert_eq!(shop.stored_cart(cart).await.locked_by, None);
+
+    // Until the gateway answers, the payment it may have opened stays to be cancelled.
+    let waiting = shop.order(id).await.pending_effects;
+    assert_eq!(waiting, [Effect::CancelLatePayment]);
+    assert!(shop.gateway.cancels().is_empty());
+    shop.gateway.time_out_initiations(false);
+    shop.tick(id).await;
+
+    assert!(shop.order(id).await.pending_effects.is_empty());
+    let late = shop.gateway.payment_of(id).expect("the gateway opened one");
+    assert_eq!(shop.gateway.cancels(), [late.payment_id]);
+    assert_eq!(late.state, PaymentState::Failed);
+}
+
+#[actix_rt::test]
+async fn a_redelivered_webhook_changes_nothing_the_second_time() {
+    let shop = Shop::open();
+    let tee_m = sku("tee-m");
+    shop.h.upsert(&tee_m, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2)]).await;
+    let order = shop.placed(cart).await;
+    assert_eq!(
+        shop.notice(&order, "wh-1", true).await,
+        NoticeOutcome::Moved(OrderStatus::Processing)
+    );
+    let after_first = shop.order(order.id).await;
+
+    let outcome = shop.notice(&order, "wh-1", true).await;
+
+    assert_eq!(outcome, NoticeOutcome::Duplicate);
+    // Not even the order's version moves (a new webhook id would be remembered).
+    assert_eq!(shop.stored_order(order.id).await, Some(after_first));
+    assert_eq!(shop.on_hand(&tee_m).await, 3);
+    assert_eq!(shop.outbox(order.id).await.len(), 1);
+}
