@@ -1015,8 +1015,10 @@ pub async fn outbox_claimed_enqueue_is_not_due_until_its_claim_ends(store: &dyn 
         due_among(store, at(0), 1000, &[id]).await.is_empty(),
         "claimed: not due before the claim ends"
     );
+    // A shared store records whose claim it is (released if that replica dies).
     let claimed = OutboxEmail {
         next_attempt_at: at(120),
+        claimed_by: store.replica().map(str::to_owned),
         ..queued.clone()
     };
     assert_eq!(
