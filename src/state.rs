@@ -56,7 +56,7 @@ impl AppState {
     /// them until then; Cassandra expires them itself). Answers how many went.
     pub async fn purge_idempotency_keys(&self) -> anyhow::Result<usize> {
         const BATCH: usize = 1_000;
-        let cutoff = self.clock.now() - crate::routes::orders::IDEMPOTENCY_TTL;
+        let cutoff = self.clock.now() - kassa_actors::idempotency::TTL;
         let mut purged = 0;
         loop {
             let batch = self.store.purge_idempotency(cutoff, BATCH).await?;

@@ -1,6 +1,6 @@
 //! Kassa's domain and its actors, free of HTTP: products, carts, orders, the registry that
-//! hosts them, and the `Store` trait they persist through. `kassa` (src/) depends on this
-//! crate, never the reverse.
+//! hosts them, the `Store` trait they persist through, and the idempotency rule every store
+//! applies. `kassa` (src/) depends on this crate, never the reverse.
 
 pub mod cart;
 pub mod clock;
@@ -8,6 +8,7 @@ pub mod clock;
 pub mod conformance;
 pub mod domain;
 pub mod gateway;
+pub mod idempotency;
 pub mod mailer;
 pub mod order;
 pub mod order_actor;

@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use kassa_actors::domain::{InvalidValue, OrderId, UserId};
+use kassa_actors::idempotency;
 use kassa_actors::order::OrderStatus;
 use kassa_actors::order_actor::{
     CancelOrder, GetOrder, LineConflict, OrderError, PlaceOrder, Placed,
@@ -21,14 +22,8 @@ use kassa_actors::store::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// Idempotency records live this long.
-pub(crate) const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
-/// A claim still in progress after this long is presumed dead (its process crashed).
-const IDEMPOTENCY_STALE: time::Duration = time::Duration::minutes(2);
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -326,7 +321,7 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
     let key = value
         .to_str()
         .ok()
-        .filter(|k| (1..=255).contains(&k.len()))
+        .and_then(idempotency::parse_key)
         .ok_or_else(|| {
             AppError::invalid(
                 "Idempotency-Key",
@@ -334,12 +329,6 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, AppError> {
             )
         })?;
     Ok(Some(key.to_string()))
-}
-
-/// The same JSON (whatever its key order or spacing) has the same fingerprint.
-fn fingerprint(body: &Value) -> String {
-    let canonical = serde_json::to_vec(body).unwrap_or_default();
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(&canonical))
 }
 
 /// A stored checkout response; `replayed` marks an answer from the idempotency record.
@@ -416,14 +405,14 @@ pub async fn run_checkout(
     };
     // The key is looked up before the body is validated: a key reused with another body is
     // `idempotency_key_reused` whatever that body holds.
-    let print = fingerprint(body);
+    let print = idempotency::fingerprint(body);
     let claim = store_call(state.store.claim_idempotency(IdempotencyRequest {
         user: &user.id,
         key: &key,
         fingerprint: &print,
         now: state.clock.now(),
-        ttl: IDEMPOTENCY_TTL,
-        stale_after: IDEMPOTENCY_STALE,
+        ttl: idempotency::TTL,
+        stale_after: idempotency::STALE_AFTER,
     }))
     .await?;
     match claim {
@@ -783,14 +772,5 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
         assert_eq!(decode_cursor("not a cursor"), None);
         assert_eq!(decode_cursor("AAAA"), None);
-    }
-
-    #[test]
-    fn the_fingerprint_ignores_key_order_and_spacing() {
-        let a: Value = serde_json::from_str(r#"{"a": 1, "b": {"c": 2}}"#).expect("json");
-        let b: Value = serde_json::from_str(r#"{"b":{"c":2},"a":1}"#).expect("json");
-        let c: Value = serde_json::from_str(r#"{"b":{"c":3},"a":1}"#).expect("json");
-        assert_eq!(fingerprint(&a), fingerprint(&b));
-        assert_ne!(fingerprint(&a), fingerprint(&c));
     }
 }

@@ -15,6 +15,7 @@ use actix_web::{HttpResponse, web};
 use base64::Engine as _;
 use kassa_actors::cart::{CartError, GetCart, RemoveLine};
 use kassa_actors::domain::{Quantity, display_money};
+use kassa_actors::idempotency;
 use kassa_actors::product::GetProduct;
 use kassa_actors::store::{CartRecord, CheckoutSession};
 use rand::RngExt;
@@ -217,7 +218,7 @@ async fn place(
         "shippingDetails": shipping,
         "paymentMethod": form.payment_method,
     });
-    let mut key = Some(form.key.clone()).filter(|k| (1..=255).contains(&k.len()));
+    let mut key = idempotency::parse_key(&form.key).map(str::to_owned);
     let waited_since = std::time::Instant::now();
     loop {
         match run_checkout(state, &user, Some(&session.id), &body, key.clone()).await {

@@ -2,6 +2,7 @@
 //! design; never used by the service.
 
 use super::*;
+use crate::idempotency::{Decision, HeldClaim, decide};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -144,17 +145,14 @@ impl Store for MemoryStore {
     ) -> StoreResult<IdempotencyClaim> {
         let mut inner = self.lock();
         let key = (request.user.clone(), request.key.to_string());
-        if let Some((fingerprint, at, response)) = inner.idempotency.get(&key) {
-            let expired = *at + request.ttl <= request.now;
-            let stale = response.is_none() && *at + request.stale_after <= request.now;
-            if !expired && !stale {
-                return Ok(if fingerprint != request.fingerprint {
-                    IdempotencyClaim::Mismatch
-                } else if let Some(response) = response {
-                    IdempotencyClaim::Completed(response.clone())
-                } else {
-                    IdempotencyClaim::InProgress
-                });
+        if let Some((fingerprint, created_at, response)) = inner.idempotency.get(&key) {
+            let held = HeldClaim {
+                created_at: *created_at,
+                fingerprint,
+                response: response.as_ref(),
+            };
+            if let Decision::Answer(claim) = decide(&held, &request) {
+                return Ok(claim);
             }
         }
         inner

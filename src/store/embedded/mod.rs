@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
+use kassa_actors::idempotency::{Decision, HeldClaim, decide};
 use kassa_actors::store::{
     CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail,
     ProductRow, ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult,
@@ -495,29 +496,35 @@ impl Store for EmbeddedStore {
         &self,
         request: IdempotencyRequest<'_>,
     ) -> StoreResult<IdempotencyClaim> {
-        let user = request.user.0.clone();
+        let user = request.user.clone();
         let key = request.key.to_owned();
         let fingerprint = request.fingerprint.to_owned();
         let (now, ttl, stale_after) = (request.now, request.ttl, request.stale_after);
         self.write(move |txn| {
+            // The request again, over the copies this closure owns (it runs on the writer).
+            let request = IdempotencyRequest {
+                user: &user,
+                key: &key,
+                fingerprint: &fingerprint,
+                now,
+                ttl,
+                stale_after,
+            };
             let mut table = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
-            let k = (user.as_str(), key.as_str());
+            let k = (user.0.as_str(), key.as_str());
             let existing = match table.get(k).map_err(db_err)? {
                 Some(stored) => Some(IdempotencyRow::decode(stored.value(), k)?),
                 None => None,
             };
             let mut by_age = txn.open_table(IDEMPOTENCY_BY_AGE).map_err(db_err)?;
             if let Some(row) = existing {
-                let expired = lapsed(row.created_at, ttl, now);
-                let stale = row.response.is_none() && lapsed(row.created_at, stale_after, now);
-                if !expired && !stale {
-                    return Ok(if row.fingerprint != fingerprint {
-                        IdempotencyClaim::Mismatch
-                    } else if let Some(response) = row.response {
-                        IdempotencyClaim::Completed(response)
-                    } else {
-                        IdempotencyClaim::InProgress
-                    });
+                let held = HeldClaim {
+                    created_at: row.created_at,
+                    fingerprint: &row.fingerprint,
+                    response: row.response.as_ref(),
+                };
+                if let Decision::Answer(claim) = decide(&held, &request) {
+                    return Ok(claim);
                 }
                 by_age
                     .remove((row.created_at.unix_timestamp(), k.0, k.1))
@@ -981,11 +988,6 @@ fn index_unfinished_claims(txn: &WriteTransaction) -> Result<(), StoreError> {
         }
     }
     Ok(())
-}
-
-/// Whether `age` has passed since `since` at `now` (never, if the sum overflows).
-fn lapsed(since: OffsetDateTime, age: time::Duration, now: OffsetDateTime) -> bool {
-    since.checked_add(age).is_some_and(|end| end <= now)
 }
 
 fn db_err(e: impl Into<redb::Error>) -> StoreError {

@@ -25,6 +25,7 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt, stream};
 use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
+use kassa_actors::idempotency::{Decision, HeldClaim, decide};
 use kassa_actors::store::{
     CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, InFlightCheckout,
     OrderRecord, OutboxEmail, ProductRow, ProductSnapshot, ProductWrite, Reservation, Store,
@@ -787,17 +788,13 @@ impl Store for ScyllaStore {
                     }),
                     _ => None,
                 };
-                let expired = lapsed(created_at, request.ttl, request.now);
-                let stale =
-                    response.is_none() && lapsed(created_at, request.stale_after, request.now);
-                if !expired && !stale {
-                    return Ok(if fingerprint != request.fingerprint {
-                        IdempotencyClaim::Mismatch
-                    } else if let Some(response) = response {
-                        IdempotencyClaim::Completed(response)
-                    } else {
-                        IdempotencyClaim::InProgress
-                    });
+                let held = HeldClaim {
+                    created_at,
+                    fingerprint,
+                    response: response.as_ref(),
+                };
+                if let Decision::Answer(claim) = decide(&held, &request) {
+                    return Ok(claim);
                 }
             }
             // Expired, stale or half-expired: take it over, unless another claim did first.
@@ -1017,11 +1014,6 @@ fn session_ttl(session: &CheckoutSession) -> i32 {
         .whole_seconds()
         .clamp(1, MAX_TTL_SECONDS);
     i32::try_from(seconds).unwrap_or(i32::MAX)
-}
-
-/// Whether `age` has passed since `since` at `now` (never, if the sum overflows).
-fn lapsed(since: OffsetDateTime, age: time::Duration, now: OffsetDateTime) -> bool {
-    since.checked_add(age).is_some_and(|end| end <= now)
 }
 
 fn to_i64(v: u64, what: &str) -> StoreResult<i64> {
