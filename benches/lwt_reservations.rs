@@ -184,8 +184,13 @@ impl Store for Counted {
     async fn forget_replica(&self, replica: &str) -> StoreResult<()> {
         self.inner.forget_replica(replica).await
     }
-    async fn release_unfinished_key(&self, user: &UserId, key: &str) -> StoreResult<()> {
-        self.inner.release_unfinished_key(user, key).await
+    async fn release_unfinished_key(
+        &self,
+        user: &UserId,
+        key: &str,
+        claim: uuid::Uuid,
+    ) -> StoreResult<()> {
+        self.inner.release_unfinished_key(user, key, claim).await
     }
     async fn release_email_claims_of(
         &self,

@@ -159,15 +159,14 @@ impl AppState {
         loop {
             let batch = self.store.checkouts_of(replica, BATCH).await?;
             for checkout in &batch {
-                if self
-                    .release_unstored(checkout.order_id, checkout.cart_id)
-                    .await?
+                if let Some(cart_id) = checkout.cart_id
+                    && self.release_unstored(checkout.order_id, cart_id).await?
                 {
                     checkouts += 1;
                 }
-                if let Some(key) = &checkout.idempotency_key {
+                if let (Some(key), Some(claim)) = (&checkout.idempotency_key, checkout.claim) {
                     self.store
-                        .release_unfinished_key(&checkout.user, key)
+                        .release_unfinished_key(&checkout.user, key, claim)
                         .await?;
                     keys += 1;
                 }

@@ -147,6 +147,7 @@ fn idempotency_request<'a>(
     IdempotencyRequest {
         user,
         key,
+        claim: uuid::Uuid::new_v4(),
         fingerprint,
         now,
         ttl: Duration::hours(24),
@@ -1361,9 +1362,10 @@ pub async fn a_shared_store_fences_orders_and_notes_checkouts(store: &dyn Store)
         .to_string();
     let note = InFlightCheckout {
         order_id: OrderId::new(),
-        cart_id: CartId::new(),
+        cart_id: Some(CartId::new()),
         user: owner.clone(),
         idempotency_key: Some("key-1".into()),
+        claim: Some(uuid::Uuid::new_v4()),
     };
     store.begin_checkout(&note).await.expect("note");
     let noted = store.checkouts_of(&me, 100).await.expect("list");

@@ -104,6 +104,7 @@ mod tests {
         IdempotencyRequest {
             user,
             key: "key-1",
+            claim: uuid::Uuid::new_v4(),
             fingerprint,
             now: start() + after,
             ttl: TTL,

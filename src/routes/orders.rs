@@ -10,7 +10,7 @@ use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
-use kassa_actors::domain::{InvalidValue, OrderId, UserId};
+use kassa_actors::domain::{CartId, InvalidValue, OrderId, UserId};
 use kassa_actors::idempotency;
 use kassa_actors::order::OrderStatus;
 use kassa_actors::order_actor::{
@@ -393,9 +393,10 @@ pub async fn run_checkout(
     body: &Value,
     key: Option<String>,
 ) -> Result<CheckoutAnswer, AppError> {
+    let order_id = OrderId::new();
     let Some(key) = key else {
         let checkout = parse_checkout(body, user)?;
-        let order_id = begin_checkout(state, user, &checkout, None).await?;
+        begin_checkout(state, user, order_id, Some(checkout.cart_id), None).await?;
         let response = place(state, user, checkout, session, order_id).await;
         end_checkout(state, order_id).await;
         return Ok(CheckoutAnswer {
@@ -403,19 +404,47 @@ pub async fn run_checkout(
             replayed: false,
         });
     };
+    // Noted before the key is claimed, with this request's claim id: if the process dies
+    // with the claim's LWT in flight (it may still commit), the recovery releases exactly
+    // this claim and no other request's. The cart is noted when the body names one.
+    let claim = Uuid::new_v4();
+    let cart_id = body
+        .get("cartId")
+        .and_then(Value::as_str)
+        .and_then(|raw| CartId::parse(raw).ok());
+    let note = (key.clone(), claim);
+    begin_checkout(state, user, order_id, cart_id, Some(note)).await?;
+    let answer = claimed_checkout(state, user, session, body, &key, claim, order_id).await;
+    // Ended once the key's outcome is recorded: a crash before leaves the note, and the
+    // recovery releases the key too.
+    end_checkout(state, order_id).await;
+    answer
+}
+
+/// A checkout under an Idempotency-Key, from the claim to the recorded outcome.
+async fn claimed_checkout(
+    state: &AppState,
+    user: &User,
+    session: Option<&str>,
+    body: &Value,
+    key: &str,
+    claim: Uuid,
+    order_id: OrderId,
+) -> Result<CheckoutAnswer, AppError> {
     // The key is looked up before the body is validated: a key reused with another body is
     // `idempotency_key_reused` whatever that body holds.
     let print = idempotency::fingerprint(body);
-    let claim = store_call(state.store.claim_idempotency(IdempotencyRequest {
+    let claimed = store_call(state.store.claim_idempotency(IdempotencyRequest {
         user: &user.id,
-        key: &key,
+        key,
+        claim,
         fingerprint: &print,
         now: state.clock.now(),
         ttl: idempotency::TTL,
         stale_after: idempotency::STALE_AFTER,
     }))
     .await?;
-    match claim {
+    match claimed {
         IdempotencyClaim::Completed(response) => {
             return Ok(CheckoutAnswer {
                 response,
@@ -437,22 +466,16 @@ pub async fn run_checkout(
         }
         IdempotencyClaim::Claimed => {}
     }
-    let (outcome, noted) = match parse_checkout(body, user) {
-        Ok(checkout) => match begin_checkout(state, user, &checkout, Some(&key)).await {
-            Ok(order_id) => (
-                place(state, user, checkout, session, order_id).await,
-                Some(order_id),
-            ),
-            Err(e) => (Err(e), None),
-        },
-        Err(invalid) => (Err(invalid), None),
+    let outcome = match parse_checkout(body, user) {
+        Ok(checkout) => place(state, user, checkout, session, order_id).await,
+        Err(invalid) => Err(invalid),
     };
-    let answer = match outcome {
+    match outcome {
         Ok(response) => {
             let record = record_of(&response)?;
             // The order stands either way; without the record a retry may place another.
             if let Err(e) =
-                store_call(state.store.complete_idempotency(&user.id, &key, &record)).await
+                store_call(state.store.complete_idempotency(&user.id, key, &record)).await
             {
                 tracing::error!(error = %e, "could not store the idempotent response");
             }
@@ -462,40 +485,37 @@ pub async fn run_checkout(
             })
         }
         Err(e) => {
-            if let Err(release) = store_call(state.store.release_idempotency(&user.id, &key)).await
-            {
+            if let Err(release) = store_call(state.store.release_idempotency(&user.id, key)).await {
                 tracing::error!(error = %release, "could not release an idempotency key");
             }
             Err(e)
         }
-    };
-    // Ended once the key's outcome is recorded: a crash before leaves the note, and the
-    // recovery releases the key too.
-    if let Some(order_id) = noted {
-        end_checkout(state, order_id).await;
     }
-    answer
 }
 
-/// Notes the checkout in the store before it claims or reserves anything, under a fresh
+/// Notes the checkout in the store before it claims or reserves anything, under its fresh
 /// order id (nothing is stored under it: its actor starts without reading the store). On a
 /// shared store the note is what any replica recovers if this process dies before
 /// `end_checkout` (API.md's crash rule); a single-writer store needs none.
 async fn begin_checkout(
     state: &AppState,
     user: &User,
-    checkout: &Checkout,
-    key: Option<&str>,
-) -> Result<OrderId, AppError> {
-    let order_id = OrderId::new();
+    order_id: OrderId,
+    cart_id: Option<CartId>,
+    key: Option<(String, Uuid)>,
+) -> Result<(), AppError> {
+    let (idempotency_key, claim) = match key {
+        Some((key, claim)) => (Some(key), Some(claim)),
+        None => (None, None),
+    };
     let note = InFlightCheckout {
         order_id,
-        cart_id: checkout.cart_id,
+        cart_id,
         user: user.id.clone(),
-        idempotency_key: key.map(str::to_owned),
+        idempotency_key,
+        claim,
     };
-    store_call(state.store.begin_checkout(&note)).await?;
-    Ok(order_id)
+    store_call(state.store.begin_checkout(&note)).await
 }
 
 /// Forgets the note once the checkout has answered. A note that cannot be deleted only

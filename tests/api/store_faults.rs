@@ -193,8 +193,13 @@ impl Store for FaultyStore {
     async fn forget_replica(&self, replica: &str) -> StoreResult<()> {
         self.inner.forget_replica(replica).await
     }
-    async fn release_unfinished_key(&self, user: &UserId, key: &str) -> StoreResult<()> {
-        self.inner.release_unfinished_key(user, key).await
+    async fn release_unfinished_key(
+        &self,
+        user: &UserId,
+        key: &str,
+        claim: uuid::Uuid,
+    ) -> StoreResult<()> {
+        self.inner.release_unfinished_key(user, key, claim).await
     }
     async fn release_email_claims_of(
         &self,

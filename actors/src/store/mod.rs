@@ -234,6 +234,9 @@ pub enum IdempotencyClaim {
 pub struct IdempotencyRequest<'a> {
     pub user: &'a UserId,
     pub key: &'a str,
+    /// This request's claim id: a shared store records it as the key's claim, so that the
+    /// recovery of a dead replica releases that claim and no other.
+    pub claim: uuid::Uuid,
     /// Hash of the request body; the same key with another body is a `Mismatch`.
     pub fingerprint: &'a str,
     pub now: OffsetDateTime,
@@ -315,10 +318,14 @@ impl OutboxEmail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFlightCheckout {
     pub order_id: OrderId,
-    pub cart_id: CartId,
+    /// The cart, when the request named a valid one (the note is written before the body is
+    /// validated, so that an Idempotency-Key claim is never left without one).
+    pub cart_id: Option<CartId>,
     pub user: UserId,
-    /// The request's Idempotency-Key, claimed before the checkout began.
+    /// The request's Idempotency-Key and this request's claim id on it (only that claim is
+    /// released: another request may hold the key).
     pub idempotency_key: Option<String>,
+    pub claim: Option<uuid::Uuid>,
 }
 
 #[async_trait]
@@ -492,10 +499,16 @@ pub trait Store: Send + Sync + 'static {
         let _ = replica;
         Ok(())
     }
-    /// Releases the key's claim if no response was stored under it (a completed key stays:
-    /// its retries get the stored answer).
-    async fn release_unfinished_key(&self, user: &UserId, key: &str) -> StoreResult<()> {
-        let _ = (user, key);
+    /// Releases the key if `claim` still holds it and no response was stored under it (a
+    /// completed key stays: its retries get the stored answer; another claim stays: another
+    /// request holds it).
+    async fn release_unfinished_key(
+        &self,
+        user: &UserId,
+        key: &str,
+        claim: uuid::Uuid,
+    ) -> StoreResult<()> {
+        let _ = (user, key, claim);
         Ok(())
     }
     /// Makes due at `now` every unsent email whose claim one of `replicas` holds (their

@@ -500,11 +500,13 @@ impl Store for EmbeddedStore {
         let key = request.key.to_owned();
         let fingerprint = request.fingerprint.to_owned();
         let (now, ttl, stale_after) = (request.now, request.ttl, request.stale_after);
+        let claim = request.claim;
         self.write(move |txn| {
             // The request again, over the copies this closure owns (it runs on the writer).
             let request = IdempotencyRequest {
                 user: &user,
                 key: &key,
+                claim,
                 fingerprint: &fingerprint,
                 now,
                 ttl,
@@ -1098,6 +1100,7 @@ mod tests {
                     .claim_idempotency(IdempotencyRequest {
                         user,
                         key,
+                        claim: uuid::Uuid::new_v4(),
                         fingerprint: "body",
                         now,
                         ttl: time::Duration::hours(24),

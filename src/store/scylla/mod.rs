@@ -426,8 +426,13 @@ impl Store for ScyllaStore {
         self.drop_replica(replica).await
     }
 
-    async fn release_unfinished_key(&self, user: &UserId, key: &str) -> StoreResult<()> {
-        self.release_key_if_unfinished(user, key).await
+    async fn release_unfinished_key(
+        &self,
+        user: &UserId,
+        key: &str,
+        claim: Uuid,
+    ) -> StoreResult<()> {
+        self.release_key_if_unfinished(user, key, claim).await
     }
 
     async fn release_email_claims_of(
@@ -747,8 +752,9 @@ impl Store for ScyllaStore {
     ) -> StoreResult<IdempotencyClaim> {
         let user = &request.user.0;
         let ttl = retention_ttl(request.ttl);
+        // The caller's claim id, the same in every round: the key holds it once claimed.
+        let claim = request.claim;
         for _ in 0..CLAIM_ROUNDS {
-            let claim = Uuid::new_v4();
             let inserted = self
                 .lwt(
                     "idempotency_keys",

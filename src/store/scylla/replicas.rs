@@ -39,9 +39,10 @@ impl ScyllaStore {
             (
                 &self.replica,
                 c.order_id.0,
-                c.cart_id.0,
+                c.cart_id.map(|cart| cart.0),
                 &c.user.0,
                 c.idempotency_key.as_deref(),
+                c.claim,
             ),
         )
         .await
@@ -68,7 +69,8 @@ impl ScyllaStore {
         limit: usize,
     ) -> StoreResult<Vec<InFlightCheckout>> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let rows: Vec<(Uuid, Uuid, String, Option<String>)> = self
+        type Row = (Uuid, Option<Uuid>, String, Option<String>, Option<Uuid>);
+        let rows: Vec<Row> = self
             .rows(
                 "checkouts_in_flight",
                 &self.st.select_in_flight,
@@ -77,11 +79,12 @@ impl ScyllaStore {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(order, cart, user, key)| InFlightCheckout {
+            .map(|(order, cart, user, key, claim)| InFlightCheckout {
                 order_id: OrderId(order),
-                cart_id: CartId(cart),
+                cart_id: cart.map(CartId),
                 user: UserId(user),
                 idempotency_key: key,
+                claim,
             })
             .collect())
     }
@@ -108,11 +111,12 @@ impl ScyllaStore {
         &self,
         user: &UserId,
         key: &str,
+        claim: Uuid,
     ) -> StoreResult<()> {
         self.lwt(
             "idempotency_keys",
             &self.st.release_unfinished_key,
-            (&user.0, key),
+            (&user.0, key, claim),
         )
         .await
         .map(|_| ())

@@ -235,7 +235,8 @@ impl Statements {
             insert_in_flight: idempotent(
                 prepare(
                     "INSERT INTO {ks}.checkouts_in_flight \
-                     (replica, order_id, cart_id, user_id, idempotency_key) VALUES (?, ?, ?, ?, ?)",
+                     (replica, order_id, cart_id, user_id, idempotency_key, claim) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
                 )
                 .await?,
             ),
@@ -245,7 +246,7 @@ impl Statements {
             ),
             select_in_flight: idempotent(
                 prepare(
-                    "SELECT order_id, cart_id, user_id, idempotency_key \
+                    "SELECT order_id, cart_id, user_id, idempotency_key, claim \
                      FROM {ks}.checkouts_in_flight WHERE replica = ? LIMIT ?",
                 )
                 .await?,
@@ -256,7 +257,7 @@ impl Statements {
             .await?,
             release_unfinished_key: prepare(
                 "DELETE FROM {ks}.idempotency_keys WHERE user_id = ? AND key = ? \
-                 IF response_status = null",
+                 IF claim = ? AND response_status = null",
             )
             .await?,
         })
