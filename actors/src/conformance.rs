@@ -1308,14 +1308,6 @@ pub async fn a_single_writer_store_finds_what_a_crash_left_held(store: &dyn Stor
     store.update_email(&sent).await.expect("mark sent");
 }
 
-#[cfg(test)]
-mod tests {
-    #[tokio::test]
-    async fn memory_store_conforms() {
-        super::run_all(&crate::store::MemoryStore::new()).await;
-    }
-}
-
 /// On a store replicas share (single-writer stores recover at start-up instead, the case
 /// above): a fenced order id can no longer be stored, so a replica presumed dead that was
 /// only slow cannot store an order whose stock the recovery released; an order already
@@ -1381,4 +1373,12 @@ pub async fn a_shared_store_fences_orders_and_notes_checkouts(store: &dyn Store)
         .await
         .expect("silent");
     assert!(!silent.contains(&me), "never silent to itself: {silent:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn memory_store_conforms() {
+        super::run_all(&crate::store::MemoryStore::new()).await;
+    }
 }
