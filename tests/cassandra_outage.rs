@@ -5,18 +5,17 @@
 //! and `/readyz` answers 503; once it is back Kassa serves again on its own, without a
 //! restart, and nothing it acknowledged is lost.
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "support/process.rs"]
 mod process;
 
-use kassa::auth::{TokenRequest, mint};
-use kassa::config::{JwtConfig, JwtKey};
-use kassa_actors::clock::{SharedClock, SystemClock};
+use api::{send, token};
 use process::{Process, free_port, wait_ready};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cassandra.sh");
@@ -55,42 +54,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.script("clean");
     }
-}
-
-fn token(sub: &str, admin: bool) -> String {
-    let config = JwtConfig {
-        key: JwtKey::Secret(JWT_SECRET.as_bytes().to_vec()),
-        issuer: None,
-        audience: None,
-    };
-    let clock: SharedClock = Arc::new(SystemClock);
-    mint(
-        &config,
-        &clock,
-        TokenRequest {
-            sub,
-            email: Some(&format!("{sub}@example.com")),
-            admin,
-            ttl: Duration::from_secs(3600),
-            private_key_pem: None,
-        },
-    )
-    .expect("mint")
-}
-
-/// Status, body and whether a Retry-After came; a request without an answer fails the test.
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value, bool) {
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("a request got no answer: {e}"));
-    let status = response.status();
-    let retry_after = response.headers().contains_key("retry-after");
-    (
-        status,
-        response.json().await.unwrap_or(Value::Null),
-        retry_after,
-    )
 }
 
 async fn ready(client: &reqwest::Client, base: &str) -> StatusCode {
@@ -152,12 +115,12 @@ async fn a_cassandra_outage_answers_503_and_kassa_serves_again_when_it_is_back()
     let (status, body, _) = send(
         client
             .put(format!("{base}/api/admin/products/outage-tee"))
-            .bearer_auth(token("admin", true))
+            .bearer_auth(token(JWT_SECRET, "admin", true))
             .json(&json!({"name": "Outage tee", "price": 1500, "currency": "EUR", "stock": STOCK})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let shopper = token("shopper", false);
+    let shopper = token(JWT_SECRET, "shopper", false);
     let checkout = |cart: String| {
         client
             .post(format!("{base}/api/orders"))

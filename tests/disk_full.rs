@@ -4,19 +4,18 @@
 //! Retry-After, never a dropped connection) and `/readyz` answers 503; once space is freed
 //! Kassa writes again on its own, without a restart, and nothing it acknowledged is lost.
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "support/process.rs"]
 mod process;
 
-use kassa::auth::{TokenRequest, mint};
-use kassa::config::{JwtConfig, JwtKey};
-use kassa_actors::clock::{SharedClock, SystemClock};
+use api::{send, token};
 use process::{Process, free_port, wait_ready};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const JWT_SECRET: &str = "disk-full-test-secret-of-32-bytes!";
@@ -50,40 +49,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn token(sub: &str, admin: bool) -> String {
-    let config = JwtConfig {
-        key: JwtKey::Secret(JWT_SECRET.as_bytes().to_vec()),
-        issuer: None,
-        audience: None,
-    };
-    let clock: SharedClock = Arc::new(SystemClock);
-    mint(
-        &config,
-        &clock,
-        TokenRequest {
-            sub,
-            email: Some(&format!("{sub}@example.com")),
-            admin,
-            ttl: Duration::from_secs(3600),
-            private_key_pem: None,
-        },
-    )
-    .expect("mint")
-}
-
-/// The status, the JSON body and whether a `Retry-After` came with it; a request that got
-/// no answer at all fails the test.
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value, bool) {
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("a request got no answer: {e}"));
-    let status = response.status();
-    let retry_after = response.headers().contains_key("retry-after");
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body, retry_after)
-}
-
 async fn checkout(
     client: &reqwest::Client,
     base: &str,
@@ -93,7 +58,7 @@ async fn checkout(
     send(
         client
             .post(format!("{base}/api/orders"))
-            .bearer_auth(token(shopper, false))
+            .bearer_auth(token(JWT_SECRET, shopper, false))
             .header("idempotency-key", format!("disk-{cart}"))
             .json(&json!({
                 "cartId": cart,
@@ -179,7 +144,7 @@ async fn a_full_disk_answers_503_and_kassa_writes_again_once_space_is_freed() {
     let (status, body, _) = send(
         client
             .put(format!("{base}/api/admin/products/disk-tee"))
-            .bearer_auth(token("admin", true))
+            .bearer_auth(token(JWT_SECRET, "admin", true))
             .json(&json!({"name": "Disk tee", "price": 1500, "currency": "EUR", "stock": STOCK})),
     )
     .await;
@@ -190,7 +155,7 @@ async fn a_full_disk_answers_503_and_kassa_writes_again_once_space_is_freed() {
         let (status, body, _) = send(
             client
                 .post(format!("{base}/api/carts"))
-                .bearer_auth(token(&shopper, false)),
+                .bearer_auth(token(JWT_SECRET, &shopper, false)),
         )
         .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -198,7 +163,7 @@ async fn a_full_disk_answers_503_and_kassa_writes_again_once_space_is_freed() {
         let (status, body, _) = send(
             client
                 .put(format!("{base}/api/carts/{cart}/items/disk-tee"))
-                .bearer_auth(token(&shopper, false))
+                .bearer_auth(token(JWT_SECRET, &shopper, false))
                 .json(&json!({"quantity": 1})),
         )
         .await;
@@ -269,7 +234,7 @@ async fn a_full_disk_answers_503_and_kassa_writes_again_once_space_is_freed() {
         let (status, body, _) = send(
             client
                 .get(format!("{base}/api/orders/{order}"))
-                .bearer_auth(token("admin", true)),
+                .bearer_auth(token(JWT_SECRET, "admin", true)),
         )
         .await;
         assert_eq!(

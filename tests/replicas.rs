@@ -4,13 +4,12 @@
 //! under the conditions they exist for: concurrent shoppers on every replica, a webhook on a
 //! replica that never saw the checkout, and a replica killed mid-sale.
 
+#[path = "support/api.rs"]
+mod api;
 #[path = "support/cassandra.rs"]
 mod cassandra;
 
-use kassa::auth::{TokenRequest, mint};
-use kassa::config::{JwtConfig, JwtKey};
 use kassa::store::scylla::ScyllaStore;
-use kassa_actors::clock::{SharedClock, SystemClock};
 use kassa_actors::domain::{OrderId, Sku};
 use kassa_actors::order::OrderStatus;
 use kassa_actors::store::{ProductSnapshot, Store};
@@ -130,24 +129,7 @@ impl Drop for Replica {
 }
 
 fn token(sub: &str, admin: bool) -> String {
-    let config = JwtConfig {
-        key: JwtKey::Secret(JWT_SECRET.as_bytes().to_vec()),
-        issuer: None,
-        audience: None,
-    };
-    let clock: SharedClock = Arc::new(SystemClock);
-    mint(
-        &config,
-        &clock,
-        TokenRequest {
-            sub,
-            email: Some(&format!("{sub}@example.com")),
-            admin,
-            ttl: Duration::from_secs(3600),
-            private_key_pem: None,
-        },
-    )
-    .expect("mint")
+    api::token(JWT_SECRET, sub, admin)
 }
 
 fn client() -> reqwest::Client {
