@@ -83,7 +83,7 @@ impl Application {
         clock: SharedClock,
         settings: ActorSettings,
     ) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(&config.listen)
+        let listener = crate::connections::bind(&config.listen)
             .with_context(|| format!("KASSA_LISTEN: cannot listen on {}", config.listen))?;
         Self::build_on(listener, config, clock, settings).await
     }

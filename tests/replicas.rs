@@ -255,7 +255,19 @@ async fn shop(client: &reqwest::Client, replica: &Replica, shopper: &str, sku: &
     };
     attempt
         .await
-        .unwrap_or_else(|e| Outcome::Lost(e.to_string()))
+        .unwrap_or_else(|e| Outcome::Lost(with_causes(&e)))
+}
+
+/// The error and each of its causes ("error sending request" alone does not tell a refused
+/// connection from one the server closed under the request).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// `shoppers` concurrent shoppers, spread round-robin over `replicas`, one unit each; the
