@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod driver;
+pub mod lwt_baseline;
 pub mod scenarios;
 pub mod stats;
 pub mod target;
@@ -137,6 +138,15 @@ pub struct Options {
     /// Connections for the baseline (default: --concurrency, or 32).
     #[arg(long)]
     pub baseline_concurrency: Option<usize>,
+    /// On a scylla store: drive the database's own LWTs this long first (a loop of Kassa's
+    /// cart-write shape, as many tasks as the baseline has connections) and report Kassa's
+    /// LWTs/s over it (`0s`: skip).
+    #[arg(long, value_parser = duration, default_value = "3s")]
+    pub lwt_baseline: Duration,
+    /// The database for --lwt-baseline, as a `KASSA_STORE` URL
+    /// (`scylla://[user:password@]host:port/keyspace`); default: --store.
+    #[arg(long)]
+    pub lwt_baseline_store: Option<String>,
     /// How long the checks wait for webhooks and emails still on their way.
     #[arg(long, value_parser = duration, default_value = "30s")]
     pub settle_timeout: Duration,
@@ -262,6 +272,25 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         let concurrency = opts.baseline_concurrency.or(opts.concurrency).unwrap_or(32);
         Some(run_baseline(&target.base_url, concurrency, opts.baseline, opts.quiet).await?)
     };
+    let lwt_node = opts
+        .lwt_baseline_store
+        .as_deref()
+        .or(opts.store.as_deref())
+        .and_then(lwt_baseline::Node::from_store_url);
+    let lwt_baseline = match lwt_node {
+        Some(node) if !opts.lwt_baseline.is_zero() && opts.scenario != Scenario::SkuTouch => {
+            let concurrency = opts.baseline_concurrency.or(opts.concurrency).unwrap_or(32);
+            if !opts.quiet {
+                eprintln!(
+                    "lwt baseline: {concurrency} tasks for {:?} on {}",
+                    opts.lwt_baseline,
+                    node.hosts.join(",")
+                );
+            }
+            Some(lwt_baseline::run(&node, concurrency, opts.lwt_baseline).await?)
+        }
+        _ => None,
+    };
 
     let chaos = chaos(&target, &opts);
     let measured = match opts.scenario {
@@ -291,7 +320,18 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     let mut figures = figures;
     figures.extend(store_figures(&ctx, elapsed));
-    figures.extend(statements_per_iteration(&ctx, recorder.iterations()));
+    figures.extend(statements_per_iteration(
+        &ctx,
+        recorder.iterations(),
+        elapsed,
+    ));
+    let kassa_lwts = figures.get("store_lwts_per_second").copied();
+    if let (Some(kassa), Some(database)) = (kassa_lwts, &lwt_baseline) {
+        figures.insert(
+            "lwt_share_of_baseline".into(),
+            kassa / database.per_second.max(1e-9),
+        );
+    }
     let mut checks_passed = passed;
     let mut all_violations = violations;
     if opts.scenario != Scenario::SkuTouch {
@@ -334,6 +374,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         operations,
         baseline,
         ratio_to_baseline: ratio,
+        lwt_baseline,
         primary_op: primary.name(),
         figures,
         checks_passed,
@@ -404,8 +445,9 @@ fn store_figures(ctx: &Ctx, elapsed: Duration) -> Vec<(String, f64)> {
 /// The durable work each iteration (a journey, a checkout, a delivery) cost Kassa's store
 /// over the measured part, from `kassa_store_statements_total`: LWTs (Paxos rounds), plain
 /// writes and reads on the scylla store; writes (each one of a group commit) and reads on the
-/// embedded one. Setup and checks are outside the window.
-fn statements_per_iteration(ctx: &Ctx, iterations: u64) -> Vec<(String, f64)> {
+/// embedded one. Setup and checks are outside the window. Also Kassa's LWTs per second, for
+/// the share of the database's LWT capacity (`--lwt-baseline`).
+fn statements_per_iteration(ctx: &Ctx, iterations: u64, elapsed: Duration) -> Vec<(String, f64)> {
     let window = ctx.window.lock().unwrap_or_else(|e| e.into_inner());
     let (Some(before), Some(after)) = (&window.0, &window.1) else {
         return Vec::new();
@@ -423,6 +465,12 @@ fn statements_per_iteration(ctx: &Ctx, iterations: u64) -> Vec<(String, f64)> {
                 format!("store_{kind}s_per_iteration"),
                 delta / iterations as f64,
             ));
+            if kind == "lwt" && !elapsed.is_zero() {
+                figures.push((
+                    "store_lwts_per_second".into(),
+                    delta / elapsed.as_secs_f64(),
+                ));
+            }
         }
     }
     figures

@@ -285,6 +285,8 @@ pub struct Report {
     /// The scenario's main operation (checkouts answered 200, webhooks acknowledged) per
     /// second over the baseline's requests per second.
     pub ratio_to_baseline: Option<f64>,
+    /// `--lwt-baseline`: the database's own LWTs per second in the same run.
+    pub lwt_baseline: Option<crate::lwt_baseline::LwtBaseline>,
     pub primary_op: &'static str,
     /// Scenario figures: reservations/s, mean batch size, RSS, ...
     pub figures: BTreeMap<String, f64>,
@@ -375,6 +377,13 @@ impl Report {
         }
         if let Some(r) = self.ratio_to_baseline {
             let _ = writeln!(out, "{} / baseline = {r:.3}", self.primary_op);
+        }
+        if let Some(b) = &self.lwt_baseline {
+            let _ = writeln!(
+                out,
+                "lwt baseline ({}): {:.0} LWTs/s (p50 {:.2} ms, p99 {:.2} ms, {} tasks, {:.1}s, {} errors)",
+                b.statement, b.per_second, b.p50_ms, b.p99_ms, b.concurrency, b.seconds, b.errors
+            );
         }
         for kill in &self.kills {
             let _ = writeln!(
