@@ -483,8 +483,14 @@ async fn an_order_write_failing_after_the_reservations_leaves_nothing_held_and_n
     let stored_cart = shop.stored_cart(cart).await;
     assert_eq!(stored_cart.locked_by, None);
     assert_eq!(stored_cart.lines.len(), 2);
-    // The payment was opened before the write; nobody holds its link.
+    // The payment was opened before the write; nobody holds its link: it is cancelled.
     assert_eq!(shop.gateway.initiations(), 1);
+    let opened = shop
+        .gateway
+        .payment_of(id)
+        .expect("opened before the write");
+    assert_eq!(shop.gateway.cancels(), [opened.payment_id]);
+    assert_eq!(opened.state, PaymentState::Failed);
 }
 
 #[actix_rt::test]

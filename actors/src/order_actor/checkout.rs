@@ -205,6 +205,17 @@ pub(super) async fn place(
             tracing::error!(order_id = %id, ?outcome, "cannot store the new order");
             release_skus(svc, id, lines.iter().map(|l| &l.sku)).await;
             unlock().await;
+            // The payment opened in step 2 belongs to no order a shopper can reach: cancel
+            // it before answering. Also when the write's outcome is unknown (a timeout that
+            // applied after all): that order then expires unpaid, as its stock is back.
+            // A refused row (`Conflict`) is the crash recovery's fence: another replica took
+            // this checkout for dead and released what it held.
+            if let Some(payment) = &order.payment
+                && !super::effects::cancel_payment(svc, id, &payment.payment_id).await
+            {
+                tracing::error!(order_id = %id, payment_id = %payment.payment_id,
+                    "the unstored order's payment could not be cancelled; it lapses at the gateway");
+            }
             return Err((None, Err(ActorError::Unavailable.into())));
         }
     }

@@ -276,7 +276,11 @@ pub(super) async fn request_refund(svc: &OrderServices, order: &OrderRecord) -> 
 
 /// Cancels the order's open payment at the gateway. A payment that already succeeded is left
 /// to its success webhook (a late success: stock taken again, or a refund).
-async fn cancel_payment(svc: &OrderServices, order_id: OrderId, payment_id: &str) -> bool {
+pub(super) async fn cancel_payment(
+    svc: &OrderServices,
+    order_id: OrderId,
+    payment_id: &str,
+) -> bool {
     match svc.gateway.cancel(payment_id).await {
         Ok(CancelOutcome::Cancelled) => {
             tracing::info!(%order_id, %payment_id, "payment cancelled");
