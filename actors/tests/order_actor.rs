@@ -529,6 +529,26 @@ async fn a_payment_that_cannot_be_opened_fails_the_order_and_cancels_a_late_open
 }
 
 #[actix_rt::test]
+async fn a_payment_that_cannot_be_opened_nor_its_failure_stored_leaves_no_order_held() {
+    let shop = Shop::open();
+    let tee_m = sku("tee-m");
+    shop.h.upsert(&tee_m, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2)]).await;
+    shop.gateway.time_out_initiations(true);
+    shop.control.fail_order_writes();
+
+    let (id, answer) = shop.place(cart).await;
+
+    assert_eq!(answer, Err(OrderError::GatewayUnavailable));
+    assert_eq!(shop.stored_order(id).await, None);
+    let asked = shop.orders.ask(&id, GetOrder { viewer: None }).await;
+    assert_eq!(asked.unwrap(), Err(OrderError::NotFound), "no order held");
+    assert_eq!(shop.reservation(&tee_m, id).await, None);
+    assert_eq!(shop.on_hand(&tee_m).await, 5);
+    assert_eq!(shop.stored_cart(cart).await.locked_by, None);
+}
+
+#[actix_rt::test]
 async fn a_redelivered_webhook_changes_nothing_the_second_time() {
     let shop = Shop::open();
     let tee_m = sku("tee-m");

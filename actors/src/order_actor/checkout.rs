@@ -181,14 +181,22 @@ pub(super) async fn place(
             // Stock and cart are back before the answer (asked again here, idempotently, so
             // a retry or a read right after sees them); the late payment's cancel finishes
             // after the answer, as the gateway that just failed may take its deadline again.
+            // When the store fails too, there is no order: the actor holds none (rather than
+            // an unstored pending_payment order it would answer and later store as expired).
+            // A payment the gateway opened meanwhile has a link nobody holds. Should the
+            // write have applied after all, the stored failed order's effects run when its
+            // actor next starts.
             let settled = match transition(svc, order, OrderEvent::GatewayUnavailable, |_| {}).await
             {
-                Ok((settled, _)) => settled,
-                Err((order, _)) => order.into(),
+                Ok((settled, _)) => Some(settled),
+                Err((_, e)) => {
+                    tracing::error!(order_id = %id, error = ?e, "cannot store the failed order either; no order placed");
+                    None
+                }
             };
             release_skus(svc, id, lines.iter().map(|l| &l.sku)).await;
             unlock().await;
-            return Err((Some(settled), Err(OrderError::GatewayUnavailable)));
+            return Err((settled, Err(OrderError::GatewayUnavailable)));
         }
     };
     order.payment = Some(PaymentRef {
