@@ -263,6 +263,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         prefix: format!("lt{:08x}", rand::random::<u32>()),
         recorder: recorder.clone(),
         window: Default::default(),
+        cpu: Default::default(),
         opts: opts.clone(),
     });
 
@@ -320,6 +321,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     }
     let mut figures = figures;
     figures.extend(store_figures(&ctx, elapsed));
+    if target.pid().is_some() {
+        figures.extend(ctx.cpu_figures());
+    }
     figures.extend(statements_per_iteration(
         &ctx,
         recorder.iterations(),

@@ -29,6 +29,54 @@ pub struct Ctx {
     pub recorder: Arc<Recorder>,
     /// Kassa's /metrics text when the measured part began and ended.
     pub window: Mutex<(Option<String>, Option<String>)>,
+    /// This machine's CPU counters when the measured part began and ended.
+    pub cpu: Mutex<(Option<CpuSample>, Option<CpuSample>)>,
+}
+
+/// CPU time so far, from /proc: the whole machine's busy time and this process's own.
+/// Kassa's comes from its `process_cpu_seconds_total`; what is left is the rest of the
+/// machine (the database, on one box).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    at: std::time::Instant,
+    machine_busy_seconds: f64,
+    own_seconds: f64,
+}
+
+/// Linux reports /proc times in USER_HZ ticks, 100 a second on every mainstream build.
+const USER_HZ: f64 = 100.0;
+
+impl CpuSample {
+    /// `None` off Linux or when /proc cannot be read.
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<f64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait.
+        let busy: f64 = cpu
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, v)| v)
+            .sum();
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command's closing parenthesis; utime and stime are the 14th and
+        // 15th of the line, the 12th and 13th after it.
+        let after = own.rsplit_once(')')?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some(Self {
+            at: std::time::Instant::now(),
+            machine_busy_seconds: busy / USER_HZ,
+            own_seconds: (utime + stime) / USER_HZ,
+        })
+    }
 }
 
 /// What a scenario measured, besides the recorder's per-operation figures.
@@ -47,12 +95,45 @@ impl Ctx {
     pub async fn begin_window(&self) {
         let text = scrape(&self.kassa).await;
         self.window.lock().unwrap_or_else(|e| e.into_inner()).0 = text;
+        self.cpu.lock().unwrap_or_else(|e| e.into_inner()).0 = CpuSample::now();
     }
 
     /// Marks its end.
     pub async fn end_window(&self) {
+        self.cpu.lock().unwrap_or_else(|e| e.into_inner()).1 = CpuSample::now();
         let text = scrape(&self.kassa).await;
         self.window.lock().unwrap_or_else(|e| e.into_inner()).1 = text;
+    }
+
+    /// Where the machine's cores went over the measured part, in cores (1.0 = one core
+    /// busy throughout): Kassa, this load generator, and the rest (the database, when it
+    /// runs here). Only meaningful when Kassa runs on this machine.
+    pub fn cpu_figures(&self) -> Vec<(String, f64)> {
+        let (Some(begin), Some(end)) = *self.cpu.lock().unwrap_or_else(|e| e.into_inner()) else {
+            return Vec::new();
+        };
+        let seconds = (end.at - begin.at).as_secs_f64();
+        if seconds <= 0.0 {
+            return Vec::new();
+        }
+        let machine = (end.machine_busy_seconds - begin.machine_busy_seconds) / seconds;
+        let own = (end.own_seconds - begin.own_seconds) / seconds;
+        let mut figures = vec![
+            ("cpu_machine_busy_cores".to_string(), machine),
+            ("cpu_loadtest_cores".to_string(), own),
+        ];
+        let window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(before), Some(after)) = (&window.0, &window.1) {
+            let kassa = (counter_sum(after, "process_cpu_seconds_total", "")
+                - counter_sum(before, "process_cpu_seconds_total", ""))
+                / seconds;
+            figures.push(("cpu_kassa_cores".to_string(), kassa));
+            figures.push((
+                "cpu_rest_cores".to_string(),
+                (machine - own - kassa).max(0.0),
+            ));
+        }
+        figures
     }
 
     /// How much a histogram's `_sum` and `_count` grew over the measured part.
@@ -256,4 +337,29 @@ pub async fn metric_gauge(kassa: &Kassa, name: &str, labels: &str) -> Option<f64
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .collect();
     (!found.is_empty()).then(|| found.iter().sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuSample;
+
+    #[test]
+    fn cpu_samples_read_this_machine_and_this_process() {
+        let before = CpuSample::now().expect("/proc/stat and /proc/self/stat parse");
+        // Burn some CPU of our own so the process's time must move.
+        let mut x = 0u64;
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(200) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = CpuSample::now().expect("parse again");
+        let own = after.own_seconds - before.own_seconds;
+        let machine = after.machine_busy_seconds - before.machine_busy_seconds;
+        assert!(own >= 0.05, "own CPU grew by {own} s over a 200 ms spin");
+        assert!(
+            machine >= own * 0.5,
+            "machine busy {machine} s, own {own} s"
+        );
+    }
 }
