@@ -445,3 +445,78 @@ async fn a_listed_products_stock_writes_leave_the_catalog_alone() {
     drop(store);
     cassandra::drop_keyspace(&keyspace).await;
 }
+
+/// An order id made at `minutes_ago` minutes before now (a UUIDv7 of that time).
+fn order_id_minutes_ago(minutes_ago: u64) -> OrderId {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    let at = now.as_secs() - minutes_ago * 60;
+    OrderId(uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        at,
+        0,
+    )))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_notes_are_filed_by_minute_and_recovery_reads_the_last_half_hour() {
+    use kassa_actors::store::InFlightCheckout;
+    let keyspace = cassandra::fresh_keyspace("notes");
+    cassandra::migrate(&keyspace).await;
+    let store = cassandra::open(&keyspace).await;
+    let me = store.replica().expect("named").to_string();
+    let note = |order_id: OrderId| InFlightCheckout {
+        order_id,
+        cart_id: Some(CartId::new()),
+        user: UserId("shopper".into()),
+        idempotency_key: None,
+        claim: None,
+    };
+    let (now, recent, old) = (
+        note(order_id_minutes_ago(0)),
+        note(order_id_minutes_ago(29)),
+        note(order_id_minutes_ago(45)),
+    );
+    for n in [&now, &recent, &old] {
+        store.begin_checkout(n).await.expect("note");
+    }
+
+    let found = store.checkouts_of(&me, 100).await.expect("list");
+    assert!(found.contains(&now) && found.contains(&recent), "{found:?}");
+    assert!(
+        !found.contains(&old),
+        "a note older than half an hour is not read: {found:?}"
+    );
+
+    // Each minute is a partition of its own: ended notes (tombstones) of other minutes are
+    // never read with it.
+    let session = cassandra::session().await;
+    let minute = |id: OrderId| {
+        i64::try_from(id.0.get_timestamp().expect("v7").to_unix().0).expect("fits") / 60
+    };
+    let rows = session
+        .query_unpaged(
+            format!(
+                "SELECT order_id FROM \"{keyspace}\".checkouts_by_minute \
+                 WHERE replica = ? AND minute = ?"
+            ),
+            (&me, minute(recent.order_id)),
+        )
+        .await
+        .expect("select")
+        .into_rows_result()
+        .expect("rows")
+        .rows::<(uuid::Uuid,)>()
+        .expect("typed")
+        .map(|r| r.expect("row").0)
+        .collect::<Vec<_>>();
+    assert_eq!(rows, [recent.order_id.0]);
+
+    store.end_checkout(&me, now.order_id).await.expect("end");
+    store.end_checkout(&me, recent.order_id).await.expect("end");
+    let found = store.checkouts_of(&me, 100).await.expect("list");
+    assert!(found.is_empty(), "{found:?}");
+    drop(store);
+    cassandra::drop_keyspace(&keyspace).await;
+}

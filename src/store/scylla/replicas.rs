@@ -1,5 +1,6 @@
-//! Crash recovery across replicas (`cql/0003`): each replica's heartbeat, and the checkouts
-//! it is running, noted before they hold anything. When a replica dies, any other finds its
+//! Crash recovery across replicas (`cql/0003`, `cql/0004`): each replica's heartbeat, and the
+//! checkouts it is running, noted before they hold anything (by replica and minute, so that
+//! no partition read meets more than a minute of deleted notes). When a replica dies, any other finds its
 //! silence, reads its checkouts and releases what they held; a restarted process (same
 //! replica name) does it for its previous run at start-up. Owns the rows; what releasing
 //! means (stock, cart, key) is the caller's (`AppState::recover_replicas`).
@@ -10,6 +11,32 @@ use kassa_actors::domain::{CartId, OrderId, UserId};
 use kassa_actors::store::{InFlightCheckout, OutboxEmail, Store, StoreResult, WriteOutcome};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// How far back recovery looks for a replica's notes, in minutes: a checkout answers within
+/// seconds, so an older note is one whose delete failed, and what it held has lapsed.
+const RECOVERY_MINUTES: i64 = 30;
+
+/// The minute a checkout's note is filed under: its order id's own time (a UUIDv7 carries
+/// its creation in milliseconds), so that ending the checkout finds the note from the id
+/// alone. An id without a time (not a UUIDv7; Kassa makes none) goes to minute 0, which
+/// recovery reads too.
+fn minute_of(order_id: OrderId) -> i64 {
+    order_id
+        .0
+        .get_timestamp()
+        .map_or(0, |t| i64::try_from(t.to_unix().0).unwrap_or(i64::MAX) / 60)
+}
+
+/// The minutes whose notes may belong to checkouts still unanswered, newest first: the
+/// current minute on the ids' own clock (a fresh id's), one ahead for a replica whose clock
+/// runs ahead, the last `RECOVERY_MINUTES`, and minute 0.
+fn recent_minutes() -> Vec<i64> {
+    let now = minute_of(OrderId::new());
+    (now - RECOVERY_MINUTES..=now + 1)
+        .rev()
+        .chain(std::iter::once(0))
+        .collect()
+}
 
 impl ScyllaStore {
     pub(super) async fn write_heartbeat(&self, now: OffsetDateTime) -> StoreResult<()> {
@@ -38,6 +65,7 @@ impl ScyllaStore {
             &self.st.insert_in_flight,
             (
                 &self.replica,
+                minute_of(c.order_id),
                 c.order_id.0,
                 c.cart_id.map(|cart| cart.0),
                 &c.user.0,
@@ -57,28 +85,35 @@ impl ScyllaStore {
         self.run(
             "checkouts_in_flight",
             &self.st.delete_in_flight,
-            (replica, order_id.0),
+            (replica, minute_of(order_id), order_id.0),
         )
         .await
         .map(|_| ())
     }
 
+    /// Up to `limit` of `replica`'s notes, from the minutes recovery reads.
     pub(super) async fn in_flight(
         &self,
         replica: &str,
         limit: usize,
     ) -> StoreResult<Vec<InFlightCheckout>> {
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         type Row = (Uuid, Option<Uuid>, String, Option<String>, Option<Uuid>);
-        let rows: Vec<Row> = self
-            .rows(
-                "checkouts_in_flight",
-                &self.st.select_in_flight,
-                (replica, limit),
-            )
+        let per_minute = i32::try_from(limit).unwrap_or(i32::MAX);
+        let minutes: Vec<Vec<Row>> = stream::iter(recent_minutes())
+            .map(|minute| {
+                self.rows(
+                    "checkouts_by_minute",
+                    &self.st.select_in_flight,
+                    (replica, minute, per_minute),
+                )
+            })
+            .buffered(LOAD_CONCURRENCY)
+            .try_collect()
             .await?;
-        Ok(rows
+        Ok(minutes
             .into_iter()
+            .flatten()
+            .take(limit)
             .map(|(order, cart, user, key, claim)| InFlightCheckout {
                 order_id: OrderId(order),
                 cart_id: cart.map(CartId),
@@ -159,5 +194,24 @@ impl ScyllaStore {
             }
         }
         Ok(released)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_note_is_filed_under_its_order_ids_minute_and_recovery_reads_it() {
+        let id = OrderId::new();
+        let minute = minute_of(id);
+        let seconds = id.0.get_timestamp().expect("v7").to_unix().0;
+        assert_eq!(minute, i64::try_from(seconds).unwrap() / 60);
+        let minutes = recent_minutes();
+        assert!(minutes.contains(&minute), "{minute} not in {minutes:?}");
+        assert!(minutes.contains(&(minute - RECOVERY_MINUTES)));
+        assert!(!minutes.contains(&(minute - RECOVERY_MINUTES - 2)));
+        assert!(minutes.contains(&0), "ids without a time");
+        assert_eq!(minute_of(OrderId(Uuid::new_v4())), 0);
     }
 }

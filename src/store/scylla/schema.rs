@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_replicas",
         cql: include_str!("../../../cql/0003_replicas.cql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_checkouts_by_minute",
+        cql: include_str!("../../../cql/0004_checkouts_by_minute.cql"),
+    },
 ];
 
 /// The schema version this build needs.

@@ -234,20 +234,23 @@ impl Statements {
             ),
             insert_in_flight: idempotent(
                 prepare(
-                    "INSERT INTO {ks}.checkouts_in_flight \
-                     (replica, order_id, cart_id, user_id, idempotency_key, claim) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO {ks}.checkouts_by_minute \
+                     (replica, minute, order_id, cart_id, user_id, idempotency_key, claim) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
                 .await?,
             ),
             delete_in_flight: idempotent(
-                prepare("DELETE FROM {ks}.checkouts_in_flight WHERE replica = ? AND order_id = ?")
-                    .await?,
+                prepare(
+                    "DELETE FROM {ks}.checkouts_by_minute \
+                     WHERE replica = ? AND minute = ? AND order_id = ?",
+                )
+                .await?,
             ),
             select_in_flight: idempotent(
                 prepare(
                     "SELECT order_id, cart_id, user_id, idempotency_key, claim \
-                     FROM {ks}.checkouts_in_flight WHERE replica = ? LIMIT ?",
+                     FROM {ks}.checkouts_by_minute WHERE replica = ? AND minute = ? LIMIT ?",
                 )
                 .await?,
             ),
