@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 
 const JWT_SECRET: &str = "replica-test-secret";
 const WEBHOOK_SECRET: &str = "whsec_cmVwbGljYS13ZWJob29rLXNlY3JldC1ieXRlcw==";
@@ -271,13 +272,13 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 }
 
 /// `shoppers` concurrent shoppers, spread round-robin over `replicas`, one unit each; the
-/// i-th arrives after i * `stagger`.
+/// i-th arrives after i * `stagger`. Each outcome with the moment its answer arrived.
 async fn flash_sale(
     replicas: &[Arc<Replica>],
     sku: &str,
     shoppers: usize,
     stagger: Duration,
-) -> Vec<Outcome> {
+) -> Vec<(Outcome, OffsetDateTime)> {
     let client = client();
     let tasks: Vec<_> = (0..shoppers)
         .map(|i| {
@@ -286,7 +287,8 @@ async fn flash_sale(
             let arrival = stagger * u32::try_from(i).unwrap_or(u32::MAX);
             tokio::spawn(async move {
                 tokio::time::sleep(arrival).await;
-                shop(&client, &replica, &format!("shopper-{i}"), &sku).await
+                let outcome = shop(&client, &replica, &format!("shopper-{i}"), &sku).await;
+                (outcome, OffsetDateTime::now_utc())
             })
         })
         .collect();
@@ -295,6 +297,25 @@ async fn flash_sale(
         outcomes.push(task.await.expect("shopper task"));
     }
     outcomes
+}
+
+/// The most orders that held a unit at one moment: each from its 200 (its reservation was
+/// made before) to its expiry as its history records it (its reservation is released
+/// after). More than the stock at any moment is an oversell; more orders than units over a
+/// whole sale is not, when some expired and their units were sold again.
+fn most_held_at_once(held: &[(OffsetDateTime, OffsetDateTime)]) -> usize {
+    let mut events: Vec<(OffsetDateTime, i32)> = held
+        .iter()
+        .flat_map(|(from, to)| [(*from, 1), (*to, -1)])
+        .collect();
+    // At one instant, an expiry before a placement.
+    events.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, change) in events {
+        now += change;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
 }
 
 fn placed(outcomes: &[Outcome]) -> BTreeSet<OrderId> {
@@ -332,7 +353,11 @@ async fn flash_sale_of_100_units_to_1000_shoppers_on_two_replicas_sells_exactly_
     let started: Vec<Arc<Replica>> = started.into_iter().map(Arc::new).collect();
     put_product(&client(), &started[0], "flash-tee", 100).await;
 
-    let outcomes = flash_sale(&started, "flash-tee", 1000, Duration::ZERO).await;
+    let outcomes: Vec<Outcome> = flash_sale(&started, "flash-tee", 1000, Duration::ZERO)
+        .await
+        .into_iter()
+        .map(|(outcome, _)| outcome)
+        .collect();
 
     let orders = placed(&outcomes);
     let sold_out = outcomes.iter().filter(|o| **o == Outcome::SoldOut).count();
@@ -512,14 +537,10 @@ async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     started[1].kill_9();
-    let outcomes = sale.await.expect("sale");
+    let timed = sale.await.expect("sale");
+    let outcomes: Vec<Outcome> = timed.iter().map(|(o, _)| o.clone()).collect();
 
     let orders = placed(&outcomes);
-    assert!(
-        orders.len() as i64 <= UNITS,
-        "never oversold: {} orders for {UNITS} units",
-        orders.len()
-    );
     assert!(
         outcomes.iter().any(|o| matches!(o, Outcome::Lost(_))),
         "B's shoppers saw it die"
@@ -585,14 +606,32 @@ async fn a_replica_killed_mid_sale_leaves_the_invariants_to_the_survivor() {
         snapshot.row.on_hand, UNITS,
         "conservation: nothing was paid"
     );
-    for id in &orders {
+    let mut held = Vec::new();
+    for (outcome, answered_at) in &timed {
+        let Outcome::Placed(id) = outcome else {
+            continue;
+        };
         let order = store
             .load_order(*id)
             .await
             .expect("load")
             .expect("a 200 is durable");
         assert_eq!(order.status, OrderStatus::Expired, "{id}");
+        let expired_at = order
+            .history
+            .iter()
+            .find(|h| h.status == OrderStatus::Expired)
+            .expect("expired in its history")
+            .at;
+        held.push((*answered_at, expired_at));
     }
+    let most = most_held_at_once(&held);
+    assert!(
+        most as i64 <= UNITS,
+        "never oversold: {most} orders held a unit at once, for {UNITS} units ({} placed over \
+         the sale, some sold again after an expiry)",
+        orders.len()
+    );
     eprintln!(
         "kill -9 mid-sale: {} orders placed ({} on B), {} shoppers lost, no reservation left \
          {:.1} s after the orders settled",
@@ -654,4 +693,18 @@ async fn a_cart_edited_through_both_replicas_in_turn_never_needs_a_retry() {
             "replica {there} reads the edit made on replica {here}"
         );
     }
+}
+
+#[test]
+fn orders_held_at_once_count_an_expiry_before_a_placement_at_the_same_moment() {
+    let t = |s: i64| OffsetDateTime::UNIX_EPOCH + time::Duration::seconds(s);
+    assert_eq!(
+        most_held_at_once(&[(t(0), t(5)), (t(1), t(6)), (t(5), t(7))]),
+        2
+    );
+    assert_eq!(
+        most_held_at_once(&[(t(0), t(9)), (t(1), t(8)), (t(2), t(7))]),
+        3
+    );
+    assert_eq!(most_held_at_once(&[]), 0);
 }
