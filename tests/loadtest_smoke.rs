@@ -25,6 +25,9 @@ async fn run_scenario(args: &[&str]) -> Report {
         "1s",
         "--baseline-concurrency",
         "4",
+        // On the scylla store only: the database's own LWTs, 1 s from 4 tasks.
+        "--lwt-baseline",
+        "1s",
         "--settle-timeout",
         "30s",
     ];
@@ -173,7 +176,7 @@ async fn on_cassandra_a_flash_sale_sells_exactly_its_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
     let store = scylla_store("lt_store").await;
-    run_scenario(&[
+    let report = run_scenario(&[
         "--store",
         &store,
         "--scenario",
@@ -190,6 +193,19 @@ async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
         "10",
     ])
     .await;
+    // Issue 18: the database's own LWT capacity, measured in the same run, and Kassa's
+    // share of it.
+    let baseline = report
+        .lwt_baseline
+        .as_ref()
+        .expect("an LWT baseline on Cassandra");
+    assert!(
+        baseline.lwts > 0 && baseline.errors == 0,
+        "{}",
+        report.render()
+    );
+    let share = figure(&report, "lwt_share_of_baseline");
+    assert!(share > 0.0, "{}", report.render());
     let store = scylla_store("lt_storm").await;
     run_scenario(&[
         "--store",

@@ -565,6 +565,8 @@ impl Store for ScyllaStore {
         }
         metrics::histogram!("kassa_store_lwt_batch_statements", "table" => "stock")
             .record(values.len() as f64);
+        // One Paxos round, whatever the batch holds.
+        count_statement("lwt");
         let started = Instant::now();
         let result = self.session.batch(&batch, values).await;
         metrics::histogram!("kassa_store_request_seconds", "store" => "scylla", "op" => "stock")
