@@ -1,5 +1,5 @@
 //! Reservations per second on one hot SKU over the scylla store, on the real Cassandra node
-//! (tests/support/cassandra.rs starts it, or `KASSA_TEST_CASSANDRA=host:port`): every
+//! (testkit/src/cassandra.rs starts it, or `KASSA_TEST_CASSANDRA=host:port`): every
 //! product write is one lightweight transaction (a conditional batch on the SKU partition).
 //! - `group_commit/256`: 256 concurrent Reserves through the registry, as checkouts send
 //!   them; the ProductActor turns whatever queued during one LWT into the next LWT.
@@ -10,9 +10,6 @@
 //! the same partition size. Both cases run in the same process against the same node; after
 //! each case it prints the mean batch size (reservations per LWT).
 //! Run: `cargo bench --bench lwt_reservations`.
-
-#[path = "../tests/support/cassandra.rs"]
-mod cassandra;
 
 use actix::prelude::*;
 use async_trait::async_trait;
@@ -28,6 +25,7 @@ use kassa_actors::store::{
     OrderRecord, OutboxEmail, ProductSnapshot, ProductWrite, SharedStore, Store, StoreResult,
     StoredResponse, WriteOutcome,
 };
+use kassa_testkit::cassandra;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -3,7 +3,6 @@
 //! hang; and, with requests held open by a stalled store, admission refusing the ones beyond
 //! `KASSA_MAX_IN_FLIGHT` at once.
 
-use crate::helpers::{TestApp, assert_error, sample, spawn_app_on_store};
 use async_trait::async_trait;
 use kassa::config::RawConfig;
 use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
@@ -12,6 +11,7 @@ use kassa_actors::store::{
     OrderRecord, OutboxEmail, ProductSnapshot, ProductWrite, SharedStore, Store, StoreError,
     StoreResult, StoredResponse, WriteOutcome,
 };
+use kassa_testkit::app::{TestApp, assert_error, sample, spawn_app_on_store};
 use reqwest::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

@@ -1,0 +1,26 @@
+//! Kassa's test support, shared by the test binaries and benches of the workspace as an
+//! ordinary (dev-dependency) library instead of source files included with `#[path]`:
+//!
+//! - With the `kassa` feature, the helpers that need the server crate or HTTP:
+//!   [`app`] (`TestApp`: Kassa in-process on port 0 over a temporary data dir, and its
+//!   request helpers), [`api`] (tokens and whole answers for a `kassa serve` process),
+//!   [`process`] (child processes killed on drop, free ports, readiness), [`cassandra`] (the
+//!   test Cassandra node and fresh keyspaces), [`prometheus`] (a real Prometheus) and
+//!   [`silent_server`] (a peer that accepts connections and never answers).
+//!
+//! The root package takes it as a dev-dependency with the `kassa` feature (`kassa` → dev
+//! `kassa-testkit` → `kassa` is a dev-dependency cycle, which cargo allows: the integration
+//! tests and benches link the same `kassa` library the kit was built against).
+
+#[cfg(feature = "kassa")]
+pub mod api;
+#[cfg(feature = "kassa")]
+pub mod app;
+#[cfg(feature = "kassa")]
+pub mod cassandra;
+#[cfg(feature = "kassa")]
+pub mod process;
+#[cfg(feature = "kassa")]
+pub mod prometheus;
+#[cfg(feature = "kassa")]
+pub mod silent_server;
