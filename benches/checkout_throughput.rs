@@ -1,12 +1,9 @@
 //! Checkouts per second through the whole service, embedded store against the scylla store
-//! on the real Cassandra node (tests/support/cassandra.rs starts it, or
+//! on the real Cassandra node (testkit/src/cassandra.rs starts it, or
 //! `KASSA_TEST_CASSANDRA=host:port`). One in-process Kassa per store, over real HTTP: each
 //! round, 64 shoppers concurrently create a cart, add one unit of one of 8 SKUs and check
 //! out (sandbox gateway); the time of the round counts, its throughput is checkouts/s.
 //! Run: `cargo bench --bench checkout_throughput`.
-
-#[path = "../tests/support/cassandra.rs"]
-mod cassandra;
 
 use actix::prelude::*;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -16,6 +13,7 @@ use kassa::config::{Config, RawConfig};
 use kassa::startup::Application;
 use kassa_actors::ActorSettings;
 use kassa_actors::clock::{SharedClock, SystemClock};
+use kassa_testkit::cassandra;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

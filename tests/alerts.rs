@@ -4,18 +4,10 @@
 //! oversell page, and every dashboard query draws its series. Its own test binary, so no
 //! other test moves the process-wide counters.
 
-// The API suite's helpers; this binary uses only some of them.
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-#[allow(dead_code)]
-#[path = "support/prometheus.rs"]
-mod prometheus;
-
-use helpers::{TestApp, sample, spawn_app};
 use kassa_actors::domain::{OrderId, Sku};
 use kassa_actors::store::{ProductRow, ProductWrite, WriteOutcome};
-use prometheus::start_prometheus;
+use kassa_testkit::app::{TestApp, sample, spawn_app};
+use kassa_testkit::prometheus::start_prometheus;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};

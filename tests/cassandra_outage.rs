@@ -5,13 +5,8 @@
 //! and `/readyz` answers 503; once it is back Kassa serves again on its own, without a
 //! restart, and nothing it acknowledged is lost.
 
-#[path = "support/api.rs"]
-mod api;
-#[path = "support/process.rs"]
-mod process;
-
-use api::{send, token};
-use process::{Process, free_port, wait_ready};
+use kassa_testkit::api::{send, token};
+use kassa_testkit::process::{Process, free_port, wait_ready};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::path::PathBuf;

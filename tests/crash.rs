@@ -2,16 +2,11 @@
 //! from POST /api/orders means the order survives `kill -9`, and it can still be paid; and
 //! `kassa token` works next to a running server.
 
-#[path = "support/process.rs"]
-mod process;
-
-use process::{Process, free_port, wait_ready};
-#[path = "support/silent_server.rs"]
-mod silent_server;
-
 use kassa::auth::{TokenRequest, mint};
 use kassa::config::{JwtConfig, JwtKey};
 use kassa_actors::clock::{SharedClock, SystemClock};
+use kassa_testkit::process::{Process, free_port, wait_ready};
+use kassa_testkit::silent_server;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

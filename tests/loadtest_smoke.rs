@@ -5,12 +5,10 @@
 //! accepted, or any answer the scenario does not expect fails the test. One scenario at a
 //! time (2 cores).
 
-#[path = "support/cassandra.rs"]
-mod cassandra;
-
 use clap::Parser;
 use kassa_loadtest::stats::Report;
 use kassa_loadtest::{Options, run};
+use kassa_testkit::cassandra;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

@@ -8,23 +8,14 @@
 //! their own. Tests that stop the server always start their own. A sink that cannot be
 //! started fails the test: nothing here is skipped.
 
-#[path = "support/process.rs"]
-mod process;
-
-use process::{Process, free_port, wait_ready};
-#[path = "support/silent_server.rs"]
-mod silent_server;
-
-#[path = "api/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
-
-use helpers::{TestApp, WEBHOOK_SECRET, json_of, spawn_app_with, test_config};
 use kassa::auth::{TokenRequest, mint};
 use kassa::config::Config;
 use kassa_actors::clock::{Clock, SharedClock, SystemClock};
 use kassa_actors::domain::OrderId;
 use kassa_actors::store::{EmailKind, OutboxEmail};
+use kassa_testkit::app::{TestApp, WEBHOOK_SECRET, json_of, shipping, spawn_app_with, test_config};
+use kassa_testkit::process::{Process, free_port, wait_ready};
+use kassa_testkit::silent_server;
 use mail_parser::{MessageParser, MimeHeaders};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -692,7 +683,7 @@ async fn a_paid_order(client: &reqwest::Client, base: &str, config: &Config) -> 
         client
             .post(format!("{base}/api/orders"))
             .bearer_auth(&alice)
-            .json(&json!({"cartId": cart, "shippingDetails": helpers::shipping(), "paymentMethod": "card"})),
+            .json(&json!({"cartId": cart, "shippingDetails": shipping(), "paymentMethod": "card"})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{checkout}");

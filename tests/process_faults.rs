@@ -2,10 +2,7 @@
 //! or goes away must not keep SIGTERM from stopping it, and clients that never finish a request
 //! head they began are disconnected within the contract's 5 s (one that begins none is idle).
 
-#[path = "support/process.rs"]
-mod process;
-
-use process::{Process, free_port, wait_ready};
+use kassa_testkit::process::{Process, free_port, wait_ready};
 use reqwest::StatusCode;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

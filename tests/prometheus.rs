@@ -3,16 +3,8 @@
 //! binary, so the process-wide counters hold only this run.
 //! Prometheus comes from Debian's `prometheus` package (scripts/test installs it).
 
-// The API suite's helpers; this binary uses only some of them.
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-#[allow(dead_code)]
-#[path = "support/prometheus.rs"]
-mod prometheus;
-
-use helpers::{json_of, spawn_app};
-use prometheus::{start_prometheus, tool};
+use kassa_testkit::app::{json_of, spawn_app};
+use kassa_testkit::prometheus::{start_prometheus, tool};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::io::Write;

@@ -1,18 +1,14 @@
 //! Kassa as several replicas: real `kassa` processes on different ports over one Cassandra
-//! keyspace (tests/support/cassandra.rs starts the node). Correctness across replicas comes
+//! keyspace (testkit/src/cassandra.rs starts the node). Correctness across replicas comes
 //! from the store's lightweight transactions alone, so these are the system's invariants
 //! under the conditions they exist for: concurrent shoppers on every replica, a webhook on a
 //! replica that never saw the checkout, and a replica killed mid-sale.
-
-#[path = "support/api.rs"]
-mod api;
-#[path = "support/cassandra.rs"]
-mod cassandra;
 
 use kassa::store::scylla::ScyllaStore;
 use kassa_actors::domain::{OrderId, Sku};
 use kassa_actors::order::OrderStatus;
 use kassa_actors::store::{ProductSnapshot, Store};
+use kassa_testkit::{api, cassandra};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

@@ -1,16 +1,14 @@
-//! The scylla store on a real Apache Cassandra 5 node (tests/support/cassandra.rs starts it):
+//! The scylla store on a real Apache Cassandra 5 node (testkit/src/cassandra.rs starts it):
 //! the shared conformance suite, the migrator, the lightweight transactions that keep
 //! several writers (replicas) from overwriting each other, and the catalog index and
 //! session TTLs the suite cannot see.
-
-#[path = "support/cassandra.rs"]
-mod cassandra;
 
 use kassa::store::scylla::{MIGRATIONS, ScyllaStore, ScyllaTarget, required_version};
 use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use kassa_actors::store::{
     CheckoutSession, ProductRow, ProductWrite, Reservation, Store, WriteOutcome,
 };
+use kassa_testkit::cassandra;
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

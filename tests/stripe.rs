@@ -5,16 +5,11 @@
 //! intents there. What localstripe cannot play (retries, `Stripe-Should-Retry`, an already
 //! refunded charge) is scripted by a stub Stripe on port 0.
 
-// The API suite's helpers; this binary uses only some of them.
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use helpers::{TestApp, assert_error, json_of, spawn_app_with};
 use kassa::gateway::stripe::{StripeGateway, StripeSettings};
 use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentState};
+use kassa_testkit::app::{TestApp, assert_error, json_of, spawn_app_with};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -192,7 +187,14 @@ fn event(id: &str, kind: &str, created: i64, object: &Value) -> String {
     .to_string()
 }
 
-impl TestApp {
+/// Stripe's webhook deliveries and a pending order, on top of the kit's `TestApp`.
+trait StripeEvents {
+    async fn send_stripe_event(&self, body: &str, signature: Option<&str>) -> reqwest::Response;
+    async fn send_signed_event(&self, body: &str) -> reqwest::Response;
+    async fn pending_order(&self, sub: &str) -> (String, Value);
+}
+
+impl StripeEvents for TestApp {
     async fn send_stripe_event(&self, body: &str, signature: Option<&str>) -> reqwest::Response {
         let mut request = self
             .client

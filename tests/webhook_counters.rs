@@ -1,12 +1,7 @@
 //! What a webhook adds to the process-wide counters, exactly. Its own test binary, so no other
 //! test moves the counters between two scrapes.
 
-// The API suite's helpers; this binary uses only some of them.
-#[allow(dead_code)]
-#[path = "api/helpers.rs"]
-mod helpers;
-
-use helpers::{WEBHOOK_SECRET, sample, spawn_app};
+use kassa_testkit::app::{WEBHOOK_SECRET, sample, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
 

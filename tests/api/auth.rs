@@ -1,10 +1,10 @@
 //! JWT authentication as in the contract: missing, malformed, expired, forged and
 //! wrong-algorithm tokens are 401 with the right WWW-Authenticate; non-admins get 403.
 
-use crate::helpers::{assert_error, spawn_app, spawn_app_with};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kassa::config::RawConfig;
+use kassa_testkit::app::{assert_error, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -18,13 +18,13 @@ fn sign(alg: Algorithm, key: &EncodingKey, claims: serde_json::Value) -> String 
     jsonwebtoken::encode(&Header::new(alg), &claims, key).expect("sign")
 }
 
-fn in_an_hour(app: &crate::helpers::TestApp) -> i64 {
+fn in_an_hour(app: &kassa_testkit::app::TestApp) -> i64 {
     use kassa_actors::clock::Clock;
     app.clock.now().unix_timestamp() + 3600
 }
 
 async fn post_cart(
-    app: &crate::helpers::TestApp,
+    app: &kassa_testkit::app::TestApp,
     authorization: Option<&str>,
 ) -> reqwest::Response {
     let mut request = app.client.post(app.url("/api/carts"));

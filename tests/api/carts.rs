@@ -1,10 +1,10 @@
 //! Carts: created by a user, visible only to that user, lines at the price the shopper saw,
 //! single currency, locked while an order is pending.
 
-use crate::helpers::{assert_error, json_of, spawn_app};
 use futures_util::future::join_all;
 use kassa_actors::domain::{Currency, OrderId, Sku};
 use kassa_actors::store::CartLine;
+use kassa_testkit::app::{assert_error, json_of, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
 

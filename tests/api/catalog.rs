@@ -1,7 +1,7 @@
 //! The catalog routes: admins put and delete products, anyone reads them; every bad input
 //! gets its 4xx and the contract's error shape.
 
-use crate::helpers::{assert_error, json_of, spawn_app};
+use kassa_testkit::app::{assert_error, json_of, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
 

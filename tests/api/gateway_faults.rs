@@ -2,8 +2,8 @@
 //! the deadline (`KASSA_GATEWAY_TIMEOUT`): the checkout answers 502 by the deadline with
 //! everything given back, and a payment the gateway opened after all is cancelled.
 
-use crate::helpers::{assert_error, json_of, spawn_app_with};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use kassa_testkit::app::{assert_error, json_of, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::sync::Mutex;

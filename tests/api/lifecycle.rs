@@ -1,6 +1,6 @@
 //! What survives: restarts on the same data dir, and actors passivating and coming back.
 
-use crate::helpers::{json_of, spawn_app, start};
+use kassa_testkit::app::{json_of, spawn_app, start};
 use reqwest::StatusCode;
 
 #[actix_web::test]

@@ -4,7 +4,6 @@ mod auth;
 mod carts;
 mod catalog;
 mod gateway_faults;
-mod helpers;
 mod lifecycle;
 mod operations;
 mod orders;

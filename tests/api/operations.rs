@@ -1,6 +1,6 @@
 //! Operator endpoints: /healthz, /readyz, /metrics, /openapi.json, and unknown routes.
 
-use crate::helpers::{assert_error, json_of, spawn_app};
+use kassa_testkit::app::{assert_error, json_of, spawn_app};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -54,7 +54,7 @@ async fn metrics_are_prometheus_text_counting_requests_by_route() {
         "no request counter for the product route in:\n{text}"
     );
     // The process's own figures and the running version, for restarts, leaks and deploys.
-    use crate::helpers::sample;
+    use kassa_testkit::app::sample;
     assert!(
         sample(&text, "process_resident_memory_bytes") > 1e6,
         "{text}"
@@ -116,7 +116,7 @@ async fn openapi_document_describes_every_route_of_the_contract() {
     app.stop().await;
 }
 
-async fn openapi_document(app: &crate::helpers::TestApp) -> Value {
+async fn openapi_document(app: &kassa_testkit::app::TestApp) -> Value {
     let (status, doc) = json_of(
         app.client
             .get(app.url("/openapi.json"))
@@ -370,7 +370,7 @@ async fn process_cpu_seconds_are_the_real_cpu_time_not_whole_seconds() {
     let before = own_cpu_seconds();
     let scrape = app.scrape().await;
     let after = own_cpu_seconds();
-    let reported = crate::helpers::sample(&scrape, "process_cpu_seconds_total");
+    let reported = kassa_testkit::app::sample(&scrape, "process_cpu_seconds_total");
     let tick = 0.011;
     assert!(
         before - tick <= reported && reported <= after + tick,

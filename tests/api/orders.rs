@@ -2,8 +2,8 @@
 //! webhooks back to the app: the contract of POST /api/orders, GET /api/orders[/{id}],
 //! idempotency, the cart lock, expiry and the no-oversell guarantees.
 
-use crate::helpers::{TestApp, assert_error, json_of, shipping, spawn_app, spawn_app_with};
 use futures_util::future::join_all;
+use kassa_testkit::app::{TestApp, assert_error, json_of, shipping, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};

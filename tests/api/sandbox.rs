@@ -1,11 +1,11 @@
 //! The built-in sandbox gateway as a receiver of its webhooks sees it: every decision is
 //! delivered, retried with backoff for as long as it takes to get a 2xx.
 
-use crate::helpers::WEBHOOK_SECRET;
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use kassa::gateway::sandbox::{SandboxGateway, SandboxSettings, configure};
 use kassa_actors::clock::{ManualClock, SharedClock};
+use kassa_testkit::app::WEBHOOK_SECRET;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::net::TcpListener;

@@ -2,7 +2,7 @@
 //! checkout page, the order page and its token, cancel, order numbers, the catalog listing,
 //! PATCH of a product, and the demo shop existing in development only.
 
-use crate::helpers::{TestApp, assert_error, json_of, spawn_app, spawn_app_with};
+use kassa_testkit::app::{TestApp, assert_error, json_of, spawn_app, spawn_app_with};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -26,7 +26,22 @@ async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
         .expect("request")
 }
 
-impl TestApp {
+/// The shopper pages and calls these tests make, on top of the kit's `TestApp`.
+trait ShopperPages {
+    async fn open_session(&self, token: &str, body: Value) -> (StatusCode, Value);
+    async fn session_with(&self, sub: &str, sku: &str, quantity: i64) -> (String, String, String);
+    async fn page(&self, url: &str) -> (StatusCode, String);
+    async fn submit(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Option<String>, String);
+    async fn patch_product(&self, token: &str, sku: &str, body: Value) -> (StatusCode, Value);
+    async fn wait_for_available(&self, sku: &str, available: i64);
+    async fn cancel(&self, token: &str, order_id: &str) -> reqwest::Response;
+}
+
+impl ShopperPages for TestApp {
     async fn open_session(&self, token: &str, body: Value) -> (StatusCode, Value) {
         let response = self
             .client

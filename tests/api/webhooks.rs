@@ -1,7 +1,7 @@
 //! POST /webhook/payment-status as a gateway (or an attacker) would call it: signatures,
 //! malformed payloads, duplicates, reordering and amount mismatches.
 
-use crate::helpers::{WEBHOOK_SECRET, assert_error, json_of, spawn_app};
+use kassa_testkit::app::{WEBHOOK_SECRET, assert_error, json_of, spawn_app};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -323,8 +323,8 @@ async fn what_is_read_right_after_a_paid_webhook_shows_its_effects() {
 }
 
 /// The value of an unlabelled counter, scraped now.
-async fn counter(app: &crate::helpers::TestApp, name: &str) -> f64 {
-    crate::helpers::sample(&app.scrape().await, name)
+async fn counter(app: &kassa_testkit::app::TestApp, name: &str) -> f64 {
+    kassa_testkit::app::sample(&app.scrape().await, name)
 }
 
 #[actix_web::test]

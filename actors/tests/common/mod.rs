@@ -16,10 +16,10 @@ use kassa_actors::gateway::{
 use kassa_actors::product::{ProductActor, ProductView, Reserve, UpsertProduct};
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::{
-    CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, InFlightCheckout,
-    MemoryStore, OrderRecord, OutboxEmail, ProductSnapshot, ProductWrite, SharedStore, Store,
-    StoreError, StoreResult, StoredResponse, WriteOutcome,
+    CartRecord, MemoryStore, ProductSnapshot, SharedStore, Store, StoreError, StoreResult,
+    WriteOutcome,
 };
+use kassa_testkit::store::{HookedStore, Hooks, Method};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -65,7 +65,7 @@ impl Harness {
         ask_timeout: StdDuration,
     ) -> (Self, Arc<ControlledStore>) {
         let memory = Arc::new(MemoryStore::new());
-        let control = Arc::new(ControlledStore::new(memory.clone()));
+        let control = Arc::new(ControlledStore::new(memory.clone(), StoreControls::new()));
         let harness = Self::over(control.clone(), memory, settings, ask_timeout);
         (harness, control)
     }
@@ -240,9 +240,14 @@ impl<F: Future> Future for JoinAll<F> {
 impl<F: Future> Unpin for JoinAll<F> {}
 
 /// A `Store` over a `MemoryStore` that a test can stall (gates), break (failures) or make
-/// lose every conditional write (conflicts).
-pub struct ControlledStore {
-    inner: Arc<MemoryStore>,
+/// lose every conditional write (conflicts): the kit's decorator with `StoreControls` as its
+/// hooks, steered through it (it dereferences to them).
+pub type ControlledStore = HookedStore<StoreControls, MemoryStore>;
+
+/// The switches of a `ControlledStore`. Loads are `load_product`, `load_cart` and
+/// `load_order`; writes are `write_product`, `write_cart` and `write_order`; every other
+/// call goes straight through.
+pub struct StoreControls {
     load_gate: watch::Sender<bool>,
     write_gate: watch::Sender<bool>,
     fail_loads: AtomicBool,
@@ -254,10 +259,9 @@ pub struct ControlledStore {
     conflicts_reported: AtomicUsize,
 }
 
-impl ControlledStore {
-    pub fn new(inner: Arc<MemoryStore>) -> Self {
+impl StoreControls {
+    pub fn new() -> Self {
         Self {
-            inner,
             load_gate: watch::Sender::new(true),
             write_gate: watch::Sender::new(true),
             fail_loads: AtomicBool::new(false),
@@ -338,8 +342,17 @@ impl ControlledStore {
         let _ = open.wait_for(|open| *open).await;
         waiting.fetch_sub(1, Ordering::SeqCst);
     }
+}
 
-    async fn before_load(&self) -> StoreResult<()> {
+#[async_trait]
+impl Hooks for StoreControls {
+    async fn before(&self, method: Method) -> StoreResult<()> {
+        if !matches!(
+            method,
+            Method::LoadProduct | Method::LoadCart | Method::LoadOrder
+        ) {
+            return Ok(());
+        }
         Self::pass(&self.load_gate, &self.loads_waiting).await;
         if self.fail_loads.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("test: loads fail".into()));
@@ -348,7 +361,13 @@ impl ControlledStore {
     }
 
     /// `Some(outcome)` short-circuits the write.
-    async fn before_write(&self) -> StoreResult<Option<WriteOutcome>> {
+    async fn before_write(&self, method: Method) -> StoreResult<Option<WriteOutcome>> {
+        if !matches!(
+            method,
+            Method::WriteProduct | Method::WriteCart | Method::WriteOrder
+        ) {
+            return Ok(None);
+        }
         Self::pass(&self.write_gate, &self.writes_waiting).await;
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("test: writes fail".into()));
@@ -357,213 +376,10 @@ impl ControlledStore {
             self.conflicts_reported.fetch_add(1, Ordering::SeqCst);
             return Ok(Some(WriteOutcome::Conflict));
         }
-        Ok(None)
-    }
-}
-
-#[async_trait]
-impl Store for ControlledStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.inner.ping().await
-    }
-
-    async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
-        self.before_load().await?;
-        self.inner.load_product(sku).await
-    }
-
-    async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
-        if let Some(outcome) = self.before_write().await? {
-            return Ok(outcome);
-        }
-        self.inner.write_product(write).await
-    }
-
-    async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>> {
-        self.before_load().await?;
-        self.inner.load_cart(id).await
-    }
-
-    async fn write_cart(
-        &self,
-        cart: &CartRecord,
-        expected_version: u64,
-    ) -> StoreResult<WriteOutcome> {
-        if let Some(outcome) = self.before_write().await? {
-            return Ok(outcome);
-        }
-        self.inner.write_cart(cart, expected_version).await
-    }
-
-    async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
-        self.before_load().await?;
-        self.inner.load_order(id).await
-    }
-
-    async fn write_order(
-        &self,
-        order: &OrderRecord,
-        expected_version: u64,
-    ) -> StoreResult<WriteOutcome> {
-        if let Some(outcome) = self.before_write().await? {
-            return Ok(outcome);
-        }
-        if self.fail_order_writes.load(Ordering::SeqCst) {
+        if method == Method::WriteOrder && self.fail_order_writes.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("test: order writes fail".into()));
         }
-        self.inner.write_order(order, expected_version).await
-    }
-
-    async fn list_orders(
-        &self,
-        user: &UserId,
-        before: Option<OrderId>,
-        limit: usize,
-    ) -> StoreResult<Vec<OrderRecord>> {
-        self.inner.list_orders(user, before, limit).await
-    }
-
-    async fn active_orders(&self) -> StoreResult<Vec<OrderId>> {
-        self.inner.active_orders().await
-    }
-
-    async fn claim_idempotency(
-        &self,
-        request: IdempotencyRequest<'_>,
-    ) -> StoreResult<IdempotencyClaim> {
-        self.inner.claim_idempotency(request).await
-    }
-
-    async fn complete_idempotency(
-        &self,
-        user: &UserId,
-        key: &str,
-        response: &StoredResponse,
-    ) -> StoreResult<()> {
-        self.inner.complete_idempotency(user, key, response).await
-    }
-
-    async fn release_idempotency(&self, user: &UserId, key: &str) -> StoreResult<()> {
-        self.inner.release_idempotency(user, key).await
-    }
-
-    async fn purge_idempotency(
-        &self,
-        created_before: time::OffsetDateTime,
-        limit: usize,
-    ) -> StoreResult<usize> {
-        self.inner.purge_idempotency(created_before, limit).await
-    }
-
-    async fn enqueue_email(&self, email: &OutboxEmail) -> StoreResult<()> {
-        self.inner.enqueue_email(email).await
-    }
-    async fn enqueue_claimed_email(
-        &self,
-        email: &OutboxEmail,
-        claimed_until: time::OffsetDateTime,
-    ) -> StoreResult<bool> {
-        self.inner.enqueue_claimed_email(email, claimed_until).await
-    }
-
-    async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
-        self.inner.update_email(email).await
-    }
-
-    async fn replace_email(
-        &self,
-        expected: &OutboxEmail,
-        next: &OutboxEmail,
-    ) -> StoreResult<WriteOutcome> {
-        self.inner.replace_email(expected, next).await
-    }
-
-    async fn due_emails(
-        &self,
-        now: time::OffsetDateTime,
-        limit: usize,
-    ) -> StoreResult<Vec<OutboxEmail>> {
-        self.inner.due_emails(now, limit).await
-    }
-
-    async fn outbox_depth(&self) -> StoreResult<u64> {
-        self.inner.outbox_depth().await
-    }
-
-    async fn put_session(&self, session: &CheckoutSession) -> StoreResult<()> {
-        self.inner.put_session(session).await
-    }
-    async fn load_session(&self, id: &str) -> StoreResult<Option<CheckoutSession>> {
-        self.inner.load_session(id).await
-    }
-    async fn purge_sessions(
-        &self,
-        expired_before: time::OffsetDateTime,
-        limit: usize,
-    ) -> StoreResult<usize> {
-        self.inner.purge_sessions(expired_before, limit).await
-    }
-    async fn list_products(&self, after: Option<&Sku>, limit: usize) -> StoreResult<Vec<Sku>> {
-        self.inner.list_products(after, limit).await
-    }
-    async fn locked_carts(&self, limit: usize) -> StoreResult<Vec<CartRecord>> {
-        self.inner.locked_carts(limit).await
-    }
-    async fn release_unfinished_idempotency(&self) -> StoreResult<usize> {
-        self.inner.release_unfinished_idempotency().await
-    }
-    async fn release_email_claims(&self, now: time::OffsetDateTime) -> StoreResult<usize> {
-        self.inner.release_email_claims(now).await
-    }
-    fn is_shared(&self) -> bool {
-        self.inner.is_shared()
-    }
-    fn replica(&self) -> Option<&str> {
-        self.inner.replica()
-    }
-    async fn heartbeat(&self, now: time::OffsetDateTime) -> StoreResult<()> {
-        self.inner.heartbeat(now).await
-    }
-    async fn silent_replicas(
-        &self,
-        now: time::OffsetDateTime,
-        silence: time::Duration,
-    ) -> StoreResult<Vec<String>> {
-        self.inner.silent_replicas(now, silence).await
-    }
-    async fn begin_checkout(&self, checkout: &InFlightCheckout) -> StoreResult<()> {
-        self.inner.begin_checkout(checkout).await
-    }
-    async fn fence_order(&self, order_id: OrderId) -> StoreResult<bool> {
-        self.inner.fence_order(order_id).await
-    }
-    async fn end_checkout(&self, replica: &str, order_id: OrderId) -> StoreResult<()> {
-        self.inner.end_checkout(replica, order_id).await
-    }
-    async fn checkouts_of(
-        &self,
-        replica: &str,
-        limit: usize,
-    ) -> StoreResult<Vec<InFlightCheckout>> {
-        self.inner.checkouts_of(replica, limit).await
-    }
-    async fn forget_replica(&self, replica: &str) -> StoreResult<()> {
-        self.inner.forget_replica(replica).await
-    }
-    async fn release_unfinished_key(
-        &self,
-        user: &UserId,
-        key: &str,
-        claim: uuid::Uuid,
-    ) -> StoreResult<()> {
-        self.inner.release_unfinished_key(user, key, claim).await
-    }
-    async fn release_email_claims_of(
-        &self,
-        now: time::OffsetDateTime,
-        replicas: &[String],
-    ) -> StoreResult<usize> {
-        self.inner.release_email_claims_of(now, replicas).await
+        Ok(None)
     }
 }
 

@@ -33,7 +33,6 @@ pub fn token(secret: &str, sub: &str, admin: bool) -> String {
 }
 
 /// The status, the JSON body (null when none) and whether a `Retry-After` came with it.
-#[allow(dead_code)] // not every test binary that includes this module sends through it
 pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value, bool) {
     let response = request
         .send()

@@ -1,5 +1,6 @@
 //! Starting Kassa for a test: a fresh data dir, a manual clock, port 0, and a reqwest client.
 
+use crate::cassandra;
 use actix_web::dev::ServerHandle;
 use actix_web::web;
 use kassa::auth::{TokenRequest, mint};
@@ -29,9 +30,6 @@ pub struct TestApp {
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
     _tmp: Option<tempfile::TempDir>,
 }
-
-#[path = "../support/cassandra.rs"]
-mod cassandra;
 
 /// The config a test app runs with; `tweak` adjusts the raw keys before parsing.
 /// `KASSA_TEST_STORE=scylla` puts the store on the test Cassandra node (started if needed),

@@ -3,7 +3,6 @@
 //! binary with `scripts/cassandra.sh start` (a no-op when it already runs). Never skips: when
 //! Cassandra cannot be started or reached, the calling test fails with the script's output.
 //! Each caller gets a fresh keyspace; keyspaces of earlier runs are dropped after a while.
-#![allow(dead_code)] // shared by several test binaries, each using a part
 
 use kassa::config::{Replication, ScyllaOptions};
 use kassa::store::scylla::{ScyllaStore, ScyllaTarget};
@@ -45,7 +44,7 @@ pub fn hosts_csv() -> String {
 }
 
 fn start_local_node() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cassandra.sh");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cassandra.sh");
     let output = Command::new("bash")
         .arg(script)
         .arg("start")
