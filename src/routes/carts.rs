@@ -3,7 +3,7 @@
 //! handlers parse, ask, and shape the answer.
 
 use crate::auth::User;
-use crate::error::{AppError, CartLock, ErrorBody, ErrorDetails};
+use crate::http::error::{AppError, CartLock, ErrorBody, ErrorDetails};
 use crate::routes::catalog::{existing_sku, product_not_found};
 use crate::routes::fields::Fields;
 use crate::state::AppState;

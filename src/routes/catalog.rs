@@ -2,9 +2,9 @@
 //! ProductActor; these handlers only parse, ask, and shape the answer.
 
 use crate::auth::Admin;
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
+use crate::http::store_call;
 use crate::routes::fields::{Fields, PageQuery};
-use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use base64::Engine as _;

@@ -1,7 +1,7 @@
 //! Operator endpoints: liveness, readiness (the store answers), the Prometheus scrape and
 //! the OpenAPI document. None of them needs a token.
 
-use crate::error::ErrorBody;
+use crate::http::error::ErrorBody;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use std::time::Duration;

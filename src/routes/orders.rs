@@ -3,9 +3,11 @@
 //! idempotency records, and shape answers. Someone else's order is simply not found.
 
 use crate::auth::User;
-use crate::error::{AppError, CartLock, ConflictLine, ConflictReason, ErrorBody, ErrorDetails};
+use crate::http::error::{
+    AppError, CartLock, ConflictLine, ConflictReason, ErrorBody, ErrorDetails,
+};
+use crate::http::store_call;
 use crate::routes::fields::{Fields, PageQuery};
-use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};

@@ -5,8 +5,8 @@
 //! which applies it once. Events about other things, or intents Kassa did not open, are
 //! acknowledged and ignored (an error would only make Stripe redeliver them for days).
 
-use crate::error::{AppError, ErrorBody};
 use crate::gateway::stripe::PaymentIntent;
+use crate::http::error::{AppError, ErrorBody};
 use crate::routes::webhook::Received;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -138,7 +138,7 @@ pub async fn stripe_event(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    let body = crate::routes::webhook::read_limited(payload).await?;
+    let body = crate::http::read_limited(payload).await?;
     let header = req
         .headers()
         .get(SIGNATURE_HEADER)

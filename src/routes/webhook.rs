@@ -2,7 +2,7 @@
 //! checked on the raw bytes before anything is parsed (Standard Webhooks, constant-time,
 //! 5-minute tolerance on the shared clock); the order's actor then applies it exactly once.
 
-use crate::error::{AppError, ErrorBody};
+use crate::http::error::{AppError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
@@ -44,21 +44,6 @@ impl Received {
     pub(crate) fn response() -> HttpResponse {
         HttpResponse::Ok().json(Self { received: true })
     }
-}
-
-/// The raw body, at most 64 KiB (413 beyond).
-pub(crate) async fn read_limited(mut payload: web::Payload) -> Result<web::BytesMut, AppError> {
-    use futures_util::StreamExt;
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| AppError::InvalidJson(format!("the body could not be read: {e}")))?;
-        if body.len() + chunk.len() > crate::routes::MAX_BODY_BYTES {
-            return Err(AppError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 fn invalid_signature(why: &str) -> AppError {
@@ -139,7 +124,7 @@ pub async fn payment_status(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    let body = read_limited(payload).await?;
+    let body = crate::http::read_limited(payload).await?;
     let webhook_id = verify(&state, &req, &body).inspect_err(|_| {
         metrics::counter!("kassa_webhooks_total", "outcome" => "bad_signature").increment(1);
     })?;

@@ -4,10 +4,10 @@
 //! never decides an order itself, and never shows a session that has expired.
 
 use crate::auth::User;
-use crate::error::{AppError, ConflictLine, ConflictReason, ErrorDetails};
+use crate::http::error::{AppError, ConflictLine, ConflictReason, ErrorDetails};
+use crate::http::store_call;
 use crate::routes::carts::set_line;
 use crate::routes::orders::run_checkout;
-use crate::routes::store_call;
 use crate::shopper::{LineView, see_other};
 use crate::state::AppState;
 use actix_web::http::StatusCode;

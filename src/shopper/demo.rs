@@ -4,10 +4,10 @@
 //! anything in production.
 
 use crate::auth::User;
-use crate::error::AppError;
+use crate::http::error::AppError;
+use crate::http::method_not_allowed;
 use crate::routes::carts::set_line;
 use crate::routes::catalog::catalog_page;
-use crate::routes::method_not_allowed;
 use crate::routes::sessions::open_session;
 use crate::state::AppState;
 use actix_web::cookie::{Cookie, SameSite};
@@ -59,7 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Creates the demo products when the catalog is empty (development start-up).
 pub async fn seed_catalog(state: &AppState) -> Result<usize, AppError> {
-    let existing = crate::routes::store_call(state.store.list_products(None, 1)).await?;
+    let existing = crate::http::store_call(state.store.list_products(None, 1)).await?;
     if !existing.is_empty() {
         return Ok(0);
     }

@@ -5,10 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use kassa_actors::ActorError;
 use kassa_actors::domain::InvalidValue;
-use kassa_actors::registry::AskError;
-use kassa_actors::store::StoreError;
 use serde::Serialize;
 use std::fmt;
 
@@ -179,36 +176,6 @@ impl From<InvalidValue> for AppError {
     }
 }
 
-impl From<AskError> for AppError {
-    fn from(e: AskError) -> Self {
-        match e {
-            AskError::Overloaded => Self::Overloaded,
-            AskError::Unavailable => Self::StoreUnavailable,
-        }
-    }
-}
-
-impl From<ActorError> for AppError {
-    fn from(e: ActorError) -> Self {
-        match e {
-            ActorError::Unavailable => Self::StoreUnavailable,
-            ActorError::Contended => Self::Overloaded,
-        }
-    }
-}
-
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "store unavailable");
-                Self::StoreUnavailable
-            }
-            corrupt @ StoreError::Corrupt(_) => Self::Internal(corrupt.into()),
-        }
-    }
-}
-
 /// Writes `error` and its whole `source()` chain on one line.
 struct Chain<'a>(&'a dyn std::error::Error);
 
@@ -272,22 +239,6 @@ impl ResponseError for AppError {
             _ => {}
         }
         response.json(body)
-    }
-}
-
-/// Maps actix's JSON body errors onto the contract: 413, 415, 400 `invalid_json`, 422.
-pub fn json_error(err: actix_web::error::JsonPayloadError) -> AppError {
-    use actix_web::error::JsonPayloadError as E;
-    match err {
-        E::OverflowKnownLength { .. } | E::Overflow { .. } => AppError::PayloadTooLarge,
-        E::ContentType => AppError::UnsupportedMediaType,
-        E::Deserialize(e) if e.is_data() => AppError::Validation(vec![FieldError {
-            field: "body".into(),
-            message: e.to_string(),
-        }]),
-        E::Deserialize(e) => AppError::InvalidJson(format!("the body is not valid JSON: {e}")),
-        E::Payload(actix_web::error::PayloadError::Overflow) => AppError::PayloadTooLarge,
-        other => AppError::InvalidJson(format!("the body could not be read: {other}")),
     }
 }
 
