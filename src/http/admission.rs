@@ -1,6 +1,7 @@
 //! Admission: a bound on requests in flight, shared by every worker, refused at once beyond it
 //! (503 `overloaded`), never queued.
 
+use super::code::Code;
 use super::error::{AppError, ErrorBody};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -68,7 +69,7 @@ pub async fn admit(
                 .insert_header((actix_web::http::header::RETRY_AFTER, "1"))
                 .json(ErrorBody {
                     error: AppError::Overloaded.to_string(),
-                    code: "overloaded".into(),
+                    code: Code::Overloaded,
                     details: None,
                 });
             return Ok(req.into_response(refusal).map_into_right_body());

@@ -2,6 +2,7 @@
 //! `{"error", "code", "details"?}` body with the right status. Bad input is always a 4xx;
 //! every 5xx is logged here with its cause chain, and nothing else in the shell logs them.
 
+use super::code::Code;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -73,7 +74,8 @@ pub struct ErrorBody {
     /// A sentence for humans.
     pub error: String,
     /// A stable snake_case code for programs.
-    pub code: String,
+    #[schema(value_type = String)]
+    pub code: Code,
     /// Absent when there is nothing to add.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -86,10 +88,10 @@ pub enum AppError {
     InvalidJson(String),
     /// 400 with a specific code (`invalid_payload`).
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: Code, message: String },
     /// 401 that is not about bearer tokens (`invalid_signature`).
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized { code: Code, message: String },
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     #[error("the request body is larger than 64 KiB")]
@@ -100,7 +102,7 @@ pub enum AppError {
     Validation(Vec<FieldError>),
     /// 422 with a specific code (`currency_mismatch`, `idempotency_key_reused`, ...).
     #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
+    Unprocessable { code: Code, message: String },
     #[error("authentication required")]
     MissingToken,
     #[error("invalid token: {0}")]
@@ -108,10 +110,10 @@ pub enum AppError {
     #[error("this route needs the admin role")]
     Forbidden,
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: Code, message: String },
     #[error("{message}")]
     Conflict {
-        code: &'static str,
+        code: Code,
         message: String,
         details: Option<ErrorDetails>,
     },
@@ -120,13 +122,13 @@ pub enum AppError {
     #[error("the store is unavailable; retry shortly")]
     StoreUnavailable,
     #[error("{message}")]
-    BadGateway { code: &'static str, message: String },
+    BadGateway { code: Code, message: String },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
 impl AppError {
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: Code, message: impl Into<String>) -> Self {
         Self::NotFound {
             code,
             message: message.into(),
@@ -140,24 +142,24 @@ impl AppError {
         }])
     }
 
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::InvalidJson(_) => "invalid_json",
-            Self::BadRequest { code, .. } | Self::Unauthorized { code, .. } => code,
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::HeadersTooLarge => "request_header_fields_too_large",
-            Self::Validation(_) => "validation_failed",
-            Self::Unprocessable { code, .. } => code,
-            Self::MissingToken => "unauthorized",
-            Self::InvalidToken(_) => "invalid_token",
-            Self::Forbidden => "forbidden",
-            Self::NotFound { code, .. } => code,
-            Self::Conflict { code, .. } => code,
-            Self::Overloaded => "overloaded",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::BadGateway { code, .. } => code,
-            Self::Internal(_) => "internal_error",
+            Self::InvalidJson(_) => Code::InvalidJson,
+            Self::BadRequest { code, .. } | Self::Unauthorized { code, .. } => *code,
+            Self::UnsupportedMediaType => Code::UnsupportedMediaType,
+            Self::PayloadTooLarge => Code::PayloadTooLarge,
+            Self::HeadersTooLarge => Code::RequestHeaderFieldsTooLarge,
+            Self::Validation(_) => Code::ValidationFailed,
+            Self::Unprocessable { code, .. } => *code,
+            Self::MissingToken => Code::Unauthorized,
+            Self::InvalidToken(_) => Code::InvalidToken,
+            Self::Forbidden => Code::Forbidden,
+            Self::NotFound { code, .. } => *code,
+            Self::Conflict { code, .. } => *code,
+            Self::Overloaded => Code::Overloaded,
+            Self::StoreUnavailable => Code::StoreUnavailable,
+            Self::BadGateway { code, .. } => *code,
+            Self::Internal(_) => Code::InternalError,
         }
     }
 
@@ -213,12 +215,12 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), code = self.code(), error = %Chain(self), "request failed");
+            tracing::error!(status = status.as_u16(), code = self.code().as_str(), error = %Chain(self), "request failed");
         }
         // Internal causes stay in the log; the client gets a plain sentence.
         let body = ErrorBody {
             error: self.to_string(),
-            code: self.code().to_string(),
+            code: self.code(),
             details: self.details(),
         };
         let mut response = HttpResponse::build(status);

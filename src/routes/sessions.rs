@@ -122,10 +122,7 @@ pub async fn open_session(
         )
         .await??;
     if cart.lines.is_empty() {
-        return Err(AppError::Unprocessable {
-            code: "cart_empty",
-            message: "the cart is empty".into(),
-        });
+        return Err(crate::routes::carts::cart_empty());
     }
     let now = state.clock.now();
     let session = CheckoutSession {

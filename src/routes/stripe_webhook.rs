@@ -6,6 +6,7 @@
 //! acknowledged and ignored (an error would only make Stripe redeliver them for days).
 
 use crate::gateway::stripe::PaymentIntent;
+use crate::http::Code;
 use crate::http::error::{AppError, ErrorBody};
 use crate::routes::webhook::Received;
 use crate::state::AppState;
@@ -43,14 +44,14 @@ pub struct StripeEventData {
 
 fn invalid_signature(why: &str) -> AppError {
     AppError::Unauthorized {
-        code: "invalid_signature",
+        code: Code::InvalidSignature,
         message: format!("Stripe signature rejected: {why}"),
     }
 }
 
 fn invalid_payload(why: String) -> AppError {
     AppError::BadRequest {
-        code: "invalid_payload",
+        code: Code::InvalidPayload,
         message: format!("the Stripe event is not usable: {why}"),
     }
 }

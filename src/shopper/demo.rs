@@ -4,6 +4,7 @@
 //! anything in production.
 
 use crate::auth::User;
+use crate::http::Code;
 use crate::http::error::AppError;
 use crate::http::method_not_allowed;
 use crate::routes::carts::set_line;
@@ -192,7 +193,7 @@ pub async fn add_item(
             .products
             .ask(&sku, GetProduct)
             .await??
-            .ok_or_else(|| AppError::not_found("product_not_found", "no such product"))?;
+            .ok_or_else(|| AppError::not_found(Code::ProductNotFound, "no such product"))?;
         let current = state
             .carts
             .ask(
@@ -321,7 +322,7 @@ fn back_to_shop(error: Option<&AppError>, cookies: Vec<Cookie<'static>>) -> Http
         None => "/",
         Some(AppError::Conflict { .. }) => "/?error=locked",
         Some(AppError::Unprocessable {
-            code: "currency_mismatch",
+            code: Code::CurrencyMismatch,
             ..
         }) => "/?error=currency",
         Some(_) => "/?error=unavailable",

@@ -4,6 +4,7 @@
 
 use super::ledger::{Outcome, Payment, SandboxError, state_name};
 use super::{SandboxGateway, is_http_url};
+use crate::http::Code;
 use crate::http::error::{AppError, FieldError};
 use crate::http::extract::is_json_mime;
 use crate::http::{MAX_BODY_BYTES, json_config, method_not_allowed};
@@ -20,24 +21,24 @@ impl From<SandboxError> for AppError {
     fn from(e: SandboxError) -> Self {
         let message = e.to_string();
         match e {
-            SandboxError::UnknownPayment(_) => AppError::not_found("payment_not_found", message),
+            SandboxError::UnknownPayment(_) => AppError::not_found(Code::PaymentNotFound, message),
             SandboxError::NegativeAmount => AppError::invalid("amount", message),
             SandboxError::OrderReused(_) => AppError::Unprocessable {
-                code: "idempotency_key_reused",
+                code: Code::IdempotencyKeyReused,
                 message,
             },
             SandboxError::NotRefundable(_) => AppError::Conflict {
-                code: "payment_not_refundable",
+                code: Code::PaymentNotRefundable,
                 message,
                 details: None,
             },
             SandboxError::AlreadyDecided(_) => AppError::Conflict {
-                code: "payment_already_decided",
+                code: Code::PaymentAlreadyDecided,
                 message,
                 details: None,
             },
             SandboxError::Cancelled => AppError::Conflict {
-                code: "payment_cancelled",
+                code: Code::PaymentCancelled,
                 message,
                 details: None,
             },
