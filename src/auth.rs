@@ -5,7 +5,7 @@
 //! Claims are read as RFC 7519 writes them: `aud` a string or an array, `exp` any number.
 
 use crate::config::{JwtConfig, JwtKey};
-use crate::error::AppError;
+use crate::http::error::AppError;
 use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};

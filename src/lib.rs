@@ -4,8 +4,8 @@
 pub mod auth;
 pub mod config;
 pub mod connections;
-pub mod error;
 pub mod gateway;
+pub mod http;
 pub mod mail;
 pub mod routes;
 pub mod shopper;

@@ -6,6 +6,7 @@ use crate::auth::Authenticator;
 use crate::config::{Config, Environment, GatewaySpec, StoreSpec};
 use crate::gateway::http::HttpGateway;
 use crate::gateway::sandbox::{SandboxGateway, SandboxSettings};
+use crate::http::{self, ASK_TIMEOUT};
 use crate::routes;
 use crate::shopper::Pages;
 use crate::shopper::links::OrderLinks;
@@ -28,9 +29,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long an ask waits for an actor, or a handler for its own store call, before
-/// answering 503.
-pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a checkout or webhook may take in its order's actor (the gateway call included:
 /// 3 attempts of at most 10 s).
 const ORDER_ASK_TIMEOUT: Duration = Duration::from_secs(45);
@@ -235,19 +233,19 @@ impl Application {
         let cors_origins = state.config.cors_origins.clone();
         let server_state = state.clone();
         let mounted = sandbox.clone();
-        let admission = web::Data::new(routes::Admission::new(state.config.max_in_flight));
+        let admission = web::Data::new(http::Admission::new(state.config.max_in_flight));
         let server = crate::connections::serve(listener, threads, SHUTDOWN_GRACE, move || {
             let mut app = App::new()
                 .app_data(server_state.clone())
                 .app_data(authenticator.clone())
                 .app_data(admission.clone())
-                .wrap(middleware::from_fn(routes::admit))
+                .wrap(middleware::from_fn(http::admit))
                 .wrap(middleware::Condition::new(
                     !cors_origins.is_empty(),
-                    routes::cors(&cors_origins),
+                    http::cors(&cors_origins),
                 ))
-                .wrap(middleware::from_fn(routes::limit_header_size))
-                .wrap(middleware::from_fn(routes::observe))
+                .wrap(middleware::from_fn(http::limit_header_size))
+                .wrap(middleware::from_fn(http::observe))
                 .configure(routes::configure)
                 .configure(|cfg| crate::shopper::configure(cfg, demo));
             if let Some(sandbox) = sandbox.clone() {
@@ -256,7 +254,7 @@ impl Application {
                         .configure(move |cfg| crate::gateway::sandbox::configure(cfg, sandbox)),
                 );
             }
-            app.default_service(web::to(routes::not_found))
+            app.default_service(web::to(http::not_found))
         })?;
         Ok(Self {
             port,

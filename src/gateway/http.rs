@@ -1,10 +1,11 @@
 //! A client for any payment gateway speaking API.md's "Payment gateway protocol"
 //! (`KASSA_GATEWAY=http://host:port`). Every call is idempotent by its key, so connect errors,
-//! timeouts and 5xx are retried (3 attempts); a 4xx is never retried: a refusal, except a
-//! cancel's 409 (the payment had succeeded). A call, retries included, ends at its deadline
-//! (`KASSA_GATEWAY_TIMEOUT`) as `Unavailable`: a gateway that never answers holds no caller
-//! longer.
+//! timeouts and 5xx are retried (3 attempts, `client.rs`); a 4xx is never retried: a refusal,
+//! except a cancel's 409 (the payment had succeeded). A call, retries included, ends at its
+//! deadline (`KASSA_GATEWAY_TIMEOUT`) as `Unavailable`: a gateway that never answers holds no
+//! caller longer.
 
+use super::client::{self, Attempt, CallError, GatewayClient};
 use async_trait::async_trait;
 use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{
@@ -14,17 +15,9 @@ use kassa_actors::gateway::{
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use time::OffsetDateTime;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// A whole call's deadline unless `with_deadline` sets another (API.md's default).
-pub(super) const DEFAULT_DEADLINE: Duration = Duration::from_secs(5);
-/// Attempts per call; the waits between them start here and double.
-const ATTEMPTS: u32 = 3;
-const FIRST_RETRY_WAIT: Duration = Duration::from_millis(200);
 /// How much of a refusal's body is kept in the error message.
 const REFUSAL_SNIPPET_CHARS: usize = 200;
 
@@ -32,9 +25,7 @@ const REFUSAL_SNIPPET_CHARS: usize = 200;
 #[derive(Debug, Clone)]
 pub struct HttpGateway {
     base: Url,
-    client: reqwest::Client,
-    /// The most one call may take, retries included.
-    deadline: Duration,
+    client: GatewayClient,
 }
 
 #[derive(Serialize)]
@@ -92,32 +83,25 @@ struct PaymentBody {
     currency: Currency,
 }
 
-/// Why one attempt failed: worth another try, or final.
-enum AttemptError {
-    Retryable(String),
-    Final(GatewayError),
-}
-
 impl HttpGateway {
     /// # Panics
     /// If no TLS back end can be initialised (as `reqwest::Client::new`); only at start-up.
     pub fn new(base_url: Url) -> Self {
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
+        let client = client::builder()
             .build()
             .expect("the HTTP client for the payment gateway builds");
         Self {
             base: base_url,
-            client,
-            deadline: DEFAULT_DEADLINE,
+            client: GatewayClient::new(client, "payment gateway"),
         }
     }
 
     /// The same gateway, each call (retries included) ending after `deadline`.
     pub fn with_deadline(self, deadline: Duration) -> Self {
-        Self { deadline, ..self }
+        Self {
+            client: self.client.with_deadline(deadline),
+            ..self
+        }
     }
 
     /// `base` + `segments`, each segment percent-encoded; a path on `base` is kept.
@@ -137,118 +121,45 @@ impl HttpGateway {
         op: &'static str,
         request: RequestBuilder,
     ) -> Result<T, GatewayError> {
-        self.call_with(op, request, |status, body| {
-            if !status.is_success() {
-                return Err(GatewayError::Refused(refusal(status, body)));
-            }
-            serde_json::from_slice(body).map_err(|e| {
-                GatewayError::Refused(format!("{op}: the gateway's answer is unreadable: {e}"))
-            })
-        })
-        .await
-    }
-
-    /// Sends `request`, retrying what may be retried, and lets `read` judge the final answer
-    /// (a 2xx or 4xx); the whole call (retries included) is timed in
-    /// `kassa_gateway_request_seconds`.
-    async fn call_with<T>(
-        &self,
-        op: &'static str,
-        request: RequestBuilder,
-        read: impl FnOnce(StatusCode, &[u8]) -> Result<T, GatewayError>,
-    ) -> Result<T, GatewayError> {
-        let started = Instant::now();
-        let result = self
-            .send_with_retries(op, request)
-            .await
-            .and_then(|(status, body)| read(status, &body));
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(GatewayError::Refused(_)) => "refused",
-            Err(GatewayError::Unavailable(_)) => "unavailable",
-        };
-        metrics::histogram!("kassa_gateway_request_seconds", "op" => op, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-        result
-    }
-
-    /// The final answer: a 2xx or a 4xx (never retried); 5xx, timeouts and connect errors are
-    /// retried, and `Unavailable` once the attempts are spent or the deadline has passed.
-    async fn send_with_retries(
-        &self,
-        op: &'static str,
-        request: RequestBuilder,
-    ) -> Result<(StatusCode, Vec<u8>), GatewayError> {
-        tokio::time::timeout(self.deadline, self.retry(op, request))
-            .await
-            .unwrap_or_else(|_| {
-                Err(GatewayError::Unavailable(format!(
-                    "{op}: no answer within {:?}, retries included",
-                    self.deadline
-                )))
-            })
-    }
-
-    async fn retry(
-        &self,
-        op: &'static str,
-        request: RequestBuilder,
-    ) -> Result<(StatusCode, Vec<u8>), GatewayError> {
-        let request = request
-            .build()
-            .map_err(|e| GatewayError::Refused(format!("{op}: {}", describe(&e))))?;
-        let mut wait = FIRST_RETRY_WAIT;
-        let mut attempt = 1;
-        loop {
-            let this_try = request.try_clone().ok_or_else(|| {
-                GatewayError::Refused(format!("{op}: the request body cannot be resent"))
-            })?;
-            match self.attempt(this_try).await {
-                Ok(answer) => return Ok(answer),
-                Err(AttemptError::Final(e)) => return Err(e),
-                Err(AttemptError::Retryable(problem)) if attempt < ATTEMPTS => {
-                    tracing::warn!(op, attempt, error = %problem, "payment gateway call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                    attempt += 1;
+        self.client
+            .call(op, request, |status, _, body| {
+                retry_server_errors(status)?;
+                if !status.is_success() {
+                    return Err(Attempt::Final(GatewayError::Refused(refusal(status, body))));
                 }
-                Err(AttemptError::Retryable(problem)) => {
-                    return Err(GatewayError::Unavailable(format!(
-                        "{op}: {problem} (after {ATTEMPTS} attempts)"
-                    )));
-                }
-            }
-        }
-    }
-
-    async fn attempt(
-        &self,
-        request: reqwest::Request,
-    ) -> Result<(StatusCode, Vec<u8>), AttemptError> {
-        let response = self
-            .client
-            .execute(request)
+                serde_json::from_slice(body).map_err(|e| {
+                    Attempt::Final(GatewayError::Refused(format!(
+                        "{op}: the gateway's answer is unreadable: {e}"
+                    )))
+                })
+            })
             .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport_error)?;
-        if status.is_server_error() {
-            Err(AttemptError::Retryable(format!(
-                "the gateway answered {status}"
-            )))
-        } else {
-            Ok((status, body.to_vec()))
-        }
     }
 }
 
-/// Connect errors and timeouts may be retried; any other transport failure may not.
-fn transport_error(e: reqwest::Error) -> AttemptError {
-    let problem = describe(&e);
-    if e.is_connect() || e.is_timeout() {
-        AttemptError::Retryable(problem)
+/// A 5xx is worth another attempt; any other answer is final.
+fn retry_server_errors(status: StatusCode) -> Result<(), Attempt<GatewayError>> {
+    if status.is_server_error() {
+        Err(Attempt::Retryable(format!("the gateway answered {status}")))
     } else {
-        AttemptError::Final(GatewayError::Unavailable(problem))
+        Ok(())
+    }
+}
+
+impl CallError for GatewayError {
+    fn refused(message: String) -> Self {
+        Self::Refused(message)
+    }
+
+    fn unavailable(message: String) -> Self {
+        Self::Unavailable(message)
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "refused",
+            Self::Unavailable(_) => "unavailable",
+        }
     }
 }
 
@@ -258,31 +169,25 @@ fn refusal(status: StatusCode, body: &[u8]) -> String {
     format!("the gateway answered {status}: {snippet}")
 }
 
-/// An error and its causes on one line (reqwest keeps the telling part in `source`).
-pub(super) fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
-}
-
 #[async_trait]
 impl Gateway for HttpGateway {
     /// 200: cancelled (or failed already); 409: it had succeeded; any other 4xx a refusal.
     async fn cancel(&self, payment_id: &str) -> Result<CancelOutcome, GatewayError> {
         let http = self
             .client
+            .http()
             .post(self.endpoint(&["payments", payment_id, "cancel"])?)
             .header("Idempotency-Key", format!("cancel-{payment_id}"));
-        self.call_with("cancel", http, |status, body| match status {
-            StatusCode::CONFLICT => Ok(CancelOutcome::AlreadySucceeded),
-            status if status.is_success() => Ok(CancelOutcome::Cancelled),
-            status => Err(GatewayError::Refused(refusal(status, body))),
-        })
-        .await
+        self.client
+            .call("cancel", http, |status, _, body| {
+                retry_server_errors(status)?;
+                match status {
+                    StatusCode::CONFLICT => Ok(CancelOutcome::AlreadySucceeded),
+                    status if status.is_success() => Ok(CancelOutcome::Cancelled),
+                    status => Err(Attempt::Final(GatewayError::Refused(refusal(status, body)))),
+                }
+            })
+            .await
     }
 
     async fn initiate(&self, request: PaymentRequest) -> Result<PaymentSession, GatewayError> {
@@ -309,6 +214,7 @@ impl Gateway for HttpGateway {
         };
         let http = self
             .client
+            .http()
             .post(self.endpoint(&["payments"])?)
             .header("Idempotency-Key", request.order_id.to_string())
             .json(&body);
@@ -323,6 +229,7 @@ impl Gateway for HttpGateway {
     async fn refund(&self, payment_id: &str) -> Result<String, GatewayError> {
         let http = self
             .client
+            .http()
             .post(self.endpoint(&["payments", payment_id, "refunds"])?)
             .header("Idempotency-Key", format!("refund-{payment_id}"));
         let created: CreatedRefund = self.call("refund", http).await?;
@@ -330,7 +237,10 @@ impl Gateway for HttpGateway {
     }
 
     async fn status(&self, payment_id: &str) -> Result<PaymentStatus, GatewayError> {
-        let http = self.client.get(self.endpoint(&["payments", payment_id])?);
+        let http = self
+            .client
+            .http()
+            .get(self.endpoint(&["payments", payment_id])?);
         let payment: PaymentBody = self.call("status", http).await?;
         Ok(PaymentStatus {
             payment_id: payment.payment_id,

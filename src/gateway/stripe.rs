@@ -13,11 +13,11 @@
 //! Every call may be repeated safely (the intent is created under `Idempotency-Key: <orderId>`,
 //! the refund under `refund-<intent id>`, the cancel under `cancel-<intent id>`, the rest are
 //! reads), so connect errors, timeouts, 429
-//! and 5xx are retried (3 attempts) unless Stripe answers `Stripe-Should-Retry: false`; any
+//! and 5xx are retried (3 attempts, `client.rs`) unless Stripe answers `Stripe-Should-Retry: false`; any
 //! other 4xx is a refusal and is never retried. A call, retries included, ends at its deadline
 //! (`KASSA_GATEWAY_TIMEOUT`) as unavailable.
 
-use super::http::{DEFAULT_DEADLINE, describe};
+use super::client::{self, Attempt, GatewayClient};
 use anyhow::Context as _;
 use async_trait::async_trait;
 use kassa_actors::domain::{Currency, OrderId};
@@ -29,13 +29,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{RequestBuilder, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use std::time::{Duration, Instant};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts per call; the waits between them start here and double.
-const ATTEMPTS: u32 = 3;
-const FIRST_RETRY_WAIT: Duration = Duration::from_millis(200);
+use std::time::Duration;
 /// How much of an unreadable error body is kept in the error message.
 const SNIPPET_CHARS: usize = 200;
 /// Stripe's answer when a payment was refunded already (by an operator in the dashboard, or by
@@ -68,9 +62,7 @@ impl std::fmt::Debug for StripeSettings {
 pub struct StripeGateway {
     api_base: Url,
     storefront_url: Url,
-    client: reqwest::Client,
-    /// The most one call may take, retries included.
-    deadline: Duration,
+    client: GatewayClient,
 }
 
 /// A PaymentIntent as Stripe shows it, in API answers and as the `data.object` of
@@ -174,10 +166,24 @@ impl From<CallError> for GatewayError {
     }
 }
 
-/// Why one attempt failed: worth another try, or final.
-enum AttemptError {
-    Retryable(String),
-    Final(CallError),
+impl client::CallError for CallError {
+    fn refused(message: String) -> Self {
+        Self::Refused {
+            code: None,
+            message,
+        }
+    }
+
+    fn unavailable(message: String) -> Self {
+        Self::Unavailable(message)
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Refused { .. } => "refused",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
 }
 
 impl StripeGateway {
@@ -185,10 +191,7 @@ impl StripeGateway {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", settings.api_key))
             .context("KASSA_STRIPE_API_KEY cannot be sent in a header")?;
         auth.set_sensitive(true);
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
+        let client = client::builder()
             .user_agent(concat!("kassa/", env!("CARGO_PKG_VERSION")))
             .default_headers(HeaderMap::from_iter([(AUTHORIZATION, auth)]))
             .build()
@@ -196,14 +199,16 @@ impl StripeGateway {
         Ok(Self {
             api_base: settings.api_base,
             storefront_url: settings.storefront_url,
-            client,
-            deadline: DEFAULT_DEADLINE,
+            client: GatewayClient::new(client, "Stripe"),
         })
     }
 
     /// The same gateway, each call (retries included) ending after `deadline`.
     pub fn with_deadline(self, deadline: Duration) -> Self {
-        Self { deadline, ..self }
+        Self {
+            client: self.client.with_deadline(deadline),
+            ..self
+        }
     }
 
     /// `{api_base}/v1/{segments}`, each segment percent-encoded; a path on the base is kept.
@@ -248,6 +253,7 @@ impl StripeGateway {
         })?;
         Ok(self
             .client
+            .http()
             .post(url)
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header("Idempotency-Key", idempotency_key)
@@ -261,99 +267,17 @@ impl StripeGateway {
         op: &'static str,
         request: RequestBuilder,
     ) -> Result<T, CallError> {
-        let started = Instant::now();
-        let result = self.send_with_retries(op, request).await.and_then(|body| {
-            serde_json::from_slice(&body).map_err(|e| CallError::Refused {
-                code: None,
-                message: format!("{op}: Stripe's answer is unreadable: {e}"),
+        self.client
+            .call(op, request, |status, headers, body| {
+                judge(op, status, headers, body)?;
+                serde_json::from_slice(body).map_err(|e| {
+                    Attempt::Final(CallError::Refused {
+                        code: None,
+                        message: format!("{op}: Stripe's answer is unreadable: {e}"),
+                    })
+                })
             })
-        });
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(CallError::Refused { .. }) => "refused",
-            Err(CallError::Unavailable(_)) => "unavailable",
-        };
-        metrics::histogram!("kassa_gateway_request_seconds", "op" => op, "outcome" => outcome)
-            .record(started.elapsed().as_secs_f64());
-        result
-    }
-
-    /// Stripe's answer to `request`, retried while that may help, until the deadline.
-    async fn send_with_retries(
-        &self,
-        op: &'static str,
-        request: RequestBuilder,
-    ) -> Result<Vec<u8>, CallError> {
-        tokio::time::timeout(self.deadline, self.retry(op, request))
             .await
-            .unwrap_or_else(|_| {
-                Err(CallError::Unavailable(format!(
-                    "{op}: no answer within {:?}, retries included",
-                    self.deadline
-                )))
-            })
-    }
-
-    async fn retry(&self, op: &'static str, request: RequestBuilder) -> Result<Vec<u8>, CallError> {
-        let request = request.build().map_err(|e| CallError::Refused {
-            code: None,
-            message: format!("{op}: {}", describe(&e)),
-        })?;
-        let mut wait = FIRST_RETRY_WAIT;
-        let mut attempt = 1;
-        loop {
-            let this_try = request.try_clone().ok_or_else(|| CallError::Refused {
-                code: None,
-                message: format!("{op}: the request body cannot be resent"),
-            })?;
-            match self.attempt(op, this_try).await {
-                Ok(body) => return Ok(body),
-                Err(AttemptError::Final(e)) => return Err(e),
-                Err(AttemptError::Retryable(problem)) if attempt < ATTEMPTS => {
-                    tracing::warn!(op, attempt, error = %problem, "Stripe call failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                    attempt += 1;
-                }
-                Err(AttemptError::Retryable(problem)) => {
-                    return Err(CallError::Unavailable(format!(
-                        "{op}: {problem} (after {ATTEMPTS} attempts)"
-                    )));
-                }
-            }
-        }
-    }
-
-    async fn attempt(
-        &self,
-        op: &'static str,
-        request: reqwest::Request,
-    ) -> Result<Vec<u8>, AttemptError> {
-        let response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        let should_retry = response
-            .headers()
-            .get("stripe-should-retry")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.eq_ignore_ascii_case("true"));
-        let body = response.bytes().await.map_err(transport_error)?;
-        if status.is_success() {
-            return Ok(body.to_vec());
-        }
-        let (code, message) = stripe_error(status, &body);
-        let message = format!("{op}: {message}");
-        let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-        if should_retry.unwrap_or(transient) {
-            Err(AttemptError::Retryable(message))
-        } else if transient {
-            Err(AttemptError::Final(CallError::Unavailable(message)))
-        } else {
-            Err(AttemptError::Final(CallError::Refused { code, message }))
-        }
     }
 
     /// The refund Stripe already holds for `payment_id`, if any did not fail.
@@ -362,7 +286,7 @@ impl StripeGateway {
         url.query_pairs_mut()
             .append_pair("payment_intent", payment_id)
             .append_pair("limit", "100");
-        let refunds: RefundList = self.call("refund", self.client.get(url)).await?;
+        let refunds: RefundList = self.call("refund", self.client.http().get(url)).await?;
         Ok(refunds
             .data
             .into_iter()
@@ -371,14 +295,31 @@ impl StripeGateway {
     }
 }
 
-/// Connect errors and timeouts may be retried (the call is idempotent); any other transport
-/// failure may not.
-fn transport_error(e: reqwest::Error) -> AttemptError {
-    let problem = describe(&e);
-    if e.is_connect() || e.is_timeout() {
-        AttemptError::Retryable(problem)
+/// A 2xx is Stripe's answer; 429 and 5xx are worth another attempt unless Stripe answers
+/// `Stripe-Should-Retry: false` (and any other status is, when it says `true`); the rest is a
+/// refusal.
+fn judge(
+    op: &'static str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Attempt<CallError>> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let should_retry = headers
+        .get("stripe-should-retry")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.eq_ignore_ascii_case("true"));
+    let (code, message) = stripe_error(status, body);
+    let message = format!("{op}: {message}");
+    let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+    if should_retry.unwrap_or(transient) {
+        Err(Attempt::Retryable(message))
+    } else if transient {
+        Err(Attempt::Final(CallError::Unavailable(message)))
     } else {
-        AttemptError::Final(CallError::Unavailable(problem))
+        Err(Attempt::Final(CallError::Refused { code, message }))
     }
 }
 
@@ -418,6 +359,7 @@ impl Gateway for StripeGateway {
         };
         let http = self
             .client
+            .http()
             .get(self.endpoint(&["payment_intents", payment_id])?);
         let intent: PaymentIntent = self.call("cancel", http).await?;
         match intent.status.as_str() {
@@ -481,6 +423,7 @@ impl Gateway for StripeGateway {
     async fn status(&self, payment_id: &str) -> Result<PaymentStatus, GatewayError> {
         let http = self
             .client
+            .http()
             .get(self.endpoint(&["payment_intents", payment_id])?);
         let intent: PaymentIntent = self.call("status", http).await?;
         let order_id = intent

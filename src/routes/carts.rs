@@ -3,7 +3,8 @@
 //! handlers parse, ask, and shape the answer.
 
 use crate::auth::User;
-use crate::error::{AppError, CartLock, ErrorBody, ErrorDetails};
+use crate::http::Code;
+use crate::http::error::{AppError, CartLock, ErrorBody, ErrorDetails};
 use crate::routes::catalog::{existing_sku, product_not_found};
 use crate::routes::fields::Fields;
 use crate::state::AppState;
@@ -85,24 +86,21 @@ impl From<CartError> for AppError {
         match e {
             CartError::NotFound => cart_not_found(),
             CartError::Locked { order_id } => AppError::Conflict {
-                code: "cart_locked",
+                code: Code::CartLocked,
                 message: "the cart is locked by a pending order".into(),
                 details: Some(ErrorDetails::CartLock(CartLock {
                     order_id: order_id.0,
                 })),
             },
             CartError::CurrencyMismatch { cart, line } => AppError::Unprocessable {
-                code: "currency_mismatch",
+                code: Code::CurrencyMismatch,
                 message: format!(
                     "the cart holds {} items; this product is priced in {}",
                     cart.code(),
                     line.code()
                 ),
             },
-            CartError::Empty => AppError::Unprocessable {
-                code: "cart_empty",
-                message: "the cart is empty".into(),
-            },
+            CartError::Empty => cart_empty(),
             CartError::Full { max } => AppError::invalid(
                 "sku",
                 format!("the cart already holds {max} lines, the most it may; remove one first"),
@@ -117,8 +115,17 @@ impl From<CartError> for AppError {
     }
 }
 
-fn cart_not_found() -> AppError {
-    AppError::not_found("cart_not_found", "no such cart")
+/// The answer for checking out a cart with no lines.
+pub fn cart_empty() -> AppError {
+    AppError::Unprocessable {
+        code: Code::CartEmpty,
+        message: "the cart is empty".into(),
+    }
+}
+
+/// The answer for a cart that does not exist or is someone else's.
+pub fn cart_not_found() -> AppError {
+    AppError::not_found(Code::CartNotFound, "no such cart")
 }
 
 #[utoipa::path(

@@ -2,9 +2,10 @@
 //! ProductActor; these handlers only parse, ask, and shape the answer.
 
 use crate::auth::Admin;
-use crate::error::{AppError, ErrorBody};
+use crate::http::Code;
+use crate::http::error::{AppError, ErrorBody};
+use crate::http::store_call;
 use crate::routes::fields::{Fields, PageQuery};
-use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use base64::Engine as _;
@@ -65,7 +66,7 @@ pub fn parse_sku(raw: &str) -> Result<Sku, AppError> {
 
 /// The sku of a product being read or removed: an impossible one names no product (404).
 pub fn existing_sku(raw: &str) -> Result<Sku, AppError> {
-    Sku::parse(raw).map_err(|_| AppError::not_found("product_not_found", "no such product"))
+    Sku::parse(raw).map_err(|_| AppError::not_found(Code::ProductNotFound, "no such product"))
 }
 
 fn parse_stock(raw: i64) -> Result<i64, InvalidValue> {
@@ -187,7 +188,10 @@ async fn product_view(state: &AppState, sku: &Sku) -> Result<Option<ProductView>
 }
 
 pub fn product_not_found(sku: &Sku) -> AppError {
-    AppError::not_found("product_not_found", format!("no product with sku `{sku}`"))
+    AppError::not_found(
+        Code::ProductNotFound,
+        format!("no product with sku `{sku}`"),
+    )
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

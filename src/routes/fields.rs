@@ -1,7 +1,7 @@
 //! Reading a JSON request body field by field, so that one 422 names every bad field at once.
 //! Handlers get parsed domain values out of it, never raw JSON.
 
-use crate::error::{AppError, FieldError};
+use crate::http::error::{AppError, FieldError};
 use kassa_actors::domain::InvalidValue;
 use serde_json::{Map, Value};
 

@@ -1,7 +1,8 @@
 //! Operator endpoints: liveness, readiness (the store answers), the Prometheus scrape and
 //! the OpenAPI document. None of them needs a token.
 
-use crate::error::ErrorBody;
+use crate::http::Code;
+use crate::http::error::ErrorBody;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use std::time::Duration;
@@ -24,27 +25,30 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .shutting_down
         .load(std::sync::atomic::Ordering::Relaxed)
     {
-        return not_ready("shutting down".into(), "shutting_down");
+        return not_ready("shutting down".into(), Code::ShuttingDown);
     }
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: store ping failed");
-            not_ready(format!("store unreachable: {e}"), "store_unavailable")
+            not_ready(format!("store unreachable: {e}"), Code::StoreUnavailable)
         }
         Err(_) => {
             tracing::warn!("not ready: store ping timed out");
-            not_ready("store did not answer in time".into(), "store_unavailable")
+            not_ready(
+                "store did not answer in time".into(),
+                Code::StoreUnavailable,
+            )
         }
     }
 }
 
-fn not_ready(error: String, code: &str) -> HttpResponse {
+fn not_ready(error: String, code: Code) -> HttpResponse {
     HttpResponse::ServiceUnavailable()
         .insert_header(("Retry-After", "5"))
         .json(ErrorBody {
             error,
-            code: code.into(),
+            code,
             details: None,
         })
 }

@@ -3,9 +3,13 @@
 //! idempotency records, and shape answers. Someone else's order is simply not found.
 
 use crate::auth::User;
-use crate::error::{AppError, CartLock, ConflictLine, ConflictReason, ErrorBody, ErrorDetails};
+use crate::http::Code;
+use crate::http::error::{
+    AppError, CartLock, ConflictLine, ConflictReason, ErrorBody, ErrorDetails,
+};
+use crate::http::store_call;
+use crate::routes::carts::{cart_empty, cart_not_found};
 use crate::routes::fields::{Fields, PageQuery};
-use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -453,14 +457,14 @@ async fn claimed_checkout(
         }
         IdempotencyClaim::InProgress => {
             return Err(AppError::Conflict {
-                code: "idempotency_key_in_use",
+                code: Code::IdempotencyKeyInUse,
                 message: "a request with this Idempotency-Key is still being processed".into(),
                 details: None,
             });
         }
         IdempotencyClaim::Mismatch => {
             return Err(AppError::Unprocessable {
-                code: "idempotency_key_reused",
+                code: Code::IdempotencyKeyReused,
                 message: "this Idempotency-Key was used with a different request body".into(),
             });
         }
@@ -567,7 +571,7 @@ async fn place(
                 Ok(answer)
             } else {
                 Err(AppError::Conflict {
-                    code: "cart_locked",
+                    code: Code::CartLocked,
                     message:
                         "the cart is still being released from a previous order; retry shortly"
                             .into(),
@@ -581,32 +585,36 @@ async fn place(
     }
 }
 
+/// The answer for an order that does not exist or is someone else's.
+pub fn order_not_found() -> AppError {
+    AppError::not_found(Code::OrderNotFound, "no such order")
+}
+
+/// What an order's refusal answers a shopper (the payment webhooks map the few a payment event
+/// can meet with this too: `webhook::deliver`).
 pub fn order_error(e: OrderError) -> AppError {
     match e {
-        OrderError::NotFound => AppError::not_found("order_not_found", "no such order"),
-        OrderError::CartNotFound => AppError::not_found("cart_not_found", "no such cart"),
-        OrderError::CartEmpty => AppError::Unprocessable {
-            code: "cart_empty",
-            message: "the cart is empty".into(),
-        },
+        OrderError::NotFound => order_not_found(),
+        OrderError::CartNotFound => cart_not_found(),
+        OrderError::CartEmpty => cart_empty(),
         OrderError::TotalTooLarge => AppError::Unprocessable {
-            code: "total_too_large",
+            code: Code::TotalTooLarge,
             message: "the cart's total is above the largest order total".into(),
         },
         OrderError::Conflicts(lines) => AppError::Conflict {
-            code: "cart_conflict",
+            code: Code::CartConflict,
             message: "Items not available or prices changed".into(),
             details: Some(ErrorDetails::Conflicts(
                 lines.into_iter().map(conflict_line).collect(),
             )),
         },
         OrderError::GatewayUnavailable => AppError::BadGateway {
-            code: "gateway_unavailable",
+            code: Code::GatewayUnavailable,
             message: "the payment gateway is unavailable; the order failed and nothing is held"
                 .into(),
         },
         OrderError::NotCancellable(status) => AppError::Conflict {
-            code: "order_not_cancellable",
+            code: Code::OrderNotCancellable,
             message: format!("the order is {status}; only an unpaid order can be cancelled"),
             details: None,
         },
@@ -636,7 +644,7 @@ fn conflict_line(c: LineConflict) -> ConflictLine {
 
 /// An order id from the path: one that is not a UUID names no order (404).
 pub fn parse_order_id(raw: &str) -> Result<OrderId, AppError> {
-    OrderId::parse(raw).map_err(|_| AppError::not_found("order_not_found", "no such order"))
+    OrderId::parse(raw).map_err(|_| order_not_found())
 }
 
 #[utoipa::path(

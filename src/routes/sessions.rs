@@ -3,10 +3,10 @@
 //! for the token's user without the token, for an hour; it never outlives that.
 
 use crate::auth::User;
-use crate::error::{AppError, ErrorBody, FieldError};
+use crate::http::error::{AppError, ErrorBody, FieldError};
+use crate::http::store_call;
 use crate::routes::fields::Fields;
 use crate::routes::orders::email;
-use crate::routes::store_call;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
 use base64::Engine as _;
@@ -122,10 +122,7 @@ pub async fn open_session(
         )
         .await??;
     if cart.lines.is_empty() {
-        return Err(AppError::Unprocessable {
-            code: "cart_empty",
-            message: "the cart is empty".into(),
-        });
+        return Err(crate::routes::carts::cart_empty());
     }
     let now = state.clock.now();
     let session = CheckoutSession {

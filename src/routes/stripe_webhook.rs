@@ -5,8 +5,9 @@
 //! which applies it once. Events about other things, or intents Kassa did not open, are
 //! acknowledged and ignored (an error would only make Stripe redeliver them for days).
 
-use crate::error::{AppError, ErrorBody};
 use crate::gateway::stripe::PaymentIntent;
+use crate::http::Code;
+use crate::http::error::{AppError, ErrorBody};
 use crate::routes::webhook::Received;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -43,14 +44,14 @@ pub struct StripeEventData {
 
 fn invalid_signature(why: &str) -> AppError {
     AppError::Unauthorized {
-        code: "invalid_signature",
+        code: Code::InvalidSignature,
         message: format!("Stripe signature rejected: {why}"),
     }
 }
 
 fn invalid_payload(why: String) -> AppError {
     AppError::BadRequest {
-        code: "invalid_payload",
+        code: Code::InvalidPayload,
         message: format!("the Stripe event is not usable: {why}"),
     }
 }
@@ -138,7 +139,7 @@ pub async fn stripe_event(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    let body = crate::routes::webhook::read_limited(payload).await?;
+    let body = crate::http::read_limited(payload).await?;
     let header = req
         .headers()
         .get(SIGNATURE_HEADER)

@@ -2,7 +2,9 @@
 //! checked on the raw bytes before anything is parsed (Standard Webhooks, constant-time,
 //! 5-minute tolerance on the shared clock); the order's actor then applies it exactly once.
 
-use crate::error::{AppError, ErrorBody};
+use crate::http::Code;
+use crate::http::error::{AppError, ErrorBody};
+use crate::routes::orders::order_error;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
@@ -46,24 +48,9 @@ impl Received {
     }
 }
 
-/// The raw body, at most 64 KiB (413 beyond).
-pub(crate) async fn read_limited(mut payload: web::Payload) -> Result<web::BytesMut, AppError> {
-    use futures_util::StreamExt;
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| AppError::InvalidJson(format!("the body could not be read: {e}")))?;
-        if body.len() + chunk.len() > crate::routes::MAX_BODY_BYTES {
-            return Err(AppError::PayloadTooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 fn invalid_signature(why: &str) -> AppError {
     AppError::Unauthorized {
-        code: "invalid_signature",
+        code: Code::InvalidSignature,
         message: format!("webhook signature rejected: {why}"),
     }
 }
@@ -139,7 +126,7 @@ pub async fn payment_status(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, AppError> {
-    let body = read_limited(payload).await?;
+    let body = crate::http::read_limited(payload).await?;
     let webhook_id = verify(&state, &req, &body).inspect_err(|_| {
         metrics::counter!("kassa_webhooks_total", "outcome" => "bad_signature").increment(1);
     })?;
@@ -150,7 +137,7 @@ pub async fn payment_status(
     let payload: PaymentStatusBody =
         serde_json::from_slice(&body).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => AppError::BadRequest {
-                code: "invalid_payload",
+                code: Code::InvalidPayload,
                 message: format!("the webhook payload is not a payment status: {e}"),
             },
             // Skipped strings are not checked for UTF-8 by the scan above.
@@ -178,9 +165,14 @@ pub(crate) async fn deliver(
             tracing::info!(%order_id, ?outcome, "payment event handled");
             Ok(Received::response())
         }
-        Err(OrderError::NotFound) => Err(AppError::not_found("order_not_found", "no such order")),
-        Err(OrderError::Overloaded) => Err(AppError::Overloaded),
-        Err(OrderError::Actor(e)) => Err(e.into()),
+        // The refusals a payment event can meet answer as they do on the order routes
+        // (404 `order_not_found`, 503).
+        Err(e @ (OrderError::NotFound | OrderError::Overloaded | OrderError::Actor(_))) => {
+            Err(order_error(e))
+        }
+        // Deliberately not `order_error`'s shopper answers (cart_conflict, gateway_unavailable,
+        // ...): API.md gives the gateway 200, 400, 401, 404 or 503 only, so any other refusal
+        // of a payment event is our fault, a 500 the gateway retries.
         Err(other) => Err(AppError::Internal(anyhow::anyhow!(
             "unexpected payment event outcome: {other}"
         ))),

@@ -4,16 +4,17 @@
 //! never decides an order itself, and never shows a session that has expired.
 
 use crate::auth::User;
-use crate::error::{AppError, ConflictLine, ConflictReason, ErrorDetails};
+use crate::http::Code;
+use crate::http::error::{AppError, ConflictLine, ConflictReason, ErrorDetails};
+use crate::http::store_call;
 use crate::routes::carts::set_line;
 use crate::routes::orders::run_checkout;
-use crate::routes::store_call;
 use crate::shopper::{LineView, see_other};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use base64::Engine as _;
-use kassa_actors::cart::{CartError, GetCart, RemoveLine};
+use kassa_actors::cart::{GetCart, RemoveLine};
 use kassa_actors::domain::{Quantity, display_money};
 use kassa_actors::idempotency;
 use kassa_actors::product::GetProduct;
@@ -146,7 +147,8 @@ pub async fn submit(
             "The payment service could not be reached. Nothing was charged.",
         ),
         Err(AppError::Unprocessable {
-            code: "cart_empty", ..
+            code: Code::CartEmpty,
+            ..
         }) => Outcome::Problem(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Your cart is empty: there is nothing to order.",
@@ -224,7 +226,7 @@ async fn place(
         match run_checkout(state, &user, Some(&session.id), &body, key.clone()).await {
             Ok(answer) => return Ok(answer.body()?.payment_url),
             Err(AppError::Conflict {
-                code: "idempotency_key_in_use",
+                code: Code::IdempotencyKeyInUse,
                 ..
             }) if waited_since.elapsed() < IN_PROGRESS_WAIT => {
                 tokio::time::sleep(IN_PROGRESS_POLL).await;
@@ -232,7 +234,7 @@ async fn place(
             // The same form sent again with other details (after Back): a new attempt. The
             // cart's pending order, if the first placed one, is answered again.
             Err(AppError::Unprocessable {
-                code: "idempotency_key_reused",
+                code: Code::IdempotencyKeyReused,
                 ..
             }) => key = Some(new_key()),
             Err(e) => return Err(e),
@@ -316,11 +318,8 @@ async fn cart_of(state: &AppState, session: &CheckoutSession) -> Result<CartReco
     let get = GetCart {
         user: session.user.clone(),
     };
-    match state.carts.ask(&session.cart_id, get).await? {
-        Ok(cart) => Ok(cart),
-        Err(CartError::NotFound) => Err(AppError::not_found("cart_not_found", "no such cart")),
-        Err(e) => Err(e.into()),
-    }
+    // A cart that is gone is `cart_not_found`, as the API says (`From<CartError>`).
+    Ok(state.carts.ask(&session.cart_id, get).await??)
 }
 
 /// The page, its status and heading following the outcome; what was typed is kept.

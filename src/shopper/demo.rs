@@ -4,10 +4,11 @@
 //! anything in production.
 
 use crate::auth::User;
-use crate::error::AppError;
+use crate::http::Code;
+use crate::http::error::AppError;
+use crate::http::method_not_allowed;
 use crate::routes::carts::set_line;
 use crate::routes::catalog::catalog_page;
-use crate::routes::method_not_allowed;
 use crate::routes::sessions::open_session;
 use crate::state::AppState;
 use actix_web::cookie::{Cookie, SameSite};
@@ -59,7 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Creates the demo products when the catalog is empty (development start-up).
 pub async fn seed_catalog(state: &AppState) -> Result<usize, AppError> {
-    let existing = crate::routes::store_call(state.store.list_products(None, 1)).await?;
+    let existing = crate::http::store_call(state.store.list_products(None, 1)).await?;
     if !existing.is_empty() {
         return Ok(0);
     }
@@ -192,7 +193,7 @@ pub async fn add_item(
             .products
             .ask(&sku, GetProduct)
             .await??
-            .ok_or_else(|| AppError::not_found("product_not_found", "no such product"))?;
+            .ok_or_else(|| AppError::not_found(Code::ProductNotFound, "no such product"))?;
         let current = state
             .carts
             .ask(
@@ -321,7 +322,7 @@ fn back_to_shop(error: Option<&AppError>, cookies: Vec<Cookie<'static>>) -> Http
         None => "/",
         Some(AppError::Conflict { .. }) => "/?error=locked",
         Some(AppError::Unprocessable {
-            code: "currency_mismatch",
+            code: Code::CurrencyMismatch,
             ..
         }) => "/?error=currency",
         Some(_) => "/?error=unavailable",

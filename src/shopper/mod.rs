@@ -202,10 +202,10 @@ fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {
 
 /// Mounts the pages; the demo shop only when `demo` (development).
 pub fn configure(cfg: &mut web::ServiceConfig, demo: bool) {
-    use crate::routes::method_not_allowed;
+    use crate::http::method_not_allowed;
     cfg.app_data(
         web::FormConfig::default()
-            .limit(crate::routes::MAX_BODY_BYTES)
+            .limit(crate::http::MAX_BODY_BYTES)
             .error_handler(|err, req| {
                 let pages = req
                     .app_data::<web::Data<AppState>>()

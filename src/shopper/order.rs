@@ -3,9 +3,9 @@
 //! page's cancel link. Both need the order's status token, never a login; neither changes an
 //! order but through its actor.
 
-use crate::error::AppError;
+use crate::http::error::AppError;
+use crate::http::store_call;
 use crate::routes::orders::{cancel as cancel_order, parse_order_id};
-use crate::routes::store_call;
 use crate::shopper::{LineView, see_other};
 use crate::state::AppState;
 use actix_web::http::StatusCode;

@@ -131,7 +131,7 @@ async fn a_stalled_store_under_the_order_list_is_503_within_the_ask_timeout() {
         .await
         .expect("an answer, not a hang");
     assert!(
-        started.elapsed() <= kassa::startup::ASK_TIMEOUT + Duration::from_secs(3),
+        started.elapsed() <= kassa::http::ASK_TIMEOUT + Duration::from_secs(3),
         "answered after {:?}",
         started.elapsed()
     );

@@ -4,7 +4,7 @@
 
 use super::Inner;
 use super::ledger::Payment;
-use crate::gateway::http::describe;
+use crate::gateway::client::describe;
 use kassa_actors::gateway::PaymentState;
 use serde::{Deserialize, Serialize};
 use standardwebhooks::{HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP};

@@ -31,9 +31,6 @@ use ledger::{Ledger, Payment, SandboxError};
 pub use routes::configure;
 pub use standalone::{StandaloneSandbox, bind_standalone, serve_standalone};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// How the sandbox is reached and how hard it tries to deliver webhooks.
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
@@ -194,10 +191,8 @@ impl SandboxGateway {
     ) -> Self {
         let signer = Webhook::new(&settings.webhook_secret)
             .expect("the webhook secret is whsec_<base64>; configuration checks it");
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
+        // The webhook's callback gets the gateway clients' timeouts.
+        let client = super::client::builder()
             .build()
             .expect("the HTTP client for webhook delivery builds");
         let page = page::PaymentPage::new()

@@ -4,8 +4,10 @@
 
 use super::ledger::{Outcome, Payment, SandboxError, state_name};
 use super::{SandboxGateway, is_http_url};
-use crate::error::{AppError, FieldError, json_error};
-use crate::routes::{MAX_BODY_BYTES, method_not_allowed};
+use crate::http::Code;
+use crate::http::error::{AppError, FieldError};
+use crate::http::extract::is_json_mime;
+use crate::http::{MAX_BODY_BYTES, json_config, method_not_allowed};
 use actix_web::error::UrlencodedError;
 use actix_web::guard::{self, GuardContext};
 use actix_web::http::{StatusCode, header};
@@ -19,24 +21,24 @@ impl From<SandboxError> for AppError {
     fn from(e: SandboxError) -> Self {
         let message = e.to_string();
         match e {
-            SandboxError::UnknownPayment(_) => AppError::not_found("payment_not_found", message),
+            SandboxError::UnknownPayment(_) => AppError::not_found(Code::PaymentNotFound, message),
             SandboxError::NegativeAmount => AppError::invalid("amount", message),
             SandboxError::OrderReused(_) => AppError::Unprocessable {
-                code: "idempotency_key_reused",
+                code: Code::IdempotencyKeyReused,
                 message,
             },
             SandboxError::NotRefundable(_) => AppError::Conflict {
-                code: "payment_not_refundable",
+                code: Code::PaymentNotRefundable,
                 message,
                 details: None,
             },
             SandboxError::AlreadyDecided(_) => AppError::Conflict {
-                code: "payment_already_decided",
+                code: Code::PaymentAlreadyDecided,
                 message,
                 details: None,
             },
             SandboxError::Cancelled => AppError::Conflict {
-                code: "payment_cancelled",
+                code: Code::PaymentCancelled,
                 message,
                 details: None,
             },
@@ -215,13 +217,7 @@ struct DecisionBody {
 /// Mounts the gateway protocol and the hosted payment page relative to the current scope.
 pub fn configure(cfg: &mut web::ServiceConfig, gateway: SandboxGateway) {
     cfg.app_data(web::Data::new(gateway))
-        .app_data(
-            web::JsonConfig::default()
-                .limit(MAX_BODY_BYTES)
-                .content_type_required(true)
-                .content_type(is_json_mime)
-                .error_handler(|err, _| json_error(err).into()),
-        )
+        .app_data(json_config())
         .app_data(
             web::FormConfig::default()
                 .limit(MAX_BODY_BYTES)
@@ -258,10 +254,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, gateway: SandboxGateway) {
                 .route(web::post().to(decide_by_form))
                 .default_service(method_not_allowed("GET, POST")),
         );
-}
-
-fn is_json_mime(mime: mime::Mime) -> bool {
-    mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON)
 }
 
 fn has_json_body(ctx: &GuardContext<'_>) -> bool {

@@ -67,7 +67,7 @@ pub fn bind_standalone(
     let server = HttpServer::new(move || {
         App::new()
             .configure(|cfg| configure(cfg, served.clone()))
-            .default_service(web::to(crate::routes::not_found))
+            .default_service(web::to(crate::http::not_found))
     })
     .listen(listener)?
     .run();

@@ -2,13 +2,11 @@
 //! `{"error", "code", "details"?}` body with the right status. Bad input is always a 4xx;
 //! every 5xx is logged here with its cause chain, and nothing else in the shell logs them.
 
+use super::code::Code;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
-use kassa_actors::ActorError;
 use kassa_actors::domain::InvalidValue;
-use kassa_actors::registry::AskError;
-use kassa_actors::store::StoreError;
 use serde::Serialize;
 use std::fmt;
 
@@ -76,7 +74,8 @@ pub struct ErrorBody {
     /// A sentence for humans.
     pub error: String,
     /// A stable snake_case code for programs.
-    pub code: String,
+    #[schema(value_type = String)]
+    pub code: Code,
     /// Absent when there is nothing to add.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -89,10 +88,10 @@ pub enum AppError {
     InvalidJson(String),
     /// 400 with a specific code (`invalid_payload`).
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: Code, message: String },
     /// 401 that is not about bearer tokens (`invalid_signature`).
     #[error("{message}")]
-    Unauthorized { code: &'static str, message: String },
+    Unauthorized { code: Code, message: String },
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     #[error("the request body is larger than 64 KiB")]
@@ -103,7 +102,7 @@ pub enum AppError {
     Validation(Vec<FieldError>),
     /// 422 with a specific code (`currency_mismatch`, `idempotency_key_reused`, ...).
     #[error("{message}")]
-    Unprocessable { code: &'static str, message: String },
+    Unprocessable { code: Code, message: String },
     #[error("authentication required")]
     MissingToken,
     #[error("invalid token: {0}")]
@@ -111,10 +110,10 @@ pub enum AppError {
     #[error("this route needs the admin role")]
     Forbidden,
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: Code, message: String },
     #[error("{message}")]
     Conflict {
-        code: &'static str,
+        code: Code,
         message: String,
         details: Option<ErrorDetails>,
     },
@@ -123,13 +122,13 @@ pub enum AppError {
     #[error("the store is unavailable; retry shortly")]
     StoreUnavailable,
     #[error("{message}")]
-    BadGateway { code: &'static str, message: String },
+    BadGateway { code: Code, message: String },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
 
 impl AppError {
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: Code, message: impl Into<String>) -> Self {
         Self::NotFound {
             code,
             message: message.into(),
@@ -143,24 +142,24 @@ impl AppError {
         }])
     }
 
-    fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::InvalidJson(_) => "invalid_json",
-            Self::BadRequest { code, .. } | Self::Unauthorized { code, .. } => code,
-            Self::UnsupportedMediaType => "unsupported_media_type",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::HeadersTooLarge => "request_header_fields_too_large",
-            Self::Validation(_) => "validation_failed",
-            Self::Unprocessable { code, .. } => code,
-            Self::MissingToken => "unauthorized",
-            Self::InvalidToken(_) => "invalid_token",
-            Self::Forbidden => "forbidden",
-            Self::NotFound { code, .. } => code,
-            Self::Conflict { code, .. } => code,
-            Self::Overloaded => "overloaded",
-            Self::StoreUnavailable => "store_unavailable",
-            Self::BadGateway { code, .. } => code,
-            Self::Internal(_) => "internal_error",
+            Self::InvalidJson(_) => Code::InvalidJson,
+            Self::BadRequest { code, .. } | Self::Unauthorized { code, .. } => *code,
+            Self::UnsupportedMediaType => Code::UnsupportedMediaType,
+            Self::PayloadTooLarge => Code::PayloadTooLarge,
+            Self::HeadersTooLarge => Code::RequestHeaderFieldsTooLarge,
+            Self::Validation(_) => Code::ValidationFailed,
+            Self::Unprocessable { code, .. } => *code,
+            Self::MissingToken => Code::Unauthorized,
+            Self::InvalidToken(_) => Code::InvalidToken,
+            Self::Forbidden => Code::Forbidden,
+            Self::NotFound { code, .. } => *code,
+            Self::Conflict { code, .. } => *code,
+            Self::Overloaded => Code::Overloaded,
+            Self::StoreUnavailable => Code::StoreUnavailable,
+            Self::BadGateway { code, .. } => *code,
+            Self::Internal(_) => Code::InternalError,
         }
     }
 
@@ -176,36 +175,6 @@ impl AppError {
 impl From<InvalidValue> for AppError {
     fn from(e: InvalidValue) -> Self {
         Self::Validation(vec![e.into()])
-    }
-}
-
-impl From<AskError> for AppError {
-    fn from(e: AskError) -> Self {
-        match e {
-            AskError::Overloaded => Self::Overloaded,
-            AskError::Unavailable => Self::StoreUnavailable,
-        }
-    }
-}
-
-impl From<ActorError> for AppError {
-    fn from(e: ActorError) -> Self {
-        match e {
-            ActorError::Unavailable => Self::StoreUnavailable,
-            ActorError::Contended => Self::Overloaded,
-        }
-    }
-}
-
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "store unavailable");
-                Self::StoreUnavailable
-            }
-            corrupt @ StoreError::Corrupt(_) => Self::Internal(corrupt.into()),
-        }
     }
 }
 
@@ -246,12 +215,12 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), code = self.code(), error = %Chain(self), "request failed");
+            tracing::error!(status = status.as_u16(), code = self.code().as_str(), error = %Chain(self), "request failed");
         }
         // Internal causes stay in the log; the client gets a plain sentence.
         let body = ErrorBody {
             error: self.to_string(),
-            code: self.code().to_string(),
+            code: self.code(),
             details: self.details(),
         };
         let mut response = HttpResponse::build(status);
@@ -272,22 +241,6 @@ impl ResponseError for AppError {
             _ => {}
         }
         response.json(body)
-    }
-}
-
-/// Maps actix's JSON body errors onto the contract: 413, 415, 400 `invalid_json`, 422.
-pub fn json_error(err: actix_web::error::JsonPayloadError) -> AppError {
-    use actix_web::error::JsonPayloadError as E;
-    match err {
-        E::OverflowKnownLength { .. } | E::Overflow { .. } => AppError::PayloadTooLarge,
-        E::ContentType => AppError::UnsupportedMediaType,
-        E::Deserialize(e) if e.is_data() => AppError::Validation(vec![FieldError {
-            field: "body".into(),
-            message: e.to_string(),
-        }]),
-        E::Deserialize(e) => AppError::InvalidJson(format!("the body is not valid JSON: {e}")),
-        E::Payload(actix_web::error::PayloadError::Overflow) => AppError::PayloadTooLarge,
-        other => AppError::InvalidJson(format!("the body could not be read: {other}")),
     }
 }
 
