@@ -61,7 +61,7 @@ impl ScyllaStore {
 
     pub(super) async fn note_checkout(&self, c: &InFlightCheckout) -> StoreResult<()> {
         self.run(
-            "checkouts_in_flight",
+            "checkouts_by_minute",
             &self.st.insert_in_flight,
             (
                 &self.replica,
@@ -83,7 +83,7 @@ impl ScyllaStore {
         order_id: OrderId,
     ) -> StoreResult<()> {
         self.run(
-            "checkouts_in_flight",
+            "checkouts_by_minute",
             &self.st.delete_in_flight,
             (replica, minute_of(order_id), order_id.0),
         )
