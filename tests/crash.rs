@@ -2,9 +2,6 @@
 //! from POST /api/orders means the order survives `kill -9`, and it can still be paid; and
 //! `kassa token` works next to a running server.
 
-use kassa::auth::{TokenRequest, mint};
-use kassa::config::{JwtConfig, JwtKey};
-use kassa_actors::clock::{SharedClock, SystemClock};
 use kassa_testkit::process::{Process, free_port, wait_ready};
 use kassa_testkit::silent_server;
 use reqwest::StatusCode;
@@ -12,7 +9,6 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const JWT_SECRET: &str = "crash-test-secret";
@@ -71,24 +67,7 @@ fn start_kassa(data_dir: &Path, port: u16, gateway: &str) -> Process {
 }
 
 fn token(sub: &str, admin: bool) -> String {
-    let config = JwtConfig {
-        key: JwtKey::Secret(JWT_SECRET.as_bytes().to_vec()),
-        issuer: None,
-        audience: None,
-    };
-    let clock: SharedClock = Arc::new(SystemClock);
-    mint(
-        &config,
-        &clock,
-        TokenRequest {
-            sub,
-            email: Some("alice@example.com"),
-            admin,
-            ttl: Duration::from_secs(3600),
-            private_key_pem: None,
-        },
-    )
-    .expect("mint")
+    kassa_testkit::api::token(JWT_SECRET, sub, admin)
 }
 
 async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
