@@ -3,7 +3,7 @@
 //! by a CA it makes), in a run dir and on ports of its own, stopped when the test ends: Kassa
 //! gets in with the user, its password and the CA, and with nothing less.
 
-use kassa::config::{Replication, ScyllaCredentials, ScyllaOptions, ScyllaTls};
+use kassa::config::{ScyllaCredentials, ScyllaOptions, ScyllaTls};
 use kassa::store::scylla::{ScyllaStore, ScyllaTarget};
 use std::path::PathBuf;
 use std::process::Command;
@@ -83,18 +83,15 @@ impl Drop for SecureNode {
     }
 }
 
+/// The test node's options (`kassa_testkit::cassandra::options`) with a login and TLS.
 fn options(credentials: Option<(&str, &str)>, tls: Option<ScyllaTls>) -> ScyllaOptions {
     ScyllaOptions {
-        replication: Replication::Factor(1),
-        consistency: scylla::statement::Consistency::LocalQuorum,
-        serial_consistency: scylla::statement::SerialConsistency::LocalSerial,
-        request_timeout: Duration::from_secs(30),
-        local_dc: None,
         credentials: credentials.map(|(username, password)| ScyllaCredentials {
             username: username.into(),
             password: password.into(),
         }),
         tls,
+        ..kassa_testkit::cassandra::options()
     }
 }
 
