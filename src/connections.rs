@@ -2,8 +2,9 @@
 //! later one on a kept-alive connection, must be complete within 5 s of its first byte, or the
 //! connection is closed (actix-http times only the first head of a connection, and from the
 //! accept, so a client could trickle a second one forever). A connection with no head begun,
-//! new or kept alive, is idle, and closed after the idle time. Knows HTTP only as far as "a head ends with an empty
-//! line" and "the server answered"; never parses, buffers or changes a byte.
+//! new or kept alive, is idle, and closed after the idle time. Knows HTTP only as far as "a
+//! head ends with an empty line" and "the server answered"; never parses, buffers or changes
+//! a byte.
 
 use actix_http::HttpService;
 use actix_http::error::DispatchError;
@@ -22,9 +23,8 @@ use tokio::time::{Instant, Sleep};
 /// How long a client has to send a whole request head once it began (API.md Conventions).
 pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle connection stays open for its next request, or a new one for its first:
-/// longer than the
-/// idle timeouts of what usually sits in front (ingress-nginx's and cloud load balancers' 60 s,
-/// HTTP clients' pools), so that the client, not Kassa, closes an idle connection. A server
+/// longer than the idle timeouts of what usually sits in front (ingress-nginx's and cloud load
+/// balancers' 60 s, HTTP clients' pools), so that the client, not Kassa, closes an idle one. A server
 /// that closes first races a client reusing the connection at that moment: the request is
 /// lost with "connection closed before message completed" (with 5 s, 2 of 1,000 flash-sale
 /// shoppers in one CI run), and a proxy answers its shopper 502.

@@ -1,9 +1,9 @@
 //! Crash recovery across replicas (`cql/0003`, `cql/0004`): each replica's heartbeat, and the
 //! checkouts it is running, noted before they hold anything (by replica and minute, so that
-//! no partition read meets more than a minute of deleted notes). When a replica dies, any other finds its
-//! silence, reads its checkouts and releases what they held; a restarted process (same
-//! replica name) does it for its previous run at start-up. Owns the rows; what releasing
-//! means (stock, cart, key) is the caller's (`AppState::recover_replicas`).
+//! no partition read meets more than a minute of deleted notes). When a replica dies, any
+//! other finds its silence, reads its checkouts and releases what they held; a restarted
+//! process (same replica name) does it for its previous run at start-up. Owns the rows; what
+//! releasing means (stock, cart, key) is the caller's (`AppState::recover_replicas`).
 
 use super::{LOAD_CONCURRENCY, ScyllaStore};
 use futures_util::{StreamExt, TryStreamExt, stream};
