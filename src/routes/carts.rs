@@ -3,9 +3,9 @@
 //! handlers parse, ask, and shape the answer.
 
 use crate::auth::User;
-use crate::http::Code;
-use crate::http::error::{AppError, CartLock, ErrorBody, ErrorDetails};
-use crate::routes::catalog::{existing_sku, product_not_found};
+use crate::http::domain::{cart_not_found, product_not_found};
+use crate::http::error::{AppError, ErrorBody};
+use crate::routes::catalog::existing_sku;
 use crate::routes::fields::Fields;
 use crate::state::AppState;
 use actix_web::{HttpResponse, web};
@@ -79,53 +79,6 @@ pub struct CartItemBody {
 /// A cart id from the path: one that is not a UUID names no cart (404).
 pub fn parse_cart_id(raw: &str) -> Result<CartId, AppError> {
     CartId::parse(raw).map_err(|_| cart_not_found())
-}
-
-impl From<CartError> for AppError {
-    fn from(e: CartError) -> Self {
-        match e {
-            CartError::NotFound => cart_not_found(),
-            CartError::Locked { order_id } => AppError::Conflict {
-                code: Code::CartLocked,
-                message: "the cart is locked by a pending order".into(),
-                details: Some(ErrorDetails::CartLock(CartLock {
-                    order_id: order_id.0,
-                })),
-            },
-            CartError::CurrencyMismatch { cart, line } => AppError::Unprocessable {
-                code: Code::CurrencyMismatch,
-                message: format!(
-                    "the cart holds {} items; this product is priced in {}",
-                    cart.code(),
-                    line.code()
-                ),
-            },
-            CartError::Empty => cart_empty(),
-            CartError::Full { max } => AppError::invalid(
-                "sku",
-                format!("the cart already holds {max} lines, the most it may; remove one first"),
-            ),
-            CartError::TotalTooLarge { max } => AppError::invalid(
-                "quantity",
-                format!("would take the cart's total above {max} minor units"),
-            ),
-            CartError::AlreadyExists => AppError::Internal(anyhow::anyhow!("cart id collision")),
-            CartError::Actor(e) => e.into(),
-        }
-    }
-}
-
-/// The answer for checking out a cart with no lines.
-pub fn cart_empty() -> AppError {
-    AppError::Unprocessable {
-        code: Code::CartEmpty,
-        message: "the cart is empty".into(),
-    }
-}
-
-/// The answer for a cart that does not exist or is someone else's.
-pub fn cart_not_found() -> AppError {
-    AppError::not_found(Code::CartNotFound, "no such cart")
 }
 
 #[utoipa::path(

@@ -3,6 +3,7 @@
 
 use crate::auth::Admin;
 use crate::http::Code;
+use crate::http::domain::product_not_found;
 use crate::http::error::{AppError, ErrorBody};
 use crate::http::store_call;
 use crate::routes::fields::{Fields, PageQuery};
@@ -185,13 +186,6 @@ async fn product_view(state: &AppState, sku: &Sku) -> Result<Option<ProductView>
         return Ok(view_of(sku, snapshot));
     }
     Ok(state.products.ask(sku, GetProduct).await??)
-}
-
-pub fn product_not_found(sku: &Sku) -> AppError {
-    AppError::not_found(
-        Code::ProductNotFound,
-        format!("no product with sku `{sku}`"),
-    )
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

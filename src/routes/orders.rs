@@ -4,11 +4,9 @@
 
 use crate::auth::User;
 use crate::http::Code;
-use crate::http::error::{
-    AppError, CartLock, ConflictLine, ConflictReason, ErrorBody, ErrorDetails,
-};
+use crate::http::domain::order_not_found;
+use crate::http::error::{AppError, CartLock, ErrorBody, ErrorDetails};
 use crate::http::store_call;
-use crate::routes::carts::{cart_empty, cart_not_found};
 use crate::routes::fields::{Fields, PageQuery};
 use crate::state::AppState;
 use actix_web::http::StatusCode;
@@ -17,9 +15,7 @@ use base64::Engine;
 use kassa_actors::domain::{CartId, InvalidValue, OrderId, UserId};
 use kassa_actors::idempotency;
 use kassa_actors::order::OrderStatus;
-use kassa_actors::order_actor::{
-    CancelOrder, GetOrder, LineConflict, OrderError, PlaceOrder, Placed,
-};
+use kassa_actors::order_actor::{CancelOrder, GetOrder, PlaceOrder, Placed};
 use kassa_actors::store::{
     IdempotencyClaim, IdempotencyRequest, InFlightCheckout, OrderRecord, ShippingDetails,
     StoredResponse,
@@ -581,64 +577,7 @@ async fn place(
                 })
             }
         }
-        Err(e) => Err(order_error(e)),
-    }
-}
-
-/// The answer for an order that does not exist or is someone else's.
-pub fn order_not_found() -> AppError {
-    AppError::not_found(Code::OrderNotFound, "no such order")
-}
-
-/// What an order's refusal answers a shopper (the payment webhooks map the few a payment event
-/// can meet with this too: `webhook::deliver`).
-pub fn order_error(e: OrderError) -> AppError {
-    match e {
-        OrderError::NotFound => order_not_found(),
-        OrderError::CartNotFound => cart_not_found(),
-        OrderError::CartEmpty => cart_empty(),
-        OrderError::TotalTooLarge => AppError::Unprocessable {
-            code: Code::TotalTooLarge,
-            message: "the cart's total is above the largest order total".into(),
-        },
-        OrderError::Conflicts(lines) => AppError::Conflict {
-            code: Code::CartConflict,
-            message: "Items not available or prices changed".into(),
-            details: Some(ErrorDetails::Conflicts(
-                lines.into_iter().map(conflict_line).collect(),
-            )),
-        },
-        OrderError::GatewayUnavailable => AppError::BadGateway {
-            code: Code::GatewayUnavailable,
-            message: "the payment gateway is unavailable; the order failed and nothing is held"
-                .into(),
-        },
-        OrderError::NotCancellable(status) => AppError::Conflict {
-            code: Code::OrderNotCancellable,
-            message: format!("the order is {status}; only an unpaid order can be cancelled"),
-            details: None,
-        },
-        OrderError::Overloaded => AppError::Overloaded,
-        OrderError::Actor(e) => e.into(),
-    }
-}
-
-fn conflict_line(c: LineConflict) -> ConflictLine {
-    ConflictLine {
-        sku: c.sku.to_string(),
-        reason: match c.reason {
-            kassa_actors::order_actor::ConflictReason::InsufficientStock => {
-                ConflictReason::InsufficientStock
-            }
-            kassa_actors::order_actor::ConflictReason::PriceChanged => ConflictReason::PriceChanged,
-            kassa_actors::order_actor::ConflictReason::UnknownProduct => {
-                ConflictReason::UnknownProduct
-            }
-        },
-        requested: c.requested,
-        available: c.available,
-        cart_price: c.cart_price,
-        current_price: c.current_price,
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -665,11 +604,7 @@ pub async fn get_order(
 ) -> Result<HttpResponse, AppError> {
     let id = parse_order_id(&id)?;
     let viewer = (!user.admin).then_some(user.id);
-    let order = state
-        .orders
-        .ask(&id, GetOrder { viewer })
-        .await?
-        .map_err(order_error)?;
+    let order = state.orders.ask(&id, GetOrder { viewer }).await??;
     Ok(HttpResponse::Ok().json(OrderResponse::from(order)))
 }
 
@@ -702,11 +637,7 @@ pub async fn cancel(
     id: OrderId,
     viewer: Option<UserId>,
 ) -> Result<OrderRecord, AppError> {
-    let order = state
-        .orders
-        .ask(&id, CancelOrder { viewer })
-        .await?
-        .map_err(order_error)?;
+    let order = state.orders.ask(&id, CancelOrder { viewer }).await??;
     tracing::info!(order_id = %id, "order cancelled");
     Ok(order)
 }

@@ -122,7 +122,7 @@ pub async fn open_session(
         )
         .await??;
     if cart.lines.is_empty() {
-        return Err(crate::routes::carts::cart_empty());
+        return Err(crate::http::domain::cart_empty());
     }
     let now = state.clock.now();
     let session = CheckoutSession {

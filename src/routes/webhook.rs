@@ -4,7 +4,6 @@
 
 use crate::http::Code;
 use crate::http::error::{AppError, ErrorBody};
-use crate::routes::orders::order_error;
 use crate::state::AppState;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
@@ -168,11 +167,10 @@ pub(crate) async fn deliver(
         // The refusals a payment event can meet answer as they do on the order routes
         // (404 `order_not_found`, 503).
         Err(e @ (OrderError::NotFound | OrderError::Overloaded | OrderError::Actor(_))) => {
-            Err(order_error(e))
+            Err(e.into())
         }
-        // Deliberately not `order_error`'s shopper answers (cart_conflict, gateway_unavailable,
-        // ...): API.md gives the gateway 200, 400, 401, 404 or 503 only, so any other refusal
-        // of a payment event is our fault, a 500 the gateway retries.
+        // Not the shopper answers of `From<OrderError>`: API.md gives the gateway 200, 400, 401,
+        // 404 or 503 only, so any other refusal is our fault, a 500 the gateway retries.
         Err(other) => Err(AppError::Internal(anyhow::anyhow!(
             "unexpected payment event outcome: {other}"
         ))),

@@ -5,6 +5,7 @@
 
 use crate::auth::User;
 use crate::http::Code;
+use crate::http::domain::product_not_found;
 use crate::http::error::AppError;
 use crate::http::method_not_allowed;
 use crate::routes::carts::set_line;
@@ -193,7 +194,7 @@ pub async fn add_item(
             .products
             .ask(&sku, GetProduct)
             .await??
-            .ok_or_else(|| AppError::not_found(Code::ProductNotFound, "no such product"))?;
+            .ok_or_else(|| product_not_found(&sku))?;
         let current = state
             .carts
             .ask(
