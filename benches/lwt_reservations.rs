@@ -18,11 +18,12 @@ use futures_util::future::join_all;
 use kassa::store::scylla::ScyllaStore;
 use kassa_actors::ActorSettings;
 use kassa_actors::clock::{SharedClock, SystemClock};
-use kassa_actors::domain::{Currency, OrderId, ProductInfo, Sku};
+use kassa_actors::domain::{Currency, OrderId, Sku};
 use kassa_actors::product::{ProductActor, Reserve, ReserveOutcome, UpsertProduct};
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::{SharedStore, StoreResult};
 use kassa_testkit::cassandra;
+use kassa_testkit::records;
 use kassa_testkit::store::{HookedStore, Hooks, Method};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,13 +91,8 @@ impl Bench {
     async fn hot_sku(&self, mode: &str) -> Sku {
         let n = self.skus.fetch_add(1, Ordering::Relaxed);
         let sku = Sku::parse(&format!("hot-{mode}-{n}")).expect("sku");
-        let info = ProductInfo {
-            name: "Hot".into(),
-            price: PRICE,
-            currency: Currency::EUR,
-        };
         let upsert = UpsertProduct {
-            info,
+            info: records::product_info("Hot", PRICE),
             stock: 1_000_000_000,
         };
         self.products

@@ -16,12 +16,13 @@ use futures_util::future::join_all;
 use kassa::store::embedded::EmbeddedStore;
 use kassa_actors::ActorSettings;
 use kassa_actors::clock::{SharedClock, SystemClock};
-use kassa_actors::domain::{Currency, OrderId, ProductInfo, Sku};
+use kassa_actors::domain::{Currency, OrderId, Sku};
 use kassa_actors::product::{
     Commit, CommitOutcome, ProductActor, Reserve, ReserveOutcome, UpsertProduct,
 };
 use kassa_actors::registry::{ActorPool, Registry};
 use kassa_actors::store::{MemoryStore, SharedStore};
+use kassa_testkit::records;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -59,13 +60,8 @@ impl Bench {
     async fn fresh_sku(&self) -> Sku {
         let n = self.skus.fetch_add(1, Ordering::Relaxed);
         let sku = Sku::parse(&format!("hot-{n}")).expect("sku");
-        let info = ProductInfo {
-            name: "Hot".into(),
-            price: PRICE,
-            currency: Currency::EUR,
-        };
         let upsert = UpsertProduct {
-            info,
+            info: records::product_info("Hot", PRICE),
             stock: 1_000_000_000,
         };
         self.products

@@ -8,6 +8,7 @@ use kassa_actors::domain::{OrderId, Sku};
 use kassa_actors::store::{ProductRow, ProductWrite, WriteOutcome};
 use kassa_testkit::app::{TestApp, sample, spawn_app};
 use kassa_testkit::prometheus::start_prometheus;
+use kassa_testkit::records::product_write;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -130,14 +131,15 @@ async fn lose_reservation(app: &TestApp, sku: &str, order_id: &str) {
     let row = snapshot.row;
     let outcome = store
         .write_product(ProductWrite {
-            sku,
-            expected_version: row.version,
-            row: ProductRow {
-                version: row.version + 1,
-                ..row
-            },
-            put_reservations: Vec::new(),
             remove_reservations: vec![OrderId::parse(order_id).expect("order id")],
+            ..product_write(
+                &sku,
+                row.version,
+                ProductRow {
+                    version: row.version + 1,
+                    ..row
+                },
+            )
         })
         .await
         .expect("write");

@@ -11,6 +11,7 @@ use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{
     CancelOutcome, DisplayLine, Gateway, GatewayError, PaymentDisplay, PaymentRequest, PaymentState,
 };
+use kassa_testkit::records;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -184,12 +185,8 @@ impl Sandbox {
 
 fn payment_request(order_id: OrderId, receiver: &Receiver) -> PaymentRequest {
     PaymentRequest {
-        order_id,
-        amount: 1999,
-        currency: Currency::EUR,
         callback_url: receiver.callback_url.clone(),
-        return_url: format!("http://shop.test/orders/{order_id}"),
-        display: Default::default(),
+        ..records::payment_request(order_id)
     }
 }
 
@@ -807,17 +804,6 @@ async fn answer_from_script(
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).json(body)
 }
 
-fn stub_request(order_id: OrderId) -> PaymentRequest {
-    PaymentRequest {
-        order_id,
-        amount: 1999,
-        currency: Currency::EUR,
-        callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
-        return_url: "http://shop.test/orders/1".into(),
-        display: Default::default(),
-    }
-}
-
 #[actix_web::test]
 async fn a_gateway_answering_5xx_is_retried_with_the_same_idempotency_key() {
     let created =
@@ -826,7 +812,7 @@ async fn a_gateway_answering_5xx_is_retried_with_the_same_idempotency_key() {
     let order_id = OrderId::new();
 
     let session = HttpGateway::new(base)
-        .initiate(stub_request(order_id))
+        .initiate(records::payment_request(order_id))
         .await
         .expect("third attempt succeeds");
 
@@ -862,14 +848,14 @@ async fn what_the_payment_page_shows_is_sent_as_optional_camel_case_fields() {
         json!({"paymentId": "pay_1", "paymentUrl": "http://gw.test/pay/pay_1", "token": "t"});
     let (base, stub) = start_stub(vec![(201, created)]).await;
     let order_id = OrderId::new();
-    let mut request = stub_request(order_id);
+    let mut request = records::payment_request(order_id);
     request.display = displayed(order_id, "http://shop.test/cancel");
     let order_number = request.display.order_number.clone();
     let gateway = HttpGateway::new(base);
 
     gateway.initiate(request).await.expect("initiated");
     gateway
-        .initiate(stub_request(OrderId::new()))
+        .initiate(records::payment_request(OrderId::new()))
         .await
         .expect("initiated without a display");
 
@@ -951,7 +937,7 @@ async fn a_refusal_is_not_retried() {
     .await;
 
     let result = HttpGateway::new(base)
-        .initiate(stub_request(OrderId::new()))
+        .initiate(records::payment_request(OrderId::new()))
         .await;
 
     match result {
@@ -1010,7 +996,9 @@ async fn a_gateway_that_never_answers_is_unavailable_at_the_deadline_retries_inc
     let gateway = HttpGateway::new(base).with_deadline(Duration::from_millis(800));
     let started = Instant::now();
 
-    let result = gateway.initiate(stub_request(OrderId::new())).await;
+    let result = gateway
+        .initiate(records::payment_request(OrderId::new()))
+        .await;
 
     let elapsed = started.elapsed();
     match result {
@@ -1089,20 +1077,12 @@ async fn the_standalone_process_keeps_its_payments_and_cancels_in_a_journal_acro
     let journal = journal.to_str().expect("utf-8 path");
     let (child, announced) = start_sandbox_process(&["--journal", journal]).await;
     let gateway = HttpGateway::new(Url::parse(&announced).expect("url"));
-    let request = |order_id| PaymentRequest {
-        order_id,
-        amount: 1999,
-        currency: Currency::EUR,
-        callback_url: "http://127.0.0.1:9/webhook/payment-status".into(),
-        return_url: "http://shop.test/orders/1".into(),
-        display: Default::default(),
-    };
     let session = gateway
-        .initiate(request(OrderId::new()))
+        .initiate(records::payment_request(OrderId::new()))
         .await
         .expect("payment opened");
     let cancelled = gateway
-        .initiate(request(OrderId::new()))
+        .initiate(records::payment_request(OrderId::new()))
         .await
         .expect("payment opened");
     assert_eq!(

@@ -4,11 +4,12 @@
 //! session TTLs the suite cannot see.
 
 use kassa::store::scylla::{MIGRATIONS, ScyllaStore, ScyllaTarget, required_version};
-use kassa_actors::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
+use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
 use kassa_actors::store::{
     CheckoutSession, ProductRow, ProductWrite, Reservation, Store, WriteOutcome,
 };
 use kassa_testkit::cassandra;
+use kassa_testkit::records::{product_row, product_write};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,18 +156,6 @@ fn kassa_migrate_applies_the_schema_once() {
         .block_on(cassandra::drop_keyspace(&keyspace));
 }
 
-fn product(version: u64, on_hand: i64) -> ProductRow {
-    ProductRow {
-        info: Some(ProductInfo {
-            name: "Flash tee".into(),
-            price: 1999,
-            currency: Currency::EUR,
-        }),
-        on_hand,
-        version,
-    }
-}
-
 /// Two stores on one keyspace are two replicas: of many writers that read the same version,
 /// exactly one conditional batch applies, and nothing of the others is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,13 +165,7 @@ async fn racing_product_writes_from_two_replicas_apply_exactly_once() {
     let a: Arc<dyn Store> = Arc::new(cassandra::open(&keyspace).await);
     let b: Arc<dyn Store> = Arc::new(cassandra::open(&keyspace).await);
     let sku = Sku::parse("race-tee").expect("sku");
-    let created = ProductWrite {
-        sku: sku.clone(),
-        expected_version: 0,
-        row: product(1, 1),
-        put_reservations: vec![],
-        remove_reservations: vec![],
-    };
+    let created = product_write(&sku, 0, product_row(1, 1));
     assert_eq!(
         a.write_product(created).await.expect("create"),
         WriteOutcome::Applied
@@ -192,16 +175,13 @@ async fn racing_product_writes_from_two_replicas_apply_exactly_once() {
         .map(|i| {
             let store = if i % 2 == 0 { a.clone() } else { b.clone() };
             let write = ProductWrite {
-                sku: sku.clone(),
-                expected_version: 1,
-                row: product(2, 1),
                 put_reservations: vec![Reservation {
                     order_id: OrderId::new(),
                     qty: 1,
                     expires_at,
                     committed: false,
                 }],
-                remove_reservations: vec![],
+                ..product_write(&sku, 1, product_row(2, 1))
             };
             tokio::spawn(async move { store.write_product(write).await })
         })
@@ -224,20 +204,10 @@ async fn racing_product_writes_from_two_replicas_apply_exactly_once() {
     cassandra::drop_keyspace(&keyspace).await;
 }
 
-fn write(sku: &Sku, expected_version: u64, row: ProductRow) -> ProductWrite {
-    ProductWrite {
-        sku: sku.clone(),
-        expected_version,
-        row,
-        put_reservations: vec![],
-        remove_reservations: vec![],
-    }
-}
-
 fn unnamed(version: u64) -> ProductRow {
     ProductRow {
         info: None,
-        ..product(version, 0)
+        ..product_row(version, 0)
     }
 }
 
@@ -278,12 +248,12 @@ async fn a_product_unnamed_on_another_replica_and_named_again_is_listed() {
     let a = cassandra::open(&keyspace).await;
     let b = cassandra::open(&keyspace).await;
     let sku = Sku::parse("relist-tee").expect("sku");
-    apply(&a, write(&sku, 0, product(1, 5))).await;
-    apply(&b, write(&sku, 1, unnamed(2))).await;
+    apply(&a, product_write(&sku, 0, product_row(1, 5))).await;
+    apply(&b, product_write(&sku, 1, unnamed(2))).await;
     assert_eq!(a.list_products(None, 10).await.expect("list"), vec![]);
     assert!(catalog_entries(&keyspace).await.is_empty());
-    apply(&a, write(&sku, 2, product(3, 5))).await;
-    apply(&a, write(&sku, 3, product(4, 4))).await;
+    apply(&a, product_write(&sku, 2, product_row(3, 5))).await;
+    apply(&a, product_write(&sku, 3, product_row(4, 4))).await;
     assert_eq!(
         b.list_products(None, 10).await.expect("list"),
         vec![sku.clone()]
@@ -305,7 +275,7 @@ async fn catalog_entries_a_crash_left_behind_are_never_listed() {
         Sku::parse("gone").expect("sku"),
     );
     for sku in [&kept, &gone] {
-        apply(&store, write(sku, 0, product(1, 5))).await;
+        apply(&store, product_write(sku, 0, product_row(1, 5))).await;
     }
     let session = cassandra::session().await;
     for cql in [
@@ -344,8 +314,8 @@ async fn migrate_indexes_products_named_before_the_catalog_existed() {
         Sku::parse("old-named").expect("sku"),
         Sku::parse("old-unnamed").expect("sku"),
     );
-    apply(&store, write(&named, 0, product(1, 5))).await;
-    apply(&store, write(&unnamed_sku, 0, unnamed(1))).await;
+    apply(&store, product_write(&named, 0, product_row(1, 5))).await;
+    apply(&store, product_write(&unnamed_sku, 0, unnamed(1))).await;
     // Back to a keyspace at version 1 with those products: 0002 not applied, no index.
     let session = cassandra::session().await;
     for cql in [
@@ -428,7 +398,7 @@ async fn a_listed_products_stock_writes_leave_the_catalog_alone() {
     cassandra::migrate(&keyspace).await;
     let store = cassandra::open(&keyspace).await;
     let sku = Sku::parse("hot-tee").expect("sku");
-    apply(&store, write(&sku, 0, product(1, 5))).await;
+    apply(&store, product_write(&sku, 0, product_row(1, 5))).await;
     // Emptied behind the store's back (TRUNCATE leaves no tombstone): only a new insert
     // could bring the entry back.
     cassandra::session()
@@ -437,7 +407,11 @@ async fn a_listed_products_stock_writes_leave_the_catalog_alone() {
         .await
         .expect("truncate");
     for version in 2..=4 {
-        apply(&store, write(&sku, version - 1, product(version, 5))).await;
+        apply(
+            &store,
+            product_write(&sku, version - 1, product_row(version, 5)),
+        )
+        .await;
     }
     assert!(catalog_entries(&keyspace).await.is_empty());
     drop(store);

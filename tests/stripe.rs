@@ -10,6 +10,7 @@ use kassa::gateway::stripe::{StripeGateway, StripeSettings};
 use kassa_actors::domain::{Currency, OrderId};
 use kassa_actors::gateway::{CancelOutcome, Gateway, GatewayError, PaymentRequest, PaymentState};
 use kassa_testkit::app::{TestApp, assert_error, json_of, spawn_app_with};
+use kassa_testkit::records;
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -153,12 +154,10 @@ fn gateway_at(api_base: &str, api_key: &str) -> StripeGateway {
 
 fn payment_request(amount: i64) -> PaymentRequest {
     PaymentRequest {
-        order_id: OrderId::new(),
         amount,
-        currency: Currency::EUR,
         callback_url: "http://127.0.0.1:1/webhook/payment-status".into(),
         return_url: format!("{STOREFRONT}/orders/"),
-        display: Default::default(),
+        ..records::payment_request(OrderId::new())
     }
 }
 

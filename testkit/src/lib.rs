@@ -5,6 +5,8 @@
 //!   `kassa_actors::store::Store` to the store it wraps, after a hook that may wait, count,
 //!   fail the call or answer a conditional write itself. A test's fault injection is a
 //!   `Hooks` implementation; a new `Store` method is forwarded here only.
+//! - `records`: the domain's records and messages with a test's defaults (product rows and
+//!   writes, payment requests), so a test spells out only the fields it is about.
 //! - With the `kassa` feature, the helpers that need the server crate or HTTP:
 //!   `app` (`TestApp`: Kassa in-process on port 0 over a temporary data dir, and its
 //!   request helpers), `api` (tokens and whole answers for a `kassa serve` process),
@@ -32,6 +34,7 @@ pub mod cassandra;
 pub mod process;
 #[cfg(feature = "kassa")]
 pub mod prometheus;
+pub mod records;
 #[cfg(feature = "kassa")]
 pub mod silent_server;
 pub mod store;
