@@ -5,12 +5,12 @@
 //! and `/readyz` answers 503; once it is back Kassa serves again on its own, without a
 //! restart, and nothing it acknowledged is lost.
 
-use kassa_testkit::api::{send, token};
-use kassa_testkit::process::{Process, free_port, wait_ready};
+use kassa_testkit::api::{put_product, send, token};
+use kassa_testkit::process::{free_port, ready_client, spawn_logged};
 use reqwest::StatusCode;
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cassandra.sh");
@@ -90,31 +90,24 @@ async fn a_cassandra_outage_answers_503_and_kassa_serves_again_when_it_is_back()
     );
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.path().join("kassa.log")).expect("log");
-    let _server = Process(
+    let _server = spawn_logged(
         kassa(&["serve"])
             .env("KASSA_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KASSA_PUBLIC_URL", &base)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn kassa"),
+            .env("KASSA_PUBLIC_URL", &base),
+        &dir.path().join("kassa.log"),
     );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    wait_ready(&client, &base).await;
-
-    let (status, body, _) = send(
-        client
-            .put(format!("{base}/api/admin/products/outage-tee"))
-            .bearer_auth(token(JWT_SECRET, "admin", true))
-            .json(&json!({"name": "Outage tee", "price": 1500, "currency": "EUR", "stock": STOCK})),
+    let client = ready_client(&base).await;
+    let admin = token(JWT_SECRET, "admin", true);
+    put_product(
+        &client,
+        &base,
+        &admin,
+        "outage-tee",
+        "Outage tee",
+        1500,
+        STOCK,
     )
     .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
     let shopper = token(JWT_SECRET, "shopper", false);
     let checkout = |cart: String| {
         client

@@ -2,6 +2,7 @@
 //! from POST /api/orders means the order survives `kill -9`, and it can still be paid; and
 //! `kassa token` works next to a running server.
 
+use kassa_testkit::api::put_product;
 use kassa_testkit::process::{Process, free_port, wait_ready};
 use kassa_testkit::silent_server;
 use reqwest::StatusCode;
@@ -91,14 +92,7 @@ async fn an_order_answered_200_survives_kill_9_and_can_be_paid_after_restart() {
     let mut kassa = start_kassa(dir.path(), port, &gateway_url);
     wait_ready(&client, &base).await;
     let (admin, alice) = (token("admin", true), token("alice", false));
-    let (status, _) = send(
-        client
-            .put(format!("{base}/api/admin/products/tee"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "Tee", "price": 1999, "currency": "EUR", "stock": 3})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    put_product(&client, &base, &admin, "tee", "Tee", 1999, 3).await;
     let (_, cart) = send(client.post(format!("{base}/api/carts")).bearer_auth(&alice)).await;
     let cart = cart["cartId"].as_str().expect("cartId").to_string();
     let (status, _) = send(
@@ -175,14 +169,7 @@ async fn a_kill_9_during_checkouts_leaves_nothing_held_after_the_restart() {
     let mut kassa = start_kassa(dir.path(), port, &hanging_url);
     wait_ready(&client, &base).await;
     let admin = token("admin", true);
-    let (status, _) = send(
-        client
-            .put(format!("{base}/api/admin/products/crash-tee"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "Tee", "price": 1999, "currency": "EUR", "stock": 20})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    put_product(&client, &base, &admin, "crash-tee", "Tee", 1999, 20).await;
 
     // Three shoppers check out 5 units each; the gateway never answers, so each checkout is
     // caught holding its stock, its cart lock and its Idempotency-Key.
@@ -349,14 +336,7 @@ async fn kassa_token_prints_a_token_the_running_server_accepts() {
     assert_eq!(claims["email"], "a@x");
     assert_eq!(claims["roles"], json!(["admin"]));
 
-    let (status, body) = send(
-        client
-            .put(format!("{base}/api/admin/products/tee"))
-            .bearer_auth(token)
-            .json(&json!({"name": "Tee", "price": 1999, "currency": "EUR", "stock": 3})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    put_product(&client, &base, token, "tee", "Tee", 1999, 3).await;
     let (status, cart) = send(client.post(format!("{base}/api/carts")).bearer_auth(token)).await;
     assert_eq!(status, StatusCode::CREATED, "{cart}");
 }

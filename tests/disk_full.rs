@@ -4,13 +4,13 @@
 //! Retry-After, never a dropped connection) and `/readyz` answers 503; once space is freed
 //! Kassa writes again on its own, without a restart, and nothing it acknowledged is lost.
 
-use kassa_testkit::api::{send, token};
-use kassa_testkit::process::{Process, free_port, wait_ready};
+use kassa_testkit::api::{put_product, send, token};
+use kassa_testkit::process::{free_port, ready_client, spawn_logged};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const JWT_SECRET: &str = "disk-full-test-secret-of-32-bytes!";
@@ -102,8 +102,7 @@ async fn a_full_disk_answers_503_and_kassa_writes_again_once_space_is_freed() {
     let base = format!("http://127.0.0.1:{port}");
     let no_config = data.join("empty.toml");
     std::fs::write(&no_config, "").expect("empty config");
-    let log = std::fs::File::create(data.join("kassa.log")).expect("log");
-    let _kassa = Process(
+    let _kassa = spawn_logged(
         Command::new(env!("CARGO_BIN_EXE_kassa"))
             .arg("serve")
             .env_clear()
@@ -123,27 +122,12 @@ async fn a_full_disk_answers_503_and_kassa_writes_again_once_space_is_freed() {
             .env("KASSA_PUBLIC_URL", &base)
             .env("KASSA_JWT_SECRET", JWT_SECRET)
             .env("KASSA_WEBHOOK_SECRET", WEBHOOK_SECRET)
-            .env("KASSA_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn kassa"),
+            .env("KASSA_LOG", "warn"),
+        &data.join("kassa.log"),
     );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    wait_ready(&client, &base).await;
-
-    let (status, body, _) = send(
-        client
-            .put(format!("{base}/api/admin/products/disk-tee"))
-            .bearer_auth(token(JWT_SECRET, "admin", true))
-            .json(&json!({"name": "Disk tee", "price": 1500, "currency": "EUR", "stock": STOCK})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let client = ready_client(&base).await;
+    let admin = token(JWT_SECRET, "admin", true);
+    put_product(&client, &base, &admin, "disk-tee", "Disk tee", 1500, STOCK).await;
     let mut carts = Vec::new();
     for i in 0..CARTS {
         let shopper = format!("shopper-{i}");
@@ -229,7 +213,7 @@ async fn a_full_disk_answers_503_and_kassa_writes_again_once_space_is_freed() {
         let (status, body, _) = send(
             client
                 .get(format!("{base}/api/orders/{order}"))
-                .bearer_auth(token(JWT_SECRET, "admin", true)),
+                .bearer_auth(&admin),
         )
         .await;
         assert_eq!(

@@ -13,6 +13,7 @@ use kassa::config::Config;
 use kassa_actors::clock::{Clock, SharedClock, SystemClock};
 use kassa_actors::domain::OrderId;
 use kassa_actors::store::{EmailKind, OutboxEmail};
+use kassa_testkit::api;
 use kassa_testkit::app::{TestApp, WEBHOOK_SECRET, json_of, shipping, spawn_app_with, test_config};
 use kassa_testkit::process::{Process, free_port, wait_ready};
 use kassa_testkit::silent_server;
@@ -233,15 +234,8 @@ async fn app_sending_to(sink: &Sink) -> TestApp {
 }
 
 async fn put_product(app: &TestApp, sku: &str, name: &str, price: i64, stock: i64) {
-    let response = app
-        .client
-        .put(app.url(&format!("/api/admin/products/{sku}")))
-        .bearer_auth(app.admin())
-        .json(&json!({"name": name, "price": price, "currency": "EUR", "stock": stock}))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), StatusCode::OK);
+    let admin = app.admin();
+    api::put_product(&app.client, &app.address, &admin, sku, name, price, stock).await;
 }
 
 /// A token whose `email` claim is `email` (the confirmation's recipient).
@@ -723,14 +717,7 @@ async fn kill_9_between_queued_and_sent_still_delivers_the_email_after_restart()
     wait_ready(&client, &base).await;
 
     let admin = wall_clock_token(&config, "admin", None, true);
-    let (status, _) = call(
-        client
-            .put(format!("{base}/api/admin/products/tee"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "T-shirt", "price": 1999, "currency": "EUR", "stock": 5})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    api::put_product(&client, &base, &admin, "tee", "T-shirt", 1999, 5).await;
 
     // The SMTP server is down while the order is paid: the email is queued, not sent.
     sink.stop();
@@ -792,14 +779,7 @@ async fn an_email_a_killed_process_was_sending_goes_out_at_once_after_the_restar
     let kassa = start_kassa(dir.path(), port, &silent);
     wait_ready(&client, &base).await;
     let admin = wall_clock_token(&config, "admin", None, true);
-    let (status, _) = call(
-        client
-            .put(format!("{base}/api/admin/products/tee"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "T-shirt", "price": 1999, "currency": "EUR", "stock": 5})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    api::put_product(&client, &base, &admin, "tee", "T-shirt", 1999, 5).await;
     let order_id = a_paid_order(&client, &base, &config).await;
     // The confirmation is claimed by this process and on its way to a server that never
     // answers: kill -9 now, between claiming it and recording it sent.

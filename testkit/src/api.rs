@@ -6,7 +6,7 @@ use kassa::auth::{TokenRequest, mint};
 use kassa::config::{JwtConfig, JwtKey};
 use kassa_actors::clock::{SharedClock, SystemClock};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,4 +45,25 @@ pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value, bool)
         response.json().await.unwrap_or(Value::Null),
         retry_after,
     )
+}
+
+/// Creates `sku` through the admin API of the Kassa at `base` (`admin`: an admin's token):
+/// `name` at `price` minor units in EUR with `stock` units. The answer must be 200.
+pub async fn put_product(
+    client: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    sku: &str,
+    name: &str,
+    price: i64,
+    stock: i64,
+) {
+    let (status, body, _) = send(
+        client
+            .put(format!("{base}/api/admin/products/{sku}"))
+            .bearer_auth(admin)
+            .json(&json!({"name": name, "price": price, "currency": "EUR", "stock": stock})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
