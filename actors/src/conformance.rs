@@ -209,6 +209,13 @@ pub async fn missing_records_load_as_none(store: &dyn Store) {
             .expect("load")
             .is_none()
     );
+    assert_eq!(
+        store
+            .product_version(&sku("conf-missing"))
+            .await
+            .expect("version"),
+        None
+    );
     assert!(
         store
             .load_cart(CartId::new())
@@ -293,6 +300,11 @@ pub async fn reservations_are_put_and_removed_with_the_row(store: &dyn Store) {
         .expect("present");
     assert_eq!(loaded.row, row(7, 2));
     assert_eq!(loaded.reservations, vec![committed_b]);
+    assert_eq!(
+        store.product_version(&s).await.expect("version"),
+        Some(2),
+        "the version alone, read past the reservations"
+    );
 
     let other = sku("conf-resv-other");
     assert!(

@@ -401,9 +401,12 @@ pub struct ProductActor {
     stock: Stock,
     queue: Vec<Queued>,
     writing: bool,
-    /// How often `stock` was brought up to date with the store (loads and applied writes).
-    /// An answer that writes nothing is given only on a state refreshed after its command
-    /// arrived: no condition checks it, and another replica may have changed the SKU.
+    /// Whether the stored version is being read to confirm answers that write nothing.
+    confirming: bool,
+    /// How often `stock` was brought up to date with the store (loads, applied writes and
+    /// confirmations of its version). An answer that writes nothing is given only on a state
+    /// refreshed after its command arrived: no condition checks it, and another replica may
+    /// have changed the SKU.
     refreshed: u64,
     /// While a write is in flight, `stock` already holds its undurable changes; reads answer
     /// from this view of the state before the write instead.
@@ -436,6 +439,7 @@ impl ProductActor {
             stock: Stock::default(),
             queue: Vec::new(),
             writing: false,
+            confirming: false,
             refreshed: 0,
             durable_view: None,
             last_active,
@@ -506,7 +510,7 @@ impl ProductActor {
 
     /// Decides every queued command and writes their changes as one conditional write.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.queue.is_empty() {
+        if self.writing || self.confirming || self.queue.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.queue);
@@ -534,10 +538,9 @@ impl ProductActor {
                     .any(|(queued, _)| queued.since >= self.refreshed)
             {
                 // Nothing to write means no condition checks these answers, and the state may
-                // predate a reservation another replica made or released since: decide them
-                // again on a fresh load before answering. `decide` changed nothing in `stock`.
-                self.queue = decided.into_iter().map(|(queued, _)| queued).collect();
-                self.reload_then_flush(ctx);
+                // predate a reservation another replica made or released since: confirm it is
+                // current before answering. `decide` changed nothing in `stock`.
+                self.confirm_then_answer(decided, ctx);
                 return;
             }
             for (queued, reply) in decided {
@@ -597,6 +600,41 @@ impl ProductActor {
                             act.reload_then_flush(ctx);
                         }
                     }
+                }),
+        );
+    }
+
+    /// Answers `decided` (which wrote nothing) once the stored version is found to be the one
+    /// they were decided on: one row read, not the whole partition, so a sold-out SKU answers
+    /// its late shoppers in batches at the pace of that read. Commands arriving meanwhile
+    /// queue for the next confirmation. A changed version reloads and decides them again.
+    fn confirm_then_answer(
+        &mut self,
+        decided: Vec<(Queued, Result<Reply, ActorError>)>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.confirming = true;
+        // Commands queued from now on arrive after the read may have been made.
+        self.refreshed += 1;
+        let decided_on = self.stock.version();
+        let (store, sku) = (self.store.clone(), self.sku().clone());
+        ctx.spawn(
+            async move { store.product_version(&sku).await }
+                .into_actor(self)
+                .map(move |stored, act, ctx| {
+                    act.confirming = false;
+                    if matches!(stored, Ok(v) if v.unwrap_or(0) == decided_on) {
+                        for (queued, reply) in decided {
+                            let _ = queued.reply.send(reply);
+                        }
+                        act.flush(ctx);
+                        return;
+                    }
+                    let mut queue: Vec<Queued> =
+                        decided.into_iter().map(|(queued, _)| queued).collect();
+                    queue.append(&mut act.queue);
+                    act.queue = queue;
+                    act.reload_then_flush(ctx);
                 }),
         );
     }
@@ -789,7 +827,7 @@ impl Handler<PassivateIfIdle> for ProductActor {
             return;
         }
         let idle = now - self.last_active >= self.settings.idle_after;
-        if idle && !self.writing && self.queue.is_empty() {
+        if idle && !self.writing && !self.confirming && self.queue.is_empty() {
             ctx.stop();
         }
     }
@@ -800,7 +838,7 @@ impl Handler<Evict> for ProductActor {
 
     fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
         let idle = self.clock.now() - self.last_active >= self.settings.evict_after;
-        if idle && !self.writing && self.queue.is_empty() {
+        if idle && !self.writing && !self.confirming && self.queue.is_empty() {
             ctx.stop();
         }
     }

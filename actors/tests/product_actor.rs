@@ -5,13 +5,19 @@ mod common;
 
 use common::{Harness, JoinAll, sku, tee, wait_until};
 use kassa_actors::ActorError;
+use kassa_actors::ActorSettings;
 use kassa_actors::domain::{Currency, OrderId, ProductInfo};
 use kassa_actors::product::{
     Commit, CommitOutcome, DeleteProduct, GetProduct, ProductView, Release, ReleaseOutcome,
     ReserveOutcome, UpsertProduct,
 };
 use kassa_actors::registry::{AskError, PassivateIfIdle};
-use kassa_actors::store::{ProductRow, ProductWrite, Reservation, Store, WriteOutcome};
+use kassa_actors::store::{
+    MemoryStore, ProductRow, ProductWrite, Reservation, Store, StoreResult, WriteOutcome,
+};
+use kassa_testkit::store::{HookedStore, Hooks, Method};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 use time::Duration;
 
@@ -860,4 +866,99 @@ async fn a_reserve_arriving_as_the_actor_passivates_is_still_served() {
     let answers = pending.await;
     assert_eq!(answers[0], Ok(Ok(ReserveOutcome::Reserved)));
     assert!(reservation_of(&h.stored_product(&s).await, order).is_some());
+}
+
+// ---------------------------------------------------------------- a shared store
+
+/// Counts the store calls the actors make, by method.
+#[derive(Default)]
+struct Calls(Mutex<HashMap<Method, usize>>);
+
+#[async_trait::async_trait]
+impl Hooks for Calls {
+    async fn before(&self, method: Method) -> StoreResult<()> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(method)
+            .or_default() += 1;
+        Ok(())
+    }
+}
+
+impl Calls {
+    fn of(&self, method: Method) -> usize {
+        let calls = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        calls.get(&method).copied().unwrap_or(0)
+    }
+}
+
+/// Actors over a memory store that says other replicas write to it, counting their calls.
+fn over_a_shared_store() -> (Harness, Arc<Calls>) {
+    let memory = Arc::new(MemoryStore::shared());
+    let calls = Arc::new(Calls::default());
+    let store = Arc::new(HookedStore::new(memory.clone(), calls.clone()));
+    let harness = Harness::over(
+        store,
+        memory,
+        ActorSettings::default(),
+        StdDuration::from_secs(5),
+    );
+    (harness, calls)
+}
+
+#[actix_rt::test]
+async fn on_a_shared_store_sold_out_answers_are_confirmed_by_the_stored_version_in_batches() {
+    let (h, calls) = over_a_shared_store();
+    let s = sku("last-units");
+    h.upsert(&s, 2).await;
+    let first = OrderId::new();
+    assert_eq!(reserve(&h, &s, first, 2).await, ReserveOutcome::Reserved);
+    let loads = calls.of(Method::LoadProduct);
+
+    // 50 late shoppers at once.
+    let answers =
+        JoinAll::new((0..50).map(|_| h.products.ask(&s, h.reserve(OrderId::new(), 1)))).await;
+    for answer in answers {
+        assert_eq!(
+            answer.expect("answered").expect("durable"),
+            ReserveOutcome::InsufficientStock { available: 0 }
+        );
+    }
+    assert_eq!(
+        calls.of(Method::LoadProduct),
+        loads,
+        "a sold-out answer reads the version, not the SKU's every reservation"
+    );
+    let confirmations = calls.of(Method::ProductVersion);
+    assert!(
+        (1..=10).contains(&confirmations),
+        "50 sold-out answers should share a few version reads, took {confirmations}"
+    );
+
+    // Another replica releases the 2 units: the next confirmation finds a newer version,
+    // reloads, and decides again on the released stock.
+    let stored = h.stored_product(&s).await;
+    let released = h
+        .memory
+        .write_product(ProductWrite {
+            sku: s.clone(),
+            expected_version: stored.row.version,
+            row: ProductRow {
+                version: stored.row.version + 1,
+                ..stored.row
+            },
+            put_reservations: vec![],
+            remove_reservations: vec![first],
+        })
+        .await
+        .expect("memory store answers");
+    assert_eq!(released, WriteOutcome::Applied);
+    let late = OrderId::new();
+    assert_eq!(reserve(&h, &s, late, 1).await, ReserveOutcome::Reserved);
+    assert_eq!(calls.of(Method::LoadProduct), loads + 1, "one reload");
+    let stored = h.stored_product(&s).await;
+    assert_eq!(stored.reservations.len(), 1);
+    assert!(reservation_of(&stored, late).is_some());
 }

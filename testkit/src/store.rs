@@ -27,6 +27,7 @@ use time::OffsetDateTime;
 pub enum Method {
     Ping,
     LoadProduct,
+    ProductVersion,
     WriteProduct,
     LoadCart,
     WriteCart,
@@ -155,6 +156,10 @@ impl<H: Hooks, S: Store + ?Sized> Store for HookedStore<H, S> {
 
     async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
         forward!(self, LoadProduct, load_product(sku))
+    }
+
+    async fn product_version(&self, sku: &Sku) -> StoreResult<Option<u64>> {
+        forward!(self, ProductVersion, product_version(sku))
     }
 
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    shared: bool,
 }
 
 #[derive(Default)]
@@ -28,6 +29,16 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// A store that says other processes write to it too (`Store::is_shared`), so that the
+    /// actors over it take the replicas' paths: tests write behind their backs as another
+    /// replica would.
+    pub fn shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::default()
+        }
+    }
+
     /// How many product writes were applied (group-commit tests count them).
     pub fn product_writes(&self) -> u64 {
         self.lock().product_writes
@@ -40,6 +51,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }

@@ -340,6 +340,11 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>>;
+    /// The stored version of the SKU's row (`None`: no such SKU), without its reservations:
+    /// how a shared store's product actor confirms that its state is still current.
+    async fn product_version(&self, sku: &Sku) -> StoreResult<Option<u64>> {
+        Ok(self.load_product(sku).await?.map(|p| p.row.version))
+    }
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome>;
 
     async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>>;

@@ -479,6 +479,18 @@ impl Store for ScyllaStore {
         self.run("ping", &self.st.ping, ()).await.map(|_| ())
     }
 
+    async fn product_version(&self, sku: &Sku) -> StoreResult<Option<u64>> {
+        let row: Option<(Option<i64>,)> = self
+            .row("stock", &self.st.select_stock_version, (sku.as_str(),))
+            .await?;
+        row.map(|(version,)| {
+            version
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("stock {sku} has no version")))
+        })
+        .transpose()
+    }
+
     async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
         let rows: Vec<StockRow> = self
             .rows("stock", &self.st.select_stock, (sku.as_str(),))

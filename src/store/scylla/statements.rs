@@ -10,6 +10,7 @@ use scylla::statement::prepared::PreparedStatement;
 pub(super) struct Statements {
     pub(super) ping: PreparedStatement,
     pub(super) select_stock: PreparedStatement,
+    pub(super) select_stock_version: PreparedStatement,
     pub(super) update_stock: PreparedStatement,
     pub(super) put_reservation: PreparedStatement,
     pub(super) remove_reservation: PreparedStatement,
@@ -81,6 +82,10 @@ impl Statements {
                      committed FROM {ks}.stock WHERE sku = ?",
                 )
                 .await?,
+            ),
+            // The static columns come with the first row: no reservation is read past it.
+            select_stock_version: idempotent(
+                prepare("SELECT version FROM {ks}.stock WHERE sku = ? LIMIT 1").await?,
             ),
             update_stock: prepare(
                 "UPDATE {ks}.stock SET version = ?, on_hand = ?, name = ?, price = ?, currency = ? \
