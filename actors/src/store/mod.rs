@@ -349,7 +349,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>>;
     /// Writes `cart` (whose `version` is the new one) if the stored version is
-    /// `expected_version` (0: the cart must not exist yet).
+    /// `expected_version`. 0 creates it: its id is fresh, so no other writer can race the
+    /// creation, and a store may write it unconditionally (the scylla store does: one LWT
+    /// fewer per cart); creating it again is then the same write, or a `Conflict`.
     async fn write_cart(
         &self,
         cart: &CartRecord,

@@ -611,12 +611,13 @@ impl Store for ScyllaStore {
         let body = encode(cart)?;
         let version = to_i64(cart.version, "cart version")?;
         let lwt = if expected_version == 0 {
-            self.lwt(
+            self.run(
                 "carts",
                 &self.st.insert_cart,
                 (cart.id.0, &cart.owner.0, version, body),
             )
-            .await?
+            .await?;
+            return Ok(WriteOutcome::Applied);
         } else {
             self.lwt(
                 "carts",

@@ -99,10 +99,17 @@ impl Statements {
             .await?,
             remove_reservation: prepare("DELETE FROM {ks}.stock WHERE sku = ? AND order_id = ?").await?,
             select_cart: idempotent(prepare("SELECT body FROM {ks}.carts WHERE id = ?").await?),
-            insert_cart: prepare(
-                "INSERT INTO {ks}.carts (id, owner, version, body) VALUES (?, ?, ?, ?) IF NOT EXISTS",
-            )
-            .await?,
+            // A new cart's id is fresh (`CartId::new`): no other writer can race its creation,
+            // so it is a plain write, at the write timestamp 1 so that every later change
+            // (an LWT, timestamped by its Paxos ballot) wins over it, whatever the clocks say,
+            // and a retried creation is the same write again.
+            insert_cart: idempotent(
+                prepare(
+                    "INSERT INTO {ks}.carts (id, owner, version, body) VALUES (?, ?, ?, ?) \
+                     USING TIMESTAMP 1",
+                )
+                .await?,
+            ),
             update_cart: prepare(
                 "UPDATE {ks}.carts SET owner = ?, version = ?, body = ? WHERE id = ? IF version = ?",
             )
