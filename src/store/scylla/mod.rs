@@ -7,6 +7,20 @@
 //! point: index entries that make a record findable are written before it, entries that
 //! retire it after it, all idempotent. A crash in between leaves an index entry too many
 //! (readers skip it), never a record that matters missing from its index.
+//!
+//! The LWTs, and the race each one settles (DESIGN's "LWT wherever two replicas could race"):
+//! - `stock` batch `IF version`: every replica's actor of a SKU reserves, commits and releases.
+//! - `carts` change `IF version`: two replicas may each hold an actor of one cart (two tabs
+//!   behind a round-robin balancer). A *new* cart is a plain write: its id is fresh.
+//! - `orders` `IF NOT EXISTS` (the survivor of a replica fences its unfinished checkouts'
+//!   ids) and `IF version` (a webhook on one replica races the expiry on another).
+//! - `idempotency_keys`: two replicas take the same key by design (a client's retry).
+//! - `outbox` `IF NOT EXISTS` (an effect re-driven elsewhere keeps the first email and its
+//!   state) and `IF body =` (every replica's mailer claims due emails).
+//!
+//! Plain writes: the indexes (`user_orders`, `outbox_unsent`; `active_orders` and `catalog`
+//! timestamped by the record's version, so the newest state wins), checkout notes,
+//! sessions and heartbeats.
 
 mod catalog;
 mod lwt;
