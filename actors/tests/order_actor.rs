@@ -529,6 +529,51 @@ async fn a_payment_that_cannot_be_opened_fails_the_order_and_cancels_a_late_open
 }
 
 #[actix_rt::test]
+async fn effects_that_keep_failing_are_re_driven_less_and_less_often() {
+    let shop = Shop::open();
+    let tee_m = sku("tee-m");
+    shop.h.upsert(&tee_m, 5).await;
+    let cart = shop.cart_with(&[(&tee_m, 2)]).await;
+    // The gateway stays down: the late payment's cancel cannot be asked for.
+    shop.gateway.time_out_initiations(true);
+    let (id, _) = shop.place(cart).await;
+    let asked = shop.gateway.initiations();
+
+    // The first re-drive runs at the next tick; the ticks of the next moment wait.
+    shop.tick(id).await;
+    assert_eq!(shop.gateway.initiations(), asked + 1);
+    shop.tick(id).await;
+    shop.tick(id).await;
+    assert_eq!(
+        shop.gateway.initiations(),
+        asked + 1,
+        "no re-drive within its wait"
+    );
+    // Waits double from one tick (each between half and all of its cap).
+    shop.h.clock.advance(Duration::seconds(1));
+    shop.tick(id).await;
+    assert_eq!(shop.gateway.initiations(), asked + 2);
+    shop.h.clock.advance(Duration::milliseconds(900));
+    shop.tick(id).await;
+    assert_eq!(
+        shop.gateway.initiations(),
+        asked + 2,
+        "the second wait is 1-2 s"
+    );
+    shop.h.clock.advance(Duration::milliseconds(1100));
+    shop.tick(id).await;
+    assert_eq!(shop.gateway.initiations(), asked + 3);
+
+    // The gateway is back: the next re-drive finishes the effect.
+    shop.gateway.time_out_initiations(false);
+    shop.h.clock.advance(Duration::seconds(4));
+    shop.tick(id).await;
+    assert!(shop.order(id).await.pending_effects.is_empty());
+    let late = shop.gateway.payment_of(id).expect("the gateway opened one");
+    assert_eq!(shop.gateway.cancels(), [late.payment_id]);
+}
+
+#[actix_rt::test]
 async fn a_payment_that_cannot_be_opened_nor_its_failure_stored_leaves_no_order_held() {
     let shop = Shop::open();
     let tee_m = sku("tee-m");

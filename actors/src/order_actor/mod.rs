@@ -24,6 +24,11 @@ use tracing::Instrument;
 /// How often an active order checks expiry, reconciles and re-drives unfinished effects.
 const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The most an order waits between two re-drives of effects that keep failing (a gateway or
+/// a store that is down): the waits double from one tick and are jittered, so that the
+/// orders a fault left unfinished do not all call the recovering service in step.
+const REDRIVE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// How many webhook ids an order remembers (a redelivery of any of them has no effect).
 const REMEMBERED_WEBHOOKS: usize = 64;
 
@@ -195,6 +200,10 @@ pub struct OrderActor {
     wake_timer: Option<SpawnHandle>,
     /// The periodic tick while the order needs housekeeping.
     housekeeping: Option<SpawnHandle>,
+    /// Re-drives of unfinished effects since they were last all done, and when the next
+    /// may run.
+    redrives: u32,
+    redrive_at: Option<OffsetDateTime>,
 }
 
 impl KeyedActor for OrderActor {
@@ -213,6 +222,8 @@ impl OrderActor {
             last_reconciled: None,
             wake_timer: None,
             housekeeping: None,
+            redrives: 0,
+            redrive_at: None,
         }
     }
 
@@ -251,6 +262,13 @@ impl OrderActor {
             ctx.cancel_future(handle);
         }
         let now = self.services.clock.now();
+        if self
+            .order
+            .as_ref()
+            .is_none_or(|o| o.pending_effects.is_empty())
+        {
+            (self.redrives, self.redrive_at) = (0, None);
+        }
         let (ticking, wake_at) = match &self.order {
             None => (false, None),
             Some(order) => {
@@ -452,6 +470,16 @@ impl Handler<OrderTick> for OrderActor {
         if due_for_query {
             self.last_reconciled = Some(now);
         }
+        let redrive = current.as_ref().is_some_and(|o| {
+            o.status != OrderStatus::PendingPayment && !o.pending_effects.is_empty()
+        });
+        if redrive {
+            if self.redrive_at.is_some_and(|at| now < at) {
+                return AtomicResponse::new(Box::pin(actix::fut::ready(())));
+            }
+            self.redrives = self.redrives.saturating_add(1);
+            self.redrive_at = Some(now + redrive_backoff(self.redrives));
+        }
         let last_active = self.last_active;
         let answer = self.run(async move {
             let Some(order) = current else {
@@ -490,6 +518,18 @@ impl Handler<PassivateIfIdle> for OrderActor {
     }
 }
 
+/// The wait after the `n`-th re-drive: between half and all of a cap that doubles from the
+/// housekeeping tick up to `REDRIVE_BACKOFF_MAX`.
+fn redrive_backoff(n: u32) -> Duration {
+    use rand::RngExt;
+    let cap = HOUSEKEEPING_EVERY
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(REDRIVE_BACKOFF_MAX);
+    let micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
+    let wait = rand::rng().random_range(micros / 2..=micros);
+    Duration::microseconds(i64::try_from(wait).unwrap_or(i64::MAX))
+}
+
 // The flows: plain async functions over (services, order).
 mod checkout;
 mod effects;
@@ -498,3 +538,25 @@ mod settlement;
 use checkout::place;
 use effects::{Finishing, Settled};
 use settlement::{cancel, notice, tick};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redrive_backoff_doubles_from_the_tick_is_jittered_and_capped() {
+        let tick = Duration::try_from(HOUSEKEEPING_EVERY).unwrap_or_default();
+        let max = Duration::try_from(REDRIVE_BACKOFF_MAX).unwrap_or_default();
+        for _ in 0..100 {
+            let first = redrive_backoff(1);
+            assert!(tick / 2 <= first && first <= tick, "{first}");
+            let third = redrive_backoff(3);
+            assert!(tick * 2 <= third && third <= tick * 4, "{third}");
+            let late = redrive_backoff(u32::MAX);
+            assert!(max / 2 <= late && late <= max, "{late}");
+        }
+        let spread: std::collections::BTreeSet<Duration> =
+            (0..50).map(|_| redrive_backoff(6)).collect();
+        assert!(spread.len() > 1, "orders must not retry in step");
+    }
+}
