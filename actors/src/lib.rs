@@ -2,6 +2,7 @@
 //! hosts them, the `Store` trait they persist through, and the idempotency rule every store
 //! applies. `kassa` (src/) depends on this crate, never the reverse.
 
+mod backoff;
 pub mod cart;
 pub mod clock;
 #[cfg(any(test, feature = "conformance"))]

@@ -3,6 +3,7 @@
 //! store write is in flight, new commands queue and the next write carries them all (group
 //! commit), so a hot SKU costs one durable write per batch. Never answers before durable.
 
+use crate::backoff::{self, Jitter};
 use crate::clock::SharedClock;
 use crate::domain::{Currency, OrderId, ProductInfo, Sku};
 use crate::registry::{Evict, KeyedActor, Membership, PassivateIfIdle};
@@ -11,7 +12,6 @@ use crate::store::{
 };
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
-use rand::RngExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -740,11 +740,7 @@ impl ProductActor {
 /// How long to wait before retrying after the `attempt`-th conflict: uniformly random up to
 /// a cap that doubles per attempt ("full jitter").
 fn conflict_backoff(attempt: u32) -> Duration {
-    let cap = RETRY_BACKOFF_BASE
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(RETRY_BACKOFF_MAX);
-    let micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros(rand::rng().random_range(0..=micros))
+    backoff::wait(RETRY_BACKOFF_BASE, RETRY_BACKOFF_MAX, attempt, Jitter::Full)
 }
 
 impl Actor for ProductActor {

@@ -6,6 +6,7 @@
 //! next message; a crash in between is re-driven from the stored record. Never answers
 //! before the order's new state is durable.
 
+use crate::backoff::{self, Jitter};
 use crate::cart::CartActor;
 use crate::clock::SharedClock;
 use crate::domain::{CartId, OrderId, Sku, UserId};
@@ -521,13 +522,8 @@ impl Handler<PassivateIfIdle> for OrderActor {
 /// The wait after the `n`-th re-drive: between half and all of a cap that doubles from the
 /// housekeeping tick up to `REDRIVE_BACKOFF_MAX`.
 fn redrive_backoff(n: u32) -> Duration {
-    use rand::RngExt;
-    let cap = HOUSEKEEPING_EVERY
-        .saturating_mul(1 << n.saturating_sub(1).min(16))
-        .min(REDRIVE_BACKOFF_MAX);
-    let micros = u64::try_from(cap.as_micros()).unwrap_or(u64::MAX);
-    let wait = rand::rng().random_range(micros / 2..=micros);
-    Duration::microseconds(i64::try_from(wait).unwrap_or(i64::MAX))
+    let wait = backoff::wait(HOUSEKEEPING_EVERY, REDRIVE_BACKOFF_MAX, n, Jitter::Half);
+    Duration::try_from(wait).unwrap_or(Duration::MAX)
 }
 
 // The flows: plain async functions over (services, order).
