@@ -497,12 +497,8 @@ impl Store for ScyllaStore {
         let row: Option<(Option<i64>,)> = self
             .row("stock", &self.st.select_stock_version, (sku.as_str(),))
             .await?;
-        row.map(|(version,)| {
-            version
-                .and_then(|v| u64::try_from(v).ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("stock {sku} has no version")))
-        })
-        .transpose()
+        row.map(|(version,)| stock_version(sku, version))
+            .transpose()
     }
 
     async fn load_product(&self, sku: &Sku) -> StoreResult<Option<ProductSnapshot>> {
@@ -513,9 +509,7 @@ impl Store for ScyllaStore {
             return Ok(None);
         };
         let (version, on_hand, name, price, currency, ..) = first;
-        let version = version
-            .and_then(|v| u64::try_from(v).ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("stock {sku} has no version")))?;
+        let version = stock_version(sku, *version)?;
         let info = match (name, price, currency) {
             (Some(name), Some(price), Some(code)) => Some(ProductInfo {
                 name: name.clone(),
@@ -624,7 +618,7 @@ impl Store for ScyllaStore {
     ) -> StoreResult<WriteOutcome> {
         let body = encode(cart)?;
         let version = to_i64(cart.version, "cart version")?;
-        let lwt = if expected_version == 0 {
+        if expected_version == 0 {
             self.run(
                 "carts",
                 &self.st.insert_cart,
@@ -632,8 +626,9 @@ impl Store for ScyllaStore {
             )
             .await?;
             return Ok(WriteOutcome::Applied);
-        } else {
-            self.lwt(
+        }
+        let lwt = self
+            .lwt(
                 "carts",
                 &self.st.update_cart,
                 (
@@ -644,8 +639,7 @@ impl Store for ScyllaStore {
                     to_i64(expected_version, "expected version")?,
                 ),
             )
-            .await?
-        };
+            .await?;
         Ok(lwt.outcome())
     }
 
@@ -1042,6 +1036,13 @@ fn retention_ttl(ttl: time::Duration) -> i32 {
 
 /// The server-side TTL of a checkout session's row: the session's lifetime by the caller's
 /// clock (it is stored when created) plus a margin.
+/// A stock partition's `version` static column, which every stored SKU has.
+fn stock_version(sku: &Sku, version: Option<i64>) -> StoreResult<u64> {
+    version
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("stock {sku} has no version")))
+}
+
 fn session_ttl(session: &CheckoutSession) -> i32 {
     let lifetime = session.expires_at - session.created_at;
     let seconds = lifetime
