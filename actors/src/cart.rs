@@ -8,10 +8,12 @@ use crate::domain::{
     CartId, Currency, MAX_CART_LINES, MAX_TOTAL, OrderId, ProductInfo, Quantity, Sku, UserId,
 };
 use crate::registry::{Evict, KeyedActor, Membership, PassivateIfIdle};
-use crate::store::{CartLine, CartRecord, SharedStore, WriteOutcome};
+use crate::store::{CartLine, CartRecord, CartWrite, SharedStore, WriteOutcome};
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
+use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CartError {
@@ -87,6 +89,53 @@ pub struct EndCheckout {
     /// The units the order bought (sku, quantity), when it was paid.
     pub paid: Option<Vec<(Sku, u32)>>,
 }
+
+/// `EndCheckout`, whose write (if it needs one) is lent to the order's settlement
+/// (`store::Settlement`): the cart actor hands its next version over through `lend` and holds
+/// every other message until the order says whether its transaction wrote it. Answered once
+/// that is known; a lend the order never takes back is settled by reloading the cart.
+#[derive(Clone, Message)]
+#[rtype(result = "Result<(), CartError>")]
+pub struct LendEndCheckout {
+    pub end: EndCheckout,
+    pub lend: CartLend,
+}
+
+/// Where a cart actor hands its next version to the order that asked for it (once: the
+/// message is cloned when an ask is retried, and the clones share this).
+#[derive(Clone)]
+pub struct CartLend(Arc<Mutex<Option<oneshot::Sender<LentCart>>>>);
+
+impl CartLend {
+    pub fn new() -> (Self, oneshot::Receiver<LentCart>) {
+        let (lend, lent) = oneshot::channel();
+        (Self(Arc::new(Mutex::new(Some(lend)))), lent)
+    }
+
+    fn take(&self) -> Option<oneshot::Sender<LentCart>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// A cart's next version, for the order's transaction to write; `outcome` says how it went.
+pub struct LentCart {
+    pub write: CartWrite,
+    pub outcome: oneshot::Sender<LendOutcome>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LendOutcome {
+    /// Durable: the cart actor takes it as its state.
+    Written,
+    /// Nothing of it was written: the cart stays as it was (the order ends it later).
+    NotWritten,
+    /// The order cannot tell (its write failed or timed out): the cart is read again.
+    Unknown,
+}
+
+/// The most a cart waits for the order it lent its write to: longer than the order's
+/// transaction can take (an actor ask's own timeout), after which the cart is read again.
+const LEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub struct CartActor {
     membership: Membership<CartActor>,
@@ -382,7 +431,7 @@ impl CartActor {
     fn end_checkout(
         &mut self,
         msg: EndCheckout,
-        _ctx: &mut Context<Self>,
+        lend: Option<CartLend>,
     ) -> ResponseActFuture<Self, Result<(), CartError>> {
         let Some(cart) = &self.cart else {
             return Self::answer(());
@@ -410,7 +459,48 @@ impl CartActor {
         if &next == cart {
             return Self::answer(());
         }
-        Box::pin(self.write(next).map(|result, _, _| result.map(|_| ())))
+        match lend.and_then(|lend| lend.take()) {
+            Some(to) => self.lend(next, to),
+            None => Box::pin(self.write(next).map(|result, _, _| result.map(|_| ()))),
+        }
+    }
+
+    /// Hands `next` to the order's transaction instead of writing it, and takes it as the
+    /// cart's state once the order says it is durable.
+    fn lend(
+        &mut self,
+        mut next: CartRecord,
+        to: oneshot::Sender<LentCart>,
+    ) -> ResponseActFuture<Self, Result<(), CartError>> {
+        let expected_version = self.cart.as_ref().map_or(0, |c| c.version);
+        next.version = expected_version + 1;
+        let (outcome, written) = oneshot::channel();
+        let lent = LentCart {
+            write: CartWrite {
+                cart: next.clone(),
+                expected_version,
+            },
+            outcome,
+        };
+        if to.send(lent).is_err() {
+            // The order no longer waits for it: the cart writes itself.
+            return Box::pin(self.write(next).map(|result, _, _| result.map(|_| ())));
+        }
+        Box::pin(
+            async move { tokio::time::timeout(LEND_TIMEOUT, written).await }
+                .into_actor(self)
+                .map(move |outcome, act, ctx| {
+                    match outcome {
+                        Ok(Ok(LendOutcome::Written)) => act.cart = Some(next),
+                        Ok(Ok(LendOutcome::NotWritten)) => {}
+                        _ => {
+                            tracing::warn!(cart_id = %act.id(), "a lent cart write ended unknown; reading the cart again");
+                            act.load(ctx);
+                        }
+                    }
+                    Ok(())
+                }),
+        )
     }
 }
 
@@ -494,6 +584,14 @@ impl Handler<EndCheckout> for CartActor {
     type Result = AtomicResponse<Self, Result<(), CartError>>;
 
     fn handle(&mut self, msg: EndCheckout, ctx: &mut Context<Self>) -> Self::Result {
-        self.fresh(move |act, ctx| act.end_checkout(msg, ctx), ctx)
+        self.fresh(move |act, _| act.end_checkout(msg, None), ctx)
+    }
+}
+
+impl Handler<LendEndCheckout> for CartActor {
+    type Result = AtomicResponse<Self, Result<(), CartError>>;
+
+    fn handle(&mut self, msg: LendEndCheckout, ctx: &mut Context<Self>) -> Self::Result {
+        self.fresh(move |act, _| act.end_checkout(msg.end, Some(msg.lend)), ctx)
     }
 }

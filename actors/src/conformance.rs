@@ -7,9 +7,10 @@
 use crate::domain::{CartId, Currency, OrderId, ProductInfo, Sku, UserId};
 use crate::order::{Effect, OrderStatus};
 use crate::store::{
-    CartLine, CartRecord, CheckoutSession, EmailKind, IdempotencyClaim, IdempotencyRequest,
-    InFlightCheckout, OrderLine, OrderRecord, OutboxEmail, PaymentRef, ProductRow, ProductWrite,
-    Reservation, ShippingDetails, StatusChange, Store, StoredResponse, WriteOutcome,
+    CartLine, CartRecord, CartWrite, CheckoutSession, EmailKind, IdempotencyClaim,
+    IdempotencyRequest, InFlightCheckout, OrderLine, OrderRecord, OutboxEmail, PaymentRef,
+    ProductRow, ProductWrite, Reservation, Settlement, ShippingDetails, StatusChange, Store,
+    StoredResponse, WriteOutcome,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -18,6 +19,7 @@ pub async fn run_all(store: &dyn Store) {
     missing_records_load_as_none(store).await;
     product_write_is_conditional_on_version(store).await;
     reservations_are_put_and_removed_with_the_row(store).await;
+    settlements_are_written_with_their_stock_or_not_at_all(store).await;
     cart_write_is_conditional_on_version(store).await;
     order_write_is_conditional_on_version(store).await;
     orders_are_listed_newest_first_per_user(store).await;
@@ -311,6 +313,155 @@ pub async fn reservations_are_put_and_removed_with_the_row(store: &dyn Store) {
         store.load_product(&other).await.expect("load").is_none(),
         "reservations must not leak across SKUs"
     );
+}
+
+/// A product write with settlements (`Store::write_product_with`) writes the stock, each
+/// order, its cart and its email together, or, when any version differs, nothing. A store
+/// that does not take settlements refuses them and writes nothing either.
+pub async fn settlements_are_written_with_their_stock_or_not_at_all(store: &dyn Store) {
+    let s = sku(&format!("settle-{}", uuid::Uuid::new_v4().simple()));
+    let held = reservation(2);
+    let create = ProductWrite {
+        sku: s.clone(),
+        expected_version: 0,
+        row: row(10, 1),
+        put_reservations: vec![held.clone()],
+        remove_reservations: vec![],
+    };
+    assert_eq!(
+        store.write_product(create).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let owner = fresh_user("settle");
+    let pending = order(held.order_id, &owner, OrderStatus::PendingPayment, 1);
+    assert_eq!(
+        store.write_order(&pending, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let cart = CartRecord {
+        id: pending.cart_id,
+        owner: owner.clone(),
+        lines: vec![CartLine {
+            sku: s.clone(),
+            name: "Tee".into(),
+            quantity: 2,
+            unit_price: 1999,
+            currency: Currency::EUR,
+        }],
+        locked_by: Some(pending.id),
+        locked_until: Some(at(900)),
+        last_paid_order: None,
+        version: 1,
+    };
+    assert_eq!(
+        store.write_cart(&cart, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let commit = |expected_version: u64| ProductWrite {
+        sku: s.clone(),
+        expected_version,
+        row: row(8, expected_version + 1),
+        put_reservations: vec![Reservation {
+            committed: true,
+            ..held.clone()
+        }],
+        remove_reservations: vec![],
+    };
+    let paid = transition(&pending, OrderStatus::Processing, &[]);
+    let emptied = CartRecord {
+        lines: vec![],
+        locked_by: None,
+        locked_until: None,
+        last_paid_order: Some(pending.id),
+        version: 2,
+        ..cart.clone()
+    };
+    let settlement = |cart_expected: u64| Settlement {
+        order: paid.clone(),
+        expected_version: 1,
+        cart: Some(CartWrite {
+            cart: emptied.clone(),
+            expected_version: cart_expected,
+        }),
+        email: Some(email(pending.id, "settled", at(0), at(0))),
+    };
+    let untouched = async {
+        let product = store.load_product(&s).await.expect("load").expect("stored");
+        assert_eq!(
+            product.row,
+            row(10, 1),
+            "settlements: the stock is untouched"
+        );
+        assert_eq!(product.reservations, vec![held.clone()]);
+        assert_eq!(
+            store.load_order(pending.id).await.expect("load"),
+            Some(pending.clone()),
+            "settlements: the order is untouched"
+        );
+        assert_eq!(
+            store.load_cart(cart.id).await.expect("load"),
+            Some(cart.clone()),
+            "settlements: the cart is untouched"
+        );
+        assert!(
+            due_among(store, at(1), 1000, &[pending.id])
+                .await
+                .is_empty(),
+            "settlements: no email is queued"
+        );
+    };
+    if !store.writes_settlements() {
+        assert!(
+            store
+                .write_product_with(commit(1), vec![settlement(1)])
+                .await
+                .is_err(),
+            "a store that does not write settlements refuses them"
+        );
+        untouched.await;
+        return;
+    }
+    // A stale cart version: nothing of the write happens, not even the stock's part.
+    assert_eq!(
+        store
+            .write_product_with(commit(1), vec![settlement(0)])
+            .await
+            .expect("write"),
+        WriteOutcome::Conflict
+    );
+    untouched.await;
+    assert_eq!(
+        store
+            .write_product_with(commit(1), vec![settlement(1)])
+            .await
+            .expect("write"),
+        WriteOutcome::Applied
+    );
+    let product = store.load_product(&s).await.expect("load").expect("stored");
+    assert_eq!(product.row, row(8, 2));
+    assert!(product.reservations.iter().all(|r| r.committed));
+    assert_eq!(
+        store.load_order(paid.id).await.expect("load"),
+        Some(paid.clone())
+    );
+    assert!(
+        !store
+            .active_orders()
+            .await
+            .expect("active")
+            .contains(&paid.id),
+        "a settled order with nothing pending is not active"
+    );
+    assert_eq!(store.load_cart(cart.id).await.expect("load"), Some(emptied));
+    let queued = due_among(store, at(1), 1000, &[pending.id]).await;
+    assert_eq!(queued.len(), 1, "the email is queued with the order");
+    // Leave nothing unsent for other properties.
+    let sent = OutboxEmail {
+        sent_at: Some(at(1)),
+        attempts: 1,
+        ..queued[0].clone()
+    };
+    store.update_email(&sent).await.expect("update");
 }
 
 pub async fn cart_write_is_conditional_on_version(store: &dyn Store) {

@@ -8,7 +8,7 @@ use crate::clock::SharedClock;
 use crate::domain::{Currency, OrderId, ProductInfo, Sku};
 use crate::registry::{Evict, KeyedActor, Membership, PassivateIfIdle};
 use crate::store::{
-    ProductRow, ProductSnapshot, ProductWrite, Reservation, SharedStore, WriteOutcome,
+    ProductRow, ProductSnapshot, ProductWrite, Reservation, Settlement, SharedStore, WriteOutcome,
 };
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
@@ -98,6 +98,17 @@ pub struct Commit {
     pub order_id: OrderId,
 }
 
+/// `Commit`, with the order's transition written in the same transaction as the commit
+/// (`Store::write_product_with`; only on a store that `writes_settlements`). Answered
+/// `Committed` once the commit and the settlement are durable; any other outcome wrote
+/// nothing of the settlement. Settlements queued together share the SKU's write.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<CommitOutcome, ActorError>")]
+pub struct CommitSettling {
+    pub order_id: OrderId,
+    pub settlement: Box<Settlement>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitOutcome {
     Committed,
@@ -126,7 +137,8 @@ enum Command {
     Update(UpdateProduct),
     Delete,
     Reserve(Reserve),
-    Commit(Commit),
+    /// With the settlement to write along, if any.
+    Commit(Commit, Option<Box<Settlement>>),
     Release(Release),
     /// Drops reservations nobody settled long after they expired, those of `lost` orders
     /// (found not stored) soon after they expired, and committed markers past their
@@ -335,7 +347,7 @@ fn decide(
             changes.put(reservation);
             Ok(Reply::Reserve(ReserveOutcome::Reserved))
         }
-        Command::Commit(c) => {
+        Command::Commit(c, _) => {
             let Some(reservation) = stock.reservations.get_mut(&c.order_id) else {
                 return Ok(Reply::Commit(CommitOutcome::NotReserved));
             };
@@ -564,6 +576,20 @@ impl ProductActor {
             }
         };
         metrics::histogram!("kassa_product_batch_size").record(decided.len() as f64);
+        // A settlement goes along only with a commit that changed something; any other
+        // answer tells its order that nothing of it was written.
+        let mut settlements = Vec::new();
+        let mut carried = Vec::with_capacity(decided.len());
+        for (queued, reply) in &mut decided {
+            let settlement = match (&mut queued.command, reply) {
+                (Command::Commit(_, settlement), Ok(Reply::Commit(CommitOutcome::Committed))) => {
+                    settlement.take()
+                }
+                _ => None,
+            };
+            carried.push(settlement.is_some());
+            settlements.extend(settlement.map(|s| *s));
+        }
         let write = ProductWrite {
             sku: self.sku().clone(),
             expected_version,
@@ -575,7 +601,7 @@ impl ProductActor {
         self.durable_view = durable_view;
         let store = self.store.clone();
         ctx.spawn(
-            async move { store.write_product(write).await }
+            async move { store.write_product_with(write, settlements).await }
                 .into_actor(self)
                 .map(move |written, act, ctx| {
                     act.writing = false;
@@ -590,7 +616,17 @@ impl ProductActor {
                         Ok(WriteOutcome::Conflict) => {
                             metrics::counter!("kassa_store_conflicts_total", "entity" => "product")
                                 .increment(1);
-                            act.retry_after_reload(decided, ctx);
+                            // A settlement's order or cart moved meanwhile: its order decides
+                            // again from the stored state; the rest is retried without it.
+                            let mut retry = Vec::with_capacity(decided.len());
+                            for ((queued, reply), carried) in decided.into_iter().zip(carried) {
+                                if carried {
+                                    let _ = queued.reply.send(Err(ActorError::Contended));
+                                } else {
+                                    retry.push((queued, reply));
+                                }
+                            }
+                            act.retry_after_reload(retry, ctx);
                         }
                         Err(e) => {
                             tracing::error!(sku = %act.sku(), error = %e, "product write failed");
@@ -795,7 +831,20 @@ queued_handler!(UpsertProduct, ProductView, View, Command::Upsert);
 queued_handler!(UpdateProduct, Option<ProductView>, Updated, Command::Update);
 queued_handler!(DeleteProduct, bool, Deleted, |_| Command::Delete);
 queued_handler!(Reserve, ReserveOutcome, Reserve, Command::Reserve);
-queued_handler!(Commit, CommitOutcome, Commit, Command::Commit);
+queued_handler!(Commit, CommitOutcome, Commit, |c| Command::Commit(c, None));
+queued_handler!(
+    CommitSettling,
+    CommitOutcome,
+    Commit,
+    |c: CommitSettling| {
+        Command::Commit(
+            Commit {
+                order_id: c.order_id,
+            },
+            Some(c.settlement),
+        )
+    }
+);
 queued_handler!(Release, ReleaseOutcome, Release, Command::Release);
 
 impl Handler<PassivateIfIdle> for ProductActor {

@@ -20,6 +20,7 @@ use kassa_actors::registry::Registry;
 use kassa_actors::store::{
     CartRecord, EmailKind, OrderRecord, OutboxEmail, Reservation, ShippingDetails, Store,
 };
+use kassa_testkit::store::Method;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 use time::Duration;
@@ -296,6 +297,97 @@ async fn a_successful_payment_sells_the_stock_empties_the_cart_and_queues_the_co
     let emails = shop.outbox(order.id).await;
     let queued: Vec<_> = emails.iter().map(|e| (e.kind, e.to.as_str())).collect();
     assert_eq!(queued, [(EmailKind::Confirmation, "ada@example.test")]);
+}
+
+/// Checks that `order` is paid as a whole: sold, its cart emptied and usable, its email queued.
+async fn assert_settled_as_paid(shop: &Shop, order: &OrderRecord, s: &Sku, on_hand: i64) {
+    let paid = shop.stored_order(order.id).await.expect("stored");
+    assert_eq!(paid.status, OrderStatus::Processing);
+    assert!(
+        paid.pending_effects.is_empty(),
+        "{:?}",
+        paid.pending_effects
+    );
+    assert_eq!(
+        shop.order(order.id).await,
+        paid,
+        "the actor holds what is stored"
+    );
+    assert_eq!(shop.on_hand(s).await, on_hand);
+    let sold = shop.reservation(s, order.id).await.expect("commit marker");
+    assert!(sold.committed);
+    let cart = shop.stored_cart(order.cart_id).await;
+    assert!(cart.lines.is_empty(), "{:?}", cart.lines);
+    assert_eq!(cart.locked_by, None);
+    let kinds: Vec<_> = shop.outbox(order.id).await.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EmailKind::Confirmation]);
+    // The cart actor took the written cart as its state: the shopper can fill it at once.
+    let line = SetLine {
+        user: shop.shopper.clone(),
+        sku: s.clone(),
+        quantity: Quantity::parse(1).unwrap(),
+        product: tee(),
+    };
+    let refilled = shop.h.carts.ask(&order.cart_id, line).await.unwrap();
+    assert_eq!(refilled.expect("the cart takes a line").lines.len(), 1);
+}
+
+#[actix_rt::test]
+async fn a_paid_webhook_is_one_write_carrying_the_order_the_stock_the_cart_and_the_email() {
+    let shop = Shop::open();
+    let s = sku("one-write");
+    shop.h.upsert(&s, 5).await;
+    let cart = shop.cart_with(&[(&s, 2)]).await;
+    let order = shop.placed(cart).await;
+    let before = shop.control.writes().len();
+
+    let outcome = shop.notice(&order, "wh-paid", true).await;
+
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    assert_eq!(shop.control.writes()[before..], [Method::WriteProductWith]);
+    assert_settled_as_paid(&shop, &order, &s, 3).await;
+}
+
+#[actix_rt::test]
+async fn a_paid_webhook_whose_one_write_fails_changes_nothing_and_its_redelivery_settles_it() {
+    let shop = Shop::open();
+    let s = sku("write-fails");
+    shop.h.upsert(&s, 5).await;
+    let cart = shop.cart_with(&[(&s, 2)]).await;
+    let order = shop.placed(cart).await;
+    let payment = order.payment.as_ref().expect("a payment");
+    let notice = PaymentNotice {
+        webhook_id: "wh-paid".into(),
+        succeeded: true,
+        payment_id: payment.payment_id.clone(),
+        amount: order.total,
+        currency: "EUR".into(),
+    };
+
+    shop.control.fail_writes();
+    let failed = shop.orders.ask(&order.id, notice.clone()).await.unwrap();
+    shop.control.heal();
+
+    assert!(failed.is_err(), "{failed:?}");
+    let stored = shop.stored_order(order.id).await.expect("stored");
+    assert_eq!(stored.status, OrderStatus::PendingPayment);
+    assert!(
+        !shop
+            .reservation(&s, order.id)
+            .await
+            .expect("held")
+            .committed
+    );
+    assert_eq!(shop.on_hand(&s).await, 5);
+    assert_eq!(shop.stored_cart(cart).await.locked_by, Some(order.id));
+    assert!(shop.outbox(order.id).await.is_empty());
+
+    let redelivered = shop.orders.ask(&order.id, notice).await.unwrap();
+    assert_eq!(
+        redelivered.expect("settled"),
+        NoticeOutcome::Moved(OrderStatus::Processing)
+    );
+    assert_settled_as_paid(&shop, &order, &s, 3).await;
 }
 
 #[actix_rt::test]

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
 use kassa_actors::store::{
     CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, InFlightCheckout,
-    OrderRecord, OutboxEmail, ProductSnapshot, ProductWrite, Store, StoreResult, StoredResponse,
-    WriteOutcome,
+    OrderRecord, OutboxEmail, ProductSnapshot, ProductWrite, Settlement, Store, StoreResult,
+    StoredResponse, WriteOutcome,
 };
 use std::ops::Deref;
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub enum Method {
     LoadProduct,
     ProductVersion,
     WriteProduct,
+    /// `write_product_with`: a product write carrying order settlements.
+    WriteProductWith,
     LoadCart,
     WriteCart,
     LoadOrder,
@@ -164,6 +166,25 @@ impl<H: Hooks, S: Store + ?Sized> Store for HookedStore<H, S> {
 
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
         forward_write!(self, WriteProduct, write_product(write))
+    }
+
+    fn writes_settlements(&self) -> bool {
+        self.inner.writes_settlements()
+    }
+
+    async fn write_product_with(
+        &self,
+        write: ProductWrite,
+        settlements: Vec<Settlement>,
+    ) -> StoreResult<WriteOutcome> {
+        if settlements.is_empty() {
+            return self.write_product(write).await;
+        }
+        forward_write!(
+            self,
+            WriteProductWith,
+            write_product_with(write, settlements)
+        )
     }
 
     async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>> {

@@ -133,16 +133,7 @@ pub(super) async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect:
         Effect::ReleaseStock => release_stock(svc, order).await,
         Effect::CommitStock => commit_stock(svc, order).await,
         Effect::UnlockCart | Effect::EmptyCart => {
-            let end = EndCheckout {
-                order_id: order.id,
-                paid: (effect == Effect::EmptyCart).then(|| {
-                    order
-                        .lines
-                        .iter()
-                        .map(|l| (l.sku.clone(), l.quantity))
-                        .collect()
-                }),
-            };
+            let end = end_checkout(order, effect == Effect::EmptyCart);
             matches!(svc.carts.ask(&order.cart_id, end).await, Ok(Ok(())))
         }
         Effect::QueueEmail => queue_email(svc, order, EmailKind::Confirmation).await,
@@ -153,6 +144,20 @@ pub(super) async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect:
             None => true,
         },
         Effect::CancelLatePayment => cancel_late_payment(svc, order).await,
+    }
+}
+
+/// What the order's cart is told when the order ends: `paid`, what it bought leaves the cart.
+pub(super) fn end_checkout(order: &OrderRecord, paid: bool) -> EndCheckout {
+    EndCheckout {
+        order_id: order.id,
+        paid: paid.then(|| {
+            order
+                .lines
+                .iter()
+                .map(|l| (l.sku.clone(), l.quantity))
+                .collect()
+        }),
     }
 }
 

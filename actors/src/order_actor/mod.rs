@@ -529,6 +529,7 @@ fn redrive_backoff(n: u32) -> Duration {
 // The flows: plain async functions over (services, order).
 mod checkout;
 mod effects;
+mod joint;
 mod settlement;
 
 use checkout::place;

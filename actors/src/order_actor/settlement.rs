@@ -3,6 +3,7 @@
 //! only writer of an order's status after checkout.
 
 use super::effects::{Settled, dispatch_effects, release_skus};
+use super::joint::{self, Joint};
 use super::{
     NoticeOutcome, OrderError, OrderServices, PaymentNotice, REMEMBERED_WEBHOOKS, Services,
 };
@@ -39,7 +40,14 @@ pub(super) async fn transition(
         }
     }
     record(&mut next);
-    let next = write_next(svc, order, next).await?;
+    let next = match joint::applies(svc, &next) {
+        true => match joint::write_with_stock(svc, &order, next.clone()).await {
+            Joint::Written(next) => next,
+            Joint::Failed(stored, e) => return Err((stored, e)),
+            Joint::NotCarried => write_next(svc, order, next).await?,
+        },
+        false => write_next(svc, order, next).await?,
+    };
     metrics::counter!("kassa_order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
         .increment(1);
     tracing::info!(order_id = %next.id, %from, %to, ?event, "order transition");

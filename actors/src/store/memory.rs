@@ -71,10 +71,44 @@ impl Store for MemoryStore {
     }
 
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
+        self.write_product_with(write, Vec::new()).await
+    }
+
+    fn writes_settlements(&self) -> bool {
+        !self.shared
+    }
+
+    async fn write_product_with(
+        &self,
+        write: ProductWrite,
+        settlements: Vec<Settlement>,
+    ) -> StoreResult<WriteOutcome> {
         let mut inner = self.lock();
         let current = inner.products.get(&write.sku).map_or(0, |(r, _)| r.version);
         if current != write.expected_version {
             return Ok(WriteOutcome::Conflict);
+        }
+        for s in &settlements {
+            let order = inner.orders.get(&s.order.id).map_or(0, |o| o.version);
+            let cart = s.cart.as_ref().map(|c| {
+                let stored = inner.carts.get(&c.cart.id).map_or(0, |c| c.version);
+                stored == c.expected_version
+            });
+            if order != s.expected_version || cart == Some(false) {
+                return Ok(WriteOutcome::Conflict);
+            }
+        }
+        for s in settlements {
+            inner.orders.insert(s.order.id, s.order);
+            if let Some(c) = s.cart {
+                inner.carts.insert(c.cart.id, c.cart);
+            }
+            if let Some(email) = s.email {
+                inner
+                    .outbox
+                    .entry((email.order_id, email.kind))
+                    .or_insert(email);
+            }
         }
         inner.product_writes += 1;
         let entry = inner

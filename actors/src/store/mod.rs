@@ -68,6 +68,27 @@ pub struct ProductWrite {
     pub remove_reservations: Vec<OrderId>,
 }
 
+/// A cart's next version, written if the stored one is `expected_version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartWrite {
+    pub cart: CartRecord,
+    pub expected_version: u64,
+}
+
+/// An order's transition written in the same transaction as the stock write its transition
+/// asked for (`Store::write_product_with`): the order's next version (fenced by
+/// `expected_version`), the cart it empties or unlocks, and the email it queues. What was
+/// three to five writes after the transition (stock, cart, email, the record of the finished
+/// effects) is then one, and none of it can be durable without the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub order: OrderRecord,
+    pub expected_version: u64,
+    pub cart: Option<CartWrite>,
+    /// Put in the outbox unless one for its order and kind is there (as `enqueue_email`).
+    pub email: Option<OutboxEmail>,
+}
+
 /// A cart line with the price the shopper saw when adding it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CartLine {
@@ -346,6 +367,27 @@ pub trait Store: Send + Sync + 'static {
         Ok(self.load_product(sku).await?.map(|p| p.row.version))
     }
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome>;
+    /// Whether `write_product_with` takes settlements. Only a store this process alone
+    /// writes can: the order and the cart a settlement writes are cached by their own actors,
+    /// which lend their next write to it (the cart) or wait for it (the order); on a shared
+    /// store another replica could write them meanwhile.
+    fn writes_settlements(&self) -> bool {
+        false
+    }
+    /// `write_product(write)` and every settlement in one transaction: all of it, or (a
+    /// `Conflict`: the product's or any order's or cart's version differs) none of it.
+    async fn write_product_with(
+        &self,
+        write: ProductWrite,
+        settlements: Vec<Settlement>,
+    ) -> StoreResult<WriteOutcome> {
+        if settlements.is_empty() {
+            return self.write_product(write).await;
+        }
+        Err(StoreError::Unavailable(
+            "this store does not write settlements with stock".into(),
+        ))
+    }
 
     async fn load_cart(&self, id: CartId) -> StoreResult<Option<CartRecord>>;
     /// Writes `cart` (whose `version` is the new one) if the stored version is

@@ -257,6 +257,8 @@ pub struct StoreControls {
     loads_waiting: AtomicUsize,
     writes_waiting: AtomicUsize,
     conflicts_reported: AtomicUsize,
+    /// Every conditional write that reached the hooks, in order.
+    writes: Mutex<Vec<Method>>,
 }
 
 impl StoreControls {
@@ -271,7 +273,16 @@ impl StoreControls {
             loads_waiting: AtomicUsize::new(0),
             writes_waiting: AtomicUsize::new(0),
             conflicts_reported: AtomicUsize::new(0),
+            writes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The conditional writes made so far (those the gate and faults apply to), in order.
+    pub fn writes(&self) -> Vec<Method> {
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Loads wait until `open_loads`.
@@ -364,10 +375,17 @@ impl Hooks for StoreControls {
     async fn before_write(&self, method: Method) -> StoreResult<Option<WriteOutcome>> {
         if !matches!(
             method,
-            Method::WriteProduct | Method::WriteCart | Method::WriteOrder
+            Method::WriteProduct
+                | Method::WriteProductWith
+                | Method::WriteCart
+                | Method::WriteOrder
         ) {
             return Ok(None);
         }
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(method);
         Self::pass(&self.write_gate, &self.writes_waiting).await;
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("test: writes fail".into()));
@@ -376,7 +394,10 @@ impl Hooks for StoreControls {
             self.conflicts_reported.fetch_add(1, Ordering::SeqCst);
             return Ok(Some(WriteOutcome::Conflict));
         }
-        if method == Method::WriteOrder && self.fail_order_writes.load(Ordering::SeqCst) {
+        // A settlement carries an order write.
+        if matches!(method, Method::WriteOrder | Method::WriteProductWith)
+            && self.fail_order_writes.load(Ordering::SeqCst)
+        {
             return Err(StoreError::Unavailable("test: order writes fail".into()));
         }
         Ok(None)

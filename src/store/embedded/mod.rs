@@ -8,9 +8,10 @@ use kassa_actors::domain::{CartId, OrderId, Sku, UserId};
 use kassa_actors::idempotency::{Decision, HeldClaim, decide};
 use kassa_actors::store::{
     CartRecord, CheckoutSession, IdempotencyClaim, IdempotencyRequest, OrderRecord, OutboxEmail,
-    ProductRow, ProductSnapshot, ProductWrite, Reservation, Store, StoreError, StoreResult,
-    StoredResponse, WriteOutcome,
+    ProductRow, ProductSnapshot, ProductWrite, Reservation, Settlement, Store, StoreError,
+    StoreResult, StoredResponse, WriteOutcome,
 };
+use puts::{CartPut, EmailPut, OrderPut, ProductPut};
 use redb::{
     ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     TableHandle, WriteTransaction,
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use writer::{Handle, Job, QUEUE_CAPACITY, TypedJob, open_file, run_prober, run_writer};
 
+mod puts;
 mod writer;
 
 /// sku -> JSON `ProductRow`.
@@ -196,21 +198,8 @@ impl EmbeddedStore {
     /// Puts `email` in the outbox unless one for its order and kind is there; answers whether
     /// it did.
     async fn insert_email(&self, email: OutboxEmail) -> StoreResult<bool> {
-        let encoded = encode(&email)?;
-        self.write(move |txn| {
-            let key = (email.order_id.0.as_u128(), email.kind.code());
-            let mut outbox = txn.open_table(OUTBOX).map_err(db_err)?;
-            if outbox.get(key).map_err(db_err)?.is_some() {
-                return Ok(false);
-            }
-            let mut unsent = txn.open_table(OUTBOX_UNSENT).map_err(db_err)?;
-            outbox.insert(key, encoded.as_slice()).map_err(db_err)?;
-            if email.sent_at.is_none() {
-                unsent.insert(key, ()).map_err(db_err)?;
-            }
-            Ok(true)
-        })
-        .await
+        let put = EmailPut::new(&email)?;
+        self.write(move |txn| put.apply(txn)).await
     }
 
     /// Runs `f` in the next group-commit transaction and answers once that transaction
@@ -309,35 +298,56 @@ impl Store for EmbeddedStore {
     }
 
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
-        // Encoded here, on the caller's thread: the writer thread is the one thing every write
-        // shares, so it only checks versions and updates tables.
-        let row = encode(&write.row)?;
-        let put = write
-            .put_reservations
-            .iter()
-            .map(|r| Ok((r.order_id.0.as_u128(), encode(r)?)))
-            .collect::<StoreResult<Vec<_>>>()?;
+        let put = ProductPut::new(write)?;
         self.write(move |txn| {
-            let sku = write.sku.as_str();
-            let mut products = txn.open_table(PRODUCTS).map_err(db_err)?;
-            let current = match products.get(sku).map_err(db_err)? {
-                Some(stored) => stored_version(stored.value(), "product", sku)?,
-                None => 0,
-            };
-            if current != write.expected_version {
+            if !put.check(txn)? {
                 return Ok(WriteOutcome::Conflict);
             }
-            products.insert(sku, row.as_slice()).map_err(db_err)?;
-            let mut reservations = txn.open_table(RESERVATIONS).map_err(db_err)?;
-            for order in &write.remove_reservations {
-                reservations
-                    .remove((sku, order.0.as_u128()))
-                    .map_err(db_err)?;
+            put.apply(txn)?;
+            Ok(WriteOutcome::Applied)
+        })
+        .await
+    }
+
+    fn writes_settlements(&self) -> bool {
+        true
+    }
+
+    async fn write_product_with(
+        &self,
+        write: ProductWrite,
+        settlements: Vec<Settlement>,
+    ) -> StoreResult<WriteOutcome> {
+        let product = ProductPut::new(write)?;
+        let mut puts = Vec::with_capacity(settlements.len());
+        for s in &settlements {
+            let cart = s
+                .cart
+                .as_ref()
+                .map(|c| CartPut::new(&c.cart, c.expected_version))
+                .transpose()?;
+            let email = s.email.as_ref().map(EmailPut::new).transpose()?;
+            puts.push((OrderPut::new(&s.order, s.expected_version)?, cart, email));
+        }
+        self.write(move |txn| {
+            if !product.check(txn)? {
+                return Ok(WriteOutcome::Conflict);
             }
-            for (order, encoded) in &put {
-                reservations
-                    .insert((sku, *order), encoded.as_slice())
-                    .map_err(db_err)?;
+            for (order, cart, _) in &mut puts {
+                if !order.check(txn)? || !cart.as_ref().map_or(Ok(true), |c| c.check(txn))? {
+                    return Ok(WriteOutcome::Conflict);
+                }
+            }
+            product.apply(txn)?;
+            for (order, cart, email) in &puts {
+                order.apply(txn)?;
+                if let Some(cart) = cart {
+                    cart.apply(txn)?;
+                }
+                if let Some(email) = email {
+                    // An email already there (a transition re-driven after a crash) stays.
+                    email.apply(txn)?;
+                }
             }
             Ok(WriteOutcome::Applied)
         })
@@ -360,23 +370,12 @@ impl Store for EmbeddedStore {
         cart: &CartRecord,
         expected_version: u64,
     ) -> StoreResult<WriteOutcome> {
-        let (id, encoded, locked_by) = (cart.id, encode(cart)?, cart.locked_by);
+        let put = CartPut::new(cart, expected_version)?;
         self.write(move |txn| {
-            let key = id.0.as_u128();
-            let mut carts = txn.open_table(CARTS).map_err(db_err)?;
-            let current = match carts.get(key).map_err(db_err)? {
-                Some(stored) => stored_version(stored.value(), "cart", &id.to_string())?,
-                None => 0,
-            };
-            if current != expected_version {
+            if !put.check(txn)? {
                 return Ok(WriteOutcome::Conflict);
             }
-            carts.insert(key, encoded.as_slice()).map_err(db_err)?;
-            let mut locked = txn.open_table(LOCKED_CARTS).map_err(db_err)?;
-            match locked_by {
-                Some(order) => locked.insert(key, order.0.as_u128()).map_err(db_err)?,
-                None => locked.remove(key).map_err(db_err)?,
-            };
+            put.apply(txn)?;
             Ok(WriteOutcome::Applied)
         })
         .await
@@ -398,46 +397,12 @@ impl Store for EmbeddedStore {
         order: &OrderRecord,
         expected_version: u64,
     ) -> StoreResult<WriteOutcome> {
-        let (id, owner, active_now) = (order.id, order.owner.clone(), order.is_active());
-        let encoded = encode(order)?;
+        let mut put = OrderPut::new(order, expected_version)?;
         self.write(move |txn| {
-            let key = id.0.as_u128();
-            let mut orders = txn.open_table(ORDERS).map_err(db_err)?;
-            let previous = match orders.get(key).map_err(db_err)? {
-                Some(stored) => {
-                    let head: OrderHead = decode(stored.value(), "order", &id.to_string())?;
-                    Some((head.version, head.owner.into_owned()))
-                }
-                None => None,
-            };
-            if previous.as_ref().map_or(0, |(version, _)| *version) != expected_version {
+            if !put.check(txn)? {
                 return Ok(WriteOutcome::Conflict);
             }
-            let mut user_orders = txn.open_table(USER_ORDERS).map_err(db_err)?;
-            let mut active = txn.open_table(ACTIVE_ORDERS).map_err(db_err)?;
-            orders.insert(key, encoded.as_slice()).map_err(db_err)?;
-            match &previous {
-                Some((_, previous_owner)) if previous_owner == &owner.0 => {}
-                Some((_, previous_owner)) => {
-                    // The owner never changes in practice; if it did, the old entry must go.
-                    user_orders
-                        .remove((previous_owner.as_str(), key))
-                        .map_err(db_err)?;
-                    user_orders
-                        .insert((owner.0.as_str(), key), ())
-                        .map_err(db_err)?;
-                }
-                None => {
-                    user_orders
-                        .insert((owner.0.as_str(), key), ())
-                        .map_err(db_err)?;
-                }
-            }
-            if active_now {
-                active.insert(key, ()).map_err(db_err)?;
-            } else {
-                active.remove(key).map_err(db_err)?;
-            }
+            put.apply(txn)?;
             Ok(WriteOutcome::Applied)
         })
         .await
