@@ -252,7 +252,6 @@ impl MailDir {
         std::thread::Builder::new()
             .name("kassa-dev-mail".into())
             .spawn(move || {
-                in_background();
                 for write in queue {
                     let written = write_eml(&target, &write.name, &write.bytes);
                     // The sender may have stopped waiting; the file is written all the same.
@@ -276,18 +275,6 @@ impl MailDir {
         let stopped = || std::io::Error::other("the dev-mail writer thread stopped");
         self.writes.send(write).map_err(|_| stopped())?;
         written.await.map_err(|_| stopped())?
-    }
-}
-
-/// Lowers the calling thread's priority to the least (nice 19): writing dev mail is background
-/// work, which must not take the CPU from the requests (in a webhook storm on two cores it
-/// took up to half a core, and the webhooks' acknowledgements waited for the CPU). An email
-/// handed over waits for it a little longer; what it waits in is bounded by the mailer's
-/// hand-over slots, and the outbox keeps the rest. On Linux a nice value is per thread.
-fn in_background() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::nice(19) {
-        tracing::warn!(error = %e, "could not lower the dev mail thread's priority");
     }
 }
 
