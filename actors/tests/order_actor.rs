@@ -349,6 +349,58 @@ async fn a_paid_webhook_is_one_write_carrying_the_order_the_stock_the_cart_and_t
 }
 
 #[actix_rt::test]
+async fn paid_webhooks_for_one_sku_arriving_together_share_its_write() {
+    let shop = Shop::open();
+    let s = sku("busy-sku");
+    shop.h.upsert(&s, 10).await;
+    let mut orders = Vec::new();
+    for _ in 0..4 {
+        let cart = shop.cart_with(&[(&s, 1)]).await;
+        orders.push(shop.placed(cart).await);
+    }
+    let before = shop.control.writes().len();
+
+    // The first settlement's write is held at the store; the other three queue behind it.
+    shop.control.hold_writes();
+    let ids: Vec<String> = orders.iter().map(|o| format!("wh-{}", o.id)).collect();
+    let notices = futures_util::future::join_all(
+        orders
+            .iter()
+            .zip(&ids)
+            .map(|(order, id)| shop.notice(order, id, true)),
+    );
+    let opener = async {
+        while shop.control.writes_waiting() == 0 {
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+        // Let the other webhooks reach the SKU's queue.
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        shop.control.open_writes();
+    };
+    let (outcomes, ()) = tokio::join!(notices, opener);
+
+    for outcome in outcomes {
+        assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    }
+    assert_eq!(
+        shop.control.writes()[before..],
+        [Method::WriteProductWith, Method::WriteProductWith],
+        "one write for the first, one for the three queued behind it"
+    );
+    for order in &orders {
+        let paid = shop.stored_order(order.id).await.expect("stored");
+        assert_eq!(paid.status, OrderStatus::Processing);
+        assert!(
+            paid.pending_effects.is_empty(),
+            "{:?}",
+            paid.pending_effects
+        );
+        assert_eq!(shop.outbox(order.id).await.len(), 1);
+    }
+    assert_eq!(shop.on_hand(&s).await, 6);
+}
+
+#[actix_rt::test]
 async fn a_paid_webhook_whose_one_write_fails_changes_nothing_and_its_redelivery_settles_it() {
     let shop = Shop::open();
     let s = sku("write-fails");

@@ -3,8 +3,10 @@
 //! with its link), webhooks, expiry and reconciliation all land in its mailbox, so they
 //! never race. Each transition is persisted together with its effects (the commit point),
 //! then the effects are dispatched, the caller answered, and the effects finished before the
-//! next message; a crash in between is re-driven from the stored record. Never answers
-//! before the order's new state is durable.
+//! next message; a crash in between is re-driven from the stored record. On a store only this
+//! process writes, a transition that commits stock is instead written in one transaction with
+//! its effects (`joint`): nothing is left to re-drive. Never answers before the order's new
+//! state is durable.
 
 use crate::backoff::{self, Jitter};
 use crate::cart::CartActor;
