@@ -124,6 +124,16 @@ pub struct Release {
     pub order_id: OrderId,
 }
 
+/// `Release`, with the order's transition written in the same transaction (as
+/// `CommitSettling`): answered `Released` once both are durable; any other outcome wrote
+/// nothing of the settlement.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<ReleaseOutcome, ActorError>")]
+pub struct ReleaseSettling {
+    pub order_id: OrderId,
+    pub settlement: Box<Settlement>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReleaseOutcome {
     Released,
@@ -139,7 +149,7 @@ enum Command {
     Reserve(Reserve),
     /// With the settlement to write along, if any.
     Commit(Commit, Option<Box<Settlement>>),
-    Release(Release),
+    Release(Release, Option<Box<Settlement>>),
     /// Drops reservations nobody settled long after they expired, those of `lost` orders
     /// (found not stored) soon after they expired, and committed markers past their
     /// retention.
@@ -367,7 +377,7 @@ fn decide(
             changes.put(marker);
             Ok(Reply::Commit(CommitOutcome::Committed))
         }
-        Command::Release(r) => match stock.reservations.get(&r.order_id) {
+        Command::Release(r, _) => match stock.reservations.get(&r.order_id) {
             None => Ok(Reply::Release(ReleaseOutcome::NotReserved)),
             Some(res) if res.committed => Ok(Reply::Release(ReleaseOutcome::AlreadyCommitted)),
             Some(res) => {
@@ -582,7 +592,8 @@ impl ProductActor {
         let mut carried = Vec::with_capacity(decided.len());
         for (queued, reply) in &mut decided {
             let settlement = match (&mut queued.command, reply) {
-                (Command::Commit(_, settlement), Ok(Reply::Commit(CommitOutcome::Committed))) => {
+                (Command::Commit(_, settlement), Ok(Reply::Commit(CommitOutcome::Committed)))
+                | (Command::Release(_, settlement), Ok(Reply::Release(ReleaseOutcome::Released))) => {
                     settlement.take()
                 }
                 _ => None,
@@ -845,7 +856,22 @@ queued_handler!(
         )
     }
 );
-queued_handler!(Release, ReleaseOutcome, Release, Command::Release);
+queued_handler!(Release, ReleaseOutcome, Release, |r| Command::Release(
+    r, None
+));
+queued_handler!(
+    ReleaseSettling,
+    ReleaseOutcome,
+    Release,
+    |r: ReleaseSettling| {
+        Command::Release(
+            Release {
+                order_id: r.order_id,
+            },
+            Some(r.settlement),
+        )
+    }
+);
 
 impl Handler<PassivateIfIdle> for ProductActor {
     type Result = ();

@@ -449,10 +449,16 @@ async fn a_failed_payment_fails_the_order_releases_the_stock_and_unlocks_the_car
     shop.h.upsert(&tee_m, 5).await;
     let cart = shop.cart_with(&[(&tee_m, 2)]).await;
     let order = shop.placed(cart).await;
+    let before = shop.control.writes().len();
 
     let outcome = shop.notice(&order, "wh-declined", false).await;
 
     assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Failed));
+    assert_eq!(
+        shop.control.writes()[before..],
+        [Method::WriteProductWith],
+        "the release carries the order and the cart's unlock"
+    );
     let failed = shop.order(order.id).await;
     assert_eq!(
         statuses(&failed),

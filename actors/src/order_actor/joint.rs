@@ -1,6 +1,7 @@
-//! A transition written in one transaction with the stock it commits, on a store that
-//! `writes_settlements` (the embedded one: this process is its only writer). The order's next
-//! version rides on the SKU's commit (`CommitSettling`), with the cart's next version, which
+//! A transition written in one transaction with the stock it commits or releases, on a store
+//! that `writes_settlements` (the embedded one: this process is its only writer). The order's
+//! next version rides on its first SKU's commit or release (`CommitSettling`,
+//! `ReleaseSettling`), with the cart's next version, which
 //! the cart actor lends to it (`LendEndCheckout`), and the email it queues, already claimed by
 //! this replica's mailer. A paid webhook is then one durable write instead of five (the
 //! transition; the stock, the cart and the email; the record of the finished effects), and the
@@ -13,7 +14,7 @@ use crate::ActorError;
 use crate::cart::{CartLend, LendEndCheckout, LendOutcome, LentCart};
 use crate::mailer::HandoffSlot;
 use crate::order::Effect;
-use crate::product::{CommitOutcome, CommitSettling};
+use crate::product::{CommitOutcome, CommitSettling, ReleaseOutcome, ReleaseSettling};
 use crate::store::{EmailKind, OrderRecord, OutboxEmail, Settlement};
 
 /// How a transition written with its stock went.
@@ -27,24 +28,32 @@ pub(super) enum Joint {
 }
 
 /// Whether `next` (the order after a transition) can be written with its stock: on a store
-/// that writes settlements, when the transition commits stock.
+/// that writes settlements, when the transition commits or releases stock.
 pub(super) fn applies(svc: &Services, next: &OrderRecord) -> bool {
-    svc.store.writes_settlements()
-        && !next.lines.is_empty()
-        && next.pending_effects.contains(&Effect::CommitStock)
+    svc.store.writes_settlements() && !next.lines.is_empty() && stock_effect(next).is_some()
+}
+
+fn stock_effect(next: &OrderRecord) -> Option<Effect> {
+    next.pending_effects
+        .iter()
+        .copied()
+        .find(|e| matches!(e, Effect::CommitStock | Effect::ReleaseStock))
 }
 
 /// Writes `next`, the version after `order` with every effect of its transition pending, in
-/// the transaction of its first SKU's commit.
+/// the transaction of its first SKU's commit or release.
 pub(super) async fn write_with_stock(
     svc: &Services,
     order: &OrderRecord,
     mut next: OrderRecord,
 ) -> Joint {
+    let Some(stock) = stock_effect(&next) else {
+        return Joint::NotCarried;
+    };
     next.version = order.version + 1;
     let carrier = next.lines[0].sku.clone();
     if next.lines.iter().all(|line| line.sku == carrier) {
-        next.pending_effects.retain(|e| *e != Effect::CommitStock);
+        next.pending_effects.retain(|e| *e != stock);
     }
     let lent = borrow_cart(svc, &mut next).await;
     let email = queue_email(svc, &mut next);
@@ -54,19 +63,34 @@ pub(super) async fn write_with_stock(
         cart: lent.as_ref().map(|lent| lent.write.clone()),
         email: email.as_ref().map(|(email, _)| email.clone()),
     };
-    let answer = svc
-        .products
-        .ask(
-            &carrier,
-            CommitSettling {
-                order_id: order.id,
-                settlement: Box::new(settlement),
-            },
-        )
-        .await;
+    let (order_id, settlement) = (order.id, Box::new(settlement));
+    let answer = match stock {
+        Effect::CommitStock => svc
+            .products
+            .ask(
+                &carrier,
+                CommitSettling {
+                    order_id,
+                    settlement,
+                },
+            )
+            .await
+            .map(|a| a.map(|outcome| outcome == CommitOutcome::Committed)),
+        _ => svc
+            .products
+            .ask(
+                &carrier,
+                ReleaseSettling {
+                    order_id,
+                    settlement,
+                },
+            )
+            .await
+            .map(|a| a.map(|outcome| outcome == ReleaseOutcome::Released)),
+    };
     let (outcome, joint) = match answer {
-        Ok(Ok(CommitOutcome::Committed)) => (LendOutcome::Written, Joint::Written(next)),
-        Ok(Ok(_)) => (LendOutcome::NotWritten, Joint::NotCarried),
+        Ok(Ok(true)) => (LendOutcome::Written, Joint::Written(next)),
+        Ok(Ok(false)) => (LendOutcome::NotWritten, Joint::NotCarried),
         Ok(Err(e)) => (
             LendOutcome::Unknown,
             unknown(svc, order, next, e.into()).await,
