@@ -329,6 +329,21 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         recorder.iterations(),
         elapsed,
     ));
+    if let Some(orders) = figures.get("orders").copied().filter(|o| *o > 0.0) {
+        // The webhook storm: what settling one order cost, whatever its deliveries.
+        let iterations = recorder.iterations() as f64;
+        for kind in ["lwt", "write", "read"] {
+            if let Some(per) = figures
+                .get(&format!("store_{kind}s_per_iteration"))
+                .copied()
+            {
+                figures.insert(
+                    format!("store_{kind}s_per_order"),
+                    per * iterations / orders,
+                );
+            }
+        }
+    }
     let kassa_lwts = figures.get("store_lwts_per_second").copied();
     if let (Some(kassa), Some(database)) = (kassa_lwts, &lwt_baseline) {
         figures.insert(
