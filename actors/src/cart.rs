@@ -93,7 +93,9 @@ pub struct EndCheckout {
 /// `EndCheckout`, whose write (if it needs one) is lent to the order's settlement
 /// (`store::Settlement`): the cart actor hands its next version over through `lend` and holds
 /// every other message until the order says whether its transaction wrote it. Answered once
-/// that is known; a lend the order never takes back is settled by reloading the cart.
+/// that is known; a lend the order never takes back is settled by reloading the cart. Never
+/// writes the cart itself (a lend nobody takes, or a copy of a retried ask, writes nothing):
+/// the order ends the cart as an effect, after its transition is durable.
 #[derive(Clone, Message)]
 #[rtype(result = "Result<(), CartError>")]
 pub struct LendEndCheckout {
@@ -459,8 +461,12 @@ impl CartActor {
         if &next == cart {
             return Self::answer(());
         }
-        match lend.and_then(|lend| lend.take()) {
-            Some(to) => self.lend(next, to),
+        match lend.map(|lend| lend.take()) {
+            Some(Some(to)) => self.lend(next, to),
+            // Lent already (a copy of a retried ask): the order's own write carries it, or the
+            // order ends the cart later as an effect. Never written here, where it could come
+            // before the order's transition.
+            Some(None) => Self::answer(()),
             None => Box::pin(self.write(next).map(|result, _, _| result.map(|_| ()))),
         }
     }
@@ -483,8 +489,9 @@ impl CartActor {
             outcome,
         };
         if to.send(lent).is_err() {
-            // The order no longer waits for it: the cart writes itself.
-            return Box::pin(self.write(next).map(|result, _, _| result.map(|_| ())));
+            // The order stopped waiting (its ask timed out): it ends the cart later as an
+            // effect, once its transition is durable. Not before.
+            return Self::answer(());
         }
         Box::pin(
             async move { tokio::time::timeout(LEND_TIMEOUT, written).await }

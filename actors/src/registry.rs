@@ -235,7 +235,36 @@ impl<A: KeyedActor> Registry<A> {
         self.ask_started(key, msg, true).await
     }
 
+    /// `ask` without the ask timeout: for a message whose effect may still happen after a
+    /// caller stopped waiting (a write the actor carries for the caller), so that the caller
+    /// learns how it went instead of guessing. The actor must answer in bounded time.
+    pub async fn ask_to_the_end<M>(&self, key: &A::Key, msg: M) -> Result<M::Result, AskError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        self.ask_within(key, msg, false, None).await
+    }
+
     async fn ask_started<M>(&self, key: &A::Key, msg: M, new: bool) -> Result<M::Result, AskError>
+    where
+        M: Message + Send + Clone + 'static,
+        M::Result: Send,
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+    {
+        self.ask_within(key, msg, new, Some(self.ask_timeout)).await
+    }
+
+    async fn ask_within<M>(
+        &self,
+        key: &A::Key,
+        msg: M,
+        new: bool,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<M::Result, AskError>
     where
         M: Message + Send + Clone + 'static,
         M::Result: Send,
@@ -245,7 +274,12 @@ impl<A: KeyedActor> Registry<A> {
         let started = std::time::Instant::now();
         for attempt in 0..3 {
             let addr = self.addr_or_start(key, new && attempt == 0);
-            match tokio::time::timeout(self.ask_timeout, addr.send(msg.clone())).await {
+            let sent = addr.send(msg.clone());
+            let answer = match timeout {
+                Some(limit) => tokio::time::timeout(limit, sent).await,
+                None => Ok(sent.await),
+            };
+            match answer {
                 Ok(Ok(answer)) => {
                     metrics::histogram!("kassa_actor_ask_seconds", "kind" => A::KIND)
                         .record(started.elapsed().as_secs_f64());

@@ -441,3 +441,39 @@ async fn a_change_arriving_as_the_cart_passivates_is_applied_by_the_next_activat
     assert_eq!(cart.lines.len(), 1);
     assert_eq!(h.stored_cart(id).await, Some(cart));
 }
+
+#[actix_rt::test]
+async fn a_lent_end_nobody_takes_writes_nothing_and_leaves_the_cart_to_its_order() {
+    use kassa_actors::cart::{BeginCheckout, CartLend, EndCheckout, LendEndCheckout};
+    let h = Harness::new();
+    let (id, alice, order) = (CartId::new(), user("alice"), OrderId::new());
+    create(&h, id, &alice).await;
+    set(&h, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("set");
+    let lock = BeginCheckout {
+        user: alice.clone(),
+        order_id: order,
+        locked_until: h.now() + time::Duration::minutes(15),
+    };
+    let locked = h.carts.ask(&id, lock).await.unwrap().expect("locked");
+
+    // The order stopped waiting before the cart actor got to it (its ask timed out).
+    let (lend, lent) = CartLend::new();
+    drop(lent);
+    let end = LendEndCheckout {
+        end: EndCheckout {
+            order_id: order,
+            paid: Some(vec![(sku("tee-m"), 2)]),
+        },
+        lend,
+    };
+    h.carts.ask(&id, end).await.unwrap().expect("answered");
+
+    assert_eq!(
+        h.stored_cart(id).await,
+        Some(locked.clone()),
+        "nothing written before the order's transition"
+    );
+    assert_eq!(get(&h, id, &alice).await.expect("read"), locked);
+}

@@ -5,7 +5,6 @@
 mod common;
 
 use common::{ControlledStore, Harness, StubGateway, sku, tee, user};
-use kassa_actors::ActorError;
 use kassa_actors::cart::{CreateCart, SetLine};
 use kassa_actors::clock::SharedClock;
 use kassa_actors::domain::{CartId, OrderId, Quantity, Sku, UserId};
@@ -20,6 +19,7 @@ use kassa_actors::registry::Registry;
 use kassa_actors::store::{
     CartRecord, EmailKind, OrderRecord, OutboxEmail, Reservation, ShippingDetails, Store,
 };
+use kassa_actors::{ActorError, ActorSettings};
 use kassa_testkit::store::Method;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -38,7 +38,12 @@ struct Shop {
 
 impl Shop {
     fn open() -> Self {
-        let (h, control) = Harness::controlled();
+        Self::open_with(StdDuration::from_secs(5))
+    }
+
+    /// With `ask_timeout` for the product and cart actors' asks.
+    fn open_with(ask_timeout: StdDuration) -> Self {
+        let (h, control) = Harness::controlled_with(ActorSettings::default(), ask_timeout);
         let gateway = StubGateway::new();
         let clock: SharedClock = Arc::new(h.clock.clone());
         let services = Arc::new(OrderServices {
@@ -398,6 +403,31 @@ async fn paid_webhooks_for_one_sku_arriving_together_share_its_write() {
         assert_eq!(shop.outbox(order.id).await.len(), 1);
     }
     assert_eq!(shop.on_hand(&s).await, 6);
+}
+
+#[actix_rt::test]
+async fn a_paid_webhook_waits_for_its_write_however_long_the_store_takes() {
+    // Product asks time out after 100 ms; the write is held for longer.
+    let shop = Shop::open_with(StdDuration::from_millis(100));
+    let s = sku("slow-write");
+    shop.h.upsert(&s, 5).await;
+    let cart = shop.cart_with(&[(&s, 2)]).await;
+    let order = shop.placed(cart).await;
+
+    shop.control.hold_writes();
+    let notice = shop.notice(&order, "wh-paid", true);
+    let opener = async {
+        while shop.control.writes_waiting() == 0 {
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+        shop.control.open_writes();
+    };
+    let (outcome, ()) = tokio::join!(notice, opener);
+
+    // Answered by how the write went, not by a timeout that guessed it had not.
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    assert_settled_as_paid(&shop, &order, &s, 3).await;
 }
 
 #[actix_rt::test]

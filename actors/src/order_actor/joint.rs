@@ -29,8 +29,13 @@ pub(super) enum Joint {
 
 /// Whether `next` (the order after a transition) can be written with its stock: on a store
 /// that writes settlements, when the transition commits or releases stock.
-pub(super) fn applies(svc: &Services, next: &OrderRecord) -> bool {
-    svc.store.writes_settlements() && !next.lines.is_empty() && stock_effect(next).is_some()
+pub(super) fn applies(svc: &Services, order: &OrderRecord, next: &OrderRecord) -> bool {
+    // Effects an earlier transition left unfinished run first, as effects: one of them may be
+    // the opposite stock effect (a release that failed, before a late payment's commit).
+    svc.store.writes_settlements()
+        && order.pending_effects.is_empty()
+        && !next.lines.is_empty()
+        && stock_effect(next).is_some()
 }
 
 fn stock_effect(next: &OrderRecord) -> Option<Effect> {
@@ -67,7 +72,7 @@ pub(super) async fn write_with_stock(
     let answer = match stock {
         Effect::CommitStock => svc
             .products
-            .ask(
+            .ask_to_the_end(
                 &carrier,
                 CommitSettling {
                     order_id,
@@ -78,7 +83,7 @@ pub(super) async fn write_with_stock(
             .map(|a| a.map(|outcome| outcome == CommitOutcome::Committed)),
         _ => svc
             .products
-            .ask(
+            .ask_to_the_end(
                 &carrier,
                 ReleaseSettling {
                     order_id,
@@ -170,7 +175,8 @@ fn queue_email<'a>(
     Some((email, handoff))
 }
 
-/// The SKU's actor did not answer whether the write happened: the stored order tells.
+/// The SKU's actor answered an error: its write failed (a failed commit may still have become
+/// durable) or the message found no actor. The stored order tells whether it applied.
 async fn unknown(
     svc: &Services,
     order: &OrderRecord,
@@ -180,8 +186,10 @@ async fn unknown(
     match svc.store.load_order(order.id).await {
         Ok(Some(stored)) if stored.version == next.version => Joint::Written(next),
         Ok(Some(stored)) => Joint::Failed(stored, error),
-        Ok(None) | Err(_) => {
-            tracing::error!(order_id = %order.id, error = %error, "a transition written with its stock ended unknown");
+        // Never stored (a checkout's failed order): nothing of it was written.
+        Ok(None) => Joint::Failed(order.clone(), error),
+        Err(e) => {
+            tracing::error!(order_id = %order.id, error = %e, "cannot tell whether a transition written with its stock applied");
             Joint::Failed(order.clone(), ActorError::Unavailable.into())
         }
     }

@@ -40,7 +40,7 @@ pub(super) async fn transition(
         }
     }
     record(&mut next);
-    let next = match joint::applies(svc, &next) {
+    let next = match joint::applies(svc, &order, &next) {
         true => match joint::write_with_stock(svc, &order, next.clone()).await {
             Joint::Written(next) => next,
             Joint::Failed(stored, e) => return Err((stored, e)),
