@@ -612,42 +612,48 @@ impl ProductActor {
         self.durable_view = durable_view;
         let store = self.store.clone();
         ctx.spawn(
-            async move { store.write_product_with(write, settlements).await }
-                .into_actor(self)
-                .map(move |written, act, ctx| {
-                    act.writing = false;
-                    match written {
-                        Ok(WriteOutcome::Applied) => {
-                            act.refreshed += 1;
-                            for (queued, reply) in decided {
-                                let _ = queued.reply.send(reply);
-                            }
-                            act.flush(ctx);
+            async move {
+                if settlements.is_empty() {
+                    store.write_product(write).await
+                } else {
+                    store.write_product_with(write, settlements).await
+                }
+            }
+            .into_actor(self)
+            .map(move |written, act, ctx| {
+                act.writing = false;
+                match written {
+                    Ok(WriteOutcome::Applied) => {
+                        act.refreshed += 1;
+                        for (queued, reply) in decided {
+                            let _ = queued.reply.send(reply);
                         }
-                        Ok(WriteOutcome::Conflict) => {
-                            metrics::counter!("kassa_store_conflicts_total", "entity" => "product")
-                                .increment(1);
-                            // A settlement's order or cart moved meanwhile: its order decides
-                            // again from the stored state; the rest is retried without it.
-                            let mut retry = Vec::with_capacity(decided.len());
-                            for ((queued, reply), carried) in decided.into_iter().zip(carried) {
-                                if carried {
-                                    let _ = queued.reply.send(Err(ActorError::Contended));
-                                } else {
-                                    retry.push((queued, reply));
-                                }
-                            }
-                            act.retry_after_reload(retry, ctx);
-                        }
-                        Err(e) => {
-                            tracing::error!(sku = %act.sku(), error = %e, "product write failed");
-                            for (queued, _) in decided {
-                                let _ = queued.reply.send(Err(ActorError::Unavailable));
-                            }
-                            act.reload_then_flush(ctx);
-                        }
+                        act.flush(ctx);
                     }
-                }),
+                    Ok(WriteOutcome::Conflict) => {
+                        metrics::counter!("kassa_store_conflicts_total", "entity" => "product")
+                            .increment(1);
+                        // A settlement's order or cart moved meanwhile: its order decides
+                        // again from the stored state; the rest is retried without it.
+                        let mut retry = Vec::with_capacity(decided.len());
+                        for ((queued, reply), carried) in decided.into_iter().zip(carried) {
+                            if carried {
+                                let _ = queued.reply.send(Err(ActorError::Contended));
+                            } else {
+                                retry.push((queued, reply));
+                            }
+                        }
+                        act.retry_after_reload(retry, ctx);
+                    }
+                    Err(e) => {
+                        tracing::error!(sku = %act.sku(), error = %e, "product write failed");
+                        for (queued, _) in decided {
+                            let _ = queued.reply.send(Err(ActorError::Unavailable));
+                        }
+                        act.reload_then_flush(ctx);
+                    }
+                }
+            }),
         );
     }
 

@@ -124,6 +124,13 @@ impl Shop {
         }
     }
 
+    /// `s` with 5 units in stock, and a pending order for 2 of them.
+    async fn two_of(&self, s: &Sku) -> OrderRecord {
+        self.h.upsert(s, 5).await;
+        let cart = self.cart_with(&[(s, 2)]).await;
+        self.placed(cart).await
+    }
+
     /// Delivers a verified webhook for the order's payment, for its full amount.
     async fn notice(
         &self,
@@ -341,9 +348,7 @@ async fn assert_settled_as_paid(shop: &Shop, order: &OrderRecord, s: &Sku, on_ha
 async fn a_paid_webhook_is_one_write_carrying_the_order_the_stock_the_cart_and_the_email() {
     let shop = Shop::open();
     let s = sku("one-write");
-    shop.h.upsert(&s, 5).await;
-    let cart = shop.cart_with(&[(&s, 2)]).await;
-    let order = shop.placed(cart).await;
+    let order = shop.two_of(&s).await;
     let before = shop.control.writes().len();
 
     let outcome = shop.notice(&order, "wh-paid", true).await;
@@ -410,9 +415,7 @@ async fn a_paid_webhook_waits_for_its_write_however_long_the_store_takes() {
     // Product asks time out after 100 ms; the write is held for longer.
     let shop = Shop::open_with(StdDuration::from_millis(100));
     let s = sku("slow-write");
-    shop.h.upsert(&s, 5).await;
-    let cart = shop.cart_with(&[(&s, 2)]).await;
-    let order = shop.placed(cart).await;
+    let order = shop.two_of(&s).await;
 
     shop.control.hold_writes();
     let notice = shop.notice(&order, "wh-paid", true);
@@ -434,9 +437,7 @@ async fn a_paid_webhook_waits_for_its_write_however_long_the_store_takes() {
 async fn a_paid_webhook_whose_one_write_fails_changes_nothing_and_its_redelivery_settles_it() {
     let shop = Shop::open();
     let s = sku("write-fails");
-    shop.h.upsert(&s, 5).await;
-    let cart = shop.cart_with(&[(&s, 2)]).await;
-    let order = shop.placed(cart).await;
+    let order = shop.two_of(&s).await;
     let payment = order.payment.as_ref().expect("a payment");
     let notice = PaymentNotice {
         webhook_id: "wh-paid".into(),
@@ -461,7 +462,10 @@ async fn a_paid_webhook_whose_one_write_fails_changes_nothing_and_its_redelivery
             .committed
     );
     assert_eq!(shop.on_hand(&s).await, 5);
-    assert_eq!(shop.stored_cart(cart).await.locked_by, Some(order.id));
+    assert_eq!(
+        shop.stored_cart(order.cart_id).await.locked_by,
+        Some(order.id)
+    );
     assert!(shop.outbox(order.id).await.is_empty());
 
     let redelivered = shop.orders.ask(&order.id, notice).await.unwrap();

@@ -177,9 +177,6 @@ impl<H: Hooks, S: Store + ?Sized> Store for HookedStore<H, S> {
         write: ProductWrite,
         settlements: Vec<Settlement>,
     ) -> StoreResult<WriteOutcome> {
-        if settlements.is_empty() {
-            return self.write_product(write).await;
-        }
         forward_write!(
             self,
             WriteProductWith,

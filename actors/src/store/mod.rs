@@ -375,15 +375,13 @@ pub trait Store: Send + Sync + 'static {
         false
     }
     /// `write_product(write)` and every settlement in one transaction: all of it, or (a
-    /// `Conflict`: the product's or any order's or cart's version differs) none of it.
+    /// `Conflict`: the product's or any order's or cart's version differs) none of it. A store
+    /// that does not write settlements refuses the call.
     async fn write_product_with(
         &self,
-        write: ProductWrite,
-        settlements: Vec<Settlement>,
+        _write: ProductWrite,
+        _settlements: Vec<Settlement>,
     ) -> StoreResult<WriteOutcome> {
-        if settlements.is_empty() {
-            return self.write_product(write).await;
-        }
         Err(StoreError::Unavailable(
             "this store does not write settlements with stock".into(),
         ))

@@ -298,15 +298,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn write_product(&self, write: ProductWrite) -> StoreResult<WriteOutcome> {
-        let put = ProductPut::new(write)?;
-        self.write(move |txn| {
-            if !put.check(txn)? {
-                return Ok(WriteOutcome::Conflict);
-            }
-            put.apply(txn)?;
-            Ok(WriteOutcome::Applied)
-        })
-        .await
+        self.write_product_with(write, Vec::new()).await
     }
 
     fn writes_settlements(&self) -> bool {
