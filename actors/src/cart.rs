@@ -146,6 +146,8 @@ pub struct CartActor {
     settings: ActorSettings,
     cart: Option<CartRecord>,
     last_active: OffsetDateTime,
+    /// Writes of this actor that landed: `optimistic` tells by it whether a decision wrote.
+    applied: u64,
 }
 
 impl KeyedActor for CartActor {
@@ -168,6 +170,7 @@ impl CartActor {
             settings,
             cart: None,
             last_active,
+            applied: 0,
         }
     }
 
@@ -219,9 +222,10 @@ impl CartActor {
         cart
     }
 
-    /// Runs `decide` with nothing else interleaving. On a shared store the cart is read
-    /// again first: another replica may have changed it since it was loaded here, and
-    /// deciding on that stale copy would only lose the conditional write.
+    /// Runs `decide` with nothing else interleaving, on the cart as stored. On a shared store
+    /// the cart is read again first: another replica may have changed it since it was loaded
+    /// here. For `GetCart`, which writes nothing, and for a lent end, whose decision hands
+    /// its write over and so must run once; every other change takes `optimistic`.
     fn fresh<R: 'static>(
         &mut self,
         decide: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
@@ -231,9 +235,46 @@ impl CartActor {
         if !self.store.is_shared() {
             return AtomicResponse::new(decide(self, ctx));
         }
+        AtomicResponse::new(self.reread_then(decide))
+    }
+
+    /// Runs `decide` with nothing else interleaving. On a shared store it decides first on
+    /// the cart held here, without reading it: a change it writes is conditional on the
+    /// version that decision saw, so a write that lands proves the copy was current (the
+    /// common case: one statement, no read). Any other outcome (a refusal, an answer without
+    /// a write, a lost condition) may rest on a copy another replica made stale, so the cart
+    /// is read and `decide` runs again on it. A store that failed is answered as it is.
+    fn optimistic<T: 'static>(
+        &mut self,
+        decide: impl Fn(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, Result<T, CartError>>
+        + 'static,
+        ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, Result<T, CartError>> {
+        self.touch();
+        if !self.store.is_shared() {
+            return AtomicResponse::new(decide(self, ctx));
+        }
+        let applied = self.applied;
+        let first = decide(self, ctx);
+        AtomicResponse::new(Box::pin(first.then(move |result, act, _| {
+            let settled = act.applied > applied
+                || matches!(result, Err(CartError::Actor(ActorError::Unavailable)));
+            if settled {
+                Box::pin(fut::ready(result))
+            } else {
+                act.reread_then(decide)
+            }
+        })))
+    }
+
+    /// Reads the cart, takes it as this actor's state, and runs `decide` on it.
+    fn reread_then<R: 'static>(
+        &mut self,
+        decide: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
+    ) -> ResponseActFuture<Self, R> {
         let store = self.store.clone();
         let id = self.id();
-        AtomicResponse::new(Box::pin(
+        Box::pin(
             async move { store.load_cart(id).await }
                 .into_actor(self)
                 .then(move |loaded, act, ctx| {
@@ -246,7 +287,7 @@ impl CartActor {
                     }
                     decide(act, ctx)
                 }),
-        ))
+        )
     }
 
     /// Persists `next` (conditional on the version we hold), then makes it our state.
@@ -263,12 +304,16 @@ impl CartActor {
             .map(|(outcome, next), act, ctx| match outcome {
                 Ok(WriteOutcome::Applied) => {
                     act.cart = Some(next.clone());
+                    act.applied += 1;
                     Ok(next)
                 }
                 Ok(WriteOutcome::Conflict) => {
                     metrics::counter!("kassa_store_conflicts_total", "entity" => "cart")
                         .increment(1);
-                    act.load(ctx);
+                    // On a shared store `optimistic` reads the cart and decides again.
+                    if !act.store.is_shared() {
+                        act.load(ctx);
+                    }
                     Err(CartError::Actor(ActorError::Contended))
                 }
                 Err(e) => {
@@ -516,7 +561,10 @@ impl Actor for CartActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.settings.mailbox_capacity);
-        self.load(ctx);
+        // A cart id just generated (`Registry::ask_new`) has nothing stored: no read needed.
+        if !self.membership.is_new() {
+            self.load(ctx);
+        }
     }
 
     fn stopping(&mut self, ctx: &mut Self::Context) -> Running {
@@ -529,7 +577,7 @@ impl Handler<CreateCart> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
     fn handle(&mut self, msg: CreateCart, ctx: &mut Context<Self>) -> Self::Result {
-        self.fresh(move |act, ctx| act.create(msg, ctx), ctx)
+        self.optimistic(move |act, ctx| act.create(msg.clone(), ctx), ctx)
     }
 }
 
@@ -545,7 +593,7 @@ impl Handler<SetLine> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
     fn handle(&mut self, msg: SetLine, ctx: &mut Context<Self>) -> Self::Result {
-        self.fresh(move |act, ctx| act.set_line(msg, ctx), ctx)
+        self.optimistic(move |act, ctx| act.set_line(msg.clone(), ctx), ctx)
     }
 }
 
@@ -553,7 +601,7 @@ impl Handler<RemoveLine> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
     fn handle(&mut self, msg: RemoveLine, ctx: &mut Context<Self>) -> Self::Result {
-        self.fresh(move |act, ctx| act.remove_line(msg, ctx), ctx)
+        self.optimistic(move |act, ctx| act.remove_line(msg.clone(), ctx), ctx)
     }
 }
 
@@ -583,7 +631,7 @@ impl Handler<BeginCheckout> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
     fn handle(&mut self, msg: BeginCheckout, ctx: &mut Context<Self>) -> Self::Result {
-        self.fresh(move |act, ctx| act.begin_checkout(msg, ctx), ctx)
+        self.optimistic(move |act, ctx| act.begin_checkout(msg.clone(), ctx), ctx)
     }
 }
 
@@ -591,7 +639,7 @@ impl Handler<EndCheckout> for CartActor {
     type Result = AtomicResponse<Self, Result<(), CartError>>;
 
     fn handle(&mut self, msg: EndCheckout, ctx: &mut Context<Self>) -> Self::Result {
-        self.fresh(move |act, _| act.end_checkout(msg, None), ctx)
+        self.optimistic(move |act, _| act.end_checkout(msg.clone(), None), ctx)
     }
 }
 

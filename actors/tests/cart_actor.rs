@@ -477,3 +477,102 @@ async fn a_lent_end_nobody_takes_writes_nothing_and_leaves_the_cart_to_its_order
     );
     assert_eq!(get(&h, id, &alice).await.expect("read"), locked);
 }
+
+/// On a shared store a change decides on the cart the actor holds and reads nothing when its
+/// conditional write lands: a new cart, two lines and the checkout lock are four writes and
+/// no read.
+#[actix_rt::test]
+async fn on_a_shared_store_a_change_that_lands_reads_nothing() {
+    use kassa_actors::cart::BeginCheckout;
+    let [(h, control), _] = Harness::replicas();
+    let (id, alice) = (CartId::new(), user("alice"));
+    h.carts
+        .ask_new(
+            &id,
+            CreateCart {
+                owner: alice.clone(),
+            },
+        )
+        .await
+        .expect("answered")
+        .expect("created");
+    set(&h, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("set");
+    set(&h, id, set_line(&alice, "tee-l", 1, tee()))
+        .await
+        .expect("set");
+    let lock = BeginCheckout {
+        user: alice.clone(),
+        order_id: OrderId::new(),
+        locked_until: h.now() + time::Duration::minutes(15),
+    };
+    let locked = h.carts.ask(&id, lock).await.unwrap().expect("locked");
+    assert_eq!(locked.lines.len(), 2);
+    assert_eq!(control.writes().len(), 4);
+    assert_eq!(control.loads(), [], "no read before a write that lands");
+    assert_eq!(h.stored_cart(id).await, Some(locked));
+}
+
+/// Two replicas each hold an actor of one cart, and each in turn decides on a copy the other
+/// made stale. A write on a stale copy loses its condition, and a refusal on one may be
+/// wrong: either way the cart is read and the change decided again on it, so no change is
+/// lost, none is made on a locked cart, and a lock that ended does not refuse.
+#[actix_rt::test]
+async fn on_a_shared_store_a_decision_on_a_stale_copy_is_made_again_on_the_stored_cart() {
+    use kassa_actors::cart::{BeginCheckout, EndCheckout};
+    let [(a, _), (b, b_control)] = Harness::replicas();
+    let (id, alice, order) = (CartId::new(), user("alice"), OrderId::new());
+    create(&a, id, &alice).await;
+    get(&b, id, &alice).await.expect("b holds the cart");
+
+    set(&a, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("a adds");
+    let loads = b_control.loads().len();
+    let both = set(&b, id, set_line(&alice, "tee-l", 1, tee()))
+        .await
+        .expect("b's add lands after reading the cart again");
+    assert_eq!(
+        b_control.loads().len(),
+        loads + 1,
+        "one read, after the lost condition"
+    );
+    assert_eq!(
+        both.lines
+            .iter()
+            .map(|l| l.sku.as_str())
+            .collect::<Vec<_>>(),
+        ["tee-m", "tee-l"],
+        "a's line kept"
+    );
+
+    // a's copy lacks b's line: its lock is decided again and takes both lines.
+    let lock = BeginCheckout {
+        user: alice.clone(),
+        order_id: order,
+        locked_until: a.now() + time::Duration::minutes(15),
+    };
+    let locked = a.carts.ask(&id, lock).await.unwrap().expect("locked");
+    assert_eq!(locked.lines, both.lines);
+
+    // b's copy is unlocked: its change loses the condition, and the stored lock refuses it.
+    assert_eq!(
+        set(&b, id, set_line(&alice, "mug", 1, tee())).await,
+        Err(CartError::Locked { order_id: order })
+    );
+    assert_eq!(a.stored_cart(id).await, Some(locked.clone()));
+
+    // The checkout ends on a; b's copy still says locked, and is not taken at its word.
+    let end = EndCheckout {
+        order_id: order,
+        paid: None,
+    };
+    a.carts.ask(&id, end).await.unwrap().expect("ended");
+    let added = set(&b, id, set_line(&alice, "mug", 1, tee()))
+        .await
+        .expect("the lock that ended does not refuse");
+    assert_eq!(added.lines.len(), 3);
+    assert_eq!(added.locked_by, None);
+    assert_eq!(a.stored_cart(id).await, Some(added));
+}

@@ -93,7 +93,7 @@ pub async fn create_cart(user: User, state: web::Data<AppState>) -> Result<HttpR
     let id = CartId::new();
     let cart = state
         .carts
-        .ask(&id, CreateCart { owner: user.id })
+        .ask_new(&id, CreateCart { owner: user.id })
         .await??;
     Ok(HttpResponse::Created().json(CartResponse::from(cart)))
 }

@@ -303,7 +303,7 @@ async fn shopper_and_cart(
     let create = CreateCart {
         owner: user.id.clone(),
     };
-    state.carts.ask(&cart, create).await??;
+    state.carts.ask_new(&cart, create).await??;
     cookies.push(cookie(CART_COOKIE, cart.to_string()));
     Ok((user, cart, cookies))
 }

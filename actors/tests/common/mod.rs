@@ -55,6 +55,22 @@ impl Harness {
         )
     }
 
+    /// Two replicas' actors (each its own registries, as two processes) over one shared
+    /// `MemoryStore`, each behind its own `ControlledStore`.
+    pub fn replicas() -> [(Self, Arc<ControlledStore>); 2] {
+        let memory = Arc::new(MemoryStore::shared());
+        [(); 2].map(|()| {
+            let control = Arc::new(ControlledStore::new(memory.clone(), StoreControls::new()));
+            let harness = Self::over(
+                control.clone(),
+                memory.clone(),
+                ActorSettings::default(),
+                StdDuration::from_secs(5),
+            );
+            (harness, control)
+        })
+    }
+
     /// Actors over a `ControlledStore` wrapping a `MemoryStore`.
     pub fn controlled() -> (Self, Arc<ControlledStore>) {
         Self::controlled_with(ActorSettings::default(), StdDuration::from_secs(5))
@@ -259,6 +275,8 @@ pub struct StoreControls {
     conflicts_reported: AtomicUsize,
     /// Every conditional write that reached the hooks, in order.
     writes: Mutex<Vec<Method>>,
+    /// Every load that reached the hooks, in order.
+    loads: Mutex<Vec<Method>>,
 }
 
 impl StoreControls {
@@ -274,7 +292,13 @@ impl StoreControls {
             writes_waiting: AtomicUsize::new(0),
             conflicts_reported: AtomicUsize::new(0),
             writes: Mutex::new(Vec::new()),
+            loads: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The loads made so far, in order.
+    pub fn loads(&self) -> Vec<Method> {
+        self.loads.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The conditional writes made so far (those the gate and faults apply to), in order.
@@ -364,6 +388,10 @@ impl Hooks for StoreControls {
         ) {
             return Ok(());
         }
+        self.loads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(method);
         Self::pass(&self.load_gate, &self.loads_waiting).await;
         if self.fail_loads.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("test: loads fail".into()));

@@ -18,9 +18,9 @@
 //! - `outbox` `IF NOT EXISTS` (an effect re-driven elsewhere keeps the first email and its
 //!   state) and `IF body =` (every replica's mailer claims due emails).
 //!
-//! Plain writes: the indexes (`user_orders`, `outbox_unsent`; `active_orders` and `catalog`
-//! timestamped by the record's version, so the newest state wins), checkout notes,
-//! sessions and heartbeats.
+//! Plain writes: the indexes (`user_orders`, once, with the order's creation;
+//! `outbox_unsent`; `active_orders` and `catalog` timestamped by the record's version, so
+//! the newest state wins), checkout notes, sessions and heartbeats.
 
 mod catalog;
 mod lwt;
@@ -663,12 +663,21 @@ impl Store for ScyllaStore {
         let version = to_i64(order.version, "order version")?;
         let active = order.is_active();
         // Before the commit point: the entries that make the order findable (idempotent;
-        // left behind if the write below loses, where readers skip them).
-        let listed = self.run(
-            "user_orders",
-            &self.st.insert_user_order,
-            (&order.owner.0, order.id.0),
-        );
+        // left behind if the write below loses, where readers skip them). The owner's listing
+        // entry is never removed, so the creation's holds for every later version: a later
+        // write is conditional on a version that only a creation written after it can have.
+        let created = expected_version == 0;
+        let listed = async {
+            if created {
+                self.run(
+                    "user_orders",
+                    &self.st.insert_user_order,
+                    (&order.owner.0, order.id.0),
+                )
+                .await?;
+            }
+            Ok::<_, StoreError>(())
+        };
         if active {
             tokio::try_join!(listed, self.set_active(order.id, order.version, true))?;
         } else {
