@@ -870,26 +870,40 @@ async fn a_reserve_arriving_as_the_actor_passivates_is_still_served() {
 
 // ---------------------------------------------------------------- a shared store
 
-/// Counts the store calls the actors make, by method.
-#[derive(Default)]
-struct Calls(Mutex<HashMap<Method, usize>>);
+/// Counts the store calls the actors make, by method; version reads can be held.
+struct Calls {
+    counts: Mutex<HashMap<Method, usize>>,
+    versions_open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Self {
+            counts: Mutex::default(),
+            versions_open: tokio::sync::watch::Sender::new(true),
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl Hooks for Calls {
     async fn before(&self, method: Method) -> StoreResult<()> {
         *self
-            .0
+            .counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(method)
             .or_default() += 1;
+        if method == Method::ProductVersion {
+            let _ = self.versions_open.subscribe().wait_for(|open| *open).await;
+        }
         Ok(())
     }
 }
 
 impl Calls {
     fn of(&self, method: Method) -> usize {
-        let calls = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let calls = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         calls.get(&method).copied().unwrap_or(0)
     }
 }
@@ -917,9 +931,18 @@ async fn on_a_shared_store_sold_out_answers_are_confirmed_by_the_stored_version_
     assert_eq!(reserve(&h, &s, first, 2).await, ReserveOutcome::Reserved);
     let loads = calls.of(Method::LoadProduct);
 
-    // 50 late shoppers at once.
-    let answers =
-        JoinAll::new((0..50).map(|_| h.products.ask(&s, h.reserve(OrderId::new(), 1)))).await;
+    // 50 late shoppers at once. The first version read is held until the others have
+    // reached the actor (however slow the machine), so they all wait for the same next read.
+    calls.versions_open.send_replace(false);
+    let mut late = JoinAll::new((0..50).map(|_| h.products.ask(&s, h.reserve(OrderId::new(), 1))));
+    assert!(!late.poll_once().await);
+    wait_until("the first version read", || {
+        calls.of(Method::ProductVersion) == 1
+    })
+    .await;
+    tokio::time::sleep(StdDuration::from_millis(200)).await;
+    calls.versions_open.send_replace(true);
+    let answers = late.await;
     for answer in answers {
         assert_eq!(
             answer.expect("answered").expect("durable"),
