@@ -243,7 +243,8 @@ impl CartActor {
     /// version that decision saw, so a write that lands proves the copy was current (the
     /// common case: one statement, no read). Any other outcome (a refusal, an answer without
     /// a write, a lost condition) may rest on a copy another replica made stale, so the cart
-    /// is read and `decide` runs again on it. A store that failed is answered as it is.
+    /// is read and `decide` runs again on it; if that read fails, the answer is `Unavailable`.
+    /// A store that failed is answered as it is.
     fn optimistic<T: 'static>(
         &mut self,
         decide: impl Fn(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, Result<T, CartError>>
@@ -256,15 +257,44 @@ impl CartActor {
         }
         let applied = self.applied;
         let first = decide(self, ctx);
-        AtomicResponse::new(Box::pin(first.then(move |result, act, _| {
+        AtomicResponse::new(Box::pin(first.then(move |result, act: &mut Self, _| {
             let settled = act.applied > applied
                 || matches!(result, Err(CartError::Actor(ActorError::Unavailable)));
             if settled {
                 Box::pin(fut::ready(result))
             } else {
-                act.reread_then(decide)
+                act.decide_again(decide)
             }
         })))
+    }
+
+    /// The second pass of `optimistic`: reads the cart and runs `decide` on it. The first
+    /// answer rested on a copy that may be stale, so if the read fails it is not given as
+    /// current: the answer is `Unavailable`.
+    fn decide_again<T: 'static>(
+        &mut self,
+        decide: impl FnOnce(
+            &mut Self,
+            &mut Context<Self>,
+        ) -> ResponseActFuture<Self, Result<T, CartError>>
+        + 'static,
+    ) -> ResponseActFuture<Self, Result<T, CartError>> {
+        let store = self.store.clone();
+        let id = self.id();
+        Box::pin(
+            async move { store.load_cart(id).await }
+                .into_actor(self)
+                .then(move |loaded, act, ctx| match loaded {
+                    Ok(cart) => {
+                        act.cart = cart;
+                        decide(act, ctx)
+                    }
+                    Err(e) => {
+                        tracing::warn!(cart_id = %id, error = %e, "cannot read the cart again");
+                        Self::refuse(CartError::Actor(ActorError::Unavailable))
+                    }
+                }),
+        )
     }
 
     /// Reads the cart, takes it as this actor's state, and runs `decide` on it.
@@ -337,13 +367,17 @@ impl CartActor {
     }
 }
 
-/// The decisions, one per message, run by `fresh` on an up-to-date cart.
+/// The decisions, one per message, run by `optimistic` (`GetCart` by `fresh`): on a shared
+/// store a decision may run twice, first on the copy held here, then on the stored cart.
 impl CartActor {
     fn create(
         &mut self,
         msg: CreateCart,
         _ctx: &mut Context<Self>,
     ) -> ResponseActFuture<Self, CartResult> {
+        // `None` means nothing is stored: CreateCart comes through `Registry::ask_new` with an
+        // id just generated, or to an actor that loaded the cart (a retried ask). A shared
+        // store may write a new cart unconditionally (scylla), so this must hold.
         match &self.cart {
             Some(existing) if existing.owner == msg.owner => Self::answer(existing.clone()),
             Some(_) => Self::refuse(CartError::AlreadyExists),

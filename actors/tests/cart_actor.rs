@@ -575,4 +575,48 @@ async fn on_a_shared_store_a_decision_on_a_stale_copy_is_made_again_on_the_store
     assert_eq!(added.lines.len(), 3);
     assert_eq!(added.locked_by, None);
     assert_eq!(a.stored_cart(id).await, Some(added));
+
+    // a's copy lacks the mug: removing it answers without a write there, so a reads the cart
+    // and removes it.
+    let removed = remove(&a, id, &alice, "mug").await.expect("removed");
+    assert_eq!(removed.lines.len(), 2);
+    assert_eq!(a.stored_cart(id).await, Some(removed));
+}
+
+/// A refusal decided on the copy a replica holds is not given as current when the cart
+/// cannot be read to confirm it: the answer is unavailable, and once the store is back the
+/// change is decided on the stored cart.
+#[actix_rt::test]
+async fn on_a_shared_store_a_refusal_that_cannot_be_confirmed_is_unavailable() {
+    use kassa_actors::cart::{BeginCheckout, EndCheckout};
+    let [(a, _), (b, b_control)] = Harness::replicas();
+    let (id, alice, order) = (CartId::new(), user("alice"), OrderId::new());
+    create(&a, id, &alice).await;
+    set(&a, id, set_line(&alice, "tee-m", 2, tee()))
+        .await
+        .expect("a adds");
+    let lock = BeginCheckout {
+        user: alice.clone(),
+        order_id: order,
+        locked_until: a.now() + time::Duration::minutes(15),
+    };
+    a.carts.ask(&id, lock).await.unwrap().expect("locked");
+    get(&b, id, &alice).await.expect("b holds the locked cart");
+    let end = EndCheckout {
+        order_id: order,
+        paid: None,
+    };
+    a.carts.ask(&id, end).await.unwrap().expect("ended");
+
+    b_control.go_down();
+    assert_eq!(
+        set(&b, id, set_line(&alice, "tee-l", 1, tee())).await,
+        Err(CartError::Actor(ActorError::Unavailable)),
+        "not the stale lock's refusal"
+    );
+    b_control.heal();
+    let added = set(&b, id, set_line(&alice, "tee-l", 1, tee()))
+        .await
+        .expect("decided on the stored, unlocked cart");
+    assert_eq!(added.lines.len(), 2);
 }
