@@ -16,7 +16,9 @@
 //!   ids) and `IF version` (a webhook on one replica races the expiry on another).
 //! - `idempotency_keys`: two replicas take the same key by design (a client's retry).
 //! - `outbox` `IF NOT EXISTS` (an effect re-driven elsewhere keeps the first email and its
-//!   state) and `IF body =` (every replica's mailer claims due emails).
+//!   state) and `IF body =` (every replica's mailer claims due emails). An email sent is
+//!   recorded by a plain write to `outbox_sent` (no LWT writes it), which readers take over
+//!   the outbox row and which refuses later claims.
 //!
 //! Plain writes: the indexes (`user_orders`, once, with the order's creation;
 //! `outbox_unsent`; `active_orders` and `catalog` timestamped by the record's version, so
@@ -122,7 +124,7 @@ impl ScyllaStore {
                     )));
                 }
             };
-            if first.sent_at.is_some() {
+            if first.sent_at.is_some() || self.is_sent(email.order_id.0, email.kind.code()).await? {
                 self.unsent(email, false).await?;
             }
         }
@@ -305,14 +307,27 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// The email as it stands: its record as sent (`outbox_sent`) if there is one, else its
+    /// outbox row.
     async fn load_email(&self, order_id: Uuid, kind: i32) -> StoreResult<Option<OutboxEmail>> {
-        self.load_body(
-            "outbox",
-            &self.st.select_outbox,
-            (order_id, kind),
-            &format!("{order_id}/{kind}"),
-        )
-        .await
+        let key = format!("{order_id}/{kind}");
+        let (sent, row) = tokio::try_join!(
+            self.load_body("outbox_sent", &self.st.select_sent, (order_id, kind), &key),
+            self.load_body("outbox", &self.st.select_outbox, (order_id, kind), &key),
+        )?;
+        Ok(sent.or(row))
+    }
+
+    /// Whether the email is recorded as sent.
+    async fn is_sent(&self, order_id: Uuid, kind: u8) -> StoreResult<bool> {
+        let sent: Option<(Option<String>,)> = self
+            .row(
+                "outbox_sent",
+                &self.st.select_sent,
+                (order_id, i32::from(kind)),
+            )
+            .await?;
+        Ok(sent.is_some())
     }
 }
 
@@ -930,12 +945,16 @@ impl Store for ScyllaStore {
     }
 
     async fn update_email(&self, email: &OutboxEmail) -> StoreResult<()> {
-        let unsent = email.sent_at.is_none();
-        if unsent {
-            self.unsent(email, true).await?;
-        }
         let key = (email.order_id.0, i32::from(email.kind.code()));
         let body = encode(email)?;
+        if email.sent_at.is_some() {
+            // Final, and written by the mailer that sent it: a plain write to a table no LWT
+            // writes (cql/0005), which every reader takes over the outbox row.
+            self.run("outbox_sent", &self.st.insert_sent, (key.0, key.1, &body))
+                .await?;
+            return self.unsent(email, false).await;
+        }
+        self.unsent(email, true).await?;
         let mut written = false;
         for _ in 0..CLAIM_ROUNDS {
             let replaced = self
@@ -960,9 +979,6 @@ impl Store for ScyllaStore {
                 email.kind.as_str()
             )));
         }
-        if !unsent {
-            self.unsent(email, false).await?;
-        }
         Ok(())
     }
 
@@ -971,6 +987,14 @@ impl Store for ScyllaStore {
         expected: &OutboxEmail,
         next: &OutboxEmail,
     ) -> StoreResult<WriteOutcome> {
+        // Recorded as sent (outbox_sent): the outbox row is no longer the email's state.
+        if expected.sent_at.is_none()
+            && self
+                .is_sent(expected.order_id.0, expected.kind.code())
+                .await?
+        {
+            return Ok(WriteOutcome::Conflict);
+        }
         // The entry is one JSON document written by `encode`: comparing the stored text
         // with the expected entry's encoding is the compare-and-set.
         let replaced = self

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0004_checkouts_by_minute",
         cql: include_str!("../../../cql/0004_checkouts_by_minute.cql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_outbox_sent",
+        cql: include_str!("../../../cql/0005_outbox_sent.cql"),
+    },
 ];
 
 /// The schema version this build needs.

@@ -32,6 +32,8 @@ pub(super) struct Statements {
     pub(super) complete_idempotency: PreparedStatement,
     pub(super) release_idempotency: PreparedStatement,
     pub(super) select_outbox: PreparedStatement,
+    pub(super) select_sent: PreparedStatement,
+    pub(super) insert_sent: PreparedStatement,
     pub(super) insert_outbox: PreparedStatement,
     pub(super) update_outbox: PreparedStatement,
     pub(super) replace_outbox: PreparedStatement,
@@ -180,6 +182,14 @@ impl Statements {
             .await?,
             select_outbox: idempotent(
                 prepare("SELECT body FROM {ks}.outbox WHERE order_id = ? AND kind = ?").await?,
+            ),
+            select_sent: idempotent(
+                prepare("SELECT body FROM {ks}.outbox_sent WHERE order_id = ? AND kind = ?")
+                    .await?,
+            ),
+            insert_sent: idempotent(
+                prepare("INSERT INTO {ks}.outbox_sent (order_id, kind, body) VALUES (?, ?, ?)")
+                    .await?,
             ),
             insert_outbox: prepare(
                 "INSERT INTO {ks}.outbox (order_id, kind, body) VALUES (?, ?, ?) IF NOT EXISTS",
