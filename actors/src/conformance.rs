@@ -24,6 +24,7 @@ pub async fn run_all(store: &dyn Store) {
     order_write_is_conditional_on_version(store).await;
     orders_are_listed_newest_first_per_user(store).await;
     active_orders_follow_is_active(store).await;
+    effects_done_are_recorded_at_their_version(store).await;
     idempotency_claims_replay_and_mismatch(store).await;
     idempotency_release_allows_a_new_claim(store).await;
     idempotency_keys_expire_after_ttl(store).await;
@@ -748,6 +749,65 @@ pub async fn active_orders_follow_is_active(store: &dyn Store) {
             "an active order is listed once"
         );
     }
+}
+
+/// A store that records finished effects apart from the order's write (`record_effects_done`)
+/// answers the order at the same version with no pending effects and out of the active set;
+/// a later version's own effects are not hidden by it, even when an older record arrives
+/// after them. A store that does not answers `false` and changes nothing.
+pub async fn effects_done_are_recorded_at_their_version(store: &dyn Store) {
+    let owner = fresh_user("effects");
+    let [id] = order_ids(1)[..] else {
+        unreachable!()
+    };
+    let pending = order(id, &owner, OrderStatus::PendingPayment, 1);
+    assert_eq!(
+        store.write_order(&pending, 0).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    let paid = transition(
+        &pending,
+        OrderStatus::Processing,
+        &[Effect::CommitStock, Effect::EmptyCart, Effect::QueueEmail],
+    );
+    assert_eq!(
+        store.write_order(&paid, 1).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    if !store.record_effects_done(&paid).await.expect("record") {
+        assert_eq!(store.load_order(id).await.expect("load"), Some(paid));
+        return;
+    }
+    let finished = OrderRecord {
+        pending_effects: vec![],
+        ..paid.clone()
+    };
+    assert_eq!(
+        store.load_order(id).await.expect("load"),
+        Some(finished.clone())
+    );
+    let active = store.active_orders().await.expect("active");
+    assert!(!active.contains(&id), "every effect done: not active");
+
+    // A later transition brings effects of its own, at its own version.
+    let refunding = transition(
+        &finished,
+        OrderStatus::RefundPending,
+        &[Effect::RequestRefund],
+    );
+    assert_eq!(
+        store.write_order(&refunding, 2).await.expect("write"),
+        WriteOutcome::Applied
+    );
+    // A record of the earlier version arriving late (a slow or repeated one).
+    assert!(store.record_effects_done(&paid).await.expect("record"));
+    assert_eq!(
+        store.load_order(id).await.expect("load"),
+        Some(refunding.clone()),
+        "an older record hides no newer effects"
+    );
+    let active = store.active_orders().await.expect("active");
+    assert!(active.contains(&id), "the refund's effects keep it active");
 }
 
 pub async fn idempotency_claims_replay_and_mismatch(store: &dyn Store) {
@@ -1603,8 +1663,29 @@ pub async fn a_shared_store_fences_orders_and_notes_checkouts(store: &dyn Store)
 
 #[cfg(test)]
 mod tests {
+    use crate::store::Store;
+
     #[tokio::test]
     async fn memory_store_conforms() {
         super::run_all(&crate::store::MemoryStore::new()).await;
+    }
+
+    /// The shared memory store stands for the scylla store in the actors' tests: it records
+    /// finished effects apart from the order's write, as that store does.
+    #[tokio::test]
+    async fn shared_memory_store_records_effects_done_at_their_version() {
+        let store = crate::store::MemoryStore::shared();
+        assert!(
+            store
+                .record_effects_done(&super::order(
+                    crate::domain::OrderId::new(),
+                    &super::fresh_user("missing"),
+                    crate::order::OrderStatus::Processing,
+                    1
+                ))
+                .await
+                .expect("record")
+        );
+        super::effects_done_are_recorded_at_their_version(&store).await;
     }
 }

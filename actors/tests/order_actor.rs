@@ -44,6 +44,16 @@ impl Shop {
     /// With `ask_timeout` for the product and cart actors' asks.
     fn open_with(ask_timeout: StdDuration) -> Self {
         let (h, control) = Harness::controlled_with(ActorSettings::default(), ask_timeout);
+        Self::around(h, control)
+    }
+
+    /// Over a store that says other replicas write to it too (as the scylla store).
+    fn open_shared() -> Self {
+        let [(h, control), _] = Harness::replicas();
+        Self::around(h, control)
+    }
+
+    fn around(h: Harness, control: Arc<ControlledStore>) -> Self {
         let gateway = StubGateway::new();
         let clock: SharedClock = Arc::new(h.clock.clone());
         let services = Arc::new(OrderServices {
@@ -355,6 +365,30 @@ async fn a_paid_webhook_is_one_write_carrying_the_order_the_stock_the_cart_and_t
 
     assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
     assert_eq!(shop.control.writes()[before..], [Method::WriteProductWith]);
+    assert_settled_as_paid(&shop, &order, &s, 3).await;
+}
+
+/// On a shared store the paid transition is a write of its own and its effects follow; that
+/// they all finished is recorded apart (`Store::record_effects_done`), not as one more
+/// conditional write of the order.
+#[actix_rt::test]
+async fn on_a_shared_store_finished_effects_are_recorded_without_another_order_write() {
+    let shop = Shop::open_shared();
+    let s = sku("shared-effects");
+    let order = shop.two_of(&s).await;
+    let before = shop.control.writes().len();
+
+    let outcome = shop.notice(&order, "wh-paid", true).await;
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    let held = shop.order(order.id).await;
+
+    let writes = shop.control.writes()[before..].to_vec();
+    assert_eq!(
+        writes.iter().filter(|m| **m == Method::WriteOrder).count(),
+        1,
+        "the transition only: {writes:?}"
+    );
+    assert_eq!(held.version, order.version + 1, "no version for the record");
     assert_settled_as_paid(&shop, &order, &s, 3).await;
 }
 

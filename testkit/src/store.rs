@@ -35,6 +35,7 @@ pub enum Method {
     WriteCart,
     LoadOrder,
     WriteOrder,
+    RecordEffectsDone,
     ListOrders,
     ActiveOrders,
     ClaimIdempotency,
@@ -206,6 +207,10 @@ impl<H: Hooks, S: Store + ?Sized> Store for HookedStore<H, S> {
         expected_version: u64,
     ) -> StoreResult<WriteOutcome> {
         forward_write!(self, WriteOrder, write_order(order, expected_version))
+    }
+
+    async fn record_effects_done(&self, order: &OrderRecord) -> StoreResult<bool> {
+        forward!(self, RecordEffectsDone, record_effects_done(order))
     }
 
     async fn list_orders(

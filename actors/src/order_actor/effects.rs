@@ -72,8 +72,8 @@ pub(super) async fn dispatch_effects(svc: &Services, order: OrderRecord) -> Sett
     let committed = order.clone();
     let svc = Arc::clone(svc);
     let mut finishing: Finishing = Box::pin(async move {
-        let done = run_effects(&svc, order).await;
-        record_effects(&svc, done).await
+        let done = run_effects(&svc, order.clone()).await;
+        record_effects(&svc, &order, done).await
     });
     match futures_util::poll!(finishing.as_mut()) {
         Poll::Ready(order) => order.into(),
@@ -161,9 +161,32 @@ pub(super) fn end_checkout(order: &OrderRecord, paid: bool) -> EndCheckout {
     }
 }
 
-/// Writes `order` (whose effects ran) as the next version; on a failed write, the stored
-/// record wins and its effects run again.
-pub(super) async fn record_effects(svc: &OrderServices, order: OrderRecord) -> OrderRecord {
+/// Records `order` (`stored` after its effects ran). When all that changed is that every
+/// effect is done, and the order needs nothing more, a store that can records just that,
+/// with no new version (`Store::record_effects_done`); otherwise `order` is written as the
+/// next version. On a failed record or write, the stored record wins and its effects run
+/// again.
+pub(super) async fn record_effects(
+    svc: &OrderServices,
+    stored: &OrderRecord,
+    order: OrderRecord,
+) -> OrderRecord {
+    let mut finished = stored.clone();
+    finished.pending_effects.clear();
+    let only_effects_done = OrderRecord {
+        updated_at: stored.updated_at,
+        ..order.clone()
+    } == finished;
+    if only_effects_done && !finished.is_active() {
+        match svc.store.record_effects_done(stored).await {
+            Ok(true) => return finished,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(order_id = %order.id, error = %e, "could not record finished effects; they will run again");
+                return stored.clone();
+            }
+        }
+    }
     let mut next = order.clone();
     next.version = order.version + 1;
     match svc.store.write_order(&next, order.version).await {

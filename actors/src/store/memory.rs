@@ -83,6 +83,11 @@ impl Store for MemoryStore {
         write: ProductWrite,
         settlements: Vec<Settlement>,
     ) -> StoreResult<WriteOutcome> {
+        if !self.writes_settlements() && !settlements.is_empty() {
+            return Err(StoreError::Unavailable(
+                "this store does not write settlements with stock".into(),
+            ));
+        }
         let mut inner = self.lock();
         let current = inner.products.get(&write.sku).map_or(0, |(r, _)| r.version);
         if current != write.expected_version {
@@ -159,6 +164,20 @@ impl Store for MemoryStore {
         }
         inner.orders.insert(order.id, order.clone());
         Ok(WriteOutcome::Applied)
+    }
+
+    /// Shared (as the scylla store): the order keeps its version, its effects go.
+    async fn record_effects_done(&self, order: &OrderRecord) -> StoreResult<bool> {
+        if !self.shared {
+            return Ok(false);
+        }
+        let mut inner = self.lock();
+        if let Some(stored) = inner.orders.get_mut(&order.id)
+            && stored.version == order.version
+        {
+            stored.pending_effects.clear();
+        }
+        Ok(true)
     }
 
     async fn list_orders(

@@ -406,6 +406,16 @@ pub trait Store: Send + Sync + 'static {
         order: &OrderRecord,
         expected_version: u64,
     ) -> StoreResult<WriteOutcome>;
+    /// Records that every pending effect of `order` (as stored, at its version) is done,
+    /// without writing a new version: loads then answer it with no pending effects, and it
+    /// leaves the set of active orders. Only for an order that needs nothing else
+    /// (`is_active` once its effects are gone). Answers whether this store did; one that
+    /// does not (the default) records it as the next version, through `write_order`. No
+    /// replica races it: the effects are each idempotent, a later version's own effects are
+    /// recorded at that version, and a record of an older version never hides a newer one's.
+    async fn record_effects_done(&self, _order: &OrderRecord) -> StoreResult<bool> {
+        Ok(false)
+    }
     /// The user's orders, newest first (descending id; ids are time-ordered UUIDv7),
     /// strictly older than `before` when given, at most `limit`.
     async fn list_orders(

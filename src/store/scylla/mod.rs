@@ -13,7 +13,9 @@
 //! - `carts` change `IF version`: two replicas may each hold an actor of one cart (two tabs
 //!   behind a round-robin balancer). A *new* cart is a plain write: its id is fresh.
 //! - `orders` `IF NOT EXISTS` (the survivor of a replica fences its unfinished checkouts'
-//!   ids) and `IF version` (a webhook on one replica races the expiry on another).
+//!   ids) and `IF version` (a webhook on one replica races the expiry on another). That a
+//!   version's effects are all done is a plain write to `order_effects_done`: no one races
+//!   it.
 //! - `idempotency_keys`: two replicas take the same key by design (a client's retry).
 //! - `outbox` `IF NOT EXISTS` (an effect re-driven elsewhere keeps the first email and its
 //!   state) and `IF body =` (every replica's mailer claims due emails). An email sent is
@@ -661,12 +663,33 @@ impl Store for ScyllaStore {
     async fn load_order(&self, id: OrderId) -> StoreResult<Option<OrderRecord>> {
         // Every order write carries its body; a row without one is the fence of a checkout
         // that never stored its order (replicas.rs): no order.
-        let body: Option<(Option<String>,)> =
-            self.row("order", &self.st.select_order, (id.0,)).await?;
-        match body {
-            Some((Some(body),)) => decode(&body, "order", &id.to_string()).map(Some),
-            Some((None,)) | None => Ok(None),
+        let (body, done): (Option<(Option<String>,)>, Option<(Option<i64>,)>) = tokio::try_join!(
+            self.row("order", &self.st.select_order, (id.0,)),
+            self.row("order_effects_done", &self.st.select_effects_done, (id.0,)),
+        )?;
+        let mut order: OrderRecord = match body {
+            Some((Some(body),)) => decode(&body, "order", &id.to_string())?,
+            Some((None,)) | None => return Ok(None),
+        };
+        // Its effects were recorded done at this version or a later one (record_effects_done).
+        let done = done.and_then(|(version,)| version).unwrap_or(0);
+        if i64::try_from(order.version).is_ok_and(|version| version <= done) {
+            order.pending_effects.clear();
         }
+        Ok(Some(order))
+    }
+
+    async fn record_effects_done(&self, order: &OrderRecord) -> StoreResult<bool> {
+        let version = to_i64(order.version, "order version")?;
+        self.run(
+            "order_effects_done",
+            &self.st.insert_effects_done,
+            (order.id.0, version, version),
+        )
+        .await?;
+        // After it, as after any write that settles an order: out of the active set.
+        self.set_active(order.id, order.version, false).await?;
+        Ok(true)
     }
 
     async fn write_order(

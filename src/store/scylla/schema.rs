@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_outbox_sent",
         cql: include_str!("../../../cql/0005_outbox_sent.cql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_order_effects_done",
+        cql: include_str!("../../../cql/0006_order_effects_done.cql"),
+    },
 ];
 
 /// The schema version this build needs.

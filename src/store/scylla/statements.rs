@@ -18,6 +18,8 @@ pub(super) struct Statements {
     pub(super) insert_cart: PreparedStatement,
     pub(super) update_cart: PreparedStatement,
     pub(super) select_order: PreparedStatement,
+    pub(super) select_effects_done: PreparedStatement,
+    pub(super) insert_effects_done: PreparedStatement,
     pub(super) insert_order: PreparedStatement,
     pub(super) update_order: PreparedStatement,
     pub(super) list_user_orders: PreparedStatement,
@@ -117,6 +119,16 @@ impl Statements {
             )
             .await?,
             select_order: idempotent(prepare("SELECT body FROM {ks}.orders WHERE id = ?").await?),
+            select_effects_done: idempotent(
+                prepare("SELECT version FROM {ks}.order_effects_done WHERE id = ?").await?,
+            ),
+            insert_effects_done: idempotent(
+                prepare(
+                    "INSERT INTO {ks}.order_effects_done (id, version) VALUES (?, ?) \
+                     USING TIMESTAMP ?",
+                )
+                .await?,
+            ),
             insert_order: prepare(
                 "INSERT INTO {ks}.orders (id, owner, status, version, body) VALUES (?, ?, ?, ?, ?) \
                  IF NOT EXISTS",
