@@ -790,24 +790,39 @@ pub async fn effects_done_are_recorded_at_their_version(store: &dyn Store) {
     assert!(!active.contains(&id), "every effect done: not active");
 
     // A later transition brings effects of its own, at its own version.
-    let refunding = transition(
+    let refunded = transition(
         &finished,
-        OrderStatus::RefundPending,
-        &[Effect::RequestRefund],
+        OrderStatus::Refunded,
+        &[Effect::QueueRefundEmail],
     );
     assert_eq!(
-        store.write_order(&refunding, 2).await.expect("write"),
+        store.write_order(&refunded, 2).await.expect("write"),
         WriteOutcome::Applied
     );
     // A record of the earlier version arriving late (a slow or repeated one).
     assert!(store.record_effects_done(&paid).await.expect("record"));
     assert_eq!(
         store.load_order(id).await.expect("load"),
-        Some(refunding.clone()),
+        Some(refunded.clone()),
         "an older record hides no newer effects"
     );
     let active = store.active_orders().await.expect("active");
     assert!(active.contains(&id), "the refund's effects keep it active");
+
+    // The newer version's record, then the older one's again: the newer one stands.
+    assert!(store.record_effects_done(&refunded).await.expect("record"));
+    assert!(store.record_effects_done(&paid).await.expect("record"));
+    let refund_done = OrderRecord {
+        pending_effects: vec![],
+        ..refunded
+    };
+    assert_eq!(
+        store.load_order(id).await.expect("load"),
+        Some(refund_done),
+        "a late record of an older version does not undo a newer one's"
+    );
+    let active = store.active_orders().await.expect("active");
+    assert!(!active.contains(&id));
 }
 
 pub async fn idempotency_claims_replay_and_mismatch(store: &dyn Store) {

@@ -193,12 +193,15 @@ pub(super) async fn record_effects(
         Ok(WriteOutcome::Applied) => next,
         outcome => {
             tracing::warn!(order_id = %order.id, ?outcome, "could not record finished effects; they will run again");
+            // The stored record, or the last one known stored: never `order`, which was not
+            // written (held as if it were, a later record of its effects could hide the
+            // stored version's).
             svc.store
                 .load_order(order.id)
                 .await
                 .ok()
                 .flatten()
-                .unwrap_or(order)
+                .unwrap_or_else(|| stored.clone())
         }
     }
 }
