@@ -492,3 +492,60 @@ async fn checkout_notes_are_filed_by_minute_and_recovery_reads_the_last_half_hou
     drop(store);
     cassandra::drop_keyspace(&keyspace).await;
 }
+
+/// A mailer that took an email over after its claim lapsed may record a failed attempt after
+/// the first mailer recorded it sent (`outbox_sent`). The outbox row then says unsent again,
+/// but the email stays sent: it is never due, and its index entry goes at the next scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_recorded_after_the_send_does_not_make_the_email_due_again() {
+    use kassa_actors::store::{EmailKind, OutboxEmail};
+    let keyspace = cassandra::fresh_keyspace("sent");
+    cassandra::migrate(&keyspace).await;
+    let store = cassandra::open(&keyspace).await;
+    let now = time::OffsetDateTime::now_utc();
+    let queued = OutboxEmail {
+        order_id: OrderId::new(),
+        kind: EmailKind::Confirmation,
+        to: "alice@example.com".into(),
+        created_at: now,
+        attempts: 0,
+        next_attempt_at: now,
+        last_error: None,
+        sent_at: None,
+        claimed_by: None,
+    };
+    let depth = store.outbox_depth().await.expect("depth");
+    store.enqueue_email(&queued).await.expect("enqueue");
+    assert_eq!(store.outbox_depth().await.expect("depth"), depth + 1);
+    let sent = OutboxEmail {
+        attempts: 1,
+        sent_at: Some(now),
+        ..queued.clone()
+    };
+    store.update_email(&sent).await.expect("record sent");
+    let failed = OutboxEmail {
+        attempts: 1,
+        last_error: Some("connection refused".into()),
+        ..queued.clone()
+    };
+    store.update_email(&failed).await.expect("record failure");
+    assert_eq!(
+        store.outbox_depth().await.expect("depth"),
+        depth + 1,
+        "the failure put its index entry back"
+    );
+
+    let later = now + time::Duration::days(1);
+    let due = store.due_emails(later, 1000).await.expect("due");
+    assert!(
+        due.iter().all(|e| e.order_id != queued.order_id),
+        "a sent email is never due again: {due:?}"
+    );
+    assert_eq!(
+        store.outbox_depth().await.expect("depth"),
+        depth,
+        "the scan dropped the entry of an email sent"
+    );
+    drop(store);
+    cassandra::drop_keyspace(&keyspace).await;
+}
