@@ -146,8 +146,6 @@ pub struct CartActor {
     settings: ActorSettings,
     cart: Option<CartRecord>,
     last_active: OffsetDateTime,
-    /// Writes of this actor that landed: `optimistic` tells by it whether a decision wrote.
-    applied: u64,
 }
 
 impl KeyedActor for CartActor {
@@ -170,7 +168,6 @@ impl CartActor {
             settings,
             cart: None,
             last_active,
-            applied: 0,
         }
     }
 
@@ -255,10 +252,12 @@ impl CartActor {
         if !self.store.is_shared() {
             return AtomicResponse::new(decide(self, ctx));
         }
-        let applied = self.applied;
+        // Only a write that lands moves the held version (a lost condition reloads nothing
+        // here: the second pass reads the cart).
+        let version = self.cart.as_ref().map(|c| c.version);
         let first = decide(self, ctx);
         AtomicResponse::new(Box::pin(first.then(move |result, act: &mut Self, _| {
-            let settled = act.applied > applied
+            let settled = act.cart.as_ref().map(|c| c.version) != version
                 || matches!(result, Err(CartError::Actor(ActorError::Unavailable)));
             if settled {
                 Box::pin(fut::ready(result))
@@ -334,7 +333,6 @@ impl CartActor {
             .map(|(outcome, next), act, ctx| match outcome {
                 Ok(WriteOutcome::Applied) => {
                     act.cart = Some(next.clone());
-                    act.applied += 1;
                     Ok(next)
                 }
                 Ok(WriteOutcome::Conflict) => {

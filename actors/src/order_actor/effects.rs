@@ -173,10 +173,10 @@ pub(super) async fn record_effects(
 ) -> OrderRecord {
     let mut finished = stored.clone();
     finished.pending_effects.clear();
-    let only_effects_done = OrderRecord {
-        updated_at: stored.updated_at,
-        ..order.clone()
-    } == finished;
+    // Compared as `order` is but for the time it was touched, which the record does not move.
+    finished.updated_at = order.updated_at;
+    let only_effects_done = order == finished;
+    finished.updated_at = stored.updated_at;
     if only_effects_done && !finished.is_active() {
         match svc.store.record_effects_done(stored).await {
             Ok(true) => return finished,
@@ -187,17 +187,18 @@ pub(super) async fn record_effects(
             }
         }
     }
-    let mut next = order.clone();
-    next.version = order.version + 1;
-    match svc.store.write_order(&next, order.version).await {
+    let expected = order.version;
+    let mut next = order;
+    next.version = expected + 1;
+    match svc.store.write_order(&next, expected).await {
         Ok(WriteOutcome::Applied) => next,
         outcome => {
-            tracing::warn!(order_id = %order.id, ?outcome, "could not record finished effects; they will run again");
+            tracing::warn!(order_id = %next.id, ?outcome, "could not record finished effects; they will run again");
             // The stored record, or the last one known stored: never `order`, which was not
             // written (held as if it were, a later record of its effects could hide the
             // stored version's).
             svc.store
-                .load_order(order.id)
+                .load_order(next.id)
                 .await
                 .ok()
                 .flatten()
