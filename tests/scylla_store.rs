@@ -498,22 +498,19 @@ async fn checkout_notes_are_filed_by_minute_and_recovery_reads_the_last_half_hou
 /// but the email stays sent: it is never due, and its index entry goes at the next scan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_attempt_recorded_after_the_send_does_not_make_the_email_due_again() {
+    use kassa_actors::order::OrderStatus;
     use kassa_actors::store::{EmailKind, OutboxEmail};
     let keyspace = cassandra::fresh_keyspace("sent");
     cassandra::migrate(&keyspace).await;
     let store = cassandra::open(&keyspace).await;
     let now = time::OffsetDateTime::now_utc();
-    let queued = OutboxEmail {
-        order_id: OrderId::new(),
-        kind: EmailKind::Confirmation,
-        to: "alice@example.com".into(),
-        created_at: now,
-        attempts: 0,
-        next_attempt_at: now,
-        last_error: None,
-        sent_at: None,
-        claimed_by: None,
-    };
+    let order = kassa_actors::conformance::order(
+        OrderId::new(),
+        &UserId("alice".into()),
+        OrderStatus::Processing,
+        2,
+    );
+    let queued = OutboxEmail::new(&order, EmailKind::Confirmation, now);
     let depth = store.outbox_depth().await.expect("depth");
     store.enqueue_email(&queued).await.expect("enqueue");
     assert_eq!(store.outbox_depth().await.expect("depth"), depth + 1);

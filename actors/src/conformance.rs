@@ -36,7 +36,6 @@ pub async fn run_all(store: &dyn Store) {
     outbox_keeps_one_email_per_order_and_kind(store).await;
     outbox_replace_is_a_compare_and_set(store).await;
     outbox_due_emails_are_oldest_first_and_due(store).await;
-    outbox_a_sent_email_is_never_claimed_or_queued_again(store).await;
     checkout_sessions_are_stored_and_purged_after_expiry(store).await;
     products_are_listed_in_sku_order_without_deleted_ones(store).await;
     a_single_writer_store_finds_what_a_crash_left_held(store).await;
@@ -1282,40 +1281,14 @@ pub async fn outbox_claimed_enqueue_is_not_due_until_its_claim_ends(store: &dyn 
     let sent = OutboxEmail {
         sent_at: Some(at(1)),
         attempts: 1,
-        ..claimed
+        ..claimed.clone()
     };
     store.update_email(&sent).await.expect("update");
     assert_eq!(store.outbox_depth().await.expect("depth"), depth);
-}
 
-/// Once recorded as sent, an email stays sent: a claim made from its unsent entry loses (a
-/// mailer that took it over after a lease ended must not send it again), a re-driven
-/// enqueue changes nothing, and it is never due again.
-pub async fn outbox_a_sent_email_is_never_claimed_or_queued_again(store: &dyn Store) {
-    let [id] = order_ids(1)[..] else {
-        unreachable!()
-    };
-    let depth = store.outbox_depth().await.expect("depth");
-    let queued = email(id, "Your order", at(-100), at(-100));
-    assert!(
-        store
-            .enqueue_claimed_email(&queued, at(120))
-            .await
-            .expect("enqueue")
-    );
-    let claimed = OutboxEmail {
-        next_attempt_at: at(120),
-        claimed_by: store.replica().map(str::to_owned),
-        ..queued.clone()
-    };
-    let sent = OutboxEmail {
-        sent_at: Some(at(1)),
-        attempts: 1,
-        ..claimed.clone()
-    };
-    store.update_email(&sent).await.expect("record sent");
-    assert_eq!(store.outbox_depth().await.expect("depth"), depth);
-
+    // Once sent it stays sent: a claim made from its unsent entry loses (a mailer that took
+    // it over after a lease ended must not send it again), a re-driven enqueue changes
+    // nothing, and it is never due again.
     let taken_over = OutboxEmail {
         next_attempt_at: at(700),
         claimed_by: None,
