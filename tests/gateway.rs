@@ -821,6 +821,123 @@ async fn a_gateway_answering_5xx_is_retried_with_the_same_idempotency_key() {
     assert_eq!(keys, vec![order_id.to_string(); 3]);
 }
 
+#[actix_web::test]
+async fn a_408_is_retried_with_the_same_idempotency_key() {
+    let created =
+        json!({"paymentId": "pay_1", "paymentUrl": "http://gw.test/pay/pay_1", "token": "t"});
+    let (base, stub) = start_stub(vec![(408, json!({})), (201, created)]).await;
+    let order_id = OrderId::new();
+
+    let session = HttpGateway::new(base)
+        .initiate(records::payment_request(order_id))
+        .await
+        .expect("the second attempt succeeds");
+
+    assert_eq!(session.payment_id, "pay_1");
+    let keys = stub.idempotency_keys.lock().expect("lock").clone();
+    assert_eq!(keys, vec![order_id.to_string(); 2]);
+}
+
+/// Reads one request (head and `Content-Length` body) from `socket`; returns its
+/// Idempotency-Key, or `None` when the client closed the connection first.
+async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).to_ascii_lowercase();
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|line| line.strip_prefix(name).map(|v| v.trim().to_string()))
+            };
+            let length: usize = header("content-length:").map_or(0, |v| v.parse().unwrap_or(0));
+            if buffer.len() >= end + 4 + length {
+                return header("idempotency-key:");
+            }
+        }
+        let read = socket.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// The race of a keep-alive that ends on the gateway's side: the client reuses a pooled
+/// connection just as the gateway closes it, so the request goes out and no answer comes
+/// back ("connection closed before message completed"). The call is idempotent by its key,
+/// so it is sent again on a new connection, not failed (it failed the checkout before).
+#[actix_web::test]
+async fn a_request_lost_on_a_connection_the_gateway_closed_is_sent_again() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = Url::parse(&format!(
+        "http://{}",
+        listener.local_addr().expect("address")
+    ))
+    .expect("url");
+    let seen = Arc::new(Mutex::new(Vec::<(usize, String)>::new()));
+    let recorded = seen.clone();
+    actix_web::rt::spawn(async move {
+        let mut connection = 0;
+        while let Ok((mut socket, _)) = listener.accept().await {
+            connection += 1;
+            let recorded = recorded.clone();
+            actix_web::rt::spawn(async move {
+                let mut served = 0;
+                while let Some(key) = read_request(&mut socket).await {
+                    recorded
+                        .lock()
+                        .expect("lock")
+                        .push((connection, key.clone()));
+                    served += 1;
+                    if connection == 1 && served == 2 {
+                        // The first connection's keep-alive ends as its second request arrives.
+                        return;
+                    }
+                    let body = json!({"paymentId": format!("pay_{key}"),
+                        "paymentUrl": "http://gw.test/pay", "token": "t"})
+                    .to_string();
+                    let answer = format!(
+                        "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let gateway = HttpGateway::new(base);
+    let (first, second) = (OrderId::new(), OrderId::new());
+
+    gateway
+        .initiate(records::payment_request(first))
+        .await
+        .expect("the first call is answered");
+    let session = gateway
+        .initiate(records::payment_request(second))
+        .await
+        .expect("the lost request is sent again and answered");
+
+    assert_eq!(session.payment_id, format!("pay_{second}"));
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen,
+        vec![
+            (1, first.to_string()),
+            (1, second.to_string()),
+            (2, second.to_string())
+        ],
+        "the second call went out on the pooled connection, then on a new one"
+    );
+}
+
 fn displayed(order_id: OrderId, cancel_url: &str) -> PaymentDisplay {
     PaymentDisplay {
         shop_name: "Kassa Demo Shop".into(),

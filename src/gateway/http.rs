@@ -137,9 +137,10 @@ impl HttpGateway {
     }
 }
 
-/// A 5xx is worth another attempt; any other answer is final.
+/// A 5xx is worth another attempt, and so is a 408 (the gateway closed the connection before
+/// it had the request); any other answer is final.
 fn retry_server_errors(status: StatusCode) -> Result<(), Attempt<GatewayError>> {
-    if status.is_server_error() {
+    if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT {
         Err(Attempt::Retryable(format!("the gateway answered {status}")))
     } else {
         Ok(())

@@ -295,7 +295,7 @@ impl StripeGateway {
     }
 }
 
-/// A 2xx is Stripe's answer; 429 and 5xx are worth another attempt unless Stripe answers
+/// A 2xx is Stripe's answer; 408, 429 and 5xx are worth another attempt unless Stripe answers
 /// `Stripe-Should-Retry: false` (and any other status is, when it says `true`); the rest is a
 /// refusal.
 fn judge(
@@ -313,7 +313,9 @@ fn judge(
         .map(|v| v.eq_ignore_ascii_case("true"));
     let (code, message) = stripe_error(status, body);
     let message = format!("{op}: {message}");
-    let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+    let transient = status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT;
     if should_retry.unwrap_or(transient) {
         Err(Attempt::Retryable(message))
     } else if transient {

@@ -3,6 +3,7 @@
 //! ledger's business, never this module's.
 
 use super::{SandboxGateway, SandboxSettings, routes::configure};
+use crate::connections::KEEP_ALIVE;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
@@ -69,6 +70,12 @@ pub fn bind_standalone(
             .configure(|cfg| configure(cfg, served.clone()))
             .default_service(web::to(crate::http::not_found))
     })
+    // Kassa's own keep-alive: a connection stays open longer than a client's pool keeps it
+    // idle, so that the client closes it. actix's 5 s closed idle and new unused connections
+    // under the replicas' gateway clients, whose requests then raced the close (a 408, or
+    // "connection closed before message completed").
+    .keep_alive(KEEP_ALIVE)
+    .client_request_timeout(KEEP_ALIVE)
     .listen(listener)?
     .run();
     Ok(StandaloneSandbox {
