@@ -181,6 +181,7 @@ fn register_counters_at_zero() {
         counter!("kassa_actor_ask_overloaded_total", "kind" => kind).increment(0);
         counter!("kassa_store_conflicts_total", "entity" => kind).increment(0);
     }
+    counter!("kassa_contended_total", "entity" => ProductActor::KIND).increment(0);
     for outcome in ["placed", "conflict", "gateway_error"] {
         counter!("kassa_checkouts_total", "outcome" => outcome).increment(0);
     }
@@ -248,6 +249,11 @@ pub fn describe_metrics() {
     describe_counter!(
         "kassa_actor_evictions_requested_total",
         "Idle actors asked to stop because their kind was over KASSA_MAX_LIVE_ACTORS, by kind."
+    );
+    describe_counter!(
+        "kassa_contended_total",
+        "Commands answered 503 overloaded because their writes kept losing to other replicas' \
+         (max_conflict_retries), by entity."
     );
     describe_counter!(
         "kassa_lwt_retries_total",

@@ -699,13 +699,21 @@ impl ProductActor {
         ctx: &mut Context<Self>,
     ) {
         let mut retry = Vec::new();
+        let mut given_up = 0;
         for (mut queued, _) in decided {
             queued.attempts += 1;
             if queued.attempts > self.settings.max_conflict_retries {
                 let _ = queued.reply.send(Err(ActorError::Contended));
+                given_up += 1;
             } else {
                 retry.push(queued);
             }
+        }
+        if given_up > 0 {
+            tracing::warn!(sku = %self.sku(), commands = given_up,
+                attempts = self.settings.max_conflict_retries + 1,
+                "other writers kept changing the SKU; commands answered as contended");
+            metrics::counter!("kassa_contended_total", "entity" => "product").increment(given_up);
         }
         // Another replica's write won: wait a jittered, growing moment before reloading, so
         // that replicas contending for one SKU stop colliding in lockstep.

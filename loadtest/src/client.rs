@@ -104,7 +104,7 @@ impl Kassa {
             if since.elapsed() >= window {
                 break answer;
             }
-            self.recorder.interrupted(op);
+            self.recorder.interrupted(op, answer.status, &answer.code);
             // A 503's Retry-After is honoured (a second at most: the window bounds the rest).
             let pause = answer.retry_after.map_or(RETRY_PAUSE, |after| {
                 after.clamp(RETRY_PAUSE, Duration::from_secs(1))

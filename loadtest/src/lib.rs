@@ -406,6 +406,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         violations: all_violations,
         unexpected_errors: recorder.unexpected(),
         interrupted_total,
+        interrupted_by: recorder.interrupted_by(),
         longest_interruption_ms,
         kills,
     })

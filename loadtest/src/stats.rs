@@ -83,6 +83,8 @@ pub struct Recorder {
     interrupted: AtomicU64,
     /// The longest a request took from its first interrupted attempt to its answer (µs).
     longest_interruption: AtomicU64,
+    /// Retried attempts by what interrupted them (`interrupted_by` in the report).
+    interrupted_by: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Default for Recorder {
@@ -99,12 +101,20 @@ impl Recorder {
             iterations: AtomicU64::new(0),
             interrupted: AtomicU64::new(0),
             longest_interruption: AtomicU64::new(0),
+            interrupted_by: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// An attempt of `op` (or of an unmeasured request) got no answer and is sent again.
-    pub fn interrupted(&self, op: Option<Op>) {
+    /// An attempt of `op` (or of an unmeasured request) got no answer and is sent again;
+    /// `status` and `code` say what it got instead (status 0: no answer).
+    pub fn interrupted(&self, op: Option<Op>, status: u16, code: &str) {
         self.interrupted.fetch_add(1, Ordering::Relaxed);
+        *self
+            .interrupted_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(interruption(status, code))
+            .or_default() += 1;
         if let Some(op) = op {
             let mut ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
             ops.entry(op).or_insert_with(OpStats::new).interrupted += 1;
@@ -124,6 +134,15 @@ impl Recorder {
             self.interrupted.load(Ordering::Relaxed),
             ms(self.longest_interruption.load(Ordering::Relaxed)),
         )
+    }
+
+    /// Retried attempts by what interrupted them: `"0 connect"`, `"502 no_code"` (a
+    /// balancer's), `"503 overloaded"`.
+    pub fn interrupted_by(&self) -> BTreeMap<String, u64> {
+        self.interrupted_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn record(&self, op: Op, latency: Duration, status: u16, code: &str, expected: bool) {
@@ -295,8 +314,12 @@ pub struct Report {
     /// Invariant violations; any makes the run fail.
     pub violations: Vec<String>,
     pub unexpected_errors: u64,
-    /// Attempts sent again after no answer or a balancer's 502/504, over every request.
+    /// Attempts sent again after no answer, a balancer's 502/504 or a 503 with Retry-After,
+    /// over every request.
     pub interrupted_total: u64,
+    /// `interrupted_total` by what the attempt got: `"0 <transport failure>"` for no answer,
+    /// else the status and, for Kassa's own answers, the error code (`"503 overloaded"`).
+    pub interrupted_by: BTreeMap<String, u64>,
     /// The longest a request waited from its first interrupted attempt to its answer.
     pub longest_interruption_ms: f64,
     /// `--kill-at`: each SIGKILL, and how long the restarted Kassa took to be ready.
@@ -395,8 +418,14 @@ impl Report {
         if self.interrupted_total > 0 {
             let _ = writeln!(
                 out,
-                "interrupted attempts sent again: {} (longest wait for an answer {:.0} ms)",
-                self.interrupted_total, self.longest_interruption_ms
+                "interrupted attempts sent again: {} (longest wait for an answer {:.0} ms): {}",
+                self.interrupted_total,
+                self.longest_interruption_ms,
+                self.interrupted_by
+                    .iter()
+                    .map(|(what, n)| format!("{what} x{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         for (name, value) in &self.figures {
@@ -448,5 +477,14 @@ mod tests {
         assert_eq!(report[0].unexpected, 1);
         assert_eq!(r.unexpected(), 1);
         assert!(report[0].latency_ms.max >= 899.0);
+    }
+}
+
+/// The key of `Recorder::interrupted_by`: the status, and the code when there is one.
+fn interruption(status: u16, code: &str) -> String {
+    if code.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status} {code}")
     }
 }

@@ -67,6 +67,10 @@ class Checks:
 # ---------------------------------------------------------------- load reports ----
 
 
+# Without a kill, the share of requests that may be asked to come back (503 with Retry-After).
+BACKPRESSURE_SHARE = 0.01
+
+
 def check_report(checks, name, path, interrupted_allowed):
     try:
         report = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -102,12 +106,24 @@ def check_report(checks, name, path, interrupted_allowed):
         return 0
     detail = ", ".join(f"{op['op']} {op['interrupted']}" for op in report.get("operations", [])
                        if op.get("interrupted")) or "none"
+    by = report.get("interrupted_by") or {}
+    kinds = ", ".join(f"{what} x{n}" for what, n in sorted(by.items())) or "none"
     longest = report.get("longest_interruption_ms") or 0
-    checks.note(f"{name}: {interrupted} attempt(s) sent again after no answer or a 502/504 "
-                f"({detail}; the longest wait for an answer {longest / 1000:.1f} s)")
+    checks.note(f"{name}: {interrupted} attempt(s) sent again after no answer, a 502/504 or "
+                f"a 503 with Retry-After ({detail}; {kinds}; the longest wait for an answer "
+                f"{longest / 1000:.1f} s)")
     if not interrupted_allowed:
-        checks.ok(interrupted == 0, f"{name}: no request interrupted (no replica was killed)",
-                  f"{interrupted} interrupted")
+        # Without a kill, no answer may be lost. A 503 with Retry-After is Kassa asking the
+        # client to come back (a hot SKU whose replicas kept losing its writes to each other,
+        # a store timing out under the peak): allowed, as a small share of the requests.
+        backpressure = sum(n for what, n in by.items() if what.startswith("503 "))
+        lost = interrupted - backpressure
+        checks.ok(lost == 0, f"{name}: no request lost its answer (no replica was killed)",
+                  f"{lost} interrupted: {kinds}")
+        limit = max(1, answered * BACKPRESSURE_SHARE)
+        checks.ok(backpressure <= limit,
+                  f"{name}: 503s with Retry-After at most {BACKPRESSURE_SHARE:.0%} of the "
+                  "requests", f"{backpressure} of {answered}: {kinds}")
     return interrupted
 
 
