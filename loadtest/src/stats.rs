@@ -448,6 +448,15 @@ impl Report {
     }
 }
 
+/// The key of `Recorder::interrupted_by`: the status, and the code when there is one.
+fn interruption(status: u16, code: &str) -> String {
+    if code.is_empty() {
+        status.to_string()
+    } else {
+        format!("{status} {code}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,14 +486,5 @@ mod tests {
         assert_eq!(report[0].unexpected, 1);
         assert_eq!(r.unexpected(), 1);
         assert!(report[0].latency_ms.max >= 899.0);
-    }
-}
-
-/// The key of `Recorder::interrupted_by`: the status, and the code when there is one.
-fn interruption(status: u16, code: &str) -> String {
-    if code.is_empty() {
-        status.to_string()
-    } else {
-        format!("{status} {code}")
     }
 }
