@@ -8,7 +8,7 @@ use crate::domain::{
     CartId, Currency, MAX_CART_LINES, MAX_TOTAL, OrderId, ProductInfo, Quantity, Sku, UserId,
 };
 use crate::registry::{Evict, KeyedActor, Membership, PassivateIfIdle};
-use crate::store::{CartLine, CartRecord, CartWrite, SharedStore, WriteOutcome};
+use crate::store::{CartLine, CartRecord, CartWrite, SharedStore, StoreResult, WriteOutcome};
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -241,7 +241,7 @@ impl CartActor {
     /// common case: one statement, no read). Any other outcome (a refusal, an answer without
     /// a write, a lost condition) may rest on a copy another replica made stale, so the cart
     /// is read and `decide` runs again on it; if that read fails, the answer is `Unavailable`.
-    /// A store that failed is answered as it is.
+    /// A store that failed is answered as it is. A locked copy is read first (`read_settled`).
     fn optimistic<T: 'static>(
         &mut self,
         decide: impl Fn(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, Result<T, CartError>>
@@ -251,6 +251,11 @@ impl CartActor {
         self.touch();
         if !self.store.is_shared() {
             return AtomicResponse::new(decide(self, ctx));
+        }
+        // A lock held here may belong to an order that ended without writing the cart (paid
+        // while it held the lock), even once the lock lapsed: only a read settles it.
+        if self.cart.as_ref().is_some_and(|c| c.locked_by.is_some()) {
+            return AtomicResponse::new(self.decide_again(decide));
         }
         // Only a write that lands moves the held version (a lost condition reloads nothing
         // here: the second pass reads the cart).
@@ -281,7 +286,7 @@ impl CartActor {
         let store = self.store.clone();
         let id = self.id();
         Box::pin(
-            async move { store.load_cart(id).await }
+            async move { read_settled(&store, id).await }
                 .into_actor(self)
                 .then(move |loaded, act, ctx| match loaded {
                     Ok(cart) => {
@@ -304,7 +309,7 @@ impl CartActor {
         let store = self.store.clone();
         let id = self.id();
         Box::pin(
-            async move { store.load_cart(id).await }
+            async move { read_settled(&store, id).await }
                 .into_actor(self)
                 .then(move |loaded, act, ctx| {
                     match loaded {
@@ -522,18 +527,9 @@ impl CartActor {
         // What a paid order bought leaves the cart: all of it when the order held the lock
         // (the lines could not change), and for a late payment only those units, whatever
         // the shopper added since, also while a newer checkout holds the lock (when that
-        // one fails, the cart unlocks without what was already paid for). Once per order,
-        // so a rerun does not take away lines the shopper added since.
-        if let Some(bought) = &msg.paid
-            && next.last_paid_order != Some(msg.order_id)
-        {
-            for (sku, quantity) in bought {
-                if let Some(line) = next.lines.iter_mut().find(|l| &l.sku == sku) {
-                    line.quantity = line.quantity.saturating_sub(*quantity);
-                }
-            }
-            next.lines.retain(|l| l.quantity > 0);
-            next.last_paid_order = Some(msg.order_id);
+        // one fails, the cart unlocks without what was already paid for).
+        if let Some(bought) = &msg.paid {
+            next.remove_bought(msg.order_id, bought.iter().map(|(sku, q)| (sku, *q)));
         }
         if &next == cart {
             return Self::answer(());
@@ -586,6 +582,23 @@ impl CartActor {
                 }),
         )
     }
+}
+
+/// Reads cart `id`. On a shared store, a lock whose order has ended is settled as that
+/// order's end would have written it (`CartRecord::settle_lock`): an order paid while it held
+/// the lock does not write the cart (`OrderRecord::paid_while_locked`), so the lock stays
+/// stored until the cart's next change. One more read, only for a locked cart.
+async fn read_settled(store: &SharedStore, id: CartId) -> StoreResult<Option<CartRecord>> {
+    let Some(mut cart) = store.load_cart(id).await? else {
+        return Ok(None);
+    };
+    if let Some(order_id) = cart.locked_by
+        && store.is_shared()
+        && let Some(order) = store.load_order(order_id).await?
+    {
+        cart.settle_lock(&order);
+    }
+    Ok(Some(cart))
 }
 
 impl Actor for CartActor {

@@ -620,3 +620,92 @@ async fn on_a_shared_store_a_refusal_that_cannot_be_confirmed_is_unavailable() {
         .expect("decided on the stored, unlocked cart");
     assert_eq!(added.lines.len(), 2);
 }
+
+/// A stored cart locked by `order_id`, with two tees and a mug.
+fn cart_locked_by(h: &Harness, id: CartId, owner: &UserId, order_id: OrderId) -> CartRecord {
+    let line = |raw_sku: &str, quantity| CartLine {
+        sku: sku(raw_sku),
+        name: "Tee".into(),
+        quantity,
+        unit_price: 1999,
+        currency: Currency::EUR,
+    };
+    CartRecord {
+        id,
+        owner: owner.clone(),
+        lines: vec![line("tee", 2), line("mug", 1)],
+        locked_by: Some(order_id),
+        locked_until: Some(h.now() + time::Duration::minutes(15)),
+        last_paid_order: None,
+        version: 3,
+    }
+}
+
+/// On a shared store an order paid while it held its cart's lock does not write the cart:
+/// whoever reads the cart next settles the lock from the order. Paid: what it bought (two
+/// tees) leaves the cart and the lock is lifted; failed: the lock is lifted, lines kept;
+/// pending: the cart stays locked. A change then writes the settled cart.
+#[actix_rt::test]
+async fn on_a_shared_store_a_lock_is_settled_from_its_order_by_the_next_reader() {
+    use kassa_actors::conformance::order;
+    use kassa_actors::order::OrderStatus;
+    use kassa_actors::store::StatusChange;
+    let [(h, _), _] = Harness::replicas();
+    let alice = user("alice");
+    let ended = |id, status| {
+        let mut record = order(id, &alice, status, 2);
+        record.history.push(StatusChange {
+            status,
+            at: h.now(),
+        });
+        record
+    };
+    let (paid, failed, pending) = (OrderId::new(), OrderId::new(), OrderId::new());
+    for record in [
+        ended(paid, OrderStatus::Processing),
+        ended(failed, OrderStatus::Failed),
+        order(pending, &alice, OrderStatus::PendingPayment, 1),
+    ] {
+        let written = h.memory.write_order(&record, 0).await.expect("stored");
+        assert_eq!(written, WriteOutcome::Applied);
+    }
+    let carts = [paid, failed, pending].map(|order_id| {
+        let cart = cart_locked_by(&h, CartId::new(), &alice, order_id);
+        (cart.id, cart)
+    });
+    for (_, cart) in &carts {
+        let written = h.memory.write_cart(cart, 0).await.expect("stored");
+        assert_eq!(written, WriteOutcome::Applied);
+    }
+    let [(paid_cart, _), (failed_cart, _), (pending_cart, _)] = carts.clone();
+
+    let seen = get(&h, paid_cart, &alice)
+        .await
+        .expect("the paid order's cart");
+    let skus: Vec<_> = seen.lines.iter().map(|l| l.sku.to_string()).collect();
+    assert_eq!(
+        (skus, seen.locked_by, seen.last_paid_order),
+        (vec!["mug".to_string()], None, Some(paid))
+    );
+    let seen = get(&h, failed_cart, &alice)
+        .await
+        .expect("the failed order's cart");
+    assert_eq!((seen.lines.len(), seen.locked_by), (2, None));
+    assert_eq!(
+        set(&h, pending_cart, set_line(&alice, "cap", 1, tee())).await,
+        Err(CartError::Locked { order_id: pending })
+    );
+
+    let changed = set(&h, paid_cart, set_line(&alice, "cap", 1, tee()))
+        .await
+        .expect("a settled cart takes a line");
+    let stored = h.stored_cart(paid_cart).await.expect("stored");
+    assert_eq!(stored, changed);
+    let skus: Vec<_> = stored.lines.iter().map(|l| l.sku.to_string()).collect();
+    assert_eq!(
+        (skus, stored.locked_by, stored.last_paid_order),
+        (vec!["mug".to_string(), "cap".to_string()], None, Some(paid)),
+        "written as settled, once: the paid tees do not come back, nor leave again"
+    );
+    assert_eq!(h.stored_cart(pending_cart).await, Some(carts[2].1.clone()));
+}

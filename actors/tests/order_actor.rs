@@ -5,7 +5,7 @@
 mod common;
 
 use common::{ControlledStore, Harness, StubGateway, sku, tee, user};
-use kassa_actors::cart::{CreateCart, SetLine};
+use kassa_actors::cart::{CreateCart, GetCart, SetLine};
 use kassa_actors::clock::SharedClock;
 use kassa_actors::domain::{CartId, OrderId, Quantity, Sku, UserId};
 use kassa_actors::gateway::PaymentState;
@@ -338,9 +338,23 @@ async fn assert_settled_as_paid(shop: &Shop, order: &OrderRecord, s: &Sku, on_ha
     assert_eq!(shop.on_hand(s).await, on_hand);
     let sold = shop.reservation(s, order.id).await.expect("commit marker");
     assert!(sold.committed);
-    let cart = shop.stored_cart(order.cart_id).await;
+    // As the shopper sees it (on a shared store the stored cart may keep the paid order's
+    // lock until its next change settles it).
+    let cart = shop
+        .h
+        .carts
+        .ask(
+            &order.cart_id,
+            GetCart {
+                user: shop.shopper.clone(),
+            },
+        )
+        .await
+        .unwrap()
+        .expect("the shopper's cart");
     assert!(cart.lines.is_empty(), "{:?}", cart.lines);
     assert_eq!(cart.locked_by, None);
+    assert_eq!(cart.last_paid_order, Some(order.id));
     let kinds: Vec<_> = shop.outbox(order.id).await.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EmailKind::Confirmation]);
     // The cart actor took the written cart as its state: the shopper can fill it at once.
@@ -352,6 +366,12 @@ async fn assert_settled_as_paid(shop: &Shop, order: &OrderRecord, s: &Sku, on_ha
     };
     let refilled = shop.h.carts.ask(&order.cart_id, line).await.unwrap();
     assert_eq!(refilled.expect("the cart takes a line").lines.len(), 1);
+    let stored = shop.stored_cart(order.cart_id).await;
+    assert_eq!(
+        (stored.lines.len(), stored.locked_by, stored.last_paid_order),
+        (1, None, Some(order.id)),
+        "the change wrote the cart as settled: {stored:?}"
+    );
 }
 
 #[actix_rt::test]
@@ -389,7 +409,51 @@ async fn on_a_shared_store_finished_effects_are_recorded_without_another_order_w
         "the transition only: {writes:?}"
     );
     assert_eq!(held.version, order.version + 1, "no version for the record");
+    // Paid while it held the cart's lock: the cart is not written; its next reader ends it.
+    assert!(!writes.contains(&Method::WriteCart), "{writes:?}");
+    assert_eq!(
+        shop.stored_cart(order.cart_id).await.locked_by,
+        Some(order.id)
+    );
     assert_settled_as_paid(&shop, &order, &s, 3).await;
+}
+
+#[actix_rt::test]
+async fn on_a_shared_store_a_payment_after_the_lock_lapsed_takes_what_it_bought_from_the_changed_cart()
+ {
+    let shop = Shop::open_shared();
+    let (s, other) = (sku("late-payment"), sku("added-later"));
+    shop.h.upsert(&other, 5).await;
+    let order = shop.two_of(&s).await;
+    // The lock lapsed with the order still pending (its expiry not swept yet): the shopper
+    // changes the cart, which no longer names the order. A payment now must take what it
+    // bought out of the cart itself; no reader of the cart could.
+    shop.h.clock.advance(TTL + Duration::seconds(1));
+    let line = |sku: &Sku, quantity| SetLine {
+        user: shop.shopper.clone(),
+        sku: sku.clone(),
+        quantity: Quantity::parse(quantity).unwrap(),
+        product: tee(),
+    };
+    let changed = shop
+        .h
+        .carts
+        .ask(&order.cart_id, line(&other, 1))
+        .await
+        .unwrap();
+    assert_eq!(changed.expect("the lapsed lock").locked_by, None);
+
+    let outcome = shop.notice(&order, "wh-late", true).await;
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    assert!(shop.order(order.id).await.pending_effects.is_empty());
+
+    let stored = shop.stored_cart(order.cart_id).await;
+    let skus: Vec<_> = stored.lines.iter().map(|l| l.sku.clone()).collect();
+    assert_eq!(
+        (skus, stored.locked_by, stored.last_paid_order),
+        (vec![other], None, Some(order.id)),
+        "the paid units left the stored cart, the line added since stayed"
+    );
 }
 
 #[actix_rt::test]

@@ -121,6 +121,44 @@ impl CartRecord {
         self.lines.first().map(|l| l.currency)
     }
 
+    /// The order holding the lock: what its end means for the cart, if it ended. Paid, what
+    /// it bought leaves the cart (once: `last_paid_order`) and the lock is lifted; failed,
+    /// expired, cancelled or refused for its amount, the lock is lifted with the lines kept;
+    /// still pending (or another order's), nothing changes. What the order actor's
+    /// `EmptyCart` and `UnlockCart` would write, worked out by whoever reads the cart.
+    pub fn settle_lock(&mut self, order: &OrderRecord) {
+        if self.locked_by != Some(order.id) {
+            return;
+        }
+        let Some(left) = order.left_pending() else {
+            return;
+        };
+        self.locked_by = None;
+        self.locked_until = None;
+        if left.status == OrderStatus::Processing {
+            self.remove_bought(order.id, order.lines.iter().map(|l| (&l.sku, l.quantity)));
+        }
+    }
+
+    /// What paid order `order_id` bought leaves the cart, once per order (a rerun does not
+    /// take away lines the shopper added since).
+    pub fn remove_bought<'a>(
+        &mut self,
+        order_id: OrderId,
+        bought: impl IntoIterator<Item = (&'a Sku, u32)>,
+    ) {
+        if self.last_paid_order == Some(order_id) {
+            return;
+        }
+        for (sku, quantity) in bought {
+            if let Some(line) = self.lines.iter_mut().find(|l| &l.sku == sku) {
+                line.quantity = line.quantity.saturating_sub(quantity);
+            }
+        }
+        self.lines.retain(|l| l.quantity > 0);
+        self.last_paid_order = Some(order_id);
+    }
+
     /// The sum of the lines, or `None` where i64 would overflow (only a cart stored before
     /// the limits of `domain` could).
     pub fn total(&self) -> Option<i64> {
@@ -227,6 +265,23 @@ impl OrderRecord {
             self.status,
             OrderStatus::PendingPayment | OrderStatus::RefundPending
         ) || !self.pending_effects.is_empty()
+    }
+
+    /// How the order left `pending_payment`: the first other status of its history.
+    pub fn left_pending(&self) -> Option<&StatusChange> {
+        self.history
+            .iter()
+            .find(|c| c.status != OrderStatus::PendingPayment)
+    }
+
+    /// Whether the payment came while this order's cart lock was live, `margin` before it
+    /// lapsed (the lock lapses when the order expires): the cart was then still locked by
+    /// this order, unchanged since the checkout, and ending it can wait for the cart's next
+    /// reader (`CartRecord::settle_lock`).
+    pub fn paid_while_locked(&self, margin: time::Duration) -> bool {
+        self.left_pending().is_some_and(|c| {
+            c.status == OrderStatus::Processing && c.at + margin <= self.expires_at
+        })
     }
 }
 

@@ -11,7 +11,10 @@
 //! The LWTs, and the race each one settles (DESIGN's "LWT wherever two replicas could race"):
 //! - `stock` batch `IF version`: every replica's actor of a SKU reserves, commits and releases.
 //! - `carts` change `IF version`: two replicas may each hold an actor of one cart (two tabs
-//!   behind a round-robin balancer). A *new* cart is a plain write: its id is fresh.
+//!   behind a round-robin balancer). A *new* cart is a plain write: its id is fresh. An
+//!   order paid while it held the cart's lock writes nothing to the cart: the lock stays
+//!   stored, and the cart actor that reads a locked cart settles it from the order
+//!   (`CartRecord::settle_lock`), its next change writing the settled cart.
 //! - `orders` `IF NOT EXISTS` (the survivor of a replica fences its unfinished checkouts'
 //!   ids) and `IF version` (a webhook on one replica races the expiry on another). That a
 //!   version's effects are all done is a plain write to `order_effects_done`: no one races
