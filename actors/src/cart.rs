@@ -241,7 +241,8 @@ impl CartActor {
     /// common case: one statement, no read). Any other outcome (a refusal, an answer without
     /// a write, a lost condition) may rest on a copy another replica made stale, so the cart
     /// is read and `decide` runs again on it; if that read fails, the answer is `Unavailable`.
-    /// A store that failed is answered as it is. A locked copy is read first (`read_settled`).
+    /// A store that failed is answered as it is. A copy whose lock lapsed is read first
+    /// (`read_settled`).
     fn optimistic<T: 'static>(
         &mut self,
         decide: impl Fn(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, Result<T, CartError>>
@@ -253,8 +254,13 @@ impl CartActor {
             return AtomicResponse::new(decide(self, ctx));
         }
         // A lock held here may belong to an order that ended without writing the cart (paid
-        // while it held the lock), even once the lock lapsed: only a read settles it.
-        if self.cart.as_ref().is_some_and(|c| c.locked_by.is_some()) {
+        // while it held the lock). While the lock is live a decision on it refuses, and the
+        // refusal is decided again on the cart as read and settled; once it lapsed, the
+        // decision would take the cart as unlocked, paid units and all: read it first.
+        if let Some(cart) = &self.cart
+            && cart.locked_by.is_some()
+            && self.live_lock(cart).is_none()
+        {
             return AtomicResponse::new(self.decide_again(decide));
         }
         // Only a write that lands moves the held version (a lost condition reloads nothing

@@ -896,3 +896,43 @@ async fn a_redelivered_webhook_changes_nothing_the_second_time() {
     assert_eq!(shop.on_hand(&tee_m).await, 3);
     assert_eq!(shop.outbox(order.id).await.len(), 1);
 }
+
+/// The cart of an order paid while it held the lock keeps that lock as stored, and the lock
+/// lapses with the order's expiry. A change after the lapse must not take the cart as it was
+/// locked, paid units and all: the lock is settled from the order first.
+#[actix_rt::test]
+async fn on_a_shared_store_a_change_after_the_paid_lock_lapsed_does_not_bring_back_the_paid_units()
+{
+    let shop = Shop::open_shared();
+    let (s, other) = (sku("paid-then-lapsed"), sku("added-after"));
+    shop.h.upsert(&other, 5).await;
+    let order = shop.two_of(&s).await;
+    let outcome = shop.notice(&order, "wh-paid", true).await;
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    assert!(shop.order(order.id).await.pending_effects.is_empty());
+    assert_eq!(
+        shop.stored_cart(order.cart_id).await.locked_by,
+        Some(order.id)
+    );
+
+    shop.h.clock.advance(TTL + Duration::seconds(1));
+    let line = SetLine {
+        user: shop.shopper.clone(),
+        sku: other.clone(),
+        quantity: Quantity::parse(1).unwrap(),
+        product: tee(),
+    };
+    let changed = shop.h.carts.ask(&order.cart_id, line).await.unwrap();
+    let skus: Vec<_> = changed
+        .expect("the cart takes a line")
+        .lines
+        .iter()
+        .map(|l| l.sku.clone())
+        .collect();
+    assert_eq!(skus, vec![other], "the paid units stay out of the cart");
+    let stored = shop.stored_cart(order.cart_id).await;
+    assert_eq!(
+        (stored.lines.len(), stored.locked_by, stored.last_paid_order),
+        (1, None, Some(order.id))
+    );
+}
