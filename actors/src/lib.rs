@@ -54,6 +54,9 @@ pub struct ActorSettings {
     /// again before it is answered `Contended` (503). The waits between grow to 250 ms, so
     /// 12 retries take about 1 to 3 s, within the 5 s a request waits for its actor.
     pub max_conflict_retries: u32,
+    /// On a shared store, how long a SKU's commits may wait to share a conditional write
+    /// with its next reservation or release (or with each other); zero: written at once.
+    pub commit_linger: std::time::Duration,
 }
 
 impl Default for ActorSettings {
@@ -67,6 +70,7 @@ impl Default for ActorSettings {
             lost_order_grace: Duration::minutes(2),
             committed_retention: Duration::days(7),
             max_conflict_retries: 12,
+            commit_linger: std::time::Duration::from_millis(250),
         }
     }
 }

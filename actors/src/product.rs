@@ -438,6 +438,9 @@ pub struct ProductActor {
     checking_lost: bool,
     /// Orders of reservations found stored by such a look-up (not looked up again).
     orders_found: BTreeSet<OrderId>,
+    /// When a queue of commits alone started to wait for a write to ride along
+    /// (`ActorSettings::commit_linger`); the flush then is due at this plus the linger.
+    lingering_since: Option<std::time::Instant>,
 }
 
 impl KeyedActor for ProductActor {
@@ -467,6 +470,7 @@ impl ProductActor {
             last_active,
             checking_lost: false,
             orders_found: BTreeSet::new(),
+            lingering_since: None,
         }
     }
 
@@ -532,9 +536,10 @@ impl ProductActor {
 
     /// Decides every queued command and writes their changes as one conditional write.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.writing || self.confirming || self.queue.is_empty() {
+        if self.writing || self.confirming || self.queue.is_empty() || self.lingers(ctx) {
             return;
         }
+        self.lingering_since = None;
         let batch = std::mem::take(&mut self.queue);
         let now = self.clock.now();
         let expected_version = self.stock.version();
@@ -655,6 +660,30 @@ impl ProductActor {
                 }
             }),
         );
+    }
+
+    /// Whether the queue waits for company: on a shared store, commits alone (a paid order's
+    /// units becoming sold; nobody waits on them but the order's effects) are held up to
+    /// `commit_linger`, so that they ride along with the SKU's next reservation or release,
+    /// or with each other, instead of taking a conditional write each. Anything else queued
+    /// flushes them at once; so does the linger's end.
+    fn lingers(&mut self, ctx: &mut Context<Self>) -> bool {
+        let linger = self.settings.commit_linger;
+        let commits_alone = self
+            .queue
+            .iter()
+            .all(|q| q.attempts == 0 && matches!(q.command, Command::Commit(_, None)));
+        if linger.is_zero() || !self.store.is_shared() || !commits_alone {
+            return false;
+        }
+        match self.lingering_since {
+            Some(since) => since.elapsed() < linger,
+            None => {
+                self.lingering_since = Some(std::time::Instant::now());
+                ctx.run_later(linger, |act, ctx| act.flush(ctx));
+                true
+            }
+        }
     }
 
     /// Answers `decided` (which wrote nothing) once the stored version is found to be the one

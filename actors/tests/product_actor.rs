@@ -985,3 +985,51 @@ async fn on_a_shared_store_sold_out_answers_are_confirmed_by_the_stored_version_
     assert_eq!(stored.reservations.len(), 1);
     assert!(reservation_of(&stored, late).is_some());
 }
+
+/// On a shared store a commit (a paid order's units becoming sold) waits up to
+/// `commit_linger` to share a conditional write: with the other commits queued meanwhile,
+/// or with the SKU's next reservation, which writes it at once.
+#[actix_rt::test]
+async fn on_a_shared_store_commits_wait_to_share_a_write() {
+    let [(h, control), _] = Harness::replicas();
+    let s = sku("tee-m");
+    h.upsert(&s, 10).await;
+    let orders: Vec<OrderId> = (0..4).map(|_| OrderId::new()).collect();
+    for order in &orders {
+        assert_eq!(reserve(&h, &s, *order, 1).await, ReserveOutcome::Reserved);
+    }
+    let product_writes = || {
+        control
+            .writes()
+            .iter()
+            .filter(|m| **m == Method::WriteProduct)
+            .count()
+    };
+
+    let before = product_writes();
+    let (first, second) = tokio::join!(commit(&h, &s, orders[0]), commit(&h, &s, orders[1]));
+    assert_eq!(
+        (first, second),
+        (CommitOutcome::Committed, CommitOutcome::Committed)
+    );
+    assert_eq!(product_writes(), before + 1, "two commits, one write");
+
+    let reservation = OrderId::new();
+    let (committed, reserved) =
+        tokio::join!(commit(&h, &s, orders[2]), reserve(&h, &s, reservation, 2));
+    assert_eq!(committed, CommitOutcome::Committed);
+    assert_eq!(reserved, ReserveOutcome::Reserved);
+    assert_eq!(
+        product_writes(),
+        before + 2,
+        "the commit rode with the reservation"
+    );
+
+    let stored = h.stored_product(&s).await;
+    assert_eq!(stored.row.on_hand, 7, "three sold");
+    for order in &orders[..3] {
+        assert!(reservation_of(&stored, *order).is_some_and(|r| r.committed));
+    }
+    assert!(reservation_of(&stored, orders[3]).is_some_and(|r| !r.committed));
+    assert_eq!(reservation_of(&stored, reservation).map(|r| r.qty), Some(2));
+}

@@ -9,7 +9,8 @@
 //! (readers skip it), never a record that matters missing from its index.
 //!
 //! The LWTs, and the race each one settles (DESIGN's "LWT wherever two replicas could race"):
-//! - `stock` batch `IF version`: every replica's actor of a SKU reserves, commits and releases.
+//! - `stock` batch `IF version`: every replica's actor of a SKU reserves, commits and releases
+//!   (its queued commands in one write; commits alone wait up to `commit_linger` for company).
 //! - `carts` change `IF version`: two replicas may each hold an actor of one cart (two tabs
 //!   behind a round-robin balancer). A *new* cart is a plain write: its id is fresh. An
 //!   order paid while it held the cart's lock writes nothing to the cart: the lock stays
