@@ -440,7 +440,10 @@ pub struct ProductActor {
     orders_found: BTreeSet<OrderId>,
     /// When a queue of commits alone started to wait for a write to ride along
     /// (`ActorSettings::commit_linger`); the flush then is due at this plus the linger.
-    lingering_since: Option<std::time::Instant>,
+    lingering_since: Option<tokio::time::Instant>,
+    /// When the last batch was decided: a SKU quiet for longer than the linger writes a
+    /// commit at once (nothing would come along to share its write).
+    last_flush: Option<tokio::time::Instant>,
 }
 
 impl KeyedActor for ProductActor {
@@ -471,6 +474,7 @@ impl ProductActor {
             checking_lost: false,
             orders_found: BTreeSet::new(),
             lingering_since: None,
+            last_flush: None,
         }
     }
 
@@ -540,6 +544,7 @@ impl ProductActor {
             return;
         }
         self.lingering_since = None;
+        self.last_flush = Some(tokio::time::Instant::now());
         let batch = std::mem::take(&mut self.queue);
         let now = self.clock.now();
         let expected_version = self.stock.version();
@@ -663,23 +668,26 @@ impl ProductActor {
     }
 
     /// Whether the queue waits for company: on a shared store, commits alone (a paid order's
-    /// units becoming sold; nobody waits on them but the order's effects) are held up to
-    /// `commit_linger`, so that they ride along with the SKU's next reservation or release,
-    /// or with each other, instead of taking a conditional write each. Anything else queued
-    /// flushes them at once; so does the linger's end.
+    /// units becoming sold; nobody waits on them but the order's effects) of a SKU written
+    /// within the last `commit_linger` are held up to that long, so that they ride along
+    /// with the SKU's next reservation or release, or with each other, instead of taking a
+    /// conditional write each. Anything else queued flushes them at once; so does the
+    /// linger's end. A quiet SKU's commit is written at once: the order's next message
+    /// (the shopper's return from paying) waits for its effects.
     fn lingers(&mut self, ctx: &mut Context<Self>) -> bool {
         let linger = self.settings.commit_linger;
         let commits_alone = self
             .queue
             .iter()
             .all(|q| q.attempts == 0 && matches!(q.command, Command::Commit(_, None)));
-        if linger.is_zero() || !self.store.is_shared() || !commits_alone {
+        let busy = self.last_flush.is_some_and(|at| at.elapsed() < linger);
+        if linger.is_zero() || !self.store.is_shared() || !commits_alone || !busy {
             return false;
         }
         match self.lingering_since {
             Some(since) => since.elapsed() < linger,
             None => {
-                self.lingering_since = Some(std::time::Instant::now());
+                self.lingering_since = Some(tokio::time::Instant::now());
                 ctx.run_later(linger, |act, ctx| act.flush(ctx));
                 true
             }

@@ -936,3 +936,43 @@ async fn on_a_shared_store_a_change_after_the_paid_lock_lapsed_does_not_bring_ba
         (1, None, Some(order.id))
     );
 }
+
+/// A payment stamped while the lock was live but stored only after it lapsed (a slow or
+/// timed-out write completed later). Meanwhile another replica read the order as pending and
+/// the lock as lapsed, and the shopper changed the cart there: the order must take what it
+/// bought out of the cart itself, since the cart no longer names it.
+#[actix_rt::test]
+async fn on_a_shared_store_a_payment_stored_after_the_lock_lapsed_ends_the_cart_itself() {
+    let [(h, control), (other, _)] = Harness::replicas();
+    let shop = Shop::around(h, control);
+    let (s, added) = (sku("stored-late"), sku("added-elsewhere"));
+    let order = shop.two_of(&s).await;
+    shop.control.hold_writes();
+    let elsewhere = async {
+        while shop.control.writes_waiting() == 0 {
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+        shop.h.clock.advance(TTL + Duration::seconds(1));
+        other.clock.advance(TTL + Duration::seconds(1));
+        let line = SetLine {
+            user: shop.shopper.clone(),
+            sku: added.clone(),
+            quantity: Quantity::parse(1).unwrap(),
+            product: tee(),
+        };
+        let changed = other.carts.ask(&order.cart_id, line).await.unwrap();
+        assert_eq!(changed.expect("the lapsed lock").lines.len(), 2);
+        shop.control.open_writes();
+    };
+    let (outcome, ()) = tokio::join!(shop.notice(&order, "wh-slow", true), elsewhere);
+    assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
+    assert!(shop.order(order.id).await.pending_effects.is_empty());
+
+    let stored = shop.stored_cart(order.cart_id).await;
+    let skus: Vec<_> = stored.lines.iter().map(|l| l.sku.clone()).collect();
+    assert_eq!(
+        (skus, stored.locked_by, stored.last_paid_order),
+        (vec![added], None, Some(order.id)),
+        "the paid units left the cart changed meanwhile"
+    );
+}

@@ -161,13 +161,13 @@ impl GatewayClient {
 /// No answer, whatever the transport's reason, may be retried: the call is idempotent by its
 /// key, so a request the gateway did receive is answered the same the second time. That
 /// includes a pooled connection the gateway closed as the request went out ("connection
-/// closed before message completed": the gateway never saw it), which a 5 s keep-alive on
-/// the gateway's side made fail 8 of 300 flash-sale checkouts in one run of three replicas. Only a
-/// request that cannot be built is final.
+/// closed before message completed"), which a 5 s keep-alive on the gateway's side made fail
+/// 8 of 300 flash-sale checkouts in one run of three replicas. Only a request that cannot be
+/// built is final (as unavailable: nothing says the gateway refused).
 fn transport_error<E: CallError>(e: reqwest::Error) -> Attempt<E> {
     let problem = describe(&e);
     if e.is_builder() {
-        Attempt::Final(E::refused(problem))
+        Attempt::Final(E::unavailable(problem))
     } else {
         Attempt::Retryable(problem)
     }

@@ -12,9 +12,9 @@
 //!
 //! Every call may be repeated safely (the intent is created under `Idempotency-Key: <orderId>`,
 //! the refund under `refund-<intent id>`, the cancel under `cancel-<intent id>`, the rest are
-//! reads), so connect errors, timeouts, 429
-//! and 5xx are retried (3 attempts, `client.rs`) unless Stripe answers `Stripe-Should-Retry: false`; any
-//! other 4xx is a refusal and is never retried. A call, retries included, ends at its deadline
+//! reads), so a call that got no answer, and a 408, 429 or 5xx, is retried (3 attempts,
+//! `client.rs`) unless Stripe answers `Stripe-Should-Retry: false`; any other 4xx is a refusal
+//! and is never retried. A call, retries included, ends at its deadline
 //! (`KASSA_GATEWAY_TIMEOUT`) as unavailable.
 
 use super::client::{self, Attempt, GatewayClient};

@@ -139,8 +139,17 @@ pub(super) async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect:
         // On a shared store, a cart locked by an order paid while it held the lock keeps the
         // lock as stored: the next reader of the cart settles it from this order (one
         // conditional write fewer per paid order; `cart::read_settled`). Not on the embedded
-        // store, whose paid webhook writes the cart's end in its own transaction anyway.
-        Effect::EmptyCart if svc.store.is_shared() && order.paid_while_locked(LAPSE_MARGIN) => true,
+        // store, whose paid webhook writes the cart's end in its own transaction anyway. The
+        // lock must also still be live now, the transition stored: a transition stamped in
+        // time but stored late (a write that timed out and was completed later) may have been
+        // read as pending after the lock lapsed, and the cart changed meanwhile.
+        Effect::EmptyCart
+            if svc.store.is_shared()
+                && order.paid_while_locked(LAPSE_MARGIN)
+                && svc.clock.now() + LAPSE_MARGIN <= order.expires_at =>
+        {
+            true
+        }
         Effect::UnlockCart | Effect::EmptyCart => {
             let end = end_checkout(order, effect == Effect::EmptyCart);
             matches!(svc.carts.ask(&order.cart_id, end).await, Ok(Ok(())))
