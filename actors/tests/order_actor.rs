@@ -93,15 +93,20 @@ impl Shop {
         };
         self.h.carts.ask(&id, create).await.unwrap().unwrap();
         for (sku, quantity) in lines {
-            let line = SetLine {
-                user: self.shopper.clone(),
-                sku: (*sku).clone(),
-                quantity: Quantity::parse(*quantity).unwrap(),
-                product: tee(),
-            };
+            let line = self.line(sku, *quantity);
             self.h.carts.ask(&id, line).await.unwrap().unwrap();
         }
         id
+    }
+
+    /// The shopper's change of a line: `quantity` 19.99 EUR tees of `sku`.
+    fn line(&self, sku: &Sku, quantity: i64) -> SetLine {
+        SetLine {
+            user: self.shopper.clone(),
+            sku: sku.clone(),
+            quantity: Quantity::parse(quantity).unwrap(),
+            product: tee(),
+        }
     }
 
     /// Checks `cart` out as a fresh order, as the checkout route does.
@@ -358,13 +363,12 @@ async fn assert_settled_as_paid(shop: &Shop, order: &OrderRecord, s: &Sku, on_ha
     let kinds: Vec<_> = shop.outbox(order.id).await.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EmailKind::Confirmation]);
     // The cart actor took the written cart as its state: the shopper can fill it at once.
-    let line = SetLine {
-        user: shop.shopper.clone(),
-        sku: s.clone(),
-        quantity: Quantity::parse(1).unwrap(),
-        product: tee(),
-    };
-    let refilled = shop.h.carts.ask(&order.cart_id, line).await.unwrap();
+    let refilled = shop
+        .h
+        .carts
+        .ask(&order.cart_id, shop.line(s, 1))
+        .await
+        .unwrap();
     assert_eq!(refilled.expect("the cart takes a line").lines.len(), 1);
     let stored = shop.stored_cart(order.cart_id).await;
     assert_eq!(
@@ -429,16 +433,10 @@ async fn on_a_shared_store_a_payment_after_the_lock_lapsed_takes_what_it_bought_
     // changes the cart, which no longer names the order. A payment now must take what it
     // bought out of the cart itself; no reader of the cart could.
     shop.h.clock.advance(TTL + Duration::seconds(1));
-    let line = |sku: &Sku, quantity| SetLine {
-        user: shop.shopper.clone(),
-        sku: sku.clone(),
-        quantity: Quantity::parse(quantity).unwrap(),
-        product: tee(),
-    };
     let changed = shop
         .h
         .carts
-        .ask(&order.cart_id, line(&other, 1))
+        .ask(&order.cart_id, shop.line(&other, 1))
         .await
         .unwrap();
     assert_eq!(changed.expect("the lapsed lock").locked_by, None);
@@ -916,13 +914,12 @@ async fn on_a_shared_store_a_change_after_the_paid_lock_lapsed_does_not_bring_ba
     );
 
     shop.h.clock.advance(TTL + Duration::seconds(1));
-    let line = SetLine {
-        user: shop.shopper.clone(),
-        sku: other.clone(),
-        quantity: Quantity::parse(1).unwrap(),
-        product: tee(),
-    };
-    let changed = shop.h.carts.ask(&order.cart_id, line).await.unwrap();
+    let changed = shop
+        .h
+        .carts
+        .ask(&order.cart_id, shop.line(&other, 1))
+        .await
+        .unwrap();
     let skus: Vec<_> = changed
         .expect("the cart takes a line")
         .lines
@@ -954,13 +951,11 @@ async fn on_a_shared_store_a_payment_stored_after_the_lock_lapsed_ends_the_cart_
         }
         shop.h.clock.advance(TTL + Duration::seconds(1));
         other.clock.advance(TTL + Duration::seconds(1));
-        let line = SetLine {
-            user: shop.shopper.clone(),
-            sku: added.clone(),
-            quantity: Quantity::parse(1).unwrap(),
-            product: tee(),
-        };
-        let changed = other.carts.ask(&order.cart_id, line).await.unwrap();
+        let changed = other
+            .carts
+            .ask(&order.cart_id, shop.line(&added, 1))
+            .await
+            .unwrap();
         assert_eq!(changed.expect("the lapsed lock").lines.len(), 2);
         shop.control.open_writes();
     };
