@@ -592,7 +592,7 @@ impl CartActor {
 
 /// Reads cart `id`. On a shared store, a lock whose order has ended is settled as that
 /// order's end would have written it (`CartRecord::settle_lock`): an order paid while it held
-/// the lock does not write the cart (`OrderRecord::paid_while_locked`), so the lock stays
+/// the lock does not write the cart (`OrderRecord::paid_from_pending`), so the lock stays
 /// stored until the cart's next change. One more read, only for a locked cart.
 async fn read_settled(store: &SharedStore, id: CartId) -> StoreResult<Option<CartRecord>> {
     let Some(mut cart) = store.load_cart(id).await? else {

@@ -128,7 +128,7 @@ pub(super) async fn run_effects(svc: &OrderServices, order: OrderRecord) -> Orde
     next
 }
 
-/// How long before its lapse a cart lock must still have been when its order was paid for
+/// How long before its lapse a cart lock must still be when its paid order's effects run for
 /// the cart's end to be left to its next reader: more than the clocks of two replicas differ.
 const LAPSE_MARGIN: time::Duration = time::Duration::minutes(1);
 
@@ -140,12 +140,13 @@ pub(super) async fn run_effect(svc: &OrderServices, order: &OrderRecord, effect:
         // lock as stored: the next reader of the cart settles it from this order (one
         // conditional write fewer per paid order; `cart::read_settled`). Not on the embedded
         // store, whose paid webhook writes the cart's end in its own transaction anyway. The
-        // lock must also still be live now, the transition stored: a transition stamped in
-        // time but stored late (a write that timed out and was completed later) may have been
-        // read as pending after the lock lapsed, and the cart changed meanwhile.
+        // lock must still be live now, the transition stored (the lock lapses when the order
+        // expires): a transition stamped in time but stored late (a write that timed out and
+        // was completed later) may have been read as pending after the lock lapsed, and the
+        // cart changed meanwhile.
         Effect::EmptyCart
             if svc.store.is_shared()
-                && order.paid_while_locked(LAPSE_MARGIN)
+                && order.paid_from_pending()
                 && svc.clock.now() + LAPSE_MARGIN <= order.expires_at =>
         {
             true

@@ -127,15 +127,12 @@ impl CartRecord {
     /// still pending (or another order's), nothing changes. What the order actor's
     /// `EmptyCart` and `UnlockCart` would write, worked out by whoever reads the cart.
     pub fn settle_lock(&mut self, order: &OrderRecord) {
-        if self.locked_by != Some(order.id) {
+        if self.locked_by != Some(order.id) || order.left_pending().is_none() {
             return;
         }
-        let Some(left) = order.left_pending() else {
-            return;
-        };
         self.locked_by = None;
         self.locked_until = None;
-        if left.status == OrderStatus::Processing {
+        if order.paid_from_pending() {
             self.remove_bought(order.id, order.lines.iter().map(|l| (&l.sku, l.quantity)));
         }
     }
@@ -274,14 +271,12 @@ impl OrderRecord {
             .find(|c| c.status != OrderStatus::PendingPayment)
     }
 
-    /// Whether the payment came while this order's cart lock was live, `margin` before it
-    /// lapsed (the lock lapses when the order expires): the cart was then still locked by
-    /// this order, unchanged since the checkout, and ending it can wait for the cart's next
-    /// reader (`CartRecord::settle_lock`).
-    pub fn paid_while_locked(&self, margin: time::Duration) -> bool {
-        self.left_pending().is_some_and(|c| {
-            c.status == OrderStatus::Processing && c.at + margin <= self.expires_at
-        })
+    /// Whether the order was paid straight from `pending_payment`, so while it held its
+    /// cart's lock unless that lapsed first (`settle_lock` works its end out from that), and
+    /// not after failing, expiring or being cancelled.
+    pub fn paid_from_pending(&self) -> bool {
+        self.left_pending()
+            .is_some_and(|c| c.status == OrderStatus::Processing)
     }
 }
 
