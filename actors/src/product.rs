@@ -438,12 +438,12 @@ pub struct ProductActor {
     checking_lost: bool,
     /// Orders of reservations found stored by such a look-up (not looked up again).
     orders_found: BTreeSet<OrderId>,
-    /// When a queue of commits alone started to wait for a write to ride along
-    /// (`ActorSettings::commit_linger`); the flush then is due at this plus the linger.
-    lingering_since: Option<tokio::time::Instant>,
-    /// When the last batch was decided: a SKU quiet for longer than the linger writes a
-    /// commit at once (nothing would come along to share its write).
+    /// When the last batch was decided: commits alone wait for company until the linger
+    /// has passed since then (`ActorSettings::commit_linger`); on a SKU quiet for longer they
+    /// are written at once (nothing would come along to share their write).
     last_flush: Option<tokio::time::Instant>,
+    /// Whether a flush is scheduled for the end of the linger.
+    linger_timer: bool,
 }
 
 impl KeyedActor for ProductActor {
@@ -473,8 +473,8 @@ impl ProductActor {
             last_active,
             checking_lost: false,
             orders_found: BTreeSet::new(),
-            lingering_since: None,
             last_flush: None,
+            linger_timer: false,
         }
     }
 
@@ -543,7 +543,6 @@ impl ProductActor {
         if self.writing || self.confirming || self.queue.is_empty() || self.lingers(ctx) {
             return;
         }
-        self.lingering_since = None;
         self.last_flush = Some(tokio::time::Instant::now());
         let batch = std::mem::take(&mut self.queue);
         let now = self.clock.now();
@@ -668,30 +667,32 @@ impl ProductActor {
     }
 
     /// Whether the queue waits for company: on a shared store, commits alone (a paid order's
-    /// units becoming sold; nobody waits on them but the order's effects) of a SKU written
-    /// within the last `commit_linger` are held up to that long, so that they ride along
-    /// with the SKU's next reservation or release, or with each other, instead of taking a
-    /// conditional write each. Anything else queued flushes them at once; so does the
-    /// linger's end. A quiet SKU's commit is written at once: the order's next message
-    /// (the shopper's return from paying) waits for its effects.
+    /// units becoming sold; nobody waits on them but the order's effects) are held until
+    /// `commit_linger` has passed since the SKU's last write, so that they ride along with
+    /// its next reservation or release, or with each other, instead of taking a conditional
+    /// write each. Anything else queued flushes them at once; so does the linger's end. A
+    /// quiet SKU's commit is written at once: the order's next message (the shopper's return
+    /// from paying) waits for its effects.
     fn lingers(&mut self, ctx: &mut Context<Self>) -> bool {
-        let linger = self.settings.commit_linger;
         let commits_alone = self
             .queue
             .iter()
             .all(|q| q.attempts == 0 && matches!(q.command, Command::Commit(_, None)));
-        let busy = self.last_flush.is_some_and(|at| at.elapsed() < linger);
-        if linger.is_zero() || !self.store.is_shared() || !commits_alone || !busy {
+        let left = self.last_flush.map_or(Duration::ZERO, |at| {
+            (at + self.settings.commit_linger)
+                .saturating_duration_since(tokio::time::Instant::now())
+        });
+        if left.is_zero() || !self.store.is_shared() || !commits_alone {
             return false;
         }
-        match self.lingering_since {
-            Some(since) => since.elapsed() < linger,
-            None => {
-                self.lingering_since = Some(tokio::time::Instant::now());
-                ctx.run_later(linger, |act, ctx| act.flush(ctx));
-                true
-            }
+        if !self.linger_timer {
+            self.linger_timer = true;
+            ctx.run_later(left, |act, ctx| {
+                act.linger_timer = false;
+                act.flush(ctx);
+            });
         }
+        true
     }
 
     /// Answers `decided` (which wrote nothing) once the stored version is found to be the one
