@@ -79,11 +79,10 @@ pub struct Recorder {
     ops: Mutex<BTreeMap<Op, OpStats>>,
     unexpected: AtomicU64,
     iterations: AtomicU64,
-    /// Retried attempts of every request, measured or not.
-    interrupted: AtomicU64,
     /// The longest a request took from its first interrupted attempt to its answer (µs).
     longest_interruption: AtomicU64,
-    /// Retried attempts by what interrupted them (`interrupted_by` in the report).
+    /// Retried attempts of every request, measured or not, by what interrupted them
+    /// (`interrupted_by` in the report; their sum is `interrupted_total`).
     interrupted_by: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -99,7 +98,6 @@ impl Recorder {
             ops: Mutex::new(BTreeMap::new()),
             unexpected: AtomicU64::new(0),
             iterations: AtomicU64::new(0),
-            interrupted: AtomicU64::new(0),
             longest_interruption: AtomicU64::new(0),
             interrupted_by: Mutex::new(BTreeMap::new()),
         }
@@ -108,7 +106,6 @@ impl Recorder {
     /// An attempt of `op` (or of an unmeasured request) got no answer and is sent again;
     /// `status` and `code` say what it got instead (status 0: no answer).
     pub fn interrupted(&self, op: Option<Op>, status: u16, code: &str) {
-        self.interrupted.fetch_add(1, Ordering::Relaxed);
         *self
             .interrupted_by
             .lock()
@@ -131,7 +128,7 @@ impl Recorder {
     /// Retried attempts in all, and the longest interruption in ms.
     pub fn interruptions(&self) -> (u64, f64) {
         (
-            self.interrupted.load(Ordering::Relaxed),
+            self.interrupted_by().values().sum(),
             ms(self.longest_interruption.load(Ordering::Relaxed)),
         )
     }
@@ -268,7 +265,8 @@ pub struct OpReport {
     pub count: u64,
     pub expected: u64,
     pub unexpected: u64,
-    /// Attempts sent again after no answer or a balancer's 502/504 (`--retry-interrupted`).
+    /// Attempts sent again after no answer, a balancer's 502/504 or a 503 with Retry-After
+    /// (`--retry-interrupted`).
     pub interrupted: u64,
     pub per_second: f64,
     pub expected_per_second: f64,
