@@ -58,7 +58,8 @@ struct OpStats {
     latency: Histogram<u64>,
     /// (status, code) -> (count, expected). Status 0 is a transport error.
     outcomes: BTreeMap<(u16, String), (u64, bool)>,
-    /// Attempts that got no answer (or a balancer's 502/504) and were sent again.
+    /// Attempts that got no answer, a balancer's 502/504 or a 503 with Retry-After, and were
+    /// sent again.
     interrupted: u64,
 }
 
