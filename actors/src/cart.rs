@@ -145,6 +145,9 @@ pub struct CartActor {
     clock: SharedClock,
     settings: ActorSettings,
     cart: Option<CartRecord>,
+    /// Whether the last read of a shared store failed, so that `cart` is this replica's copy
+    /// and may be stale (`reread_then`).
+    unconfirmed: bool,
     last_active: OffsetDateTime,
 }
 
@@ -167,6 +170,7 @@ impl CartActor {
             clock,
             settings,
             cart: None,
+            unconfirmed: false,
             last_active,
         }
     }
@@ -318,6 +322,7 @@ impl CartActor {
             async move { read_settled(&store, id).await }
                 .into_actor(self)
                 .then(move |loaded, act, ctx| {
+                    act.unconfirmed = loaded.is_err();
                     match loaded {
                         Ok(cart) => act.cart = cart,
                         // The write stays conditional, so deciding on what we hold is safe.
@@ -418,6 +423,12 @@ impl CartActor {
             Ok(cart) => cart,
             Err(e) => return Self::refuse(e),
         };
+        // A lock held here that lapsed may belong to an order paid on another replica, which
+        // left it for the next reader to settle (`read_settled`): unread, this copy would show
+        // the cart unlocked with what was paid for still in it.
+        if self.unconfirmed && cart.locked_by.is_some() && self.live_lock(cart).is_none() {
+            return Self::refuse(CartError::Actor(ActorError::Unavailable));
+        }
         Self::answer(match self.live_lock(cart) {
             Some(_) => cart.clone(),
             None => Self::without_lock(cart.clone()),

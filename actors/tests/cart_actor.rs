@@ -709,3 +709,51 @@ async fn on_a_shared_store_a_lock_is_settled_from_its_order_by_the_next_reader()
     );
     assert_eq!(h.stored_cart(pending_cart).await, Some(carts[2].1.clone()));
 }
+
+/// On a shared store a replica may hold a cart still locked by an order another replica has
+/// since settled as paid, which leaves the lock for the next reader to settle. Once that lock
+/// lapsed, the copy held here would show the cart unlocked with what was paid for still in
+/// it; so when the cart cannot be read again, the answer is unavailable, not that copy.
+#[actix_rt::test]
+async fn on_a_shared_store_a_lapsed_lock_that_cannot_be_read_again_is_not_shown_as_the_cart() {
+    use kassa_actors::conformance::order;
+    use kassa_actors::order::OrderStatus;
+    use kassa_actors::store::StatusChange;
+    let [(h, control), _] = Harness::replicas();
+    let (alice, order_id) = (user("alice"), OrderId::new());
+    let pending = order(order_id, &alice, OrderStatus::PendingPayment, 1);
+    assert_eq!(
+        h.memory.write_order(&pending, 0).await.expect("stored"),
+        WriteOutcome::Applied
+    );
+    let cart = cart_locked_by(&h, CartId::new(), &alice, order_id);
+    assert_eq!(
+        h.memory.write_cart(&cart, 0).await.expect("stored"),
+        WriteOutcome::Applied
+    );
+    let held = get(&h, cart.id, &alice).await.expect("the locked cart");
+    assert_eq!(held.locked_by, Some(order_id), "held here, locked");
+
+    // Paid elsewhere: the order moves on, the cart keeps its lock as stored.
+    let mut paid = order(order_id, &alice, OrderStatus::Processing, 2);
+    paid.history.push(StatusChange {
+        status: OrderStatus::Processing,
+        at: h.now(),
+    });
+    assert_eq!(
+        h.memory.write_order(&paid, 1).await.expect("stored"),
+        WriteOutcome::Applied
+    );
+    h.clock.advance(time::Duration::minutes(16));
+
+    control.go_down();
+    assert_eq!(
+        get(&h, cart.id, &alice).await,
+        Err(CartError::Actor(ActorError::Unavailable)),
+        "not the held copy, paid tees and all"
+    );
+    control.heal();
+    let seen = get(&h, cart.id, &alice).await.expect("read and settled");
+    let skus: Vec<_> = seen.lines.iter().map(|l| l.sku.to_string()).collect();
+    assert_eq!((skus, seen.locked_by), (vec!["mug".to_string()], None));
+}
