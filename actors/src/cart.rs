@@ -8,7 +8,9 @@ use crate::domain::{
     CartId, Currency, MAX_CART_LINES, MAX_TOTAL, OrderId, ProductInfo, Quantity, Sku, UserId,
 };
 use crate::registry::{Evict, KeyedActor, Membership, PassivateIfIdle};
-use crate::store::{CartLine, CartRecord, CartWrite, SharedStore, StoreResult, WriteOutcome};
+use crate::store::{
+    CartLine, CartRecord, CartWrite, OrderRecord, SharedStore, StoreResult, WriteOutcome,
+};
 use crate::{ActorError, ActorSettings};
 use actix::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -148,6 +150,10 @@ pub struct CartActor {
     /// Whether the last read of a shared store failed, so that `cart` is this replica's copy
     /// and may be stale (`reread_then`).
     unconfirmed: bool,
+    /// The order that held the stored cart's lock, once it left `pending_payment`: how it
+    /// settles the lock never changes (`CartRecord::settle_lock`), so later reads of the
+    /// cart settle it without reading the order again.
+    ended_lock: Option<Arc<OrderRecord>>,
     last_active: OffsetDateTime,
 }
 
@@ -171,6 +177,7 @@ impl CartActor {
             settings,
             cart: None,
             unconfirmed: false,
+            ended_lock: None,
             last_active,
         }
     }
@@ -293,14 +300,14 @@ impl CartActor {
         ) -> ResponseActFuture<Self, Result<T, CartError>>
         + 'static,
     ) -> ResponseActFuture<Self, Result<T, CartError>> {
-        let store = self.store.clone();
+        let (store, known) = (self.store.clone(), self.ended_lock.clone());
         let id = self.id();
         Box::pin(
-            async move { read_settled(&store, id).await }
+            async move { read_settled(&store, id, known).await }
                 .into_actor(self)
                 .then(move |loaded, act, ctx| match loaded {
-                    Ok(cart) => {
-                        act.cart = cart;
+                    Ok((cart, ended)) => {
+                        (act.cart, act.ended_lock) = (cart, ended);
                         decide(act, ctx)
                     }
                     Err(e) => {
@@ -316,15 +323,15 @@ impl CartActor {
         &mut self,
         decide: impl FnOnce(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, R> + 'static,
     ) -> ResponseActFuture<Self, R> {
-        let store = self.store.clone();
+        let (store, known) = (self.store.clone(), self.ended_lock.clone());
         let id = self.id();
         Box::pin(
-            async move { read_settled(&store, id).await }
+            async move { read_settled(&store, id, known).await }
                 .into_actor(self)
                 .then(move |loaded, act, ctx| {
                     act.unconfirmed = loaded.is_err();
                     match loaded {
-                        Ok(cart) => act.cart = cart,
+                        Ok((cart, ended)) => (act.cart, act.ended_lock) = (cart, ended),
                         // The write stays conditional, so deciding on what we hold is safe.
                         Err(e) => {
                             tracing::warn!(cart_id = %id, error = %e, "cannot refresh the cart")
@@ -604,18 +611,29 @@ impl CartActor {
 /// Reads cart `id`. On a shared store, a lock whose order has ended is settled as that
 /// order's end would have written it (`CartRecord::settle_lock`): an order paid while it held
 /// the lock does not write the cart (`OrderRecord::paid_from_pending`), so the lock stays
-/// stored until the cart's next change. One more read, only for a locked cart.
-async fn read_settled(store: &SharedStore, id: CartId) -> StoreResult<Option<CartRecord>> {
+/// stored until the cart's next change. One more read, only for a locked cart, and only once
+/// per order: `known` is the ended order an earlier read found, and the answer carries the
+/// one this read settled with, if it ended.
+async fn read_settled(
+    store: &SharedStore,
+    id: CartId,
+    known: Option<Arc<OrderRecord>>,
+) -> StoreResult<(Option<CartRecord>, Option<Arc<OrderRecord>>)> {
     let Some(mut cart) = store.load_cart(id).await? else {
-        return Ok(None);
+        return Ok((None, None));
     };
-    if let Some(order_id) = cart.locked_by
-        && store.is_shared()
-        && let Some(order) = store.load_order(order_id).await?
-    {
-        cart.settle_lock(&order);
+    let Some(order_id) = cart.locked_by.filter(|_| store.is_shared()) else {
+        return Ok((Some(cart), None));
+    };
+    let order = match known.filter(|order| order.id == order_id) {
+        Some(order) => Some(order),
+        None => store.load_order(order_id).await?.map(Arc::new),
+    };
+    if let Some(order) = &order {
+        cart.settle_lock(order);
     }
-    Ok(Some(cart))
+    let ended = order.filter(|order| order.left_pending().is_some());
+    Ok((Some(cart), ended))
 }
 
 impl Actor for CartActor {

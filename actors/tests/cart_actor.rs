@@ -757,3 +757,43 @@ async fn on_a_shared_store_a_lapsed_lock_that_cannot_be_read_again_is_not_shown_
     let skus: Vec<_> = seen.lines.iter().map(|l| l.sku.to_string()).collect();
     assert_eq!((skus, seen.locked_by), (vec!["mug".to_string()], None));
 }
+
+/// How an ended order settles its cart's lock never changes, so a replica reads that order
+/// once: a cart left locked by a paid order, viewed again and again until it changes, costs
+/// one read of the cart per view, not the order's read too.
+#[actix_rt::test]
+async fn on_a_shared_store_the_order_that_ended_a_lock_is_read_once() {
+    use kassa_actors::conformance::order;
+    use kassa_actors::order::OrderStatus;
+    use kassa_actors::store::StatusChange;
+    use kassa_testkit::store::Method;
+    let [(h, control), _] = Harness::replicas();
+    let (alice, order_id) = (user("alice"), OrderId::new());
+    let mut paid = order(order_id, &alice, OrderStatus::Processing, 2);
+    paid.history.push(StatusChange {
+        status: OrderStatus::Processing,
+        at: h.now(),
+    });
+    assert_eq!(
+        h.memory.write_order(&paid, 0).await.expect("stored"),
+        WriteOutcome::Applied
+    );
+    let cart = cart_locked_by(&h, CartId::new(), &alice, order_id);
+    assert_eq!(
+        h.memory.write_cart(&cart, 0).await.expect("stored"),
+        WriteOutcome::Applied
+    );
+    for _ in 0..3 {
+        let seen = get(&h, cart.id, &alice).await.expect("settled");
+        let skus: Vec<_> = seen.lines.iter().map(|l| l.sku.to_string()).collect();
+        assert_eq!((skus, seen.locked_by), (vec!["mug".to_string()], None));
+    }
+    let loads = control.loads();
+    let count = |m: Method| loads.iter().filter(|l| **l == m).count();
+    // The cart: once as the actor starts, then once per view.
+    assert_eq!(
+        (count(Method::LoadCart), count(Method::LoadOrder)),
+        (4, 1),
+        "{loads:?}"
+    );
+}
