@@ -9,7 +9,7 @@ use kassa_actors::clock::SharedClock;
 use kassa_actors::domain::{CartId, OrderId};
 use kassa_actors::gateway::SharedGateway;
 use kassa_actors::mailer::Mailer;
-use kassa_actors::order_actor::{OrderActor, OrderTick};
+use kassa_actors::order_actor::{ListedActive, OrderActor, OrderTick};
 use kassa_actors::product::{ProductActor, Release};
 use kassa_actors::registry::{PassivateIfIdle, Registry};
 use kassa_actors::store::SharedStore;
@@ -213,7 +213,7 @@ impl AppState {
     pub async fn resume_active_orders(&self) -> anyhow::Result<usize> {
         let active = self.store.active_orders().await?;
         for id in active.iter().filter(|id| !self.orders.is_live(id)) {
-            let _ = self.orders.addr(id).try_send(OrderTick);
+            let _ = self.orders.addr(id).try_send(ListedActive);
         }
         Ok(active.len())
     }

@@ -11,8 +11,8 @@ use kassa_actors::domain::{CartId, OrderId, Quantity, Sku, UserId};
 use kassa_actors::gateway::PaymentState;
 use kassa_actors::order::{Effect, OrderStatus};
 use kassa_actors::order_actor::{
-    ConflictReason, GetOrder, LineConflict, NoticeOutcome, OrderActor, OrderError, OrderServices,
-    OrderSettings, OrderTick, PaymentNotice, PlaceOrder, Placed,
+    ConflictReason, GetOrder, LineConflict, ListedActive, NoticeOutcome, OrderActor, OrderError,
+    OrderServices, OrderSettings, OrderTick, PaymentNotice, PlaceOrder, Placed,
 };
 use kassa_actors::product::ReserveOutcome;
 use kassa_actors::registry::Registry;
@@ -420,6 +420,40 @@ async fn on_a_shared_store_finished_effects_are_recorded_without_another_order_w
         Some(order.id)
     );
     assert_settled_as_paid(&shop, &order, &s, 3).await;
+}
+
+/// The scan that adopts the active orders no replica hosts also finds entries a crash left
+/// behind (between recording an order's effects done and leaving the active set): such an
+/// order needs no attention, and its entry is retired so the scan stops waking it. An order
+/// that does need attention is ticked, and its entry kept.
+#[actix_rt::test]
+async fn an_order_listed_active_that_needs_nothing_has_its_entry_retired() {
+    let shop = Shop::open_shared();
+    let s = sku("listed-active");
+    let paid = shop.two_of(&s).await;
+    let pending = shop.two_of(&s).await;
+    shop.notice(&paid, "wh-listed", true).await;
+    let settled = shop.order(paid.id).await;
+    assert!(!settled.is_active(), "paid, effects done: {settled:?}");
+
+    let before = shop.control.effects_recorded();
+    shop.orders.ask(&pending.id, ListedActive).await.unwrap();
+    assert_eq!(
+        shop.control.effects_recorded(),
+        before,
+        "a pending order keeps its entry"
+    );
+    shop.orders.ask(&paid.id, ListedActive).await.unwrap();
+    assert_eq!(
+        shop.control.effects_recorded(),
+        before + 1,
+        "the settled one's is retired"
+    );
+    assert_eq!(
+        shop.order(paid.id).await,
+        settled,
+        "and nothing else changes"
+    );
 }
 
 #[actix_rt::test]

@@ -193,6 +193,14 @@ pub enum NoticeOutcome {
 #[rtype(result = "()")]
 pub struct OrderTick;
 
+/// The store lists this order among the active ones (the periodic scan that adopts the
+/// orders no replica hosts). An order that needs no attention (not pending, nothing left to
+/// do) is listed only because a crash fell between recording its effects done and leaving
+/// the active set: its entry is retired, so the scan stops waking it. Otherwise, a tick.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct ListedActive;
+
 pub struct OrderActor {
     membership: Membership<OrderActor>,
     services: Services,
@@ -451,6 +459,30 @@ impl Handler<CancelOrder> for OrderActor {
             let (settled, answer) = cancel(&services, order).await;
             (Some(settled), answer)
         })
+    }
+}
+
+impl Handler<ListedActive> for OrderActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: ListedActive, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(order) = self.order.clone().filter(|o| !o.is_active()) else {
+            return self.handle(OrderTick, ctx);
+        };
+        let services = self.services.clone();
+        let last_active = self.last_active;
+        let answer = self.run(async move {
+            // Idempotent, and timestamped by this version on a shared store: a newer, active
+            // version's entry stays.
+            match services.store.record_effects_done(&order).await {
+                Ok(_) => tracing::info!(order_id = %order.id, "retired the active-order entry of an order that needs no attention"),
+                Err(e) => tracing::warn!(order_id = %order.id, error = %e, "cannot retire a stale active-order entry; the next scan tries again"),
+            }
+            (Some(order.into()), ())
+        });
+        // Housekeeping, as a tick: it does not keep an idle order alive.
+        self.last_active = last_active;
+        answer
     }
 }
 

@@ -273,6 +273,8 @@ pub struct StoreControls {
     loads_waiting: AtomicUsize,
     writes_waiting: AtomicUsize,
     conflicts_reported: AtomicUsize,
+    /// Calls of `record_effects_done` (they go straight through).
+    effects_recorded: AtomicUsize,
     /// Every conditional write that reached the hooks, in order.
     writes: Mutex<Vec<Method>>,
     /// Every load that reached the hooks, in order.
@@ -291,9 +293,15 @@ impl StoreControls {
             loads_waiting: AtomicUsize::new(0),
             writes_waiting: AtomicUsize::new(0),
             conflicts_reported: AtomicUsize::new(0),
+            effects_recorded: AtomicUsize::new(0),
             writes: Mutex::new(Vec::new()),
             loads: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How many times `record_effects_done` was called.
+    pub fn effects_recorded(&self) -> usize {
+        self.effects_recorded.load(Ordering::SeqCst)
     }
 
     /// The loads made so far, in order.
@@ -382,6 +390,9 @@ impl StoreControls {
 #[async_trait]
 impl Hooks for StoreControls {
     async fn before(&self, method: Method) -> StoreResult<()> {
+        if method == Method::RecordEffectsDone {
+            self.effects_recorded.fetch_add(1, Ordering::SeqCst);
+        }
         if !matches!(
             method,
             Method::LoadProduct | Method::LoadCart | Method::LoadOrder
