@@ -147,8 +147,8 @@ pub struct CartActor {
     clock: SharedClock,
     settings: ActorSettings,
     cart: Option<CartRecord>,
-    /// Whether the last read of a shared store failed, so that `cart` is this replica's copy
-    /// and may be stale (`reread_then`).
+    /// Set by `reread_then`, for the decision it runs next: whether its read failed, so that
+    /// `cart` is this replica's copy and may be stale.
     unconfirmed: bool,
     /// The order that held the stored cart's lock, once it left `pending_payment`: how it
     /// settles the lock never changes (`CartRecord::settle_lock`), so later reads of the
@@ -430,10 +430,11 @@ impl CartActor {
             Ok(cart) => cart,
             Err(e) => return Self::refuse(e),
         };
-        // A lock held here that lapsed may belong to an order paid on another replica, which
-        // left it for the next reader to settle (`read_settled`): unread, this copy would show
-        // the cart unlocked with what was paid for still in it.
-        if self.unconfirmed && cart.locked_by.is_some() && self.live_lock(cart).is_none() {
+        // A copy the store could not confirm is not shown as the cart: another replica may
+        // have changed it since, or locked it for an order that was then paid, which leaves the
+        // lock for the next reader to settle (`read_settled`). Unread, this copy could show
+        // the cart with what was paid for still in it.
+        if self.unconfirmed {
             return Self::refuse(CartError::Actor(ActorError::Unavailable));
         }
         Self::answer(match self.live_lock(cart) {

@@ -713,7 +713,8 @@ async fn on_a_shared_store_a_lock_is_settled_from_its_order_by_the_next_reader()
 /// On a shared store a replica may hold a cart still locked by an order another replica has
 /// since settled as paid, which leaves the lock for the next reader to settle. Once that lock
 /// lapsed, the copy held here would show the cart unlocked with what was paid for still in
-/// it; so when the cart cannot be read again, the answer is unavailable, not that copy.
+/// it; so when the cart cannot be read again, the answer is unavailable, not that copy (nor
+/// any other unconfirmed copy).
 #[actix_rt::test]
 async fn on_a_shared_store_a_lapsed_lock_that_cannot_be_read_again_is_not_shown_as_the_cart() {
     use kassa_actors::conformance::order;
@@ -795,5 +796,32 @@ async fn on_a_shared_store_the_order_that_ended_a_lock_is_read_once() {
         (count(Method::LoadCart), count(Method::LoadOrder)),
         (4, 1),
         "{loads:?}"
+    );
+
+    // Another replica settles the cart and locks it for a new order: that one is read.
+    let next_order = OrderId::new();
+    let pending = order(next_order, &alice, OrderStatus::PendingPayment, 1);
+    assert_eq!(
+        h.memory.write_order(&pending, 0).await.expect("stored"),
+        WriteOutcome::Applied
+    );
+    let mut relocked = get(&h, cart.id, &alice).await.expect("settled");
+    relocked.locked_by = Some(next_order);
+    relocked.locked_until = Some(h.now() + time::Duration::minutes(15));
+    relocked.version = cart.version + 1;
+    assert_eq!(
+        h.memory
+            .write_cart(&relocked, cart.version)
+            .await
+            .expect("stored"),
+        WriteOutcome::Applied
+    );
+    let seen = get(&h, cart.id, &alice).await.expect("locked again");
+    assert_eq!(seen.locked_by, Some(next_order));
+    let loads = control.loads();
+    assert_eq!(
+        loads.iter().filter(|l| **l == Method::LoadOrder).count(),
+        2,
+        "the new lock's order is read: {loads:?}"
     );
 }

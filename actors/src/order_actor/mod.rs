@@ -195,8 +195,12 @@ pub struct OrderTick;
 
 /// The store lists this order among the active ones (the periodic scan that adopts the
 /// orders no replica hosts). An order that needs no attention (not pending, nothing left to
-/// do) is listed only because a crash fell between recording its effects done and leaving
-/// the active set: its entry is retired, so the scan stops waking it. Otherwise, a tick.
+/// do) is listed because a crash fell between recording its effects done and leaving the
+/// active set, or because it is leaving it right now on another replica: its entry is
+/// retired (at its version's timestamp, so a newer, active version's entry stays), and the
+/// scan stops waking it. Otherwise, a tick. Not retired: an entry written for a version
+/// whose write never applied (a newer timestamp than the stored version's), and one whose
+/// order was never stored (its checkout may still be running); the scan wakes those in vain.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct ListedActive;
@@ -475,7 +479,8 @@ impl Handler<ListedActive> for OrderActor {
             // Idempotent, and timestamped by this version on a shared store: a newer, active
             // version's entry stays.
             match services.store.record_effects_done(&order).await {
-                Ok(_) => tracing::info!(order_id = %order.id, "retired the active-order entry of an order that needs no attention"),
+                Ok(true) => tracing::info!(order_id = %order.id, "retired the active-order entry of an order that needs no attention"),
+                Ok(false) => {}
                 Err(e) => tracing::warn!(order_id = %order.id, error = %e, "cannot retire a stale active-order entry; the next scan tries again"),
             }
             (Some(order.into()), ())
