@@ -730,3 +730,57 @@ fn orders_held_at_once_count_an_expiry_before_a_placement_at_the_same_moment() {
     );
     assert_eq!(most_held_at_once(&[]), 0);
 }
+
+/// A crash between recording an order's effects done and leaving the active set leaves the
+/// order listed as active though it needs nothing. A replica's scan of the active orders (at
+/// start-up, then every 15 s) retires that entry, rather than waking the order at every scan
+/// for ever.
+#[tokio::test]
+async fn an_active_entry_a_crash_left_behind_is_retired_by_the_scan() {
+    use kassa_actors::domain::UserId;
+    use kassa_actors::order::Effect;
+    use kassa_actors::store::WriteOutcome;
+    let _serial = one_at_a_time().await;
+    let keyspace = cassandra::fresh_keyspace("replicas");
+    cassandra::migrate(&keyspace).await;
+    let store = cassandra::open(&keyspace).await;
+    let id = OrderId::new();
+    let mut paid =
+        kassa_actors::conformance::order(id, &UserId("alice".into()), OrderStatus::Processing, 1);
+    paid.pending_effects = vec![Effect::CommitStock];
+    assert_eq!(
+        store.write_order(&paid, 0).await.expect("written"),
+        WriteOutcome::Applied
+    );
+    // The crash: its effects recorded done (as `record_effects_done` writes it), its entry
+    // in the active set not yet deleted.
+    cassandra::session()
+        .await
+        .query_unpaged(
+            format!(
+                "INSERT INTO {keyspace}.order_effects_done (id, version) VALUES (?, 1) \
+                 USING TIMESTAMP 1"
+            ),
+            (id.0,),
+        )
+        .await
+        .expect("effects done");
+    assert!(store.active_orders().await.expect("active").contains(&id));
+    let loaded = store.load_order(id).await.expect("load").expect("stored");
+    assert!(!loaded.is_active(), "it needs nothing: {loaded:?}");
+
+    let client = client();
+    let mut replica = Replica::spawn("A", &keyspace, "15m");
+    replica.ready(&client).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.active_orders().await.expect("active").contains(&id) {
+        assert!(
+            Instant::now() < deadline,
+            "still listed after 30 s; replica log:\n{}",
+            replica.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(replica);
+    cassandra::drop_keyspace(&keyspace).await;
+}
