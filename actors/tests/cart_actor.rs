@@ -641,6 +641,36 @@ fn cart_locked_by(h: &Harness, id: CartId, owner: &UserId, order_id: OrderId) ->
     }
 }
 
+/// Order `id`, `status` since now (its history says so), at `version`.
+fn order_now(
+    h: &Harness,
+    id: OrderId,
+    owner: &UserId,
+    status: kassa_actors::order::OrderStatus,
+    version: u64,
+) -> kassa_actors::store::OrderRecord {
+    let mut record = kassa_actors::conformance::order(id, owner, status, version);
+    record.history.push(kassa_actors::store::StatusChange {
+        status,
+        at: h.now(),
+    });
+    record
+}
+
+/// Writes `order` (over `expected`) and `cart` (new) straight to the store, as another
+/// replica would have.
+async fn store_order_and_cart(
+    h: &Harness,
+    order: &kassa_actors::store::OrderRecord,
+    expected: u64,
+    cart: &CartRecord,
+) {
+    let written = h.memory.write_order(order, expected).await.expect("stored");
+    assert_eq!(written, WriteOutcome::Applied);
+    let written = h.memory.write_cart(cart, 0).await.expect("stored");
+    assert_eq!(written, WriteOutcome::Applied);
+}
+
 /// On a shared store an order paid while it held its cart's lock does not write the cart:
 /// whoever reads the cart next settles the lock from the order. Paid: what it bought (two
 /// tees) leaves the cart and the lock is lifted; failed: the lock is lifted, lines kept;
@@ -649,17 +679,9 @@ fn cart_locked_by(h: &Harness, id: CartId, owner: &UserId, order_id: OrderId) ->
 async fn on_a_shared_store_a_lock_is_settled_from_its_order_by_the_next_reader() {
     use kassa_actors::conformance::order;
     use kassa_actors::order::OrderStatus;
-    use kassa_actors::store::StatusChange;
     let [(h, _), _] = Harness::replicas();
     let alice = user("alice");
-    let ended = |id, status| {
-        let mut record = order(id, &alice, status, 2);
-        record.history.push(StatusChange {
-            status,
-            at: h.now(),
-        });
-        record
-    };
+    let ended = |id, status| order_now(&h, id, &alice, status, 2);
     let (paid, failed, pending) = (OrderId::new(), OrderId::new(), OrderId::new());
     for record in [
         ended(paid, OrderStatus::Processing),
@@ -719,28 +741,16 @@ async fn on_a_shared_store_a_lock_is_settled_from_its_order_by_the_next_reader()
 async fn on_a_shared_store_a_lapsed_lock_that_cannot_be_read_again_is_not_shown_as_the_cart() {
     use kassa_actors::conformance::order;
     use kassa_actors::order::OrderStatus;
-    use kassa_actors::store::StatusChange;
     let [(h, control), _] = Harness::replicas();
     let (alice, order_id) = (user("alice"), OrderId::new());
     let pending = order(order_id, &alice, OrderStatus::PendingPayment, 1);
-    assert_eq!(
-        h.memory.write_order(&pending, 0).await.expect("stored"),
-        WriteOutcome::Applied
-    );
     let cart = cart_locked_by(&h, CartId::new(), &alice, order_id);
-    assert_eq!(
-        h.memory.write_cart(&cart, 0).await.expect("stored"),
-        WriteOutcome::Applied
-    );
+    store_order_and_cart(&h, &pending, 0, &cart).await;
     let held = get(&h, cart.id, &alice).await.expect("the locked cart");
     assert_eq!(held.locked_by, Some(order_id), "held here, locked");
 
     // Paid elsewhere: the order moves on, the cart keeps its lock as stored.
-    let mut paid = order(order_id, &alice, OrderStatus::Processing, 2);
-    paid.history.push(StatusChange {
-        status: OrderStatus::Processing,
-        at: h.now(),
-    });
+    let paid = order_now(&h, order_id, &alice, OrderStatus::Processing, 2);
     assert_eq!(
         h.memory.write_order(&paid, 1).await.expect("stored"),
         WriteOutcome::Applied
@@ -766,24 +776,12 @@ async fn on_a_shared_store_a_lapsed_lock_that_cannot_be_read_again_is_not_shown_
 async fn on_a_shared_store_the_order_that_ended_a_lock_is_read_once() {
     use kassa_actors::conformance::order;
     use kassa_actors::order::OrderStatus;
-    use kassa_actors::store::StatusChange;
     use kassa_testkit::store::Method;
     let [(h, control), _] = Harness::replicas();
     let (alice, order_id) = (user("alice"), OrderId::new());
-    let mut paid = order(order_id, &alice, OrderStatus::Processing, 2);
-    paid.history.push(StatusChange {
-        status: OrderStatus::Processing,
-        at: h.now(),
-    });
-    assert_eq!(
-        h.memory.write_order(&paid, 0).await.expect("stored"),
-        WriteOutcome::Applied
-    );
+    let paid = order_now(&h, order_id, &alice, OrderStatus::Processing, 2);
     let cart = cart_locked_by(&h, CartId::new(), &alice, order_id);
-    assert_eq!(
-        h.memory.write_cart(&cart, 0).await.expect("stored"),
-        WriteOutcome::Applied
-    );
+    store_order_and_cart(&h, &paid, 0, &cart).await;
     for _ in 0..3 {
         let seen = get(&h, cart.id, &alice).await.expect("settled");
         let skus: Vec<_> = seen.lines.iter().map(|l| l.sku.to_string()).collect();

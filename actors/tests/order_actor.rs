@@ -479,12 +479,23 @@ async fn on_a_shared_store_a_payment_after_the_lock_lapsed_takes_what_it_bought_
     assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
     assert!(shop.order(order.id).await.pending_effects.is_empty());
 
+    assert_only_left_in_the_cart(
+        &shop,
+        &order,
+        other,
+        "the paid units left the stored cart, the line added since stayed",
+    )
+    .await;
+}
+
+/// The stored cart of paid `order`: only `kept` left, unlocked, the order's units taken once.
+async fn assert_only_left_in_the_cart(shop: &Shop, order: &OrderRecord, kept: Sku, why: &str) {
     let stored = shop.stored_cart(order.cart_id).await;
     let skus: Vec<_> = stored.lines.iter().map(|l| l.sku.clone()).collect();
     assert_eq!(
         (skus, stored.locked_by, stored.last_paid_order),
-        (vec![other], None, Some(order.id)),
-        "the paid units left the stored cart, the line added since stayed"
+        (vec![kept], None, Some(order.id)),
+        "{why}"
     );
 }
 
@@ -997,11 +1008,11 @@ async fn on_a_shared_store_a_payment_stored_after_the_lock_lapsed_ends_the_cart_
     assert_eq!(outcome, NoticeOutcome::Moved(OrderStatus::Processing));
     assert!(shop.order(order.id).await.pending_effects.is_empty());
 
-    let stored = shop.stored_cart(order.cart_id).await;
-    let skus: Vec<_> = stored.lines.iter().map(|l| l.sku.clone()).collect();
-    assert_eq!(
-        (skus, stored.locked_by, stored.last_paid_order),
-        (vec![added], None, Some(order.id)),
-        "the paid units left the cart changed meanwhile"
-    );
+    assert_only_left_in_the_cart(
+        &shop,
+        &order,
+        added,
+        "the paid units left the cart changed meanwhile",
+    )
+    .await;
 }
