@@ -499,7 +499,47 @@ fn statements_per_iteration(ctx: &Ctx, iterations: u64, elapsed: Duration) -> Ve
             }
         }
     }
+    // Which tables the LWTs went to (`kassa_store_lwt_total{table=..}`), for the scylla store.
+    for (table, delta) in lwts_by_table(after, before) {
+        figures.push((
+            format!("store_lwts_per_iteration_{table}"),
+            delta / iterations as f64,
+        ));
+    }
     figures
+}
+
+/// `kassa_store_lwt_total`'s growth between two scrapes, per `table` label (outcomes summed),
+/// in table order; tables that did not grow are left out.
+fn lwts_by_table(after: &str, before: &str) -> Vec<(String, f64)> {
+    let per_table = |text: &str| {
+        let mut sums = std::collections::BTreeMap::<String, f64>::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("kassa_store_lwt_total{") else {
+                continue;
+            };
+            let Some(table) = rest
+                .split_once("table=\"")
+                .and_then(|(_, t)| t.split_once('"'))
+                .map(|(t, _)| t.to_owned())
+            else {
+                continue;
+            };
+            if let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+                *sums.entry(table).or_default() += value;
+            }
+        }
+        sums
+    };
+    let before = per_table(before);
+    per_table(after)
+        .into_iter()
+        .map(|(table, n)| {
+            let delta = n - before.get(&table).copied().unwrap_or(0.0);
+            (table, delta)
+        })
+        .filter(|(_, delta)| *delta > 0.0)
+        .collect()
 }
 
 /// GET /healthz from `concurrency` connections for `length`.
@@ -548,4 +588,25 @@ async fn run_baseline(
         p99_ms: healthz.latency_ms.p99,
         errors: healthz.unexpected,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lwts_by_table;
+
+    #[test]
+    fn lwts_are_counted_per_table_with_outcomes_summed_and_idle_tables_left_out() {
+        let before = "kassa_store_lwt_total{table=\"carts\",outcome=\"applied\"} 10\n\
+                      kassa_store_lwt_total{table=\"orders\",outcome=\"applied\"} 4\n";
+        let after = "# TYPE kassa_store_lwt_total counter\n\
+                     kassa_store_lwt_total{table=\"carts\",outcome=\"applied\"} 25\n\
+                     kassa_store_lwt_total{table=\"carts\",outcome=\"not_applied\"} 2\n\
+                     kassa_store_lwt_total{table=\"orders\",outcome=\"applied\"} 4\n\
+                     kassa_store_lwt_total{table=\"outbox\",outcome=\"applied\"} 7\n\
+                     kassa_store_statements_total{kind=\"lwt\"} 38\n";
+        assert_eq!(
+            lwts_by_table(after, before),
+            vec![("carts".to_owned(), 17.0), ("outbox".to_owned(), 7.0)]
+        );
+    }
 }
