@@ -180,8 +180,8 @@ fn register_counters_at_zero() {
     for kind in [ProductActor::KIND, CartActor::KIND, OrderActor::KIND] {
         counter!("kassa_actor_ask_overloaded_total", "kind" => kind).increment(0);
         counter!("kassa_store_conflicts_total", "entity" => kind).increment(0);
+        counter!("kassa_contended_total", "entity" => kind).increment(0);
     }
-    counter!("kassa_contended_total", "entity" => ProductActor::KIND).increment(0);
     for outcome in ["placed", "conflict", "gateway_error"] {
         counter!("kassa_checkouts_total", "outcome" => outcome).increment(0);
     }
@@ -252,8 +252,10 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "kassa_contended_total",
-        "Commands answered 503 overloaded because their writes kept losing to other replicas' \
-         (max_conflict_retries), by entity."
+        "Commands that gave up because their writes kept losing to other replicas' (a product \
+         command after max_conflict_retries, a cart change after its second pass, an order's \
+         status change at once); a shopper's or gateway's request is answered 503 overloaded, \
+         by entity."
     );
     describe_counter!(
         "kassa_lwt_retries_total",

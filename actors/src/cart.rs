@@ -261,31 +261,38 @@ impl CartActor {
         ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<T, CartError>> {
         self.touch();
-        if !self.store.is_shared() {
-            return AtomicResponse::new(decide(self, ctx));
-        }
-        // A lock held here may belong to an order that ended without writing the cart (paid
-        // while it held the lock). While the lock is live a decision on it refuses, and the
-        // refusal is decided again on the cart as read and settled; once it lapsed, the
-        // decision would take the cart as unlocked, paid units and all: read it first.
-        if let Some(cart) = &self.cart
+        let answer = if !self.store.is_shared() {
+            decide(self, ctx)
+        } else if let Some(cart) = &self.cart
             && cart.locked_by.is_some()
             && self.live_lock(cart).is_none()
         {
-            return AtomicResponse::new(self.decide_again(decide));
-        }
-        // Only a write that lands moves the held version (a lost condition reloads nothing
-        // here: the second pass reads the cart).
-        let version = self.cart.as_ref().map(|c| c.version);
-        let first = decide(self, ctx);
-        AtomicResponse::new(Box::pin(first.then(move |result, act: &mut Self, _| {
-            let settled = act.cart.as_ref().map(|c| c.version) != version
-                || matches!(result, Err(CartError::Actor(ActorError::Unavailable)));
-            if settled {
-                Box::pin(fut::ready(result))
-            } else {
-                act.decide_again(decide)
+            // A lock held here may belong to an order that ended without writing the cart
+            // (paid while it held the lock). While the lock is live a decision on it refuses,
+            // and the refusal is decided again on the cart as read and settled; once it
+            // lapsed, the decision would take the cart as unlocked, paid units and all: read
+            // it first.
+            self.decide_again(decide)
+        } else {
+            // Only a write that lands moves the held version (a lost condition reloads
+            // nothing here: the second pass reads the cart).
+            let version = self.cart.as_ref().map(|c| c.version);
+            Box::pin(decide(self, ctx).then(move |result, act: &mut Self, _| {
+                let settled = act.cart.as_ref().map(|c| c.version) != version
+                    || matches!(result, Err(CartError::Actor(ActorError::Unavailable)));
+                if settled {
+                    Box::pin(fut::ready(result))
+                } else {
+                    act.decide_again(decide)
+                }
+            }))
+        };
+        AtomicResponse::new(Box::pin(answer.map(|result, _, _| {
+            // The last write lost to another writer's: answered 503, counted as contended.
+            if matches!(result, Err(CartError::Actor(ActorError::Contended))) {
+                metrics::counter!("kassa_contended_total", "entity" => "cart").increment(1);
             }
+            result
         })))
     }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{ControlledStore, Harness, StubGateway, sku, tee, user};
-use kassa_actors::cart::{CreateCart, GetCart, SetLine};
+use kassa_actors::cart::{CartError, CreateCart, GetCart, SetLine};
 use kassa_actors::clock::SharedClock;
 use kassa_actors::domain::{CartId, OrderId, Quantity, Sku, UserId};
 use kassa_actors::gateway::PaymentState;
@@ -1015,4 +1015,69 @@ async fn on_a_shared_store_a_payment_stored_after_the_lock_lapsed_ends_the_cart_
         "the paid units left the cart changed meanwhile",
     )
     .await;
+}
+
+type CounterSample = (
+    metrics_util::CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    metrics_util::debugging::DebugValue,
+);
+
+/// `kassa_contended_total{entity}` as the recorder drained it (its growth since the last
+/// snapshot).
+fn contended(snapshot: &[CounterSample], entity: &str) -> u64 {
+    snapshot
+        .iter()
+        .filter(|(key, ..)| {
+            key.key().name() == "kassa_contended_total"
+                && key
+                    .key()
+                    .labels()
+                    .any(|l| l.key() == "entity" && l.value() == entity)
+        })
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => *n,
+            other => panic!("not a counter: {other:?}"),
+        })
+        .sum()
+}
+
+/// A cart change and a webhook whose writes keep losing to another replica's answer
+/// `Contended` (503 at the edge), and each is counted as contended under its entity, as a
+/// product command is, so that the metric explains every 503 `overloaded`. The only test of
+/// this binary that makes writes lose, so no other test moves these counters.
+#[actix_rt::test]
+async fn a_cart_change_and_a_webhook_that_lose_every_write_are_counted_as_contended() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshots = recorder.snapshotter();
+    recorder.install().expect("the binary's only recorder");
+    let shop = Shop::open_shared();
+    let s = sku("contended");
+    let order = shop.two_of(&s).await;
+    let cart = shop.cart_with(&[]).await;
+    snapshots.snapshot();
+
+    shop.control.conflict_on_every_write();
+    let changed = shop.h.carts.ask(&cart, shop.line(&s, 1)).await.unwrap();
+    assert_eq!(changed, Err(CartError::Actor(ActorError::Contended)));
+    let payment = order.payment.as_ref().expect("a payment");
+    let notice = PaymentNotice {
+        webhook_id: "wh-contended".into(),
+        succeeded: true,
+        payment_id: payment.payment_id.clone(),
+        amount: order.total,
+        currency: order.currency.code().into(),
+    };
+    let answer = shop.orders.ask(&order.id, notice).await.unwrap();
+    assert_eq!(
+        answer.map(|_| ()),
+        Err(OrderError::Actor(ActorError::Contended))
+    );
+
+    let drained = snapshots.snapshot().into_vec();
+    assert_eq!(
+        (contended(&drained, "cart"), contended(&drained, "order")),
+        (1, 1)
+    );
 }
