@@ -499,44 +499,55 @@ fn statements_per_iteration(ctx: &Ctx, iterations: u64, elapsed: Duration) -> Ve
             }
         }
     }
-    // Which tables the LWTs went to (`kassa_store_lwt_total{table=..}`), for the scylla store.
-    for (table, delta) in lwts_by_table(after, before) {
+    // Which tables the LWTs went to (`kassa_store_lwt_total{table=..}`), and every statement
+    // by the store operation that sent it (`kassa_store_request_seconds_count{op=..}`: the
+    // plain writes and reads too), for the scylla store.
+    for (table, delta) in growth_by_label(after, before, "kassa_store_lwt_total{", "table") {
         figures.push((
             format!("store_lwts_per_iteration_{table}"),
+            delta / iterations as f64,
+        ));
+    }
+    let requests = "kassa_store_request_seconds_count{";
+    for (op, delta) in growth_by_label(after, before, requests, "op") {
+        figures.push((
+            format!("store_requests_per_iteration_{op}"),
             delta / iterations as f64,
         ));
     }
     figures
 }
 
-/// `kassa_store_lwt_total`'s growth between two scrapes, per `table` label (outcomes summed),
-/// in table order; tables that did not grow are left out.
-fn lwts_by_table(after: &str, before: &str) -> Vec<(String, f64)> {
-    let per_table = |text: &str| {
+/// The growth between two scrapes of the series that start with `series` (a name and `{`),
+/// summed per value of `label` over their other labels, in label order; values that did not
+/// grow are left out.
+fn growth_by_label(after: &str, before: &str, series: &str, label: &str) -> Vec<(String, f64)> {
+    let needle = format!("{label}=\"");
+    let per_value = |text: &str| {
         let mut sums = std::collections::BTreeMap::<String, f64>::new();
         for line in text.lines() {
-            let Some(rest) = line.strip_prefix("kassa_store_lwt_total{") else {
+            let Some(rest) = line.strip_prefix(series) else {
                 continue;
             };
-            let Some(table) = rest
-                .split_once("table=\"")
-                .and_then(|(_, t)| t.split_once('"'))
-                .map(|(t, _)| t.to_owned())
+            let Some(value) = rest
+                .split_once(needle.as_str())
+                .and_then(|(_, v)| v.split_once('"'))
+                .map(|(v, _)| v.to_owned())
             else {
                 continue;
             };
-            if let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
-                *sums.entry(table).or_default() += value;
+            if let Some(n) = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()) {
+                *sums.entry(value).or_default() += n;
             }
         }
         sums
     };
-    let before = per_table(before);
-    per_table(after)
+    let before = per_value(before);
+    per_value(after)
         .into_iter()
-        .map(|(table, n)| {
-            let delta = n - before.get(&table).copied().unwrap_or(0.0);
-            (table, delta)
+        .map(|(value, n)| {
+            let delta = n - before.get(&value).copied().unwrap_or(0.0);
+            (value, delta)
         })
         .filter(|(_, delta)| *delta > 0.0)
         .collect()
@@ -592,10 +603,10 @@ async fn run_baseline(
 
 #[cfg(test)]
 mod tests {
-    use super::lwts_by_table;
+    use super::growth_by_label;
 
     #[test]
-    fn lwts_are_counted_per_table_with_outcomes_summed_and_idle_tables_left_out() {
+    fn growth_is_summed_per_label_value_over_the_other_labels_and_idle_values_left_out() {
         let before = "kassa_store_lwt_total{table=\"carts\",outcome=\"applied\"} 10\n\
                       kassa_store_lwt_total{table=\"orders\",outcome=\"applied\"} 4\n";
         let after = "# TYPE kassa_store_lwt_total counter\n\
@@ -605,8 +616,9 @@ mod tests {
                      kassa_store_lwt_total{table=\"outbox\",outcome=\"applied\"} 7\n\
                      kassa_store_statements_total{kind=\"lwt\"} 38\n";
         assert_eq!(
-            lwts_by_table(after, before),
+            growth_by_label(after, before, "kassa_store_lwt_total{", "table"),
             vec![("carts".to_owned(), 17.0), ("outbox".to_owned(), 7.0)]
         );
+        assert!(growth_by_label(after, before, "kassa_store_lwt_total{", "op").is_empty());
     }
 }
