@@ -252,10 +252,10 @@ pub fn describe_metrics() {
     );
     describe_counter!(
         "kassa_contended_total",
-        "Commands that gave up because their writes kept losing to other replicas' (a product \
-         command after max_conflict_retries, a cart change after its second pass, an order's \
-         status change at once); a shopper's or gateway's request is answered 503 overloaded, \
-         by entity."
+        "Commands given up because their writes kept losing to other writers' (a shopper's or \
+         gateway's request then gets 503 overloaded): a product command after \
+         max_conflict_retries; a shopper's cart change or checkout lock; a webhook's or \
+         cancel's status change (orders do not retry). By entity."
     );
     describe_counter!(
         "kassa_lwt_retries_total",

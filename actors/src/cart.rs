@@ -260,40 +260,59 @@ impl CartActor {
         + 'static,
         ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<T, CartError>> {
-        self.touch();
-        let answer = if !self.store.is_shared() {
-            decide(self, ctx)
-        } else if let Some(cart) = &self.cart
-            && cart.locked_by.is_some()
-            && self.live_lock(cart).is_none()
-        {
-            // A lock held here may belong to an order that ended without writing the cart
-            // (paid while it held the lock). While the lock is live a decision on it refuses,
-            // and the refusal is decided again on the cart as read and settled; once it
-            // lapsed, the decision would take the cart as unlocked, paid units and all: read
-            // it first.
-            self.decide_again(decide)
-        } else {
-            // Only a write that lands moves the held version (a lost condition reloads
-            // nothing here: the second pass reads the cart).
-            let version = self.cart.as_ref().map(|c| c.version);
-            Box::pin(decide(self, ctx).then(move |result, act: &mut Self, _| {
-                let settled = act.cart.as_ref().map(|c| c.version) != version
-                    || matches!(result, Err(CartError::Actor(ActorError::Unavailable)));
-                if settled {
-                    Box::pin(fut::ready(result))
-                } else {
-                    act.decide_again(decide)
-                }
-            }))
-        };
+        AtomicResponse::new(self.optimistic_answer(decide, ctx))
+    }
+
+    /// `optimistic` for a shopper's request (create the cart, change a line, lock it for
+    /// checkout): an answer `Contended` (the last write lost to another writer's) reaches
+    /// the shopper as 503 `overloaded`, and is counted as contended.
+    fn optimistic_for_shopper(
+        &mut self,
+        decide: impl Fn(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, CartResult> + 'static,
+        ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, CartResult> {
+        let answer = self.optimistic_answer(decide, ctx);
         AtomicResponse::new(Box::pin(answer.map(|result, _, _| {
-            // The last write lost to another writer's: answered 503, counted as contended.
             if matches!(result, Err(CartError::Actor(ActorError::Contended))) {
                 metrics::counter!("kassa_contended_total", "entity" => "cart").increment(1);
             }
             result
         })))
+    }
+
+    /// What `optimistic` answers, before it is made atomic.
+    fn optimistic_answer<T: 'static>(
+        &mut self,
+        decide: impl Fn(&mut Self, &mut Context<Self>) -> ResponseActFuture<Self, Result<T, CartError>>
+        + 'static,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<T, CartError>> {
+        self.touch();
+        if !self.store.is_shared() {
+            return decide(self, ctx);
+        }
+        // A lock held here may belong to an order that ended without writing the cart (paid
+        // while it held the lock). While the lock is live a decision on it refuses, and the
+        // refusal is decided again on the cart as read and settled; once it lapsed, the
+        // decision would take the cart as unlocked, paid units and all: read it first.
+        if let Some(cart) = &self.cart
+            && cart.locked_by.is_some()
+            && self.live_lock(cart).is_none()
+        {
+            return self.decide_again(decide);
+        }
+        // Only a write that lands moves the held version (a lost condition reloads nothing
+        // here: the second pass reads the cart).
+        let version = self.cart.as_ref().map(|c| c.version);
+        Box::pin(decide(self, ctx).then(move |result, act: &mut Self, _| {
+            let settled = act.cart.as_ref().map(|c| c.version) != version
+                || matches!(result, Err(CartError::Actor(ActorError::Unavailable)));
+            if settled {
+                Box::pin(fut::ready(result))
+            } else {
+                act.decide_again(decide)
+            }
+        }))
     }
 
     /// The second pass of `optimistic`: reads the cart and runs `decide` on it. The first
@@ -665,7 +684,7 @@ impl Handler<CreateCart> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
     fn handle(&mut self, msg: CreateCart, ctx: &mut Context<Self>) -> Self::Result {
-        self.optimistic(move |act, ctx| act.create(msg.clone(), ctx), ctx)
+        self.optimistic_for_shopper(move |act, ctx| act.create(msg.clone(), ctx), ctx)
     }
 }
 
@@ -681,7 +700,7 @@ impl Handler<SetLine> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
     fn handle(&mut self, msg: SetLine, ctx: &mut Context<Self>) -> Self::Result {
-        self.optimistic(move |act, ctx| act.set_line(msg.clone(), ctx), ctx)
+        self.optimistic_for_shopper(move |act, ctx| act.set_line(msg.clone(), ctx), ctx)
     }
 }
 
@@ -689,7 +708,7 @@ impl Handler<RemoveLine> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
     fn handle(&mut self, msg: RemoveLine, ctx: &mut Context<Self>) -> Self::Result {
-        self.optimistic(move |act, ctx| act.remove_line(msg.clone(), ctx), ctx)
+        self.optimistic_for_shopper(move |act, ctx| act.remove_line(msg.clone(), ctx), ctx)
     }
 }
 
@@ -719,7 +738,7 @@ impl Handler<BeginCheckout> for CartActor {
     type Result = AtomicResponse<Self, CartResult>;
 
     fn handle(&mut self, msg: BeginCheckout, ctx: &mut Context<Self>) -> Self::Result {
-        self.optimistic(move |act, ctx| act.begin_checkout(msg.clone(), ctx), ctx)
+        self.optimistic_for_shopper(move |act, ctx| act.begin_checkout(msg.clone(), ctx), ctx)
     }
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{ControlledStore, Harness, StubGateway, sku, tee, user};
-use kassa_actors::cart::{CartError, CreateCart, GetCart, SetLine};
+use kassa_actors::cart::{CartError, CreateCart, EndCheckout, GetCart, SetLine};
 use kassa_actors::clock::SharedClock;
 use kassa_actors::domain::{CartId, OrderId, Quantity, Sku, UserId};
 use kassa_actors::gateway::PaymentState;
@@ -1045,8 +1045,9 @@ fn contended(snapshot: &[CounterSample], entity: &str) -> u64 {
 
 /// A cart change and a webhook whose writes keep losing to another replica's answer
 /// `Contended` (503 at the edge), and each is counted as contended under its entity, as a
-/// product command is, so that the metric explains every 503 `overloaded`. The only test of
-/// this binary that makes writes lose, so no other test moves these counters.
+/// product command is (an order's own end of its cart, which no client waits for, is not), so that the metric explains every 503 `overloaded`. No other test of
+/// this binary leaves a cart or an order answered `Contended`, so none moves these counters
+/// (the recorder is the process's, installed here).
 #[actix_rt::test]
 async fn a_cart_change_and_a_webhook_that_lose_every_write_are_counted_as_contended() {
     let recorder = metrics_util::debugging::DebuggingRecorder::new();
@@ -1061,6 +1062,13 @@ async fn a_cart_change_and_a_webhook_that_lose_every_write_are_counted_as_conten
     shop.control.conflict_on_every_write();
     let changed = shop.h.carts.ask(&cart, shop.line(&s, 1)).await.unwrap();
     assert_eq!(changed, Err(CartError::Actor(ActorError::Contended)));
+    // An order's own end of its cart (an effect, retried later) is no shopper's 503.
+    let end = EndCheckout {
+        order_id: order.id,
+        paid: None,
+    };
+    let ended = shop.h.carts.ask(&order.cart_id, end).await.unwrap();
+    assert_eq!(ended, Err(CartError::Actor(ActorError::Contended)));
     let payment = order.payment.as_ref().expect("a payment");
     let notice = PaymentNotice {
         webhook_id: "wh-contended".into(),

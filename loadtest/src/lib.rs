@@ -499,9 +499,10 @@ fn statements_per_iteration(ctx: &Ctx, iterations: u64, elapsed: Duration) -> Ve
             }
         }
     }
-    // Which tables the LWTs went to (`kassa_store_lwt_total{table=..}`), and every statement
-    // by the store operation that sent it (`kassa_store_request_seconds_count{op=..}`: the
-    // plain writes and reads too), for the scylla store.
+    // Which tables the LWTs went to (`kassa_store_lwt_total{table=..}`), and every request
+    // by the store operation that sent it (`kassa_store_request_seconds_count{op=..}`: plain
+    // writes and reads too, a batch or a paged read as one request; an LWT's op is its
+    // table, so `carts` also holds the carts' plain creations), for the scylla store.
     for (table, delta) in growth_by_label(after, before, "kassa_store_lwt_total{", "table") {
         figures.push((
             format!("store_lwts_per_iteration_{table}"),
@@ -523,17 +524,23 @@ fn statements_per_iteration(ctx: &Ctx, iterations: u64, elapsed: Duration) -> Ve
 /// grow are left out.
 fn growth_by_label(after: &str, before: &str, series: &str, label: &str) -> Vec<(String, f64)> {
     let needle = format!("{label}=\"");
+    // The label by its whole name: first after the `{`, or after a `,` (not `shop=` for `op=`).
+    let value_of = |labels: &str| {
+        let at = if labels.starts_with(needle.as_str()) {
+            0
+        } else {
+            labels.find(&format!(",{needle}"))? + 1
+        };
+        let (value, _) = labels[at + needle.len()..].split_once('"')?;
+        Some(value.to_owned())
+    };
     let per_value = |text: &str| {
         let mut sums = std::collections::BTreeMap::<String, f64>::new();
         for line in text.lines() {
             let Some(rest) = line.strip_prefix(series) else {
                 continue;
             };
-            let Some(value) = rest
-                .split_once(needle.as_str())
-                .and_then(|(_, v)| v.split_once('"'))
-                .map(|(v, _)| v.to_owned())
-            else {
+            let Some(value) = value_of(rest) else {
                 continue;
             };
             if let Some(n) = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok()) {
@@ -620,5 +627,11 @@ mod tests {
             vec![("carts".to_owned(), 17.0), ("outbox".to_owned(), 7.0)]
         );
         assert!(growth_by_label(after, before, "kassa_store_lwt_total{", "op").is_empty());
+        let requests = "kassa_store_request_seconds_count{store=\"scylla\",op=\"carts\"} 9\n\
+                        kassa_store_request_seconds_count{shop=\"x\",op=\"stock\"} 4\n";
+        assert_eq!(
+            growth_by_label(requests, "", "kassa_store_request_seconds_count{", "op"),
+            vec![("carts".to_owned(), 9.0), ("stock".to_owned(), 4.0)]
+        );
     }
 }

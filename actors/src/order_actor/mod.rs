@@ -430,6 +430,15 @@ impl Handler<GetOrder> for OrderActor {
     }
 }
 
+/// A webhook or a cancel whose status change lost to another replica's write gives up at
+/// once (answered 503 `overloaded`; the gateway or the shopper asks again): counted as
+/// contended, as a product command is after its retries.
+fn count_contended<T>(answer: &Result<T, OrderError>) {
+    if matches!(answer, Err(OrderError::Actor(ActorError::Contended))) {
+        metrics::counter!("kassa_contended_total", "entity" => "order").increment(1);
+    }
+}
+
 impl Handler<PaymentNotice> for OrderActor {
     type Result = AtomicResponse<Self, Result<NoticeOutcome, OrderError>>;
 
@@ -441,6 +450,7 @@ impl Handler<PaymentNotice> for OrderActor {
                 return (None, Err(OrderError::NotFound));
             };
             let (settled, answer) = notice(&services, order, msg).await;
+            count_contended(&answer);
             (Some(settled), answer)
         })
     }
@@ -461,6 +471,7 @@ impl Handler<CancelOrder> for OrderActor {
                 return (unseen.map(Settled::from), Err(OrderError::NotFound));
             };
             let (settled, answer) = cancel(&services, order).await;
+            count_contended(&answer);
             (Some(settled), answer)
         })
     }

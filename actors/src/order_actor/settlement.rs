@@ -44,27 +44,14 @@ pub(super) async fn transition(
         true => match joint::write_with_stock(svc, &order, next.clone()).await {
             Joint::Written(next) => next,
             Joint::Failed(stored, e) => return Err((stored, e)),
-            Joint::NotCarried => write_next(svc, order, next)
-                .await
-                .inspect_err(count_contended)?,
+            Joint::NotCarried => write_next(svc, order, next).await?,
         },
-        false => write_next(svc, order, next)
-            .await
-            .inspect_err(count_contended)?,
+        false => write_next(svc, order, next).await?,
     };
     metrics::counter!("kassa_order_transitions_total", "from" => from.as_str(), "to" => to.as_str())
         .increment(1);
     tracing::info!(order_id = %next.id, %from, %to, ?event, "order transition");
     Ok((dispatch_effects(svc, next).await, Some(to)))
-}
-
-/// A status change that lost to another replica's write gives up at once (the caller, a
-/// gateway's webhook or a shopper's cancel, is answered 503 and asks again): counted as
-/// contended, as a product command is after its retries.
-fn count_contended((_, error): &(OrderRecord, OrderError)) {
-    if matches!(error, OrderError::Actor(ActorError::Contended)) {
-        metrics::counter!("kassa_contended_total", "entity" => "order").increment(1);
-    }
 }
 
 /// Writes `next` as the version after `order`'s. On a conflict answers the stored order (or
