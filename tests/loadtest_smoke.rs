@@ -204,6 +204,29 @@ async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
     );
     let share = figure(&report, "lwt_share_of_baseline");
     assert!(share > 0.0, "{}", report.render());
+    // Where the LWTs go: the per-table figures add up to the total, a journey takes LWTs on
+    // its cart, its SKUs and its order, and every LWT is also one of its operation's requests.
+    let per_table: f64 = report
+        .figures
+        .iter()
+        .filter(|(name, _)| name.starts_with("store_lwts_per_iteration_"))
+        .map(|(_, value)| value)
+        .sum();
+    let total = figure(&report, "store_lwts_per_iteration");
+    assert!(
+        total > 0.0 && (per_table - total).abs() < 1e-9 * total.max(1.0),
+        "tables {per_table} against {total}: {}",
+        report.render()
+    );
+    for table in ["carts", "stock", "orders"] {
+        let lwts = figure(&report, &format!("store_lwts_per_iteration_{table}"));
+        let requests = figure(&report, &format!("store_requests_per_iteration_{table}"));
+        assert!(
+            lwts > 0.0 && requests >= lwts,
+            "{table}: {}",
+            report.render()
+        );
+    }
     let store = scylla_store("lt_storm").await;
     run_scenario(&[
         "--store",
