@@ -182,6 +182,7 @@ fn register_counters_at_zero() {
         counter!("kassa_store_conflicts_total", "entity" => kind).increment(0);
         counter!("kassa_contended_total", "entity" => kind).increment(0);
     }
+    counter!("kassa_lwt_retries_total", "entity" => ProductActor::KIND).increment(0);
     for outcome in ["placed", "conflict", "gateway_error"] {
         counter!("kassa_checkouts_total", "outcome" => outcome).increment(0);
     }
