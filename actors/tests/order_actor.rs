@@ -27,6 +27,18 @@ use time::Duration;
 
 const TTL: Duration = Duration::minutes(15);
 
+/// A verified webhook for the order's payment, for its full amount.
+fn payment_notice(order: &OrderRecord, webhook_id: &str, succeeded: bool) -> PaymentNotice {
+    let payment = order.payment.as_ref().expect("the order has a payment");
+    PaymentNotice {
+        webhook_id: webhook_id.into(),
+        succeeded,
+        payment_id: payment.payment_id.clone(),
+        amount: order.total,
+        currency: order.currency.code().into(),
+    }
+}
+
 /// The shop around one shopper: every actor kind over one store, gateway and clock.
 struct Shop {
     h: Harness,
@@ -153,14 +165,7 @@ impl Shop {
         webhook_id: &str,
         succeeded: bool,
     ) -> NoticeOutcome {
-        let payment = order.payment.as_ref().expect("the order has a payment");
-        let msg = PaymentNotice {
-            webhook_id: webhook_id.into(),
-            succeeded,
-            payment_id: payment.payment_id.clone(),
-            amount: order.total,
-            currency: order.currency.code().into(),
-        };
+        let msg = payment_notice(order, webhook_id, succeeded);
         self.orders.ask(&order.id, msg).await.unwrap().unwrap()
     }
 
@@ -579,14 +584,7 @@ async fn a_paid_webhook_whose_one_write_fails_changes_nothing_and_its_redelivery
     let shop = Shop::open();
     let s = sku("write-fails");
     let order = shop.two_of(&s).await;
-    let payment = order.payment.as_ref().expect("a payment");
-    let notice = PaymentNotice {
-        webhook_id: "wh-paid".into(),
-        succeeded: true,
-        payment_id: payment.payment_id.clone(),
-        amount: order.total,
-        currency: "EUR".into(),
-    };
+    let notice = payment_notice(&order, "wh-paid", true);
 
     shop.control.fail_writes();
     let failed = shop.orders.ask(&order.id, notice.clone()).await.unwrap();
@@ -1069,14 +1067,7 @@ async fn a_cart_change_and_a_webhook_that_lose_every_write_are_counted_as_conten
     };
     let ended = shop.h.carts.ask(&order.cart_id, end).await.unwrap();
     assert_eq!(ended, Err(CartError::Actor(ActorError::Contended)));
-    let payment = order.payment.as_ref().expect("a payment");
-    let notice = PaymentNotice {
-        webhook_id: "wh-contended".into(),
-        succeeded: true,
-        payment_id: payment.payment_id.clone(),
-        amount: order.total,
-        currency: order.currency.code().into(),
-    };
+    let notice = payment_notice(&order, "wh-contended", true);
     let answer = shop.orders.ask(&order.id, notice).await.unwrap();
     assert_eq!(
         answer.map(|_| ()),
