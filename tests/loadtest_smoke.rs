@@ -204,6 +204,17 @@ async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
     );
     let share = figure(&report, "lwt_share_of_baseline");
     assert!(share > 0.0, "{}", report.render());
+    // The same shape as plain writes, and what an LWT costs in them.
+    assert!(
+        baseline.plain.writes > 0 && baseline.plain.errors == 0,
+        "{}",
+        report.render()
+    );
+    assert!(
+        figure(&report, "plain_writes_per_lwt") > 0.0,
+        "{}",
+        report.render()
+    );
     // Where the LWTs go: the per-table figures add up to the total, a journey takes LWTs on
     // its cart, its SKUs and its order, and every LWT is also one of its operation's requests.
     let per_table: f64 = report

@@ -140,7 +140,7 @@ pub struct Options {
     pub baseline_concurrency: Option<usize>,
     /// On a scylla store: drive the database's own LWTs this long first (a loop of Kassa's
     /// cart-write shape, as many tasks as the baseline has connections) and report Kassa's
-    /// LWTs/s over it (`0s`: skip).
+    /// LWTs/s over it, then as long again the same shape as plain writes (`0s`: skip).
     #[arg(long, value_parser = duration, default_value = "3s")]
     pub lwt_baseline: Duration,
     /// The database for --lwt-baseline, as a `KASSA_STORE` URL
@@ -349,6 +349,13 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         figures.insert(
             "lwt_share_of_baseline".into(),
             kassa / database.per_second.max(1e-9),
+        );
+    }
+    if let Some(database) = &lwt_baseline {
+        // What one LWT costs the node in plain writes of the same shape (docs/ownership.md).
+        figures.insert(
+            "plain_writes_per_lwt".into(),
+            database.plain.per_second / database.per_second.max(1e-9),
         );
     }
     let mut checks_passed = passed;

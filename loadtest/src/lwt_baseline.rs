@@ -7,6 +7,11 @@
 //! Paxos capacity a journey takes (issue 18): near 1, the database is the limit; far below,
 //! Kassa is.
 //!
+//! Then the same tasks run the same shape for as long again with plain writes, each stamped
+//! `USING TIMESTAMP` its version (the fenced writes of `docs/ownership.md`), so the report
+//! can say what an LWT costs the node in plain writes: the figure that proposal's estimate
+//! ("about a tenth") rests on.
+//!
 //! Runs in a keyspace of its own (`kassa_lwt_baseline`, the same replication as Kassa's
 //! keyspace when that exists), dropped afterwards; never reads or writes Kassa's tables.
 //! Reaches the node named by a `scylla://[user:password@]host:port[,host:port]/keyspace`
@@ -33,7 +38,7 @@ const UPDATES_PER_ROW: i64 = 3;
 /// About a small cart's JSON body.
 const BODY_BYTES: usize = 256;
 
-/// What the loop measured.
+/// What the loops measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct LwtBaseline {
     pub statement: &'static str,
@@ -45,6 +50,43 @@ pub struct LwtBaseline {
     pub p99_ms: f64,
     /// LWTs that failed (timeouts, unavailable) or were not applied (none expected).
     pub errors: u64,
+    /// The same shape as plain writes, from the same tasks, run after the LWTs.
+    pub plain: PlainBaseline,
+}
+
+/// The plain-write loop's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlainBaseline {
+    pub statement: &'static str,
+    pub seconds: f64,
+    pub writes: u64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Writes that failed (timeouts, unavailable).
+    pub errors: u64,
+}
+
+/// The statements one loop runs: a row's creation, then its changes.
+#[derive(Clone)]
+enum Shape {
+    /// `IF NOT EXISTS`, then `IF version = ?`.
+    Lwt {
+        insert: PreparedStatement,
+        update: PreparedStatement,
+    },
+    /// The same columns, plain, `USING TIMESTAMP` the version.
+    Plain {
+        insert: PreparedStatement,
+        update: PreparedStatement,
+    },
+}
+
+/// What one loop measured: its length, the latencies of the writes that landed, the errors.
+struct Measured {
+    seconds: f64,
+    histogram: Histogram<u64>,
+    errors: u64,
 }
 
 /// Where the baseline connects: the hosts, credentials and keyspace of a `scylla://` URL.
@@ -127,7 +169,74 @@ pub async fn run(node: &Node, concurrency: usize, length: Duration) -> anyhow::R
              IF version = ?"
         ))
         .await?;
+    let plain_insert = session
+        .prepare(format!(
+            "INSERT INTO {KEYSPACE}.rows (id, owner, version, body) VALUES (?, ?, ?, ?) \
+             USING TIMESTAMP ?"
+        ))
+        .await?;
+    let plain_update = session
+        .prepare(format!(
+            "UPDATE {KEYSPACE}.rows USING TIMESTAMP ? SET owner = ?, version = ?, body = ? \
+             WHERE id = ?"
+        ))
+        .await?;
 
+    let lwt = drive(
+        &session,
+        &Shape::Lwt { insert, update },
+        concurrency,
+        length,
+    )
+    .await?;
+    let plain = drive(
+        &session,
+        &Shape::Plain {
+            insert: plain_insert,
+            update: plain_update,
+        },
+        concurrency,
+        length,
+    )
+    .await?;
+    // Best effort: a keyspace left behind is reused by the next run.
+    let _ = session
+        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {KEYSPACE}"), ())
+        .await;
+    let lwts = lwt.histogram.len();
+    let writes = plain.histogram.len();
+    Ok(LwtBaseline {
+        statement: "INSERT .. IF NOT EXISTS, then 3 x UPDATE .. IF version = ?",
+        concurrency,
+        seconds: lwt.seconds,
+        lwts,
+        per_second: lwts as f64 / lwt.seconds.max(1e-9),
+        p50_ms: quantile_ms(&lwt.histogram, 0.5),
+        p99_ms: quantile_ms(&lwt.histogram, 0.99),
+        errors: lwt.errors,
+        plain: PlainBaseline {
+            statement: "INSERT, then 3 x UPDATE, each USING TIMESTAMP its version",
+            seconds: plain.seconds,
+            writes,
+            per_second: writes as f64 / plain.seconds.max(1e-9),
+            p50_ms: quantile_ms(&plain.histogram, 0.5),
+            p99_ms: quantile_ms(&plain.histogram, 0.99),
+            errors: plain.errors,
+        },
+    })
+}
+
+fn quantile_ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1000.0
+}
+
+/// Runs `shape` from `concurrency` tasks for `length`.
+async fn drive(
+    session: &Arc<Session>,
+    shape: &Shape,
+    concurrency: usize,
+    length: Duration,
+) -> anyhow::Result<Measured> {
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
@@ -135,42 +244,28 @@ pub async fn run(node: &Node, concurrency: usize, length: Duration) -> anyhow::R
     let deadline = started + length;
     let tasks: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (session, insert, update) = (session.clone(), insert.clone(), update.clone());
-            let histogram = histogram.clone();
-            tokio::spawn(
-                async move { worker(&session, &insert, &update, deadline, &histogram).await },
-            )
+            let (session, shape, histogram) = (session.clone(), shape.clone(), histogram.clone());
+            tokio::spawn(async move { worker(&session, &shape, deadline, &histogram).await })
         })
         .collect();
     let mut errors = 0;
     for task in tasks {
-        errors += task.await.context("an LWT baseline task")?;
+        errors += task.await.context("a baseline task")?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    // Best effort: a keyspace left behind is reused by the next run.
-    let _ = session
-        .query_unpaged(format!("DROP KEYSPACE IF EXISTS {KEYSPACE}"), ())
-        .await;
-    let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
-    let lwts = histogram.len();
-    Ok(LwtBaseline {
-        statement: "INSERT .. IF NOT EXISTS, then 3 x UPDATE .. IF version = ?",
-        concurrency,
+    let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(Measured {
         seconds,
-        lwts,
-        per_second: lwts as f64 / seconds.max(1e-9),
-        p50_ms: histogram.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_ms: histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        histogram,
         errors,
     })
 }
 
-/// One task's loop until `deadline`; answers its errors. Each applied LWT's latency goes
-/// into `histogram`.
+/// One task's loop until `deadline`; answers its errors. Each write's latency goes into
+/// `histogram` if it landed (for an LWT: applied).
 async fn worker(
     session: &Session,
-    insert: &PreparedStatement,
-    update: &PreparedStatement,
+    shape: &Shape,
     deadline: Instant,
     histogram: &Mutex<Histogram<u64>>,
 ) -> u64 {
@@ -180,10 +275,18 @@ async fn worker(
     'rows: while Instant::now() < deadline {
         let id = Uuid::new_v4();
         let began = Instant::now();
-        let inserted = session
-            .execute_unpaged(insert, (id, "baseline", 1_i64, &body))
-            .await;
-        if !applied(inserted) {
+        let inserted = match shape {
+            Shape::Lwt { insert, .. } => applied(
+                session
+                    .execute_unpaged(insert, (id, "baseline", 1_i64, &body))
+                    .await,
+            ),
+            Shape::Plain { insert, .. } => session
+                .execute_unpaged(insert, (id, "baseline", 1_i64, &body, 1_i64))
+                .await
+                .is_ok(),
+        };
+        if !inserted {
             errors += 1;
             continue;
         }
@@ -193,10 +296,18 @@ async fn worker(
                 break 'rows;
             }
             let began = Instant::now();
-            let updated = session
-                .execute_unpaged(update, ("baseline", version + 1, &body, id, version))
-                .await;
-            if !applied(updated) {
+            let updated = match shape {
+                Shape::Lwt { update, .. } => applied(
+                    session
+                        .execute_unpaged(update, ("baseline", version + 1, &body, id, version))
+                        .await,
+                ),
+                Shape::Plain { update, .. } => session
+                    .execute_unpaged(update, (version + 1, "baseline", version + 1, &body, id))
+                    .await
+                    .is_ok(),
+            };
+            if !updated {
                 errors += 1;
                 continue 'rows;
             }

@@ -406,6 +406,12 @@ impl Report {
                 "lwt baseline ({}): {:.0} LWTs/s (p50 {:.2} ms, p99 {:.2} ms, {} tasks, {:.1}s, {} errors)",
                 b.statement, b.per_second, b.p50_ms, b.p99_ms, b.concurrency, b.seconds, b.errors
             );
+            let p = &b.plain;
+            let _ = writeln!(
+                out,
+                "plain-write baseline ({}): {:.0} writes/s (p50 {:.2} ms, p99 {:.2} ms, {:.1}s, {} errors)",
+                p.statement, p.per_second, p.p50_ms, p.p99_ms, p.seconds, p.errors
+            );
         }
         for kill in &self.kills {
             let _ = writeln!(
