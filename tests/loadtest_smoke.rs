@@ -206,12 +206,13 @@ async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
     assert!(share > 0.0, "{}", report.render());
     // The same shape as plain writes, and what an LWT costs in them.
     assert!(
-        baseline.plain.writes > 0 && baseline.plain.errors == 0,
+        baseline.plain.writes > 0 && baseline.plain.errors == 0 && baseline.plain.seconds >= 1.0,
         "{}",
         report.render()
     );
+    let plain_per_lwt = figure(&report, "plain_writes_per_lwt");
     assert!(
-        figure(&report, "plain_writes_per_lwt") > 0.0,
+        plain_per_lwt.is_finite() && plain_per_lwt > 0.0,
         "{}",
         report.render()
     );
@@ -224,9 +225,13 @@ async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
         .map(|(_, value)| value)
         .sum();
     let total = figure(&report, "store_lwts_per_iteration");
+    // The total counts an LWT when it is sent, its table when its answer is read: the
+    // scrapes at the window's two ends may each fall while some are on their way (at most
+    // one per shopper and a few background effects; a CI run once saw one).
+    let in_flight = (per_table - total).abs() * report.iterations as f64;
     assert!(
-        total > 0.0 && (per_table - total).abs() < 1e-9 * total.max(1.0),
-        "tables {per_table} against {total}: {}",
+        total > 0.0 && in_flight < 16.5,
+        "tables {per_table} against {total} ({in_flight:.1} LWTs apart): {}",
         report.render()
     );
     for table in ["carts", "stock", "orders"] {

@@ -283,7 +283,7 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             let concurrency = opts.baseline_concurrency.or(opts.concurrency).unwrap_or(32);
             if !opts.quiet {
                 eprintln!(
-                    "lwt baseline: {concurrency} tasks for {:?} on {}",
+                    "lwt baseline: {concurrency} tasks for {:?} of LWTs, then as long of plain writes, on {}",
                     opts.lwt_baseline,
                     node.hosts.join(",")
                 );
@@ -351,8 +351,12 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
             kassa / database.per_second.max(1e-9),
         );
     }
-    if let Some(database) = &lwt_baseline {
-        // What one LWT costs the node in plain writes of the same shape (docs/ownership.md).
+    if let Some(database) = lwt_baseline
+        .as_ref()
+        .filter(|b| b.lwts > 0 && b.errors == 0 && b.plain.errors == 0)
+    {
+        // How many plain writes of the same shape the node took for each LWT, from the same
+        // tasks (docs/ownership.md); only when both loops ran clean.
         figures.insert(
             "plain_writes_per_lwt".into(),
             database.plain.per_second / database.per_second.max(1e-9),

@@ -135,7 +135,8 @@ impl Node {
     }
 }
 
-/// Drives the LWT loop from `concurrency` tasks for `length`.
+/// Drives the LWT loop from `concurrency` tasks for `length`, then the plain-write loop for
+/// as long.
 pub async fn run(node: &Node, concurrency: usize, length: Duration) -> anyhow::Result<LwtBaseline> {
     let session = Arc::new(connect(node).await?);
     let replication = replication_of(&session, &node.keyspace).await;
