@@ -198,7 +198,7 @@ async fn on_cassandra_storefront_and_webhook_storm_keep_every_invariant() {
         .as_ref()
         .expect("an LWT baseline on Cassandra");
     assert!(
-        baseline.lwts > 0 && baseline.errors == 0,
+        baseline.lwt.writes > 0 && baseline.lwt.errors == 0,
         "{}",
         report.render()
     );

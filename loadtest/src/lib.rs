@@ -348,18 +348,18 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     if let (Some(kassa), Some(database)) = (kassa_lwts, &lwt_baseline) {
         figures.insert(
             "lwt_share_of_baseline".into(),
-            kassa / database.per_second.max(1e-9),
+            kassa / database.lwt.per_second.max(1e-9),
         );
     }
     if let Some(database) = lwt_baseline
         .as_ref()
-        .filter(|b| b.lwts > 0 && b.errors == 0 && b.plain.errors == 0)
+        .filter(|b| b.lwt.writes > 0 && b.lwt.errors == 0 && b.plain.errors == 0)
     {
         // How many plain writes of the same shape the node took for each LWT, from the same
         // tasks (docs/ownership.md); only when both loops ran clean.
         figures.insert(
             "plain_writes_per_lwt".into(),
-            database.plain.per_second / database.per_second.max(1e-9),
+            database.plain.per_second / database.lwt.per_second.max(1e-9),
         );
     }
     let mut checks_passed = passed;

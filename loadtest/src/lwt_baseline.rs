@@ -41,29 +41,26 @@ const BODY_BYTES: usize = 256;
 /// What the loops measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct LwtBaseline {
-    pub statement: &'static str,
+    /// Tasks in each loop.
     pub concurrency: usize,
-    pub seconds: f64,
-    pub lwts: u64,
-    pub per_second: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    /// LWTs that failed (timeouts, unavailable) or were not applied (none expected).
-    pub errors: u64,
+    /// The LWTs.
+    pub lwt: Loop,
     /// The same shape as plain writes, from the same tasks, run after the LWTs.
-    pub plain: PlainBaseline,
+    pub plain: Loop,
 }
 
-/// The plain-write loop's figures.
+/// One loop's figures.
 #[derive(Debug, Clone, Serialize)]
-pub struct PlainBaseline {
+pub struct Loop {
     pub statement: &'static str,
     pub seconds: f64,
+    /// Writes that landed (for an LWT: applied).
     pub writes: u64,
     pub per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-    /// Writes that failed (timeouts, unavailable).
+    /// Writes that failed (timeouts, unavailable) or, for an LWT, were not applied (none
+    /// expected).
     pub errors: u64,
 }
 
@@ -82,11 +79,13 @@ enum Shape {
     },
 }
 
-/// What one loop measured: its length, the latencies of the writes that landed, the errors.
-struct Measured {
-    seconds: f64,
-    histogram: Histogram<u64>,
-    errors: u64,
+impl Shape {
+    fn statement(&self) -> &'static str {
+        match self {
+            Self::Lwt { .. } => "INSERT .. IF NOT EXISTS, then 3 x UPDATE .. IF version = ?",
+            Self::Plain { .. } => "INSERT, then 3 x UPDATE, each USING TIMESTAMP its version",
+        }
+    }
 }
 
 /// Where the baseline connects: the hosts, credentials and keyspace of a `scylla://` URL.
@@ -204,31 +203,11 @@ pub async fn run(node: &Node, concurrency: usize, length: Duration) -> anyhow::R
     let _ = session
         .query_unpaged(format!("DROP KEYSPACE IF EXISTS {KEYSPACE}"), ())
         .await;
-    let lwts = lwt.histogram.len();
-    let writes = plain.histogram.len();
     Ok(LwtBaseline {
-        statement: "INSERT .. IF NOT EXISTS, then 3 x UPDATE .. IF version = ?",
         concurrency,
-        seconds: lwt.seconds,
-        lwts,
-        per_second: lwts as f64 / lwt.seconds.max(1e-9),
-        p50_ms: quantile_ms(&lwt.histogram, 0.5),
-        p99_ms: quantile_ms(&lwt.histogram, 0.99),
-        errors: lwt.errors,
-        plain: PlainBaseline {
-            statement: "INSERT, then 3 x UPDATE, each USING TIMESTAMP its version",
-            seconds: plain.seconds,
-            writes,
-            per_second: writes as f64 / plain.seconds.max(1e-9),
-            p50_ms: quantile_ms(&plain.histogram, 0.5),
-            p99_ms: quantile_ms(&plain.histogram, 0.99),
-            errors: plain.errors,
-        },
+        lwt,
+        plain,
     })
-}
-
-fn quantile_ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
-    histogram.value_at_quantile(quantile) as f64 / 1000.0
 }
 
 /// Runs `shape` from `concurrency` tasks for `length`.
@@ -237,7 +216,7 @@ async fn drive(
     shape: &Shape,
     concurrency: usize,
     length: Duration,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<Loop> {
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
@@ -254,10 +233,15 @@ async fn drive(
         errors += task.await.context("a baseline task")?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    Ok(Measured {
+    let histogram = histogram.lock().unwrap_or_else(|e| e.into_inner());
+    let quantile_ms = |quantile| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    Ok(Loop {
+        statement: shape.statement(),
         seconds,
-        histogram,
+        writes: histogram.len(),
+        per_second: histogram.len() as f64 / seconds.max(1e-9),
+        p50_ms: quantile_ms(0.5),
+        p99_ms: quantile_ms(0.99),
         errors,
     })
 }

@@ -401,17 +401,22 @@ impl Report {
             let _ = writeln!(out, "{} / baseline = {r:.3}", self.primary_op);
         }
         if let Some(b) = &self.lwt_baseline {
-            let _ = writeln!(
-                out,
-                "lwt baseline ({}): {:.0} LWTs/s (p50 {:.2} ms, p99 {:.2} ms, {} tasks, {:.1}s, {} errors)",
-                b.statement, b.per_second, b.p50_ms, b.p99_ms, b.concurrency, b.seconds, b.errors
-            );
-            let p = &b.plain;
-            let _ = writeln!(
-                out,
-                "plain-write baseline ({}): {:.0} writes/s (p50 {:.2} ms, p99 {:.2} ms, {:.1}s, {} errors)",
-                p.statement, p.per_second, p.p50_ms, p.p99_ms, p.seconds, p.errors
-            );
+            for (name, unit, l) in [
+                ("lwt baseline", "LWTs", &b.lwt),
+                ("plain-write baseline", "writes", &b.plain),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "{name} ({}): {:.0} {unit}/s (p50 {:.2} ms, p99 {:.2} ms, {} tasks, {:.1}s, {} errors)",
+                    l.statement,
+                    l.per_second,
+                    l.p50_ms,
+                    l.p99_ms,
+                    b.concurrency,
+                    l.seconds,
+                    l.errors
+                );
+            }
         }
         for kill in &self.kills {
             let _ = writeln!(
